@@ -1,0 +1,104 @@
+"""Argument checks shared by the public functions.
+
+Every check raises ``ValueError`` or ``TypeError`` with the offending value and the accepted range,
+so a user sees what they passed. Checks that would need a device-to-host copy (the values inside a
+CUDA tensor) are only done for CPU tensors; on other devices values are clamped instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+
+__all__ = [
+    "as_rate",
+    "check_bool_2d",
+    "check_probability",
+    "check_long",
+    "special_ids_tensor",
+    "valid_from_attention_mask",
+]
+
+
+def check_probability(name: str, value: float) -> float:
+    """Return ``value`` as a float after checking it lies in [0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a float in [0, 1] ({value!r} given).")
+    value = float(value)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"The value of {name} must be between 0.0 and 1.0 ({value} given).")
+    return value
+
+
+def as_rate(rate: float | torch.Tensor, batch: int, device: torch.device) -> torch.Tensor:
+    """Turn a float or (B,) tensor rate into a float64 (B, 1) column on ``device``.
+
+    Float64 keeps ``round(rate * n)`` exact for the counts used by the ``exact=True`` paths.
+    """
+    if isinstance(rate, torch.Tensor):
+        if rate.dim() == 0:
+            rate = rate.reshape(1).expand(batch)
+        if rate.dim() != 1 or rate.shape[0] != batch:
+            raise ValueError(
+                f"rate must be a float or a tensor of shape (B,) = ({batch},) "
+                f"(tensor of shape {tuple(rate.shape)} given)."
+            )
+        if rate.is_floating_point() is False:
+            raise TypeError(f"rate tensor must be floating point ({rate.dtype} given).")
+        if rate.device.type == "cpu" and rate.numel() > 0:
+            lo, hi = float(rate.min()), float(rate.max())
+            if lo < 0.0 or hi > 1.0:
+                raise ValueError(
+                    f"Every rate must be between 0.0 and 1.0 (values in [{lo}, {hi}] given)."
+                )
+        return rate.to(device=device, dtype=torch.float64).clamp(0.0, 1.0).unsqueeze(1)
+    return torch.full((batch, 1), check_probability("rate", rate), dtype=torch.float64, device=device)
+
+
+def check_bool_2d(name: str, x: torch.Tensor) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor ({type(x).__name__} given).")
+    if x.dtype != torch.bool:
+        raise TypeError(f"{name} must be a bool tensor ({x.dtype} given).")
+    if x.dim() != 2:
+        raise ValueError(f"{name} must have shape (B, N) ({tuple(x.shape)} given).")
+    return x
+
+
+def check_long(name: str, x: torch.Tensor, dim: int | None = 2) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor ({type(x).__name__} given).")
+    if x.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+        raise TypeError(f"{name} must be an integer tensor ({x.dtype} given).")
+    if dim is not None and x.dim() != dim:
+        raise ValueError(f"{name} must have {dim} dimensions (shape {tuple(x.shape)} given).")
+    return x
+
+
+def special_ids_tensor(
+    special_ids: Iterable[int] | torch.Tensor | None, device: torch.device
+) -> torch.Tensor:
+    """Sorted, unique int64 tensor of special ids (may be empty)."""
+    if special_ids is None:
+        return torch.empty(0, dtype=torch.long, device=device)
+    if isinstance(special_ids, torch.Tensor):
+        ids = special_ids.to(device=device, dtype=torch.long).flatten()
+    else:
+        ids_list = [int(i) for i in special_ids]
+        ids = torch.tensor(ids_list, dtype=torch.long, device=device)
+    return torch.unique(ids)  # sorted
+
+
+def valid_from_attention_mask(
+    attention_mask: torch.Tensor | None, shape: Sequence[int], device: torch.device
+) -> torch.Tensor:
+    """Bool (B, L) of real tokens from an HF-style attention mask (1 = real), or all True."""
+    if attention_mask is None:
+        return torch.ones(tuple(shape), dtype=torch.bool, device=device)
+    if tuple(attention_mask.shape) != tuple(shape):
+        raise ValueError(
+            f"attention_mask must have the shape of input_ids {tuple(shape)} "
+            f"({tuple(attention_mask.shape)} given)."
+        )
+    return attention_mask.to(device).bool()

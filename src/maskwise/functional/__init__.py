@@ -1,0 +1,41 @@
+"""Pure, batched masking functions: they return masks (or apply them) and keep no state.
+
+Every random function takes a keyword-only ``generator`` (a ``torch.Generator``, a
+:class:`maskwise.random.KeyedGenerator`, or None for torch's global generator) and draws only
+from it.
+"""
+
+from maskwise.functional.features import mask_features
+from maskwise.functional.select import sample_mask, top_k_per_row
+from maskwise.functional.spans import (
+    mask_spans,
+    span_length_pmf,
+    t5_corrupt,
+    t5_corrupt_with_lengths,
+)
+from maskwise.functional.tokens import (
+    corrupt,
+    lm_labels,
+    mask_tokens,
+    mask_words,
+    word_ids_from_encoding,
+    word_ids_from_offsets,
+    word_starts,
+)
+
+__all__ = [
+    "corrupt",
+    "lm_labels",
+    "mask_features",
+    "mask_spans",
+    "mask_tokens",
+    "mask_words",
+    "sample_mask",
+    "span_length_pmf",
+    "t5_corrupt",
+    "t5_corrupt_with_lengths",
+    "top_k_per_row",
+    "word_ids_from_encoding",
+    "word_ids_from_offsets",
+    "word_starts",
+]

@@ -1,0 +1,107 @@
+"""The selection primitive every masker builds on: which of the allowed positions to mask."""
+
+from __future__ import annotations
+
+import torch
+
+from maskwise._checks import as_rate, check_bool_2d
+from maskwise.random import KeyedGenerator, uniform
+
+__all__ = ["sample_mask", "top_k_per_row"]
+
+
+def top_k_per_row(scores: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Bool mask of the ``k[b]`` highest ``scores[b]`` in every row, ``k`` varying per row.
+
+    One batched sort, no host sync (``torch.topk`` would need ``k.max()`` on the host).
+
+    Args:
+        scores: float (B, N); ``-inf`` marks positions that must come last.
+        k: int64 (B,), ``0 <= k[b] <= N``.
+
+    >>> top_k_per_row(torch.tensor([[0.1, 0.9, 0.5], [3.0, 2.0, 1.0]]), torch.tensor([2, 1]))
+    tensor([[False,  True,  True],
+            [ True, False, False]])
+    """
+    B, N = scores.shape
+    order = scores.argsort(dim=1, descending=True)  # (B, N) positions, best first
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(N, device=scores.device).expand(B, N))
+    return rank < k.unsqueeze(1)
+
+
+def sample_mask(
+    valid: torch.Tensor,
+    rate: float | torch.Tensor,
+    *,
+    exact: bool = False,
+    weights: torch.Tensor | None = None,
+    generator: torch.Generator | KeyedGenerator | None = None,
+) -> torch.Tensor:
+    """Choose positions to mask among the allowed ones.
+
+    * ``exact=False``: independent Bernoulli draws. Position ``j`` of row ``b`` is masked with
+      probability ``p[b, j] = rate[b]`` or, with ``weights``,
+      ``p[b, j] = clip(rate[b] * n_valid[b] * w[b, j] / sum_valid(w[b]), 0, 1)``, so the expected
+      masked fraction of the valid positions is ``rate`` (less only where clipping bites).
+    * ``exact=True``: exactly ``k[b] = round(rate[b] * n_valid[b])`` positions per row (round half
+      to even, as Python's ``round``), drawn without replacement with probability proportional to
+      ``weights`` (Efraimidis-Spirakis keys ``log(u) / w``, equivalent to Gumbel top-k). Positions
+      of weight 0 are never chosen, so a row with fewer than ``k`` positive weights gets fewer.
+
+    Args:
+        valid: bool (B, N), True where masking is allowed (not padding, not special).
+        rate: float in [0, 1] or float tensor (B,) of per-row rates.
+        exact: exact count per row instead of Bernoulli draws.
+        weights: optional non-negative float (B, N) sampling weights (only their ratios matter).
+        generator: ``torch.Generator``, :class:`maskwise.random.KeyedGenerator` or None (global).
+
+    Returns:
+        bool (B, N), True = masked. Never True where ``valid`` is False.
+
+    >>> valid = torch.tensor([[True, True, True, True, False]])
+    >>> g = torch.Generator().manual_seed(0)
+    >>> m = sample_mask(valid, 0.5, exact=True, generator=g)
+    >>> int(m.sum()), bool(m[0, 4])
+    (2, False)
+    """
+    check_bool_2d("valid", valid)
+    if not isinstance(exact, bool):
+        raise TypeError(f"exact must be a bool ({exact!r} given).")
+    B, N = valid.shape
+    device = valid.device
+    r = as_rate(rate, B, device)  # (B, 1) float64
+    w = None
+    if weights is not None:
+        if not isinstance(weights, torch.Tensor) or not weights.is_floating_point():
+            raise TypeError(
+                f"weights must be a floating point tensor ({getattr(weights, 'dtype', type(weights))} given)."
+            )
+        if weights.shape != valid.shape:
+            raise ValueError(
+                f"weights must have the shape of valid {tuple(valid.shape)} "
+                f"({tuple(weights.shape)} given)."
+            )
+        if weights.device.type == "cpu" and weights.numel() and bool((weights < 0).any()):
+            raise ValueError(f"weights must be non-negative (min {float(weights.min())} given).")
+        w = torch.where(valid, weights.to(device=device, dtype=torch.float32), 0.0)
+
+    if not exact:
+        u = uniform((B, N), generator=generator, device=device)
+        if w is None:
+            p = r.to(torch.float32)
+        else:
+            n_valid = valid.sum(1, keepdim=True)
+            w_sum = w.sum(1, keepdim=True)
+            p = (r * n_valid * w / w_sum.clamp_min(torch.finfo(torch.float32).tiny)).clamp(0, 1)
+            p = p.to(torch.float32)
+        return (u < p) & valid
+
+    k = torch.round(r.squeeze(1) * valid.sum(1)).long()  # (B,)
+    u = uniform((B, N), generator=generator, device=device)
+    if w is None:
+        keys = u.masked_fill(~valid, -float("inf"))
+        return top_k_per_row(keys, k) & valid
+    positive = valid & (w > 0)
+    keys = torch.where(positive, u.log() / w, -float("inf"))  # log(u) < 0: heavier -> larger key
+    return top_k_per_row(keys, k) & positive

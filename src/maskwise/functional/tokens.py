@@ -1,0 +1,344 @@
+"""Token-level text masking: tokens, whole words, BERT corruption, causal-LM labels."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+from maskwise._checks import (
+    check_long,
+    check_probability,
+    special_ids_tensor,
+    valid_from_attention_mask,
+)
+from maskwise.functional.select import sample_mask
+from maskwise.random import KeyedGenerator, integers, uniform
+
+__all__ = [
+    "corrupt",
+    "lm_labels",
+    "mask_tokens",
+    "mask_words",
+    "word_ids_from_encoding",
+    "word_ids_from_offsets",
+    "word_starts",
+]
+
+IGNORE_INDEX = -100
+
+
+def mask_tokens(
+    input_ids: torch.Tensor,
+    rate: float | torch.Tensor,
+    *,
+    special_ids: Iterable[int] | torch.Tensor = (),
+    attention_mask: torch.Tensor | None = None,
+    exact: bool = False,
+    weights: torch.Tensor | None = None,
+    generator: torch.Generator | KeyedGenerator | None = None,
+) -> torch.Tensor:
+    """Choose tokens to mask, never special tokens nor padding.
+
+    Padding is found from ``attention_mask`` (1 = real token); without one, put the pad id in
+    ``special_ids``. Selection is :func:`sample_mask` over the remaining positions.
+
+    Args:
+        input_ids: integer (B, L).
+        rate: float in [0, 1] or (B,) tensor.
+        special_ids: ids never masked ([CLS], [SEP], <s>, pad, ...).
+        attention_mask: optional (B, L), 1 = real token, 0 = padding.
+        exact: exactly ``round(rate * n_valid)`` tokens per row instead of Bernoulli draws.
+        weights: optional non-negative float (B, L) sampling weights.
+        generator: random source (see :mod:`maskwise.random`).
+
+    Returns:
+        bool (B, L), True = masked.
+
+    >>> ids = torch.tensor([[101, 7, 8, 9, 102, 0]])
+    >>> m = mask_tokens(ids, 1.0, special_ids=[0, 101, 102])
+    >>> m.int().tolist()
+    [[0, 1, 1, 1, 0, 0]]
+    """
+    check_long("input_ids", input_ids)
+    valid = valid_from_attention_mask(attention_mask, input_ids.shape, input_ids.device)
+    special = special_ids_tensor(special_ids, input_ids.device)
+    if special.numel():
+        valid = valid & ~torch.isin(input_ids, special)
+    return sample_mask(valid, rate, exact=exact, weights=weights, generator=generator)
+
+
+def word_starts(word_ids: torch.Tensor) -> torch.Tensor:
+    """Bool (B, L): True where a word begins.
+
+    A word is a maximal run of consecutive positions sharing one non-negative id, so ids that
+    restart for the second sentence of a pair, or repeat after a special token, still give
+    distinct words.
+
+    >>> word_starts(torch.tensor([[-1, 0, 0, 1, -1, 0, 0, -1]])).int().tolist()
+    [[0, 1, 0, 1, 0, 1, 0, 0]]
+    """
+    check_long("word_ids", word_ids)
+    prev = torch.nn.functional.pad(word_ids, (1, 0), value=-1)[:, :-1]
+    return (word_ids >= 0) & (word_ids != prev)
+
+
+def mask_words(
+    word_ids: torch.Tensor,
+    rate: float | torch.Tensor,
+    *,
+    exact: bool = False,
+    weights: torch.Tensor | None = None,
+    generator: torch.Generator | KeyedGenerator | None = None,
+) -> torch.Tensor:
+    """Whole-word masking for any tokenizer: all tokens of a chosen word, or none.
+
+    Each word is chosen with probability ``rate`` (or exactly ``round(rate * n_words)`` words per
+    row with ``exact=True``); every token of a chosen word is masked. Words are the runs described
+    in :func:`word_starts`. O(B * L) time and memory (plus one sort of (B, L) with ``exact``).
+
+    Args:
+        word_ids: integer (B, L): word index of each token, -1 for tokens in no word (special
+            tokens, padding). Build it with :func:`word_ids_from_encoding` or
+            :func:`word_ids_from_offsets`.
+        rate: float in [0, 1] or (B,) tensor: fraction of words to mask.
+        exact: exact word count per row.
+        weights: optional non-negative float (B, L) per-token weights; a word's weight is the mean
+            over its tokens.
+        generator: random source.
+
+    Returns:
+        bool (B, L), True = masked.
+
+    >>> wid = torch.tensor([[-1, 0, 0, 0, 1, 2, 2, -1]])
+    >>> g = torch.Generator().manual_seed(3)
+    >>> m = mask_words(wid, 0.34, exact=True, generator=g)  # round(0.34 * 3) = 1 word
+    >>> m.int().tolist() in ([[0, 1, 1, 1, 0, 0, 0, 0]], [[0, 0, 0, 0, 1, 0, 0, 0]],
+    ...                      [[0, 0, 0, 0, 0, 1, 1, 0]])
+    True
+    """
+    starts = word_starts(word_ids)
+    B, L = word_ids.shape
+    is_word = word_ids >= 0
+    word_index = (starts.long().cumsum(1) - 1).clamp_min(0)  # (B, L) index of each token's word
+    n_words = starts.sum(1)  # (B,)
+    slot_valid = torch.arange(L, device=word_ids.device) < n_words.unsqueeze(1)  # (B, L) word slots
+    word_weights = None
+    if weights is not None:
+        if not isinstance(weights, torch.Tensor) or weights.shape != word_ids.shape:
+            raise ValueError(
+                f"weights must have the shape of word_ids {tuple(word_ids.shape)} "
+                f"({tuple(getattr(weights, 'shape', ()))} given)."
+            )
+        tok_w = torch.where(is_word, weights.to(torch.float32), 0.0)
+        total = torch.zeros(B, L, device=word_ids.device).scatter_add_(1, word_index, tok_w)
+        count = torch.zeros(B, L, device=word_ids.device).scatter_add_(1, word_index, is_word.float())
+        word_weights = total / count.clamp_min(1.0)
+    chosen = sample_mask(slot_valid, rate, exact=exact, weights=word_weights, generator=generator)
+    return chosen.gather(1, word_index) & is_word
+
+
+def word_ids_from_encoding(encoding: Any) -> torch.Tensor:
+    """Word ids from a Hugging Face ``BatchEncoding`` made by a fast tokenizer.
+
+    Reads ``encoding.word_ids(i)`` for every row, with -1 where it is None (special tokens,
+    padding). Rows of unequal length are padded with -1. Returns (B, L) for a batched encoding
+    and (L,) for a single text. This is host-side preprocessing, one Python pass per row.
+    """
+    encodings = getattr(encoding, "encodings", None)
+    if encodings is None:
+        raise TypeError(
+            "word_ids_from_encoding needs a BatchEncoding from a fast tokenizer "
+            f"(a {type(encoding).__name__} without .encodings given); use "
+            "word_ids_from_offsets with return_offsets_mapping=True otherwise."
+        )
+    rows = [[-1 if w is None else int(w) for w in e.word_ids] for e in encodings]
+    width = max((len(r) for r in rows), default=0)
+    out = torch.full((len(rows), width), -1, dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+    ids = encoding["input_ids"] if "input_ids" in encoding else None
+    single = ids is not None and (
+        (isinstance(ids, torch.Tensor) and ids.dim() == 1)
+        or (isinstance(ids, list) and (len(ids) == 0 or not isinstance(ids[0], list)))
+    )
+    return out[0] if single else out
+
+
+def word_ids_from_offsets(
+    offset_mapping: torch.Tensor, *, special_tokens_mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Word ids from character offsets: a word is a run of tokens with no gap between them.
+
+    A token starts a new word when its start offset differs from the previous token's end, or
+    the previous token is special or empty. Tokens with ``start == end`` (special tokens,
+    padding) or flagged in ``special_tokens_mask`` get -1. Works for WordPiece, byte-level BPE
+    and SentencePiece alike, as long as the tokenizer reports offsets into the original text.
+
+    Args:
+        offset_mapping: integer (B, L, 2) of (start, end) character offsets.
+        special_tokens_mask: optional (B, L), 1 for special tokens.
+
+    Returns:
+        int64 (B, L).
+
+    >>> offsets = torch.tensor([[[0, 0], [0, 3], [3, 5], [6, 9], [0, 0]]])  # [CLS] un ##fit for [SEP]
+    >>> word_ids_from_offsets(offsets).tolist()
+    [[-1, 0, 0, 1, -1]]
+    """
+    offsets = torch.as_tensor(offset_mapping)
+    if offsets.dim() != 3 or offsets.shape[-1] != 2:
+        raise ValueError(
+            f"offset_mapping must have shape (B, L, 2) ({tuple(offsets.shape)} given)."
+        )
+    start, end = offsets[..., 0].long(), offsets[..., 1].long()
+    is_tok = end > start
+    if special_tokens_mask is not None:
+        is_tok = is_tok & ~torch.as_tensor(special_tokens_mask, device=offsets.device).bool()
+    prev_end = torch.nn.functional.pad(end, (1, 0), value=-1)[:, :-1]
+    prev_tok = torch.nn.functional.pad(is_tok, (1, 0), value=False)[:, :-1]
+    new_word = is_tok & ((start != prev_end) | ~prev_tok)
+    ids = new_word.long().cumsum(1) - 1
+    return torch.where(is_tok, ids, -1)
+
+
+def corrupt(
+    input_ids: torch.Tensor,
+    masked: torch.Tensor,
+    *,
+    mask_id: int | None,
+    vocab_size: int | None,
+    replace_prob: float = 0.8,
+    random_prob: float = 0.1,
+    special_ids: Iterable[int] | torch.Tensor = (),
+    generator: torch.Generator | KeyedGenerator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Apply a mask BERT-style: ``[MASK]`` / random token / unchanged, and build the labels.
+
+    Each masked position independently becomes ``mask_id`` with probability ``replace_prob``, a
+    random id with probability ``random_prob``, and stays as it is otherwise (80/10/10 by
+    default). Random ids are uniform over ``[0, vocab_size)`` minus ``special_ids`` and
+    ``mask_id``, so a random replacement is never a special token. ``input_ids`` is not modified.
+
+    Args:
+        input_ids: integer tensor (B, ...).
+        masked: bool tensor of the same shape, True = masked (e.g. from :func:`mask_tokens`).
+        mask_id: id of the mask token; required when ``replace_prob > 0``.
+        vocab_size: size of the vocabulary; required when ``random_prob > 0``.
+        replace_prob: probability that a masked token becomes ``mask_id``.
+        random_prob: probability that a masked token becomes a random token.
+        special_ids: ids never drawn as random replacements.
+        generator: random source.
+
+    Returns:
+        ``(corrupted_ids, labels)``: ``corrupted_ids`` has the dtype of ``input_ids``; ``labels``
+        is int64, the original id where masked and -100 elsewhere.
+
+    >>> ids = torch.tensor([[5, 6, 7, 8]])
+    >>> masked = torch.tensor([[False, True, True, False]])
+    >>> x, y = corrupt(ids, masked, mask_id=4, vocab_size=10, replace_prob=1.0, random_prob=0.0)
+    >>> x.tolist(), y.tolist()
+    ([[5, 4, 4, 8]], [[-100, 6, 7, -100]])
+    """
+    check_long("input_ids", input_ids, dim=None)
+    if not isinstance(masked, torch.Tensor) or masked.dtype != torch.bool:
+        raise TypeError(f"masked must be a bool tensor ({getattr(masked, 'dtype', type(masked))} given).")
+    if masked.shape != input_ids.shape:
+        raise ValueError(
+            f"masked must have the shape of input_ids {tuple(input_ids.shape)} "
+            f"({tuple(masked.shape)} given)."
+        )
+    replace_prob = check_probability("replace_prob", replace_prob)
+    random_prob = check_probability("random_prob", random_prob)
+    if replace_prob + random_prob > 1.0 + 1e-9:
+        raise ValueError(
+            f"replace_prob + random_prob must be at most 1 ({replace_prob} + {random_prob} given)."
+        )
+    if replace_prob > 0 and mask_id is None:
+        raise ValueError("mask_id is required when replace_prob > 0 (None given).")
+    device = input_ids.device
+    excluded = special_ids_tensor(special_ids, device)
+    if mask_id is not None:
+        excluded = torch.unique(torch.cat([excluded, torch.tensor([int(mask_id)], device=device)]))
+    n_allowed = 0
+    if random_prob > 0:
+        if vocab_size is None or int(vocab_size) <= 0:
+            raise ValueError(f"vocab_size must be a positive int when random_prob > 0 ({vocab_size!r} given).")
+        excluded = excluded[(excluded >= 0) & (excluded < int(vocab_size))]
+        n_allowed = int(vocab_size) - excluded.numel()
+        if n_allowed <= 0:
+            raise ValueError(
+                f"No id is left to draw random replacements from: vocab_size={vocab_size} and "
+                f"{excluded.numel()} special ids."
+            )
+
+    labels = input_ids.long().masked_fill(~masked, IGNORE_INDEX)
+    u = uniform(input_ids.shape, generator=generator, device=device)
+    out = input_ids
+    if replace_prob > 0:
+        out = out.masked_fill(masked & (u < replace_prob), int(mask_id))  # type: ignore[arg-type]
+    if random_prob > 0:
+        is_random = masked & (u >= replace_prob) & (u < replace_prob + random_prob)
+        r = integers(input_ids.shape, n_allowed, generator=generator, device=device)
+        # r-th allowed id = r + #{i : excluded[i] - i <= r} (excluded is sorted and unique).
+        shift = excluded - torch.arange(excluded.numel(), device=device)
+        random_ids = r + torch.searchsorted(shift, r, right=True)
+        out = torch.where(is_random, random_ids.to(input_ids.dtype), out)
+    if out is input_ids:
+        out = input_ids.clone()
+    return out, labels
+
+
+def lm_labels(
+    input_ids: torch.Tensor,
+    *,
+    attention_mask: torch.Tensor | None = None,
+    prompt_mask: torch.Tensor | None = None,
+    prompt_lengths: torch.Tensor | None = None,
+    ignore_index: int = IGNORE_INDEX,
+) -> torch.Tensor:
+    """Labels for causal language modelling, aligned with ``input_ids``.
+
+    Padding (from ``attention_mask``, never from the pad id) and prompt positions get
+    ``ignore_index``; every other position, a real EOS included even when pad_id == eos_id, is a
+    target. The labels are aligned with the inputs as Hugging Face causal LMs expect (the model
+    shifts them); for a model that does not shift, use ``labels[:, 1:]`` against
+    ``logits[:, :-1]``.
+
+    Args:
+        input_ids: integer (B, L).
+        attention_mask: optional (B, L), 1 = real token.
+        prompt_mask: optional bool (B, L), True = prompt (not a target).
+        prompt_lengths: optional integer (B,): the first ``prompt_lengths[b]`` real tokens of
+            row ``b`` are the prompt (counted from the first real token, so left padding works).
+        ignore_index: label value for ignored positions.
+
+    Returns:
+        int64 (B, L).
+
+    >>> ids = torch.tensor([[11, 12, 13, 2, 2]])   # pad_id == eos_id == 2
+    >>> am = torch.tensor([[1, 1, 1, 1, 0]])
+    >>> lm_labels(ids, attention_mask=am, prompt_lengths=torch.tensor([1])).tolist()
+    [[-100, 12, 13, 2, -100]]
+    """
+    check_long("input_ids", input_ids)
+    real = valid_from_attention_mask(attention_mask, input_ids.shape, input_ids.device)
+    ignore = ~real
+    if prompt_mask is not None:
+        if prompt_mask.dtype != torch.bool or prompt_mask.shape != input_ids.shape:
+            raise ValueError(
+                f"prompt_mask must be a bool tensor of shape {tuple(input_ids.shape)} "
+                f"({prompt_mask.dtype} {tuple(prompt_mask.shape)} given)."
+            )
+        ignore = ignore | prompt_mask.to(input_ids.device)
+    if prompt_lengths is not None:
+        check_long("prompt_lengths", prompt_lengths, dim=1)
+        if prompt_lengths.shape[0] != input_ids.shape[0]:
+            raise ValueError(
+                f"prompt_lengths must have shape (B,) = ({input_ids.shape[0]},) "
+                f"({tuple(prompt_lengths.shape)} given)."
+            )
+        real_pos = real.long().cumsum(1) - 1  # index among real tokens
+        ignore = ignore | (real & (real_pos < prompt_lengths.to(input_ids.device).unsqueeze(1)))
+    return input_ids.long().masked_fill(ignore, ignore_index)
