@@ -125,7 +125,8 @@ class KeyedGenerator:
         device = self.keys.device if device is None else torch.device(device)
         keys = self.keys.to(device)
         row = math.prod(shape[1:])
-        stream = mix64(keys + self.draws * _GOLDEN)  # (B,)
+        offset = _signed((self.draws * (_GOLDEN % (1 << 64))) % (1 << 64))  # wrap like int64
+        stream = mix64(keys + offset)  # (B,)
         self.draws += 1
         pos = torch.arange(row, dtype=torch.long, device=device) * _GOLDEN  # (row,)
         return mix64(stream[:, None] + pos[None, :]).reshape(shape)

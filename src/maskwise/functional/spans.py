@@ -186,7 +186,8 @@ def _t5_cover(
     n_keep = n - n_noise
     n_spans = torch.round(n_noise.double() / mean_length).long().clamp_min(1)
     n_spans = torch.minimum(n_spans, n_noise)
-    n_spans = torch.where(n_keep > 0, torch.minimum(n_spans, n_keep), n_spans)  # (B,)
+    # Non-noise runs separate the spans: at most n_keep spans, and one span when all is noise.
+    n_spans = torch.minimum(n_spans, n_keep.clamp_min(1))  # (B,)
     j = torch.arange(L, device=device).expand(B, L)
 
     def cuts(total: torch.Tensor) -> torch.Tensor:
