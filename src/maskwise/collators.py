@@ -450,7 +450,7 @@ class T5Collator(_MaskingCollator):
     def from_tokenizer(cls, tokenizer: Any, **kwargs: Any) -> T5Collator:
         """Build from a T5-style tokenizer: ``<extra_id_N>`` sentinels, EOS, pad, special ids."""
         if "sentinel_ids" not in kwargs:
-            sentinels = []
+            sentinels: list[int] = []
             unk = getattr(tokenizer, "unk_token_id", None)
             while True:
                 tid = tokenizer.convert_tokens_to_ids(f"<extra_id_{len(sentinels)}>")

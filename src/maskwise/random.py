@@ -114,7 +114,7 @@ class KeyedGenerator:
     def device(self) -> torch.device:
         return self.keys.device
 
-    def bits(self, shape: Sequence[int], device: torch.device | None = None) -> torch.Tensor:
+    def bits(self, shape: Sequence[int], device: torch.device | str | None = None) -> torch.Tensor:
         """Return int64 random bits of ``shape`` (first dim must equal ``len(keys)``)."""
         shape = tuple(int(s) for s in shape)
         if len(shape) == 0 or shape[0] != self.keys.shape[0]:

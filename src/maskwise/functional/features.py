@@ -53,6 +53,7 @@ def mask_features(
             if not -x.dim() <= d < x.dim():
                 raise ValueError(f"dims entry {d} is out of range for a {x.dim()}-d input.")
             shape[d] = 1
+    p: float | torch.Tensor
     if isinstance(rate, torch.Tensor):
         if rate.dim() != 1 or rate.shape[0] != x.shape[0]:
             raise ValueError(
