@@ -151,6 +151,13 @@ def pad_examples(
     return batch
 
 
+def _right_to_left(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Turn right-padded rows of ``x`` (B, W) with ``lengths`` real entries into left-padded ones."""
+    W = x.shape[1]
+    index = (torch.arange(W) - (W - lengths.unsqueeze(1))) % W  # (B, W)
+    return x.gather(1, index)
+
+
 class _SharedState:
     """State every DataLoader worker reads at each batch: rate, epoch and batches per worker.
 
@@ -222,10 +229,25 @@ class _MaskingCollator:
         return self._stream
 
     def _pad(self, examples: Sequence[Any]) -> dict[str, torch.Tensor]:
+        # Always right-padded while masking: a token's position in its row then does not depend
+        # on the batch width, which keyed masks need. Left padding is applied at the end.
+        if self.padding_side not in ("right", "left"):
+            raise ValueError(f"padding_side must be 'right' or 'left' ({self.padding_side!r} given).")
         return pad_examples(
             examples, pad_id=self.pad_id, pad_to_multiple_of=self.pad_to_multiple_of,
-            padding_side=self.padding_side,
+            padding_side="right",
         )
+
+    def _finish(
+        self, batch: dict[str, torch.Tensor], lengths: torch.Tensor, keys: Iterable[str] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Move right padding to the left for ``keys`` (default: every (B, W) field)."""
+        if self.padding_side == "left":
+            for key in list(batch) if keys is None else keys:
+                value = batch[key]
+                if value.dim() == 2 and value.shape[1] > 0:
+                    batch[key] = _right_to_left(value, lengths)
+        return batch
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -263,6 +285,11 @@ class MLMCollator(_MaskingCollator):
     plus any other per-token or scalar fields of the examples (``word_ids`` and
     ``special_tokens_mask`` are consumed). Works as a ``DataLoader(collate_fn=...)`` and as a
     ``transformers.Trainer(data_collator=...)``. See the module docstring for randomness.
+
+    With ``Trainer``, keep the ``word_ids`` and ``idx`` fields from being dropped before they
+    reach the collator: ``TrainingArguments(remove_unused_columns=False)`` (Trainer removes
+    columns the model's ``forward`` does not take). Without ``idx`` the masks fall back to
+    per-worker streams; without ``word_ids``, ``unit="word"`` raises an error.
 
     Args:
         mask_id: id of the mask token.
@@ -385,7 +412,7 @@ class MLMCollator(_MaskingCollator):
             replace_prob=self.replace_prob, random_prob=self.random_prob,
             special_ids=self.special_ids, generator=generator,
         )
-        return batch
+        return self._finish(batch, batch["attention_mask"].sum(1))
 
     def __repr__(self) -> str:
         return (
@@ -410,7 +437,8 @@ class T5Collator(_MaskingCollator):
         rate: noise density; settable later (``collator.rate``).
         mean_span_length: mean noise span length.
         exact: T5's exact counts (default) or random lengths (see ``mask_spans``).
-        pad_to_multiple_of, padding_side, seed, index_key: as in :class:`MLMCollator`.
+        padding_side: side of the encoder inputs' padding; ``labels`` are always right-padded.
+        pad_to_multiple_of, seed, index_key: as in :class:`MLMCollator`.
 
     >>> c = T5Collator(sentinel_ids=list(range(99, 89, -1)), eos_id=1, pad_id=0, seed=0)
     >>> b = c([list(range(10, 30)), list(range(40, 50))])
@@ -496,7 +524,8 @@ class T5Collator(_MaskingCollator):
         }
         if self.index_key is not None and self.index_key in batch:
             out[self.index_key] = batch[self.index_key]
-        return out
+        # Encoder inputs follow padding_side; labels stay right-padded, as decoders expect.
+        return self._finish(out, in_len, keys=("input_ids", "attention_mask"))
 
     def __repr__(self) -> str:
         return (
