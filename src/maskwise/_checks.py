@@ -16,6 +16,7 @@ __all__ = [
     "check_bool_2d",
     "check_probability",
     "check_long",
+    "not_special",
     "special_ids_tensor",
     "valid_from_attention_mask",
 ]
@@ -88,6 +89,43 @@ def special_ids_tensor(
         ids_list = [int(i) for i in special_ids]
         ids = torch.tensor(ids_list, dtype=torch.long, device=device)
     return torch.unique(ids)  # sorted
+
+
+def not_special(input_ids: torch.Tensor, special_ids: Iterable[int] | torch.Tensor | None) -> torch.Tensor | None:
+    """Bool mask of positions whose id is not special, or None when there are no special ids.
+
+    Special ids are grouped into runs of consecutive ids and each run costs one or two
+    comparisons with Python scalars (``[0, 1, 2, 3]`` is one ``ids > 3``; T5's 100 sentinels are
+    one run), several times faster than ``torch.isin`` on CPU. More than 8 runs, or ids held in
+    a CUDA tensor (reading them would sync), go through ``torch.isin``.
+    """
+    if special_ids is None:
+        return None
+    if isinstance(special_ids, torch.Tensor) and special_ids.device.type != "cpu":
+        ids = special_ids.to(input_ids.device)
+        return ~torch.isin(input_ids, ids) if ids.numel() else None
+    values = special_ids.tolist() if isinstance(special_ids, torch.Tensor) else special_ids
+    ids_list = sorted({int(i) for i in values})
+    if not ids_list:
+        return None
+    runs: list[list[int]] = []
+    for i in ids_list:
+        if runs and i == runs[-1][1] + 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    if len(runs) > 8:
+        return ~torch.isin(input_ids, torch.tensor(ids_list, device=input_ids.device))
+    keep: torch.Tensor | None = None
+    for lo, hi in runs:
+        if lo == hi:
+            cond = input_ids != lo
+        elif lo <= 0:  # token ids are non-negative
+            cond = input_ids > hi
+        else:
+            cond = (input_ids < lo) | (input_ids > hi)
+        keep = cond if keep is None else keep.logical_and_(cond)
+    return keep
 
 
 def valid_from_attention_mask(

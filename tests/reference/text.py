@@ -63,11 +63,11 @@ def words(row):
 def mask_words(word_ids, rate, *, generator=None):
     """Bernoulli whole-word masking (the non-exact, unweighted path)."""
     B, L = word_ids.shape
-    u = uniform((B, L), generator=generator)
+    u = uniform((B, L + 1), generator=generator)  # slot w + 1 decides word w
     out = torch.zeros(B, L, dtype=torch.bool)
     for b in range(B):
         for w, positions in enumerate(words(word_ids[b].tolist())):
-            if u[b, w] < rate:
+            if u[b, w + 1] < rate:
                 for j in positions:
                     out[b, j] = True
     return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from maskwise._checks import as_rate, check_bool_2d
+from maskwise._checks import as_rate, check_bool_2d, check_probability
 from maskwise.random import KeyedGenerator, uniform
 
 __all__ = ["sample_mask", "top_k_per_row"]
@@ -70,6 +70,10 @@ def sample_mask(
         raise TypeError(f"exact must be a bool ({exact!r} given).")
     B, N = valid.shape
     device = valid.device
+    if not exact and weights is None and not isinstance(rate, torch.Tensor):
+        # Hot path of token masking: one draw, one comparison with a Python scalar.
+        p = check_probability("rate", rate)
+        return (uniform((B, N), generator=generator, device=device) < p) & valid
     r = as_rate(rate, B, device)  # (B, 1) float64
     w = None
     if weights is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from typing import Any
 
@@ -10,7 +11,7 @@ import torch
 from maskwise._checks import (
     check_long,
     check_probability,
-    special_ids_tensor,
+    not_special,
     valid_from_attention_mask,
 )
 from maskwise.functional.select import sample_mask
@@ -62,10 +63,10 @@ def mask_tokens(
     [[0, 1, 1, 1, 0, 0]]
     """
     check_long("input_ids", input_ids)
-    valid = valid_from_attention_mask(attention_mask, input_ids.shape, input_ids.device)
-    special = special_ids_tensor(special_ids, input_ids.device)
-    if special.numel():
-        valid = valid & ~torch.isin(input_ids, special)
+    valid = not_special(input_ids, special_ids)
+    if attention_mask is not None or valid is None:
+        real = valid_from_attention_mask(attention_mask, input_ids.shape, input_ids.device)
+        valid = real if valid is None else valid & real
     return sample_mask(valid, rate, exact=exact, weights=weights, generator=generator)
 
 
@@ -80,8 +81,14 @@ def word_starts(word_ids: torch.Tensor) -> torch.Tensor:
     [[0, 1, 0, 1, 0, 1, 0, 0]]
     """
     check_long("word_ids", word_ids)
-    prev = torch.nn.functional.pad(word_ids, (1, 0), value=-1)[:, :-1]
-    return (word_ids >= 0) & (word_ids != prev)
+    return _word_starts(word_ids, word_ids >= 0)
+
+
+def _word_starts(word_ids: torch.Tensor, is_word: torch.Tensor) -> torch.Tensor:
+    starts = torch.empty_like(is_word)
+    starts[:, :1] = is_word[:, :1]
+    torch.ne(word_ids[:, 1:], word_ids[:, :-1], out=starts[:, 1:])
+    return starts.logical_and_(is_word)
 
 
 def mask_words(
@@ -118,12 +125,21 @@ def mask_words(
     ...                      [[0, 0, 0, 0, 0, 1, 1, 0]])
     True
     """
-    starts = word_starts(word_ids)
+    check_long("word_ids", word_ids)
     B, L = word_ids.shape
+    device = word_ids.device
     is_word = word_ids >= 0
-    word_index = (starts.long().cumsum(1) - 1).clamp_min(0)  # (B, L) index of each token's word
-    n_words = starts.sum(1)  # (B,)
-    slot_valid = torch.arange(L, device=word_ids.device) < n_words.unsqueeze(1)  # (B, L) word slots
+    starts = _word_starts(word_ids, is_word)
+    # Word slots are 1-based: slot w + 1 holds word w, slot 0 collects tokens before the first word.
+    slot = starts.cumsum(1)  # (B, L) int64
+    if not exact and weights is None and not isinstance(rate, torch.Tensor):
+        # Hot path: one draw per slot, no count needed.
+        p = check_probability("rate", rate)
+        chosen = uniform((B, L + 1), generator=generator, device=device) < p  # (B, L + 1)
+        return chosen.gather(1, slot).logical_and_(is_word)
+    n_words = slot[:, -1:] if L else torch.zeros(B, 1, dtype=torch.long, device=device)
+    pos = torch.arange(L + 1, device=device)
+    slot_valid = (pos >= 1) & (pos <= n_words)  # (B, L + 1)
     word_weights = None
     if weights is not None:
         if not isinstance(weights, torch.Tensor) or weights.shape != word_ids.shape:
@@ -132,11 +148,11 @@ def mask_words(
                 f"({tuple(getattr(weights, 'shape', ()))} given)."
             )
         tok_w = torch.where(is_word, weights.to(torch.float32), 0.0)
-        total = torch.zeros(B, L, device=word_ids.device).scatter_add_(1, word_index, tok_w)
-        count = torch.zeros(B, L, device=word_ids.device).scatter_add_(1, word_index, is_word.float())
+        total = torch.zeros(B, L + 1, device=device).scatter_add_(1, slot, tok_w)
+        count = torch.zeros(B, L + 1, device=device).scatter_add_(1, slot, is_word.float())
         word_weights = total / count.clamp_min(1.0)
     chosen = sample_mask(slot_valid, rate, exact=exact, weights=word_weights, generator=generator)
-    return chosen.gather(1, word_index) & is_word
+    return chosen.gather(1, slot) & is_word
 
 
 def word_ids_from_encoding(encoding: Any) -> torch.Tensor:
@@ -258,36 +274,48 @@ def corrupt(
     if replace_prob > 0 and mask_id is None:
         raise ValueError("mask_id is required when replace_prob > 0 (None given).")
     device = input_ids.device
-    excluded = special_ids_tensor(special_ids, device)
-    if mask_id is not None:
-        excluded = torch.unique(torch.cat([excluded, torch.tensor([int(mask_id)], device=device)]))
-    n_allowed = 0
+    allowed = None
     if random_prob > 0:
         if vocab_size is None or int(vocab_size) <= 0:
             raise ValueError(f"vocab_size must be a positive int when random_prob > 0 ({vocab_size!r} given).")
-        excluded = excluded[(excluded >= 0) & (excluded < int(vocab_size))]
-        n_allowed = int(vocab_size) - excluded.numel()
-        if n_allowed <= 0:
+        values = special_ids.tolist() if isinstance(special_ids, torch.Tensor) else special_ids
+        excluded = {int(i) for i in values}
+        if mask_id is not None:
+            excluded.add(int(mask_id))
+        allowed = _allowed_ids(int(vocab_size), tuple(sorted(excluded)), str(device))
+        if allowed.numel() == 0:
             raise ValueError(
                 f"No id is left to draw random replacements from: vocab_size={vocab_size} and "
-                f"{excluded.numel()} special ids."
+                f"{len(excluded)} special ids."
             )
 
-    labels = input_ids.long().masked_fill(~masked, IGNORE_INDEX)
+    labels = torch.where(masked, input_ids.long(), IGNORE_INDEX)
+    if replace_prob == 1.0:  # every masked token becomes [MASK]: nothing to draw
+        return input_ids.masked_fill(masked, int(mask_id)), labels  # type: ignore[arg-type]
+    if replace_prob == 0.0 and random_prob == 0.0:
+        return input_ids.clone(), labels
     u = uniform(input_ids.shape, generator=generator, device=device)
     out = input_ids
     if replace_prob > 0:
         out = out.masked_fill(masked & (u < replace_prob), int(mask_id))  # type: ignore[arg-type]
-    if random_prob > 0:
+    if allowed is not None:
         is_random = masked & (u >= replace_prob) & (u < replace_prob + random_prob)
-        r = integers(input_ids.shape, n_allowed, generator=generator, device=device)
-        # r-th allowed id = r + #{i : excluded[i] - i <= r} (excluded is sorted and unique).
-        shift = excluded - torch.arange(excluded.numel(), device=device)
-        random_ids = r + torch.searchsorted(shift, r, right=True)
+        r = integers(input_ids.shape, allowed.numel(), generator=generator, device=device)
+        random_ids = allowed.index_select(0, r.reshape(-1)).view(r.shape)  # the r-th allowed id
         out = torch.where(is_random, random_ids.to(input_ids.dtype), out)
     if out is input_ids:
         out = input_ids.clone()
     return out, labels
+
+
+@functools.lru_cache(maxsize=32)
+def _allowed_ids(vocab_size: int, excluded: tuple[int, ...], device: str) -> torch.Tensor:
+    """Ascending int64 ids of ``[0, vocab_size)`` minus ``excluded`` (cached: built once per setup)."""
+    keep = torch.ones(vocab_size, dtype=torch.bool)
+    ex = [i for i in excluded if 0 <= i < vocab_size]
+    if ex:
+        keep[torch.tensor(ex)] = False
+    return keep.nonzero().squeeze(1).to(device)
 
 
 def lm_labels(
