@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from maskwise.collators import IndexedDataset, MLMCollator, T5Collator, pad_examples
+from tests.reference import text as reference
 
 PAD, CLS, SEP, MASK, UNK = 0, 1, 2, 3, 4
 VOCAB = 1000
@@ -68,14 +69,7 @@ def padded_ids(examples: Sequence[Any], **kwargs: Any) -> torch.Tensor:
 
 def runs(row: torch.Tensor) -> list[tuple[int, int]]:
     """Maximal runs of True in a 1-D bool tensor, as (start, end) with end exclusive."""
-    out, start = [], None
-    for j, v in enumerate(row.tolist() + [False]):
-        if v and start is None:
-            start = j
-        elif not v and start is not None:
-            out.append((start, j))
-            start = None
-    return out
+    return reference.runs(row.tolist())
 
 
 def batches_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:

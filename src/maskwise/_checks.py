@@ -15,6 +15,7 @@ __all__ = [
     "as_rate",
     "check_bool_2d",
     "check_probability",
+    "check_split",
     "check_long",
     "not_special",
     "special_ids_tensor",
@@ -30,6 +31,17 @@ def check_probability(name: str, value: float) -> float:
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"The value of {name} must be between 0.0 and 1.0 ({value} given).")
     return value
+
+
+def check_split(replace_prob: float, random_prob: float) -> tuple[float, float]:
+    """Check the [MASK] / random-token probabilities of a corruption (each in [0, 1], sum <= 1)."""
+    replace_prob = check_probability("replace_prob", replace_prob)
+    random_prob = check_probability("random_prob", random_prob)
+    if replace_prob + random_prob > 1.0 + 1e-9:
+        raise ValueError(
+            f"replace_prob + random_prob must be at most 1 ({replace_prob} + {random_prob} given)."
+        )
+    return replace_prob, random_prob
 
 
 def as_rate(rate: float | torch.Tensor, batch: int, device: torch.device) -> torch.Tensor:

@@ -33,7 +33,7 @@ import torch
 from torch.utils.data import Dataset, get_worker_info
 
 from maskwise import functional as F
-from maskwise._checks import check_probability, special_ids_tensor
+from maskwise._checks import check_probability, check_split, special_ids_tensor
 from maskwise.random import KeyedGenerator, hash_keys, seed_from_global
 
 __all__ = ["IndexedDataset", "MLMCollator", "T5Collator", "pad_examples"]
@@ -348,12 +348,7 @@ class MLMCollator(_MaskingCollator):
         self.special_ids = tuple(sorted({int(i) for i in special_ids} | {self.pad_id}))
         self._special = special_ids_tensor(self.special_ids, torch.device("cpu"))
         self.unit = unit
-        self.replace_prob = check_probability("replace_prob", replace_prob)
-        self.random_prob = check_probability("random_prob", random_prob)
-        if self.replace_prob + self.random_prob > 1.0 + 1e-9:
-            raise ValueError(
-                f"replace_prob + random_prob must be at most 1 ({replace_prob} + {random_prob} given)."
-            )
+        self.replace_prob, self.random_prob = check_split(replace_prob, random_prob)
         self.exact = exact
         self.mean_span_length = mean_span_length
         self.span_distribution = span_distribution

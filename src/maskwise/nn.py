@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from maskwise import functional as F
-from maskwise._checks import check_probability
+from maskwise._checks import check_probability, check_split
 from maskwise.random import DeviceGenerators
 
 __all__ = ["FeatureMask", "MaskModule", "TokenMask"]
@@ -119,12 +119,7 @@ class TokenMask(MaskModule):
         self.mask_id = int(mask_id)
         self.special_ids = tuple(int(i) for i in special_ids)
         self.vocab_size = vocab_size
-        self.replace_prob = check_probability("replace_prob", replace_prob)
-        self.random_prob = check_probability("random_prob", random_prob)
-        if self.replace_prob + self.random_prob > 1.0 + 1e-9:
-            raise ValueError(
-                f"replace_prob + random_prob must be at most 1 ({replace_prob} + {random_prob} given)."
-            )
+        self.replace_prob, self.random_prob = check_split(replace_prob, random_prob)
         if self.random_prob > 0 and vocab_size is None:
             raise ValueError("vocab_size is required when random_prob > 0 (None given).")
         self.exact = exact

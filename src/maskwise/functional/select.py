@@ -93,13 +93,12 @@ def sample_mask(
     if not exact:
         u = uniform((B, N), generator=generator, device=device)
         if w is None:
-            p = r.to(torch.float32)
+            probs = r.to(torch.float32)  # (B, 1)
         else:
             n_valid = valid.sum(1, keepdim=True)
-            w_sum = w.sum(1, keepdim=True)
-            p = (r * n_valid * w / w_sum.clamp_min(torch.finfo(torch.float32).tiny)).clamp(0, 1)
-            p = p.to(torch.float32)
-        return (u < p) & valid
+            w_sum = w.sum(1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
+            probs = (r * n_valid * w / w_sum).clamp(0, 1).to(torch.float32)  # (B, N)
+        return (u < probs) & valid
 
     k = torch.round(r.squeeze(1) * valid.sum(1)).long()  # (B,)
     u = uniform((B, N), generator=generator, device=device)

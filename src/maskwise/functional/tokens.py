@@ -11,6 +11,7 @@ import torch
 from maskwise._checks import (
     check_long,
     check_probability,
+    check_split,
     not_special,
     valid_from_attention_mask,
 )
@@ -265,12 +266,7 @@ def corrupt(
             f"masked must have the shape of input_ids {tuple(input_ids.shape)} "
             f"({tuple(masked.shape)} given)."
         )
-    replace_prob = check_probability("replace_prob", replace_prob)
-    random_prob = check_probability("random_prob", random_prob)
-    if replace_prob + random_prob > 1.0 + 1e-9:
-        raise ValueError(
-            f"replace_prob + random_prob must be at most 1 ({replace_prob} + {random_prob} given)."
-        )
+    replace_prob, random_prob = check_split(replace_prob, random_prob)
     if replace_prob > 0 and mask_id is None:
         raise ValueError("mask_id is required when replace_prob > 0 (None given).")
     device = input_ids.device
