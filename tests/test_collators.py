@@ -577,7 +577,7 @@ def test_keyed_masks_do_not_depend_on_the_batch(unit: str, side: str) -> None:
     short = make_examples(6, min_len=10, max_len=20, seed=1, words=True)
     long = make_examples(6, min_len=60, max_len=80, seed=2, words=True)
     ds = IndexedDataset(short + long)
-    c = mlm(unit=unit, rate=0.4, padding_side=side, pad_to_multiple_of=None, seed=3)
+    c = mlm(unit=unit, rate=0.4, padding_side=side, pad_to_multiple_of=None, seed=3, return_index=True)
     c8 = mlm(unit=unit, rate=0.4, padding_side=side, pad_to_multiple_of=8, seed=3)
     for i in range(6):
         n = len(short[i]["input_ids"])
@@ -872,7 +872,7 @@ def test_t5_keyed_masks_do_not_depend_on_the_batch() -> None:
     examples = t5_examples(8, seed=5, min_len=10, max_len=20)
     examples += t5_examples(4, seed=6, min_len=80, max_len=100)
     ds = IndexedDataset(examples)
-    c = t5(rate=0.3)
+    c = t5(rate=0.3, return_index=True)
     for i in range(8):
         alone = c([ds[i]])
         mixed = c([ds[8], ds[9], ds[i], ds[10]])
@@ -946,3 +946,22 @@ def test_t5_left_padding_applies_to_inputs_only() -> None:
         n = int(right["attention_mask"][b].sum())
         assert torch.equal(left["input_ids"][b, -n:], right["input_ids"][b, :n])
         assert left["attention_mask"][b, -n:].all() and not left["attention_mask"][b, :-n].any()
+
+
+@pytest.mark.parametrize("make", [mlm, t5])
+def test_index_is_dropped_by_default(make) -> None:
+    batch = make()(IndexedDataset([list(range(10, 30)), list(range(40, 50))]))
+    assert "idx" not in batch
+    batch = make(return_index=True)([IndexedDataset([list(range(10, 30))])[0]])
+    assert batch["idx"].tolist() == [0]
+
+
+def test_streams_differ_by_rank(monkeypatch) -> None:
+    import maskwise.collators as collators
+
+    examples = [list(range(10, 60))] * 4
+    masks = []
+    for rank in (0, 1):
+        monkeypatch.setattr(collators, "distributed_rank", lambda rank=rank: rank)
+        masks.append(mlm(rate=0.3, seed=0)(examples)["labels"])
+    assert not torch.equal(masks[0], masks[1])

@@ -192,3 +192,36 @@ def test_trainer_data_collator(tok: Any, examples: list[dict], tmp_path: Path, u
     assert result.global_step == 2
     assert math.isfinite(result.training_loss)
     assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
+
+
+def test_callback_gives_new_keyed_masks_every_epoch(tok: Any, examples: list[dict], tmp_path: Path) -> None:
+    pytest.importorskip("accelerate")
+    from maskwise.collators import IndexedDataset
+    from maskwise.integrations.hf import MaskwiseCallback
+
+    collator = MLMCollator.from_tokenizer(tok, seed=0)
+    seen: dict[tuple[int, int], torch.Tensor] = {}  # (epoch, idx) -> labels
+
+    def recording_collator(features):
+        idx = [f["idx"] for f in features]
+        batch = collator(features)
+        for row, i in enumerate(idx):
+            seen[(collator.epoch, i)] = batch["labels"][row]
+        return batch
+
+    data = IndexedDataset([{"input_ids": e["input_ids"]} for e in examples[:16]])
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path), num_train_epochs=2, per_device_train_batch_size=8, report_to=[],
+        use_cpu=True, save_strategy="no", logging_strategy="no", disable_tqdm=True,
+        remove_unused_columns=False,
+    )
+    trainer = transformers.Trainer(
+        model=tiny_bert(len(tok)), args=args, train_dataset=data, data_collator=recording_collator,
+        callbacks=[MaskwiseCallback(collator)],
+    )
+    trainer.train()
+    assert {e for e, _ in seen} == {0, 1}
+    differs = [not torch.equal(seen[(0, i)], seen[(1, i)]) for i in range(16)]
+    assert sum(differs) >= 12  # each example's mask is redrawn; a few may agree by chance
+    with pytest.raises(TypeError, match="set_epoch"):
+        MaskwiseCallback(object())

@@ -82,3 +82,15 @@ def test_device_generators_seed_from_global_is_reproducible():
     assert DeviceGenerators().seed == s1
     with pytest.raises(TypeError):
         DeviceGenerators("1")
+
+
+def test_keyed_uniform_extremes_stay_open(monkeypatch):
+    # All-ones and all-zeros bits are the extremes; u must stay strictly inside (0, 1).
+    g = KeyedGenerator(torch.tensor([0, 1]))
+    extremes = torch.tensor([[-1, 0]], dtype=torch.long).expand(2, 2)
+    monkeypatch.setattr(g, "bits", lambda shape, device=None: extremes)
+    for dtype in (torch.float32, torch.float64):
+        u = uniform((2, 2), generator=g, dtype=dtype)
+        assert (u < 1).all() and (u > 0).all(), dtype
+    with pytest.raises(TypeError, match="float32 or float64"):
+        uniform((2, 2), generator=g, dtype=torch.float16)

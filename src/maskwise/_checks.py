@@ -7,6 +7,8 @@ CUDA tensor) are only done for CPU tensors; on other devices values are clamped 
 
 from __future__ import annotations
 
+import functools
+import numbers
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -17,6 +19,7 @@ __all__ = [
     "check_probability",
     "check_split",
     "check_long",
+    "check_mean_length",
     "not_special",
     "special_ids_tensor",
     "valid_from_attention_mask",
@@ -24,8 +27,8 @@ __all__ = [
 
 
 def check_probability(name: str, value: float) -> float:
-    """Return ``value`` as a float after checking it lies in [0, 1]."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    """Return ``value`` as a float after checking it lies in [0, 1] (NaN is rejected)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a float in [0, 1] ({value!r} given).")
     value = float(value)
     if not 0.0 <= value <= 1.0:
@@ -44,6 +47,16 @@ def check_split(replace_prob: float, random_prob: float) -> tuple[float, float]:
     return replace_prob, random_prob
 
 
+def check_mean_length(mean_length: float) -> None:
+    """Span lengths are at least 1, so their mean must be a finite number >= 1."""
+    if (
+        isinstance(mean_length, bool)
+        or not isinstance(mean_length, numbers.Real)
+        or not 1.0 <= mean_length < float("inf")
+    ):
+        raise ValueError(f"mean_length must be a finite number >= 1 ({mean_length!r} given).")
+
+
 def as_rate(rate: float | torch.Tensor, batch: int, device: torch.device) -> torch.Tensor:
     """Turn a float or (B,) tensor rate into a float64 (B, 1) column on ``device``.
 
@@ -57,13 +70,13 @@ def as_rate(rate: float | torch.Tensor, batch: int, device: torch.device) -> tor
                 f"rate must be a float or a tensor of shape (B,) = ({batch},) "
                 f"(tensor of shape {tuple(rate.shape)} given)."
             )
-        if rate.is_floating_point() is False:
+        if not rate.is_floating_point():
             raise TypeError(f"rate tensor must be floating point ({rate.dtype} given).")
         if rate.device.type == "cpu" and rate.numel() > 0:
-            lo, hi = float(rate.min()), float(rate.max())
-            if lo < 0.0 or hi > 1.0:
+            bad = ~((rate >= 0) & (rate <= 1))  # catches NaN too
+            if bool(bad.any()):
                 raise ValueError(
-                    f"Every rate must be between 0.0 and 1.0 (values in [{lo}, {hi}] given)."
+                    f"Every rate must be between 0.0 and 1.0 ({rate[bad].tolist()[:5]} given)."
                 )
         return rate.to(device=device, dtype=torch.float64).clamp(0.0, 1.0).unsqueeze(1)
     return torch.full((batch, 1), check_probability("rate", rate), dtype=torch.float64, device=device)
@@ -103,6 +116,11 @@ def special_ids_tensor(
     return torch.unique(ids)  # sorted
 
 
+@functools.lru_cache(maxsize=32)
+def _id_tensor(ids: tuple[int, ...], device: str) -> torch.Tensor:
+    return torch.tensor(ids, dtype=torch.long, device=device)
+
+
 def not_special(input_ids: torch.Tensor, special_ids: Iterable[int] | torch.Tensor | None) -> torch.Tensor | None:
     """Bool mask of positions whose id is not special, or None when there are no special ids.
 
@@ -127,7 +145,7 @@ def not_special(input_ids: torch.Tensor, special_ids: Iterable[int] | torch.Tens
         else:
             runs.append([i, i])
     if len(runs) > 8:
-        return ~torch.isin(input_ids, torch.tensor(ids_list, device=input_ids.device))
+        return ~torch.isin(input_ids, _id_tensor(tuple(ids_list), str(input_ids.device)))
     keep: torch.Tensor | None = None
     for lo, hi in runs:
         if lo == hi:

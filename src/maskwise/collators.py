@@ -12,15 +12,21 @@ A collator owns a ``seed`` and draws its masks in one of two ways:
   function of ``(seed, epoch, i)`` through :class:`maskwise.random.KeyedGenerator`. They do not
   depend on the batch the example lands in, on padding, on the number of DataLoader workers, on
   which worker runs it, or on where a run resumed.
-* **Per-worker streams**: otherwise each process (the main one, or DataLoader worker ``w``) draws
-  from its own ``torch.Generator`` seeded with ``(seed, epoch, w, batches it drew before)``.
-  Workers never share a stream, runs with the same seed and number of workers draw the same
-  masks, and re-created (non-persistent) workers do not repeat the previous epoch's masks.
+* **Per-worker streams**: otherwise each process draws from its own ``torch.Generator`` seeded
+  with ``(seed, epoch, rank, worker id, batches its slot drew before)``, where rank is the
+  ``torch.distributed`` rank (0 without it) and the worker id is -1 in the main process. Workers
+  and ranks never share a stream, runs with the same seed and number of workers draw the same
+  masks, and re-created (non-persistent) workers do not repeat the previous epoch's masks. These
+  masks do depend on the number of workers; only keyed masks do not. Use one collator object per
+  DataLoader that runs at the same time (train and eval loaders one after the other are fine).
 
-The epoch comes from :meth:`set_epoch` (call it at the start of every epoch, as with
-``DistributedSampler``). The rate and epoch live in a small shared-memory tensor that every
-worker reads at each batch, so ``collator.rate = r`` or ``collator.set_epoch(e)`` in the training
-process reaches DataLoader workers, persistent ones included, by their next batch.
+The epoch comes from :meth:`set_epoch`: call it at the start of every epoch, as with
+``DistributedSampler`` (``maskwise.integrations.hf.MaskwiseCallback`` does it for Hugging Face
+``Trainer``, which does not). Without it keyed masks repeat every epoch, i.e. static masking.
+The rate and epoch live in a small shared-memory tensor that every worker reads at each batch,
+so ``collator.rate = r`` or ``collator.set_epoch(e)`` in the training process reaches DataLoader
+workers, persistent ones included, from the next batch they collate; batches already prefetched
+(``prefetch_factor`` per worker) keep the values they were made with.
 """
 
 from __future__ import annotations
@@ -33,14 +39,14 @@ import torch
 from torch.utils.data import Dataset, get_worker_info
 
 from maskwise import functional as F
-from maskwise._checks import check_probability, check_split, special_ids_tensor
-from maskwise.random import KeyedGenerator, hash_keys, seed_from_global
+from maskwise._checks import check_mean_length, check_probability, check_split, not_special
+from maskwise.random import KeyedGenerator, distributed_rank, hash_keys, seed_from_global
 
 __all__ = ["IndexedDataset", "MLMCollator", "T5Collator", "pad_examples"]
 
 # Padding values of the per-token fields a collator may meet; other per-token fields get 0.
 _PAD_VALUES = {"attention_mask": 0, "word_ids": -1, "labels": -100, "special_tokens_mask": 1}
-_MAX_WORKER_SLOTS = 256  # worker ids beyond this share slots modulo 256 (streams stay distinct by id)
+_MAX_WORKER_SLOTS = 256  # batch counters; worker ids beyond share a counter, their streams still differ by id
 
 
 class IndexedDataset(Dataset):
@@ -103,7 +109,7 @@ def pad_examples(
     if "input_ids" not in keys:
         raise ValueError(f"Examples must hold 'input_ids' (keys {keys} given).")
     for i, row in enumerate(rows):
-        if list(row) != keys and set(row) != set(keys):
+        if set(row) != set(keys):
             raise ValueError(f"Example {i} has keys {sorted(row)}, example 0 has {sorted(keys)}.")
     ids = [_as_1d(r["input_ids"], "input_ids") for r in rows]
     lengths = [t.shape[0] for t in ids]
@@ -183,13 +189,17 @@ class _MaskingCollator:
         padding_side: str,
         seed: int | None,
         index_key: str | None,
+        return_index: bool,
     ) -> None:
+        if padding_side not in ("right", "left"):
+            raise ValueError(f"padding_side must be 'right' or 'left' ({padding_side!r} given).")
         self._state = _SharedState(check_probability("rate", rate))
         self.pad_id = int(pad_id)
         self.pad_to_multiple_of = pad_to_multiple_of
         self.padding_side = padding_side
         self.seed = seed_from_global() if seed is None else int(seed)
         self.index_key = index_key
+        self.return_index = return_index
         self._stream: torch.Generator | None = None
         self._stream_owner: tuple[int, int, int] | None = None  # (pid, slot, epoch)
 
@@ -216,13 +226,14 @@ class _MaskingCollator:
             idx = batch[self.index_key].long()
             return KeyedGenerator(hash_keys(self.seed, epoch, idx))
         info = get_worker_info()
+        worker = -1 if info is None else info.id
         slot = 0 if info is None else 1 + info.id % _MAX_WORKER_SLOTS
         owner = (os.getpid(), slot, epoch)
         if self._stream is None or self._stream_owner != owner:
             # A new process, worker or epoch: a fresh stream that also depends on how many
             # batches this slot drew before, so re-created workers never replay old masks.
             done = int(self._state.batches[slot])
-            key = hash_keys(self.seed, epoch, slot, done)
+            key = hash_keys(self.seed, epoch, distributed_rank(), worker, done)
             self._stream = torch.Generator().manual_seed(int(key) & (2**63 - 1))
             self._stream_owner = owner
         self._state.batches[slot] += 1
@@ -231,8 +242,6 @@ class _MaskingCollator:
     def _pad(self, examples: Sequence[Any]) -> dict[str, torch.Tensor]:
         # Always right-padded while masking: a token's position in its row then does not depend
         # on the batch width, which keyed masks need. Left padding is applied at the end.
-        if self.padding_side not in ("right", "left"):
-            raise ValueError(f"padding_side must be 'right' or 'left' ({self.padding_side!r} given).")
         return pad_examples(
             examples, pad_id=self.pad_id, pad_to_multiple_of=self.pad_to_multiple_of,
             padding_side="right",
@@ -241,7 +250,10 @@ class _MaskingCollator:
     def _finish(
         self, batch: dict[str, torch.Tensor], lengths: torch.Tensor, keys: Iterable[str] | None = None
     ) -> dict[str, torch.Tensor]:
-        """Move right padding to the left for ``keys`` (default: every (B, W) field)."""
+        """Drop the index unless asked for; move right padding to the left for ``keys``
+        (default: every (B, W) field)."""
+        if self.index_key is not None and not self.return_index:
+            batch.pop(self.index_key, None)
         if self.padding_side == "left":
             for key in list(batch) if keys is None else keys:
                 value = batch[key]
@@ -306,6 +318,8 @@ class MLMCollator(_MaskingCollator):
         padding_side: ``"right"`` or ``"left"``.
         seed: seed of the masks (None: drawn from torch's global generator).
         index_key: example field holding its dataset index, for keyed masks (None disables).
+        return_index: keep the index field in the batch (by default it is dropped, since models
+            do not take it).
 
     >>> c = MLMCollator(mask_id=4, pad_id=0, vocab_size=100, special_ids=[0, 1, 2], rate=0.5, seed=0)
     >>> batch = c([[1, 10, 11, 12, 13, 2], [1, 20, 21, 2]])
@@ -334,10 +348,11 @@ class MLMCollator(_MaskingCollator):
         padding_side: str = "right",
         seed: int | None = None,
         index_key: str | None = "idx",
+        return_index: bool = False,
     ) -> None:
         super().__init__(
             rate=rate, pad_id=pad_id, pad_to_multiple_of=pad_to_multiple_of,
-            padding_side=padding_side, seed=seed, index_key=index_key,
+            padding_side=padding_side, seed=seed, index_key=index_key, return_index=return_index,
         )
         if unit not in ("token", "word", "span"):
             raise ValueError(f"unit must be 'token', 'word' or 'span' ({unit!r} given).")
@@ -346,7 +361,6 @@ class MLMCollator(_MaskingCollator):
         self.mask_id = int(mask_id)
         self.vocab_size = int(vocab_size)
         self.special_ids = tuple(sorted({int(i) for i in special_ids} | {self.pad_id}))
-        self._special = special_ids_tensor(self.special_ids, torch.device("cpu"))
         self.unit = unit
         self.replace_prob, self.random_prob = check_split(replace_prob, random_prob)
         self.exact = exact
@@ -381,7 +395,7 @@ class MLMCollator(_MaskingCollator):
         generator = self._generator(batch)
         rate = self.rate
         ids = batch["input_ids"]
-        valid = batch["attention_mask"].bool() & ~torch.isin(ids, self._special)
+        valid = batch["attention_mask"].bool() & not_special(ids, self.special_ids)  # type: ignore[operator]
         special_mask = batch.pop("special_tokens_mask", None)
         if special_mask is not None:
             valid &= ~special_mask.bool()
@@ -455,17 +469,18 @@ class T5Collator(_MaskingCollator):
         padding_side: str = "right",
         seed: int | None = None,
         index_key: str | None = "idx",
+        return_index: bool = False,
     ) -> None:
         super().__init__(
             rate=rate, pad_id=pad_id, pad_to_multiple_of=pad_to_multiple_of,
-            padding_side=padding_side, seed=seed, index_key=index_key,
+            padding_side=padding_side, seed=seed, index_key=index_key, return_index=return_index,
         )
         self.sentinel_ids = [int(i) for i in sentinel_ids]
         if not self.sentinel_ids:
             raise ValueError("sentinel_ids must not be empty.")
         self.eos_id = int(eos_id)
         self.special_ids = tuple(sorted({int(i) for i in special_ids} | {self.eos_id, self.pad_id}))
-        self._special = special_ids_tensor(self.special_ids, torch.device("cpu"))
+        check_mean_length(mean_span_length)
         self.mean_span_length = float(mean_span_length)
         self.exact = exact
 
@@ -497,7 +512,7 @@ class T5Collator(_MaskingCollator):
         generator = self._generator(batch)
         ids = batch["input_ids"]
         attention = batch["attention_mask"]
-        valid = attention.bool() & ~torch.isin(ids, self._special)
+        valid = attention.bool() & not_special(ids, self.special_ids)  # type: ignore[operator]
         masked = F.mask_spans(
             valid, self.rate, mean_length=self.mean_span_length, exact=self.exact,
             generator=generator,
@@ -518,7 +533,7 @@ class T5Collator(_MaskingCollator):
             "labels": targets.masked_fill(pos_tgt >= tgt_len.unsqueeze(1), -100),
         }
         if self.index_key is not None and self.index_key in batch:
-            out[self.index_key] = batch[self.index_key]
+            out[self.index_key] = batch[self.index_key]  # dropped by _finish unless return_index
         # Encoder inputs follow padding_side; labels stay right-padded, as decoders expect.
         return self._finish(out, in_len, keys=("input_ids", "attention_mask"))
 

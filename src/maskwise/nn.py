@@ -17,6 +17,7 @@ from torch import nn
 
 from maskwise import functional as F
 from maskwise._checks import check_probability, check_split
+from maskwise.functional.features import mask_shape
 from maskwise.random import DeviceGenerators
 
 __all__ = ["FeatureMask", "MaskModule", "TokenMask"]
@@ -63,14 +64,15 @@ class FeatureMask(MaskModule):
         self, rate: float, *, dims: int | Sequence[int] | None = None, seed: int | None = None
     ) -> None:
         super().__init__(rate, seed=seed)
+        if dims is not None and not (
+            isinstance(dims, int) or all(isinstance(d, int) for d in dims)
+        ):
+            raise TypeError(f"dims must be an int, a sequence of ints or None ({dims!r} given).")
         self.dims = dims
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.training or self.rate == 0.0:
-            shape = list(x.shape)
-            if self.dims is not None:
-                for d in (self.dims,) if isinstance(self.dims, int) else self.dims:
-                    shape[d] = 1
+            shape = mask_shape(x.shape, self.dims)
             return x, torch.zeros(shape, dtype=torch.bool, device=x.device)
         return F.mask_features(x, self.rate, dims=self.dims, generator=self.generator(x.device))
 

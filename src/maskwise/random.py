@@ -25,6 +25,7 @@ import torch
 
 __all__ = [
     "DeviceGenerators",
+    "distributed_rank",
     "KeyedGenerator",
     "hash_keys",
     "integers",
@@ -32,6 +33,7 @@ __all__ = [
     "seed_from_global",
     "uniform",
 ]
+
 
 def _signed(x: int) -> int:
     """Reinterpret an unsigned 64-bit constant as a signed int64."""
@@ -151,11 +153,15 @@ def uniform(
     >>> u.shape, bool(((u > 0) & (u < 1)).all())
     (torch.Size([2, 3]), True)
     """
+    if dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"uniform draws float32 or float64 ({dtype} given).")
     if isinstance(generator, KeyedGenerator):
         bits = generator.bits(shape, device)
+        # (m + 0.5) / 2^k with m < 2^k takes k + 1 significant bits: k = 23 for float32 and 52
+        # for float64 keep it exact, so u lies in [2^-(k+1), 1 - 2^-(k+1)], never 0 or 1.
         if dtype == torch.float64:
-            return (_srl(bits, 11).to(torch.float64) + 0.5) * 2.0**-53
-        return ((_srl(bits, 40).to(torch.float32) + 0.5) * 2.0**-24).to(dtype)
+            return (_srl(bits, 12).to(torch.float64) + 0.5) * 2.0**-52
+        return (_srl(bits, 41).to(torch.float32) + 0.5) * 2.0**-23
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(
             f"generator must be a torch.Generator, a maskwise KeyedGenerator or None "
@@ -182,6 +188,14 @@ def integers(
     return torch.randint(high, tuple(shape), generator=generator, device=device)
 
 
+def distributed_rank() -> int:
+    """This process's torch.distributed rank, 0 when not initialised."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return int(dist.get_rank())
+    return 0
+
+
 def seed_from_global() -> int:
     """A 62-bit seed drawn from torch's global generator (reproducible under ``torch.manual_seed``)."""
     return int(torch.randint(0, 2**62, (), dtype=torch.long))
@@ -191,7 +205,8 @@ class DeviceGenerators:
     """One seeded ``torch.Generator`` per device, created on first use.
 
     Modules own one of these so that they draw on the device of their input (CPU and CUDA need
-    different generators) and never touch the global generator. ``state_dict()`` holds the
+    different generators) and never touch the global generator. Under ``torch.distributed``,
+    rank ``r > 0`` seeds its generators with ``hash_keys(seed, r)``. ``state_dict()`` holds the
     seed and every generator's state, so a restored module draws exactly what it would have.
 
     Args:
@@ -216,7 +231,10 @@ class DeviceGenerators:
         g = self._generators.get(key)
         if g is None:
             g = torch.Generator(device=key)
-            g.manual_seed(self.seed)
+            # Under torch.distributed every rank gets its own stream from the same seed, so
+            # ranks holding different data never draw identical masks.
+            rank = distributed_rank()
+            g.manual_seed(self.seed if rank == 0 else int(hash_keys(self.seed, rank)) & (2**63 - 1))
             self._generators[key] = g
         return g
 

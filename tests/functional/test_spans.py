@@ -91,7 +91,7 @@ def test_rate_zero_and_one():
 
 
 # ---------------------------------------------------------------- exact (T5) spans
-def test_exact_matches_t5_arithmetic_and_layout():
+def test_exact_matches_t5_arithmetic():
     valid = prefix_valid(400, 64, seed=4)
     for rate, mean in [(0.15, 3.0), (0.5, 2.0), (0.3, 8.0), (0.9, 3.0)]:
         m = mw.mask_spans(valid, rate, mean_length=mean, exact=True, generator=torch.Generator().manual_seed(1))
@@ -102,8 +102,21 @@ def test_exact_matches_t5_arithmetic_and_layout():
             runs = ref.runs(m[b, :n].tolist())
             assert sum(e - s for s, e in runs) == n_noise
             assert len(runs) == n_spans
-            if 0 < n_noise < n:  # T5 layout: non-noise first, noise last
-                assert runs[0][0] > 0 and runs[-1][1] == n
+
+
+def test_exact_placement_is_uniform_on_short_rows():
+    # 20 tokens at rate 0.15: 3 masked tokens in one span, anywhere. T5's own layout would always
+    # mask the last 3; here every position is masked with probability 3/20 at the ends of the
+    # row reduced by the span's contiguity: start s is uniform on 0..17.
+    valid = torch.ones(20000, 20, dtype=torch.bool)
+    m = mw.mask_spans(valid, 0.15, mean_length=3, exact=True, generator=torch.Generator().manual_seed(0))
+    starts = m.float().argmax(1)
+    freq = torch.bincount(starts, minlength=18).double() / starts.numel()
+    assert torch.allclose(freq, torch.full((18,), 1 / 18, dtype=torch.float64), atol=0.01)  # std 1.6e-3
+    # Separate spans never touch: 40 tokens at 0.5 in round(20 / 2) = 10 spans.
+    m2 = mw.mask_spans(torch.ones(500, 40, dtype=torch.bool), 0.5, mean_length=2, exact=True,
+                       generator=torch.Generator().manual_seed(1))
+    assert all(len(ref.runs(row.tolist())) == 10 for row in m2)
 
 
 def test_exact_segmentation_is_uniform():
@@ -185,3 +198,9 @@ def test_t5_corrupt_errors():
         mw.t5_corrupt(ids, masked, sentinel_ids=[90], eos_id=1, pad_id=0)
     with pytest.raises(ValueError, match="shape"):
         mw.t5_corrupt(ids, masked[:, :3], sentinel_ids=[90, 91], eos_id=1, pad_id=0)
+
+
+def test_t5_corrupt_empty_rows():
+    x, y = mw.t5_corrupt(torch.zeros(2, 0, dtype=torch.long), torch.zeros(2, 0, dtype=torch.bool),
+                         sentinel_ids=[99], eos_id=1, pad_id=0)
+    assert x.tolist() == [[1], [1]] and y.tolist() == [[1], [1]]

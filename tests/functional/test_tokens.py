@@ -286,3 +286,25 @@ def test_mask_features_bad_input():
         mw.mask_features(torch.ones(2, 3), torch.tensor([0.1]))
     with pytest.raises(TypeError):
         mw.mask_features([1.0, 2.0], 0.1)
+
+
+def test_review_edge_cases():
+    # NaN rates are rejected, not silently treated as 0.
+    with pytest.raises(ValueError, match="nan"):
+        mw.sample_mask(torch.ones(1, 3, dtype=torch.bool), torch.tensor([float("nan")]))
+    with pytest.raises(ValueError):
+        mw.sample_mask(torch.ones(1, 3, dtype=torch.bool), float("nan"))
+    # Random ids must fit the ids' dtype.
+    with pytest.raises(ValueError, match="int16"):
+        mw.corrupt(torch.ones(1, 3, dtype=torch.int16), torch.ones(1, 3, dtype=torch.bool),
+                   mask_id=4, vocab_size=100000)
+    # A masked inf becomes 0, not NaN.
+    x = torch.tensor([[float("inf"), 1.0]])
+    xm, m = mw.mask_features(x, 1.0)
+    assert torch.equal(xm, torch.zeros(1, 2))
+    with pytest.raises(ValueError, match="batch"):
+        mw.mask_features(torch.ones(2, 3), torch.tensor([0.1, 0.2]), dims=0)
+    with pytest.raises(TypeError, match="bool"):
+        mw.lm_labels(torch.ones(1, 3, dtype=torch.long), prompt_mask=torch.ones(1, 3))
+    with pytest.raises(TypeError, match="dims"):
+        mw.nn.FeatureMask(0.1, dims="last")

@@ -161,13 +161,13 @@ def t5_corrupt(input_ids, masked, *, sentinel_ids, eos_id, pad_id, attention_mas
 
 
 def t5_counts(n, rate, mean_length):
-    """T5's arithmetic: (noise tokens, noise spans) for a row of ``n`` valid tokens."""
+    """T5's arithmetic as maskwise applies it: (noise tokens, noise spans) for ``n`` valid tokens."""
     n_noise = round(rate * n)
     if n_noise == 0:
         return 0, 0
     spans = max(1, round(n_noise / mean_length))
     spans = min(spans, n_noise)
-    return n_noise, min(spans, max(n - n_noise, 1))
+    return n_noise, min(spans, n - n_noise + 1)  # spans need unmasked tokens between them
 
 
 def runs(row):

@@ -9,7 +9,7 @@ import torch
 from maskwise._checks import check_probability
 from maskwise.random import KeyedGenerator, uniform
 
-__all__ = ["mask_features"]
+__all__ = ["mask_features", "mask_shape"]
 
 
 def mask_features(
@@ -21,7 +21,9 @@ def mask_features(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Zero a random ``rate`` of the entries of ``x``: ``x_masked = x * (1 - mask)``.
 
-    No rescaling (unlike dropout): the masked input is what the seed documents describe. Use
+    No rescaling (unlike dropout): the masked input is what the seed documents describe. The
+    product is computed as ``x.masked_fill(mask, 0)``, equal for finite values and also zero
+    (not NaN) where a masked entry is inf or NaN. Use
     ``dims`` to make whole slices share one decision, e.g. ``dims=-1`` on (B, L, D) masks whole
     feature vectors (a token is kept or zeroed entirely), ``dims=(2, 3)`` on (B, C, H, W) whole
     channels.
@@ -47,14 +49,11 @@ def mask_features(
         raise TypeError(f"x must be a torch.Tensor ({type(x).__name__} given).")
     if x.dim() == 0:
         raise ValueError("x must have at least one dimension (a 0-d tensor given).")
-    shape = list(x.shape)
-    if dims is not None:
-        for d in (dims,) if isinstance(dims, int) else tuple(dims):
-            if not -x.dim() <= d < x.dim():
-                raise ValueError(f"dims entry {d} is out of range for a {x.dim()}-d input.")
-            shape[d] = 1
+    shape = mask_shape(x.shape, dims)
     p: float | torch.Tensor
     if isinstance(rate, torch.Tensor):
+        if shape[0] == 1 and x.shape[0] != 1:
+            raise ValueError("A per-row (B,) rate needs dim 0 (the batch) outside dims.")
         if rate.dim() != 1 or rate.shape[0] != x.shape[0]:
             raise ValueError(
                 f"A tensor rate must have shape (B,) = ({x.shape[0]},) ({tuple(rate.shape)} given)."
@@ -65,4 +64,19 @@ def mask_features(
     else:
         p = check_probability("rate", rate)
     mask = uniform(shape, generator=generator, device=x.device) < p
-    return x * (~mask).to(x.dtype), mask
+    return x.masked_fill(mask, 0), mask
+
+
+def mask_shape(shape: Sequence[int], dims: int | Sequence[int] | None) -> list[int]:
+    """Shape of the mask for ``mask_features``: ``shape`` with size 1 along ``dims``.
+
+    >>> mask_shape((2, 3, 4), -1)
+    [2, 3, 1]
+    """
+    out = list(shape)
+    if dims is not None:
+        for d in (dims,) if isinstance(dims, int) else tuple(dims):
+            if not -len(out) <= d < len(out):
+                raise ValueError(f"dims entry {d} is out of range for a {len(out)}-d input.")
+            out[d] = 1
+    return out

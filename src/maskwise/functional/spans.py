@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
 import torch
 
-from maskwise._checks import as_rate, check_bool_2d, check_long, valid_from_attention_mask
+from maskwise._checks import (
+    as_rate,
+    check_bool_2d,
+    check_long,
+    check_mean_length,
+    valid_from_attention_mask,
+)
 from maskwise.functional.select import top_k_per_row
 from maskwise.random import KeyedGenerator, uniform
 
@@ -46,8 +53,7 @@ def span_length_pmf(
         raise ValueError(f"distribution must be one of {_DISTRIBUTIONS} or a sequence ({distribution!r} given).")
     if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
         raise ValueError(f"max_length must be an int >= 1 ({max_length!r} given).")
-    if not mean_length >= 1.0 or math.isinf(mean_length):
-        raise ValueError(f"mean_length must be a finite number >= 1 ({mean_length!r} given).")
+    check_mean_length(mean_length)
     k = torch.arange(1, max_length + 1, dtype=torch.float64)
     if distribution == "geometric":
         p = 1.0 / mean_length
@@ -64,8 +70,8 @@ def span_length_pmf(
 
 
 def _inverse_cdf(cdf: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """Draw lengths 1..K by inverse CDF; ``cdf`` (K,), ``u`` any shape of uniforms."""
-    idx = torch.searchsorted(cdf.to(u.dtype), u.contiguous(), right=False)
+    """Draw lengths 1..K by inverse CDF; ``cdf`` (K,) float32, ``u`` float32 uniforms."""
+    idx = torch.searchsorted(cdf, u.contiguous(), right=False)
     return idx.clamp_max(cdf.numel() - 1) + 1
 
 
@@ -91,15 +97,23 @@ def mask_spans(
     special tokens) are never masked, and no span reaches into padding.
 
     * ``exact=False`` (SpanBERT / BART style): span lengths are drawn from ``distribution``
-      (:func:`span_length_pmf`) and separated by geometric gaps of mean
-      ``mean_span * (1 - rate) / rate`` (at least 1 when that mean allows, so spans stay apart).
+      (:func:`span_length_pmf`, mean ``mu`` after truncation) and separated by geometric gaps
+      of mean ``mu * (1 - rate) / rate`` (at least 1 when that mean allows, so spans stay
+      apart).
       The row starts in the stationary state of that alternating process, so every valid
       position is masked with probability ``rate``: the expected masked fraction is ``rate`` for
       any row length.
-    * ``exact=True`` (T5's ``random_spans_noise_mask``): ``N = round(rate * n)`` positions in
-      ``S = max(1, round(N / mean_length))`` spans; noise and non-noise tokens are each split
-      into ``S`` non-empty runs uniformly at random and interleaved, non-noise first. The count
-      is exact; ``distribution`` and ``max_length`` are not used.
+    * ``exact=True`` (T5's noise density and mean span length arithmetic): exactly
+      ``N = round(rate * n)`` positions in ``S = max(1, round(N / mean_length))`` spans (fewer
+      only when the row has too few unmasked tokens to separate them). The ``N`` masked
+      positions are split into ``S`` non-empty runs uniformly at random, and the runs are
+      placed at ``S`` distinct random gaps between the unmasked positions. T5's
+      ``random_spans_noise_mask`` instead always starts a row unmasked and ends it masked;
+      on T5's packed 568-token windows that hardly matters, but on short rows it makes the mask
+      nearly deterministic (a row of 20 tokens at rate 0.15 would always lose its last 3), so
+      maskwise keeps T5's counts and randomises the placement. Unlike T5, a row whose
+      ``round(rate * n)`` is 0 gets no mask (T5 forces at least one token).
+      ``distribution`` and ``max_length`` are not used.
 
     Args:
         valid: bool (B, L), True where masking is allowed.
@@ -122,8 +136,7 @@ def mask_spans(
     check_bool_2d("valid", valid)
     if not isinstance(exact, bool):
         raise TypeError(f"exact must be a bool ({exact!r} given).")
-    if isinstance(mean_length, bool) or not isinstance(mean_length, (int, float)) or not mean_length >= 1:
-        raise ValueError(f"mean_length must be a number >= 1 ({mean_length!r} given).")
+    check_mean_length(mean_length)
     B, L = valid.shape
     device = valid.device
     r = as_rate(rate, B, device)  # (B, 1) float64
@@ -132,24 +145,38 @@ def mask_spans(
     if exact:
         cover = _t5_cover(n, r.squeeze(1), float(mean_length), L, generator)
     else:
-        pmf = span_length_pmf(distribution, float(mean_length), max_length).to(device)
-        cover = _renewal_cover(r, pmf, L, generator)
+        key = distribution if isinstance(distribution, str) else tuple(float(w) for w in distribution)
+        tables = _span_tables(key, float(mean_length), max_length, str(device))
+        cover = _renewal_cover(r, tables, L, generator)
     return cover.gather(1, pos_c) & valid
 
 
+@functools.lru_cache(maxsize=64)
+def _span_tables(
+    distribution: str | tuple[float, ...], mean_length: float, max_length: int, device: str
+) -> tuple[float, torch.Tensor, torch.Tensor]:
+    """(mean span length, CDF of span lengths, CDF of the residual length at a row start).
+
+    Built once per setting on the CPU and moved once, so no host sync is left on the hot path.
+    """
+    pmf = span_length_pmf(distribution, mean_length, max_length)
+    lengths = torch.arange(1, pmf.numel() + 1, dtype=torch.float64)
+    mu = float((pmf * lengths).sum())
+    # Residual length of the span covering position 0: P(R = k) = P(X >= k) / mu.
+    tail = pmf.flip(0).cumsum(0).flip(0)
+    return mu, pmf.cumsum(0).float().to(device), (tail / mu).cumsum(0).float().to(device)
+
+
 def _renewal_cover(
-    r: torch.Tensor, pmf: torch.Tensor, L: int, generator: torch.Generator | KeyedGenerator | None
+    r: torch.Tensor,
+    tables: tuple[float, torch.Tensor, torch.Tensor],
+    L: int,
+    generator: torch.Generator | KeyedGenerator | None,
 ) -> torch.Tensor:
     """(B, L) cover of a stationary alternating span/gap process with span fraction ``r``."""
     B = r.shape[0]
     device = r.device
-    K = pmf.numel()
-    lengths = torch.arange(1, K + 1, dtype=torch.float64, device=device)
-    mu = float((pmf * lengths).sum())  # mean span length
-    cdf = pmf.cumsum(0)
-    # Residual length of the span covering position 0: P(R = k) = P(X >= k) / mu.
-    tail = pmf.flip(0).cumsum(0).flip(0)
-    cdf_res = (tail / mu).cumsum(0)
+    mu, cdf, cdf_res = tables  # mean span length, CDFs of span and residual span lengths
     # Gaps: mean nu = mu (1 - r) / r, at least 1 where nu >= 1 so spans do not touch.
     nu = mu * (1.0 - r) / r.clamp_min(1e-12)  # (B, 1)
     g_min = (nu >= 1.0).to(torch.float64)
@@ -179,36 +206,34 @@ def _t5_cover(
     n: torch.Tensor, r: torch.Tensor, mean_length: float, L: int,
     generator: torch.Generator | KeyedGenerator | None,
 ) -> torch.Tensor:
-    """(B, L) cover in valid-position coordinates with T5's exact span arithmetic."""
+    """(B, L) cover in valid-position coordinates: T5's counts, spans at random places."""
     B = n.shape[0]
     device = n.device
     n_noise = torch.round(r * n).long()  # (B,)
     n_keep = n - n_noise
     n_spans = torch.round(n_noise.double() / mean_length).long().clamp_min(1)
     n_spans = torch.minimum(n_spans, n_noise)
-    # Non-noise runs separate the spans: at most n_keep spans, and one span when all is noise.
-    n_spans = torch.minimum(n_spans, n_keep.clamp_min(1))  # (B,)
-    j = torch.arange(L, device=device).expand(B, L)
+    # Non-noise tokens separate the spans: at most n_keep + 1 spans (one if all is noise).
+    n_spans = torch.minimum(n_spans, n_keep + 1)  # (B,)
+    j = torch.arange(L + 1, device=device).expand(B, L + 1)
 
-    def cuts(total: torch.Tensor) -> torch.Tensor:
-        # Split `total` items into n_spans non-empty runs: choose n_spans - 1 of the cut points
-        # 1 .. total - 1 uniformly at random. (B, L) bool, True where a new run starts.
-        allowed = (j >= 1) & (j < total.unsqueeze(1))
-        keys = uniform((B, L), generator=generator, device=device).masked_fill(~allowed, -1.0)
-        return top_k_per_row(keys, (n_spans - 1).clamp_min(0)) & allowed
-
-    noise_cut = cuts(n_noise)
-    keep_cut = cuts(n_keep)
-    # keep_end[s] = number of non-noise tokens before noise span s = end of non-noise run s.
-    run_rank = keep_cut.long().cumsum(1)  # a cut at j starts non-noise run run_rank[j]
-    keep_end = torch.zeros(B, L + 2, dtype=torch.long, device=device)
-    keep_end.scatter_(1, torch.where(keep_cut, run_rank - 1, L + 1), j)  # run s ends where s+1 starts
-    keep_end.scatter_(1, (n_spans - 1).clamp_min(0).unsqueeze(1), n_keep.unsqueeze(1))
-    span_of = noise_cut.long().cumsum(1)  # (B, L) noise span index of noise token j
-    seq_pos = j + keep_end.gather(1, span_of)  # position of noise token j in the row
+    # Noise tokens 0 .. n_noise - 1 split into n_spans non-empty runs: n_spans - 1 of the cut
+    # points 1 .. n_noise - 1, uniformly. (B, L + 1) bool, True where a new run starts.
+    allowed = (j >= 1) & (j < n_noise.unsqueeze(1))
+    keys = uniform((B, L + 1), generator=generator, device=device).masked_fill(~allowed, -1.0)
+    noise_cut = top_k_per_row(keys, (n_spans - 1).clamp_min(0)) & allowed
+    # Span s goes in front of non-noise token at[s] (at[s] = n_keep: at the end): n_spans
+    # distinct insertion points of 0 .. n_keep, uniformly, so spans never touch.
+    allowed = j <= n_keep.unsqueeze(1)
+    keys = uniform((B, L + 1), generator=generator, device=device).masked_fill(~allowed, -1.0)
+    point = top_k_per_row(keys, n_spans) & allowed
+    at = torch.zeros(B, L + 2, dtype=torch.long, device=device)
+    at.scatter_(1, torch.where(point, point.long().cumsum(1) - 1, L + 1), j)  # sorted points
+    span_of = noise_cut.long().cumsum(1)  # (B, L + 1) span of noise token j
+    seq_pos = j + at.gather(1, span_of)  # position of noise token j among the valid ones
     is_noise = j < n_noise.unsqueeze(1)
-    cover = torch.zeros(B, L + 1, dtype=torch.bool, device=device)
-    cover.scatter_(1, torch.where(is_noise, seq_pos, L), True)
+    cover = torch.zeros(B, L + 2, dtype=torch.bool, device=device)
+    cover.scatter_(1, torch.where(is_noise, seq_pos, L + 1), True)
     return cover[:, :L]
 
 
@@ -228,7 +253,7 @@ def t5_corrupt(
     tokens, then ``eos_id``. ``eos_id`` is appended to ``inputs`` too unless the row's last real
     token already is ``eos_id``. Both are right-padded with ``pad_id`` to their longest row.
 
-    The output width depends on the data, so this function reads two maxima on the host.
+    The output width depends on the data, so this function reads three maxima on the host.
 
     Args:
         input_ids: integer (B, L).
@@ -293,10 +318,13 @@ def t5_corrupt_with_lengths(
         raise ValueError(
             f"A row has {max_spans} masked spans but only {sentinels.numel()} sentinel ids were given."
         )
-    pos = torch.arange(L, device=device)
-    last_real = torch.where(real, pos, -1).max(1).values if L else torch.full((B,), -1, device=device)
-    ends_eos = (last_real >= 0) & (ids.gather(1, last_real.clamp_min(0).unsqueeze(1)).squeeze(1) == eos_id)
-    ends_eos = ends_eos & ~masked.gather(1, last_real.clamp_min(0).unsqueeze(1)).squeeze(1)
+    if L == 0:
+        ends_eos = torch.zeros(B, dtype=torch.bool, device=device)
+    else:
+        pos = torch.arange(L, device=device)
+        last_real = torch.where(real, pos, -1).max(1).values.clamp_min(0).unsqueeze(1)  # (B, 1)
+        ends_eos = (ids.gather(1, last_real) == eos_id) & real.gather(1, last_real)
+        ends_eos = (ends_eos & ~masked.gather(1, last_real)).squeeze(1)
     sentinel_at = sentinels[span_id.clamp_max(max(sentinels.numel() - 1, 0))] if sentinels.numel() else ids
 
     # Inputs: unmasked tokens, plus one sentinel at the start of every span.

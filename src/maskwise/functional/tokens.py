@@ -278,6 +278,11 @@ def corrupt(
         excluded = {int(i) for i in values}
         if mask_id is not None:
             excluded.add(int(mask_id))
+        if not input_ids.is_floating_point() and int(vocab_size) - 1 > torch.iinfo(input_ids.dtype).max:
+            raise ValueError(
+                f"vocab_size={vocab_size} does not fit input_ids of dtype {input_ids.dtype} "
+                f"(max {torch.iinfo(input_ids.dtype).max}); use int64 ids."
+            )
         allowed = _allowed_ids(int(vocab_size), tuple(sorted(excluded)), str(device))
         if allowed.numel() == 0:
             raise ValueError(
@@ -350,10 +355,13 @@ def lm_labels(
     real = valid_from_attention_mask(attention_mask, input_ids.shape, input_ids.device)
     ignore = ~real
     if prompt_mask is not None:
-        if prompt_mask.dtype != torch.bool or prompt_mask.shape != input_ids.shape:
+        if not isinstance(prompt_mask, torch.Tensor) or prompt_mask.dtype != torch.bool:
+            raise TypeError(
+                f"prompt_mask must be a bool tensor ({getattr(prompt_mask, 'dtype', type(prompt_mask))} given)."
+            )
+        if prompt_mask.shape != input_ids.shape:
             raise ValueError(
-                f"prompt_mask must be a bool tensor of shape {tuple(input_ids.shape)} "
-                f"({prompt_mask.dtype} {tuple(prompt_mask.shape)} given)."
+                f"prompt_mask must have shape {tuple(input_ids.shape)} ({tuple(prompt_mask.shape)} given)."
             )
         ignore = ignore | prompt_mask.to(input_ids.device)
     if prompt_lengths is not None:
