@@ -7,15 +7,27 @@ imported; integrations with optional libraries are imported when first used.
 
 from maskwise import collators, functional, nn, random
 from maskwise.functional import (
+    SPEC_AUGMENT_POLICIES,
+    SpecAugmentResult,
     corrupt,
+    erase,
+    keep_indices,
     lm_labels,
+    mask_blocks,
+    mask_coarse,
     mask_features,
+    mask_patches,
     mask_spans,
+    mask_time_spans,
     mask_tokens,
     mask_words,
+    patches_to_pixels,
+    patchify,
     sample_mask,
     span_length_pmf,
+    spec_augment,
     t5_corrupt,
+    unpatchify,
     word_ids_from_encoding,
     word_ids_from_offsets,
 )
@@ -23,7 +35,19 @@ from maskwise.functional import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "SPEC_AUGMENT_POLICIES",
+    "SpecAugmentResult",
     "__version__",
+    "erase",
+    "keep_indices",
+    "mask_blocks",
+    "mask_coarse",
+    "mask_patches",
+    "mask_time_spans",
+    "patches_to_pixels",
+    "patchify",
+    "spec_augment",
+    "unpatchify",
     "collators",
     "corrupt",
     "functional",

@@ -20,11 +20,25 @@ from maskwise._checks import check_probability, check_split
 from maskwise.functional.features import mask_shape
 from maskwise.random import DeviceGenerators
 
-__all__ = ["FeatureMask", "MaskModule", "TokenMask"]
+__all__ = [
+    "BlockPatchMask",
+    "Erase",
+    "FeatureMask",
+    "MaskModule",
+    "PatchMask",
+    "SpecAugment",
+    "TimeSpanMask",
+    "TokenMask",
+]
 
 
 class MaskModule(nn.Module):
-    """Base of the masking modules: a rate, a seeded generator per device, train/eval logic."""
+    """Base of the masking modules: a rate, a seeded generator per device, train/eval logic.
+
+    ``rate`` is the module's one knob that schedules and controllers move: the masked fraction
+    for most modules, the probability of erasing for :class:`Erase`, a scale on the number of
+    time masks for :class:`SpecAugment`.
+    """
 
     def __init__(self, rate: float, *, seed: int | None = None) -> None:
         super().__init__()
@@ -40,6 +54,26 @@ class MaskModule(nn.Module):
     def set_extra_state(self, state: dict[str, Any]) -> None:
         self.rate = float(state["rate"])
         self.generators.load_state_dict(state["generators"])
+
+
+class _FillMixin:
+    """Replacement of masked vectors: a constant, or a learned mask token (BEiT, SimMIM, wav2vec2)."""
+
+    mask_token: nn.Parameter | None
+
+    def _init_fill(self, value: float, mask_token_dim: int | None) -> None:
+        self.value = float(value)
+        if mask_token_dim is not None:
+            self.mask_token = nn.Parameter(torch.zeros(int(mask_token_dim)))
+            nn.init.trunc_normal_(self.mask_token, std=0.02)
+        else:
+            self.mask_token = None
+
+    def _fill(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``x`` (B, N, D) with the vectors where ``mask`` (B, N) is True replaced."""
+        if self.mask_token is None:
+            return x.masked_fill(mask.unsqueeze(-1), self.value)
+        return torch.where(mask.unsqueeze(-1), self.mask_token.to(x.dtype), x)
 
 
 class FeatureMask(MaskModule):
@@ -147,4 +181,241 @@ class TokenMask(MaskModule):
         return (
             f"rate={self.rate}, mask_id={self.mask_id}, replace_prob={self.replace_prob}, "
             f"random_prob={self.random_prob}, exact={self.exact}, seed={self.generators.seed}"
+        )
+
+
+def _check_tokens(x: torch.Tensor, name: str = "x") -> None:
+    if not isinstance(x, torch.Tensor) or x.dim() != 3:
+        raise ValueError(f"{name} must be (B, N, D) ({tuple(getattr(x, 'shape', ()))} given).")
+
+
+class PatchMask(_FillMixin, MaskModule):
+    """MAE / guided patch masking of patch embeddings (B, N, D): exactly ``round(rate * N)``
+    patches per row (:func:`~maskwise.functional.mask_patches`).
+
+    ``drop=False`` replaces masked patches by ``value`` or a learned mask token (SimMIM,
+    BEiT-style inputs); ``drop=True`` removes them (MAE's encoder input, or timm's
+    ``PatchDropout``) and returns the visible patches (B, N_keep, D) in order; restore the order
+    in a decoder with :func:`~maskwise.functional.keep_indices`.
+
+    ``forward(x, scores=None) -> (x_out, mask)`` with ``mask`` (B, N); in eval, ``(x, no mask)``.
+
+    >>> pm = PatchMask(0.75, drop=True, seed=0)
+    >>> x_vis, mask = pm(torch.randn(2, 16, 8))
+    >>> x_vis.shape, mask.sum(1).tolist()
+    (torch.Size([2, 4, 8]), [12, 12])
+    """
+
+    def __init__(
+        self, rate: float, *, drop: bool = False, hard_fraction: float = 1.0, value: float = 0.0,
+        mask_token_dim: int | None = None, seed: int | None = None,
+    ) -> None:
+        super().__init__(rate, seed=seed)
+        self.drop = drop
+        self.hard_fraction = check_probability("hard_fraction", hard_fraction)
+        self._init_fill(value, mask_token_dim)
+
+    def forward(
+        self, x: torch.Tensor, scores: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        _check_tokens(x)
+        B, N, D = x.shape
+        if not self.training or self.rate == 0.0:
+            return x, torch.zeros(B, N, dtype=torch.bool, device=x.device)
+        mask = F.mask_patches(
+            B, N, self.rate, scores=scores, hard_fraction=self.hard_fraction, device=x.device,
+            generator=self.generator(x.device),
+        )
+        if not self.drop:
+            return self._fill(x, mask), mask
+        ids_keep, _ = F.keep_indices(mask)
+        return x.gather(1, ids_keep.unsqueeze(-1).expand(-1, -1, D)), mask
+
+    def extra_repr(self) -> str:
+        return (
+            f"rate={self.rate}, drop={self.drop}, hard_fraction={self.hard_fraction}, "
+            f"mask_token={self.mask_token is not None}, seed={self.generators.seed}"
+        )
+
+
+class BlockPatchMask(_FillMixin, MaskModule):
+    """BEiT blockwise masking of patch embeddings (B, N, D) on an ``(H, W)`` grid: exactly
+    ``round(rate * H * W)`` patches per sample in rectangles
+    (:func:`~maskwise.functional.mask_blocks`), replaced by ``value`` or a learned mask token.
+    (Named so as not to clash with FlexAttention's ``BlockMask``.)
+
+    ``forward(x) -> (x_out, mask)`` with ``mask`` (B, N), row-major over the grid.
+
+    >>> bm = BlockPatchMask(0.4, grid=14, mask_token_dim=8, seed=0)
+    >>> _, mask = bm(torch.randn(2, 196, 8))
+    >>> mask.sum(1).tolist()
+    [78, 78]
+    """
+
+    def __init__(
+        self, rate: float, grid: int | Sequence[int], *, min_block: int = 16,
+        max_block: int | None = None, aspect: tuple[float, float] = (0.3, 1 / 0.3),
+        value: float = 0.0, mask_token_dim: int | None = None, seed: int | None = None,
+    ) -> None:
+        super().__init__(rate, seed=seed)
+        self.grid = (grid, grid) if isinstance(grid, int) else tuple(grid)
+        self.min_block, self.max_block, self.aspect = min_block, max_block, aspect
+        self._init_fill(value, mask_token_dim)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        _check_tokens(x)
+        B, N, _ = x.shape
+        H, W = self.grid
+        if N != H * W:
+            raise ValueError(f"x has {N} patches but the grid is {H}x{W}.")
+        if not self.training or self.rate == 0.0:
+            return x, torch.zeros(B, N, dtype=torch.bool, device=x.device)
+        mask = F.mask_blocks(
+            B, (H, W), round(self.rate * N), min_block=self.min_block, max_block=self.max_block,
+            aspect=self.aspect, device=x.device, generator=self.generator(x.device),
+        ).view(B, N)
+        return self._fill(x, mask), mask
+
+    def extra_repr(self) -> str:
+        return (
+            f"rate={self.rate}, grid={self.grid}, min_block={self.min_block}, "
+            f"aspect={self.aspect}, seed={self.generators.seed}"
+        )
+
+
+class Erase(MaskModule):
+    """Random erasing / cutout on images (B, C, H, W), an independent rectangle per sample
+    (:func:`~maskwise.functional.erase`); ``rate`` is the probability of erasing a sample.
+
+    ``forward(images) -> (images_out, masked (B, H, W))``.
+
+    >>> er = Erase(1.0, value="random", seed=0)
+    >>> out, m = er(torch.zeros(4, 3, 32, 32))
+    >>> bool(m.flatten(1).any(1).all())
+    True
+    """
+
+    def __init__(
+        self, rate: float = 0.5, *, scale: tuple[float, float] = (0.02, 0.33),
+        ratio: tuple[float, float] = (0.3, 3.3), value: float | Sequence[float] | str = 0.0,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(rate, seed=seed)
+        self.scale, self.ratio, self.value = scale, ratio, value
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.training or self.rate == 0.0:
+            B, H, W = images.shape[0], images.shape[-2], images.shape[-1]
+            return images, torch.zeros(B, H, W, dtype=torch.bool, device=images.device)
+        return F.erase(
+            images, p=self.rate, scale=self.scale, ratio=self.ratio, value=self.value,
+            generator=self.generator(images.device),
+        )
+
+    def extra_repr(self) -> str:
+        return f"rate={self.rate}, scale={self.scale}, ratio={self.ratio}, value={self.value!r}"
+
+
+class SpecAugment(MaskModule):
+    """SpecAugment on spectrograms (B, F, T) or (B, C, F, T)
+    (:func:`~maskwise.functional.spec_augment`), e.g. ``SpecAugment(policy="LD")``.
+
+    ``rate`` (default 1.0) scales the number of time masks: ``round(rate * time_masks)`` (or the
+    adaptive rate ``rate * time_masks``), the knob a schedule or controller moves.
+
+    ``forward(spec, lengths=None) -> SpecAugmentResult(spec, freq_masked, time_masked)``.
+
+    >>> sa = SpecAugment(policy="LD", seed=0)
+    >>> out = sa(torch.randn(2, 80, 200), lengths=torch.tensor([200, 150]))
+    >>> out.spec.shape, bool(out.time_masked[1, 150:].any())
+    (torch.Size([2, 80, 200]), False)
+    """
+
+    def __init__(
+        self, rate: float = 1.0, *, freq_masks: int = 2, freq_width: int = 27,
+        time_masks: int | float = 2, time_width: int | float = 100, max_time_fraction: float = 1.0,
+        max_time_masks: int = 20, value: float | str = 0.0, policy: str | None = None,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(rate, seed=seed)
+        if policy is not None:
+            if policy not in F.SPEC_AUGMENT_POLICIES:
+                raise ValueError(
+                    f"policy must be one of {sorted(F.SPEC_AUGMENT_POLICIES)} ({policy!r} given)."
+                )
+            settings = F.SPEC_AUGMENT_POLICIES[policy]
+            freq_masks, freq_width = settings["freq_masks"], settings["freq_width"]
+            time_masks, time_width = settings["time_masks"], settings["time_width"]
+            max_time_fraction = settings["max_time_fraction"]
+        self.policy = policy
+        self.freq_masks, self.freq_width = freq_masks, freq_width
+        self.time_masks, self.time_width = time_masks, time_width
+        self.max_time_fraction, self.max_time_masks, self.value = max_time_fraction, max_time_masks, value
+
+    def forward(self, spec: torch.Tensor, lengths: torch.Tensor | None = None) -> F.SpecAugmentResult:
+        B, Fq, T = spec.shape[0], spec.shape[-2], spec.shape[-1]
+        if not self.training or self.rate == 0.0:
+            return F.SpecAugmentResult(
+                spec, torch.zeros(B, Fq, dtype=torch.bool, device=spec.device),
+                torch.zeros(B, T, dtype=torch.bool, device=spec.device),
+            )
+        time_masks: int | float = (
+            round(self.rate * self.time_masks) if isinstance(self.time_masks, int)
+            else self.rate * self.time_masks
+        )
+        return F.spec_augment(
+            spec, freq_masks=self.freq_masks, freq_width=self.freq_width, time_masks=time_masks,
+            time_width=self.time_width, max_time_fraction=self.max_time_fraction,
+            max_time_masks=self.max_time_masks, lengths=lengths, value=self.value,
+            generator=self.generator(spec.device),
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"rate={self.rate}, policy={self.policy}, freq_masks={self.freq_masks}, "
+            f"freq_width={self.freq_width}, time_masks={self.time_masks}, "
+            f"time_width={self.time_width}, max_time_fraction={self.max_time_fraction}"
+        )
+
+
+class TimeSpanMask(_FillMixin, MaskModule):
+    """wav2vec2 / HuBERT time masking of frame features (B, T, D)
+    (:func:`~maskwise.functional.mask_time_spans`): masked frames get ``value`` or a learned
+    mask embedding (``mask_token_dim=D``, as wav2vec2's ``masked_spec_embed``).
+
+    ``forward(x, lengths=None) -> (x_out, mask (B, T))``.
+
+    >>> tm = TimeSpanMask(0.65, span=10, mask_token_dim=16, seed=0)
+    >>> out, mask = tm(torch.randn(2, 100, 16), lengths=torch.tensor([100, 60]))
+    >>> bool(mask[1, 60:].any())
+    False
+    """
+
+    def __init__(
+        self, rate: float, *, span: int = 10, min_spans: int = 0, value: float = 0.0,
+        mask_token_dim: int | None = None, seed: int | None = None,
+    ) -> None:
+        super().__init__(rate, seed=seed)
+        self.span, self.min_spans = span, min_spans
+        self._init_fill(value, mask_token_dim)
+
+    def forward(
+        self, x: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        _check_tokens(x)
+        B, T, _ = x.shape
+        if not self.training or self.rate == 0.0:
+            return x, torch.zeros(B, T, dtype=torch.bool, device=x.device)
+        if lengths is None:
+            lengths = torch.full((B,), T, dtype=torch.long, device=x.device)
+        mask = F.mask_time_spans(
+            lengths.to(x.device), T, self.rate, span=self.span, min_spans=self.min_spans,
+            generator=self.generator(x.device),
+        )
+        return self._fill(x, mask), mask
+
+    def extra_repr(self) -> str:
+        return (
+            f"rate={self.rate}, span={self.span}, min_spans={self.min_spans}, "
+            f"mask_token={self.mask_token is not None}, seed={self.generators.seed}"
         )

@@ -6,12 +6,29 @@ from it.
 """
 
 from maskwise.functional.features import mask_features
+from maskwise.functional.patches import (
+    erase,
+    keep_indices,
+    mask_blocks,
+    mask_coarse,
+    mask_patches,
+    patches_to_pixels,
+    patchify,
+    unpatchify,
+)
 from maskwise.functional.select import sample_mask, top_k_per_row
 from maskwise.functional.spans import (
     mask_spans,
     span_length_pmf,
     t5_corrupt,
     t5_corrupt_with_lengths,
+)
+from maskwise.functional.spectrogram import (
+    SPEC_AUGMENT_POLICIES,
+    SpecAugmentResult,
+    interval_mask,
+    mask_time_spans,
+    spec_augment,
 )
 from maskwise.functional.tokens import (
     corrupt,
@@ -24,7 +41,20 @@ from maskwise.functional.tokens import (
 )
 
 __all__ = [
+    "SPEC_AUGMENT_POLICIES",
+    "SpecAugmentResult",
     "corrupt",
+    "erase",
+    "interval_mask",
+    "keep_indices",
+    "mask_blocks",
+    "mask_coarse",
+    "mask_patches",
+    "mask_time_spans",
+    "patches_to_pixels",
+    "patchify",
+    "spec_augment",
+    "unpatchify",
     "lm_labels",
     "mask_features",
     "mask_spans",
