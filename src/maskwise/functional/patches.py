@@ -37,7 +37,7 @@ def _check_positive_int(name: str, value: int) -> int:
 
 
 def _check_grid(grid: int | Sequence[int]) -> tuple[int, int]:
-    hw = (int(grid), int(grid)) if isinstance(grid, numbers.Integral) else tuple(grid)
+    hw = (grid, grid) if isinstance(grid, int) else tuple(grid)
     if len(hw) != 2:
         raise ValueError(f"grid must be an int or (H, W) ({grid!r} given).")
     return _check_positive_int("grid height", hw[0]), _check_positive_int("grid width", hw[1])
