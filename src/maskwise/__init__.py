@@ -5,7 +5,7 @@ submodules ``mw.nn``, ``mw.functional``, ``mw.random`` and ``mw.collators``. Onl
 imported; integrations with optional libraries are imported when first used.
 """
 
-from maskwise import collators, functional, nn, random
+from maskwise import attention, collators, functional, nn, random
 from maskwise.functional import (
     SPEC_AUGMENT_POLICIES,
     SpecAugmentResult,
@@ -38,6 +38,7 @@ __all__ = [
     "SPEC_AUGMENT_POLICIES",
     "SpecAugmentResult",
     "__version__",
+    "attention",
     "erase",
     "keep_indices",
     "mask_blocks",

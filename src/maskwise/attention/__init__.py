@@ -1,0 +1,69 @@
+"""Attention masks: one spec per mask, lowered to every backend, and ``attend``.
+
+>>> from maskwise.attention import causal, documents
+>>> spec = causal() & documents([[3, 2]])
+>>> spec.dense(5).int()[0, 0].tolist()
+[[1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 0, 0], [0, 0, 0, 1, 0], [0, 0, 0, 1, 1]]
+"""
+
+from maskwise.attention.attend import BACKENDS, attend, choose_backend
+from maskwise.attention.lowering import (
+    build_block_mask,
+    hf_additive_mask,
+    hf_bool_mask,
+    mha_attn_mask_blocked,
+    mha_key_padding_mask_blocked,
+    varlen_offsets,
+)
+from maskwise.attention.specs import (
+    AttentionSpec,
+    Causal,
+    Chunked,
+    Cross,
+    Documents,
+    Full,
+    MaskMod,
+    Padding,
+    PrefixLM,
+    SlidingWindow,
+    causal,
+    chunked,
+    cross,
+    documents,
+    full,
+    mask_mod,
+    padding,
+    prefix_lm,
+    sliding_window,
+)
+
+__all__ = [
+    "BACKENDS",
+    "AttentionSpec",
+    "Causal",
+    "Chunked",
+    "Cross",
+    "Documents",
+    "Full",
+    "MaskMod",
+    "Padding",
+    "PrefixLM",
+    "SlidingWindow",
+    "attend",
+    "build_block_mask",
+    "causal",
+    "choose_backend",
+    "chunked",
+    "cross",
+    "documents",
+    "full",
+    "hf_additive_mask",
+    "hf_bool_mask",
+    "mask_mod",
+    "mha_attn_mask_blocked",
+    "mha_key_padding_mask_blocked",
+    "padding",
+    "prefix_lm",
+    "sliding_window",
+    "varlen_offsets",
+]

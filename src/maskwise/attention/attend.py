@@ -1,0 +1,208 @@
+"""``attend``: exact attention under a spec, on the fastest correct kernel available for it."""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from maskwise.attention.lowering import varlen_offsets
+from maskwise.attention.specs import AttentionSpec, Causal, Documents, Full, Padding, _And
+
+__all__ = ["BACKENDS", "attend", "choose_backend"]
+
+#: backends ``attend`` can use, fastest first where each applies
+BACKENDS = ("sdpa", "sdpa_causal", "sdpa_causal_lower_right", "varlen", "flex", "dense")
+
+# On CPU, compiled FlexAttention has forward only and a compile cost of tens of seconds per new
+# shape; it pays off only for long sequences.
+_CPU_FLEX_MIN_PAIRS = 2048 * 2048
+
+
+def _is_causal(spec: AttentionSpec) -> bool:
+    return isinstance(spec, Causal)
+
+
+def _varlen_parts(spec: AttentionSpec) -> tuple[AttentionSpec, bool] | None:
+    """(padding or documents spec, causal) when the spec is one of those, alone or & causal()."""
+    if isinstance(spec, (Padding, Documents)):
+        return spec, False
+    if isinstance(spec, _And):
+        a, b = spec.a, spec.b
+        if isinstance(a, Causal) and isinstance(b, (Padding, Documents)):
+            return b, True
+        if isinstance(b, Causal) and isinstance(a, (Padding, Documents)):
+            return a, True
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def _varlen_fn() -> Any:
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:  # torch < 2.9
+        return None
+    return varlen_attn
+
+
+@functools.lru_cache(maxsize=1)
+def _flex_fn() -> Any:
+    try:
+        from torch.nn.attention.flex_attention import flex_attention
+    except ImportError:  # torch without FlexAttention
+        return None
+    return torch.compile(flex_attention, dynamic=False)
+
+
+def choose_backend(
+    mask: AttentionSpec | None,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    dropout_p: float = 0.0,
+    backend: str = "auto",
+) -> str:
+    """The backend :func:`attend` uses for these inputs (inspectable for tests and logs).
+
+    ``auto`` picks, in order: ``sdpa`` (no mask or :func:`full`), ``sdpa_causal`` (plain causal,
+    Q == KV), ``sdpa_causal_lower_right`` (plain causal, Q < KV), ``varlen`` (padding or packed
+    documents, alone or with causal, on CUDA without dropout), ``flex`` (compiled FlexAttention
+    with the spec's BlockMask: on CUDA without dropout, or on CPU for inference on long
+    sequences), and ``dense`` (SDPA with the dense boolean mask) as the last resort.
+    """
+    if backend != "auto":
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be 'auto' or one of {BACKENDS} ({backend!r} given).")
+        return backend
+    if mask is None or isinstance(mask, Full):
+        return "sdpa"
+    Q, KV = q.shape[-2], k.shape[-2]
+    if _is_causal(mask):
+        if Q == KV:
+            return "sdpa_causal"
+        if Q < KV:
+            return "sdpa_causal_lower_right"
+    cuda = q.device.type == "cuda"
+    if cuda and dropout_p == 0.0 and Q == KV and _varlen_parts(mask) is not None and _varlen_fn() is not None:
+        return "varlen"
+    needs_grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
+    if dropout_p == 0.0 and _flex_fn() is not None:
+        if cuda:
+            return "flex"
+        if q.device.type == "cpu" and not needs_grad and Q * KV >= _CPU_FLEX_MIN_PAIRS:
+            return "flex"
+    return "dense"
+
+
+def attend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: AttentionSpec | None = None,
+    *,
+    scale: float | None = None,
+    dropout_p: float = 0.0,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Exact attention ``softmax(q k^T * scale + mask) v`` under an attention spec.
+
+    Args:
+        q: (B, H, Q, D).
+        k, v: (B, H_kv, KV, D); ``H_kv`` may divide ``H`` (grouped-query attention).
+        mask: a spec from :mod:`maskwise.attention` (True = may attend), or None.
+        scale: softmax scale, default ``1 / sqrt(D)``.
+        dropout_p: attention dropout (training only; pass 0 in eval).
+        backend: ``"auto"`` or one of :data:`BACKENDS` (see :func:`choose_backend`).
+
+    Returns:
+        (B, H, Q, D). Query rows with no key to attend (padding, empty documents) are zeros on
+        every backend, never NaN, and so are their gradients.
+
+    >>> from maskwise.attention import causal, padding
+    >>> q = k = v = torch.randn(2, 4, 6, 8)
+    >>> out = attend(q, k, v, causal() & padding(torch.tensor([6, 3])))
+    >>> out.shape, bool(out[1, :, 3:].eq(0).all()), bool(out.isnan().any())
+    (torch.Size([2, 4, 6, 8]), True, False)
+    """
+    if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
+        raise ValueError(
+            f"q, k, v must be (B, H, L, D) ({tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)} given)."
+        )
+    if k.shape != v.shape[:-1] + (k.shape[-1],) or q.shape[0] != k.shape[0] or q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"Incompatible q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}.")
+    H, H_kv = q.shape[1], k.shape[1]
+    if H % H_kv:
+        raise ValueError(f"Query heads ({H}) must be a multiple of key/value heads ({H_kv}).")
+    if mask is not None and mask.batch is not None and mask.batch != q.shape[0]:
+        raise ValueError(f"The mask is for batch size {mask.batch}, q has {q.shape[0]}.")
+    gqa = H != H_kv
+    name = choose_backend(mask, q, k, v, dropout_p=dropout_p, backend=backend)
+    Q, KV = q.shape[-2], k.shape[-2]
+    if name == "sdpa" or mask is None:
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, scale=scale, enable_gqa=gqa)
+    if name == "sdpa_causal":
+        if Q != KV:
+            raise ValueError("sdpa_causal needs Q == KV (use sdpa_causal_lower_right).")
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True, scale=scale, enable_gqa=gqa)
+    if name == "sdpa_causal_lower_right":
+        from torch.nn.attention.bias import causal_lower_right
+
+        if Q > KV:  # early queries would have no key; the dense path zeroes them
+            return _dense(q, k, v, mask, scale, dropout_p, gqa)
+        if gqa:  # the causal bias does not take enable_gqa
+            k, v = (x.repeat_interleave(H // H_kv, dim=1) for x in (k, v))
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=causal_lower_right(Q, KV), dropout_p=dropout_p, scale=scale
+        )
+    if name == "varlen":
+        return _varlen(q, k, v, mask, scale, gqa)
+    if name == "flex":
+        return _flex(q, k, v, mask, scale, gqa)
+    return _dense(q, k, v, mask, scale, dropout_p, gqa)
+
+
+def _dense(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: AttentionSpec, scale: float | None,
+    dropout_p: float, gqa: bool,
+) -> torch.Tensor:
+    allowed = mask.dense(q.shape[-2], k.shape[-2], device=q.device)  # (B or 1, 1, Q, KV)
+    live = allowed.any(-1, keepdim=True)  # (B or 1, 1, Q, 1): rows with a key
+    # Empty rows attend everything (finite) and are zeroed after: no NaN forward or backward.
+    out = F.scaled_dot_product_attention(
+        q, k, v, attn_mask=allowed | ~live, dropout_p=dropout_p, scale=scale, enable_gqa=gqa
+    )
+    return out.masked_fill(~live, 0.0)
+
+
+def _flex(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: AttentionSpec, scale: float | None, gqa: bool
+) -> torch.Tensor:
+    block_mask = mask.block_mask(q.shape[-2], k.shape[-2], device=q.device)
+    # FlexAttention already returns zeros for rows whose every key is masked.
+    return _flex_fn()(q, k, v, block_mask=block_mask, scale=scale, enable_gqa=gqa)
+
+
+def _varlen(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: AttentionSpec, scale: float | None, gqa: bool
+) -> torch.Tensor:
+    parts = _varlen_parts(mask)
+    assert parts is not None
+    spec, is_causal = parts
+    B, H, L, D = q.shape
+    cu, max_len, idx = varlen_offsets(spec, L)
+    cu = cu.to(q.device)
+
+    def pack(x: torch.Tensor) -> torch.Tensor:  # (B, h, L, D) -> (total, h, D)
+        return x.transpose(1, 2).flatten(0, 1).index_select(0, idx)
+
+    out = _varlen_fn()(
+        pack(q), pack(k), pack(v), cu, cu, max_len, max_len,
+        scale=scale if scale is not None else 1.0 / math.sqrt(D),
+        window_size=(-1, 0) if is_causal else (-1, -1), enable_gqa=gqa,
+    )  # (total, H, D)
+    full = torch.zeros(B * L, H, D, dtype=out.dtype, device=out.device)
+    return full.index_copy(0, idx, out).view(B, L, H, D).transpose(1, 2)
