@@ -280,7 +280,8 @@ class BlockPatchMask(_FillMixin, MaskModule):
     def extra_repr(self) -> str:
         return (
             f"rate={self.rate}, grid={self.grid}, min_block={self.min_block}, "
-            f"aspect={self.aspect}, seed={self.generators.seed}"
+            f"max_block={self.max_block}, aspect={self.aspect}, value={self.value}, "
+            f"mask_token={self.mask_token is not None}, seed={self.generators.seed}"
         )
 
 
@@ -305,6 +306,10 @@ class Erase(MaskModule):
         self.scale, self.ratio, self.value = scale, ratio, value
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if not isinstance(images, torch.Tensor) or images.dim() not in (3, 4):
+            raise ValueError(
+                f"images must be (B, C, H, W) or (B, H, W) ({tuple(getattr(images, 'shape', ()))} given)."
+            )
         if not self.training or self.rate == 0.0:
             B, H, W = images.shape[0], images.shape[-2], images.shape[-1]
             return images, torch.zeros(B, H, W, dtype=torch.bool, device=images.device)
@@ -314,7 +319,10 @@ class Erase(MaskModule):
         )
 
     def extra_repr(self) -> str:
-        return f"rate={self.rate}, scale={self.scale}, ratio={self.ratio}, value={self.value!r}"
+        return (
+            f"rate={self.rate}, scale={self.scale}, ratio={self.ratio}, value={self.value!r}, "
+            f"seed={self.generators.seed}"
+        )
 
 
 class SpecAugment(MaskModule):

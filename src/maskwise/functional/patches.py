@@ -36,11 +36,30 @@ def _check_positive_int(name: str, value: int) -> int:
     return int(value)
 
 
+def _check_batch(batch: int) -> int:
+    if isinstance(batch, bool) or not isinstance(batch, numbers.Integral):
+        raise TypeError(f"batch must be an int ({batch!r} given).")
+    if batch < 0:
+        raise ValueError(f"batch must be >= 0 ({batch} given).")
+    return int(batch)
+
+
 def _check_grid(grid: int | Sequence[int]) -> tuple[int, int]:
-    hw = (grid, grid) if isinstance(grid, int) else tuple(grid)
-    if len(hw) != 2:
-        raise ValueError(f"grid must be an int or (H, W) ({grid!r} given).")
+    if isinstance(grid, numbers.Integral) and not isinstance(grid, bool):
+        hw: tuple = (grid, grid)
+    elif isinstance(grid, Sequence):
+        hw = tuple(grid)
+        if len(hw) != 2:
+            raise ValueError(f"grid must be an int or (H, W) ({grid!r} given).")
+    else:
+        raise TypeError(f"grid must be an int or (H, W) ({grid!r} given).")
     return _check_positive_int("grid height", hw[0]), _check_positive_int("grid width", hw[1])
+
+
+def _check_range(name: str, value: Sequence[float]) -> tuple[float, float]:
+    if not isinstance(value, Sequence) or len(value) != 2:
+        raise TypeError(f"{name} must be a (low, high) pair ({value!r} given).")
+    return float(value[0]), float(value[1])
 
 
 def mask_patches(
@@ -80,10 +99,8 @@ def mask_patches(
     >>> mask_patches(2, 8, 0.25, scores=s)[0].int().tolist()   # the 2 highest scores
     [0, 0, 0, 0, 0, 0, 1, 1]
     """
-    B = int(batch)
+    B = _check_batch(batch)
     N = _check_positive_int("num_patches", num_patches)
-    if B < 0:
-        raise ValueError(f"batch must be >= 0 ({batch} given).")
     hard_fraction = check_probability("hard_fraction", hard_fraction)
     if scores is not None:
         if not isinstance(scores, torch.Tensor) or not scores.is_floating_point():
@@ -187,12 +204,14 @@ def mask_blocks(
     (torch.Size([4, 14, 14]), [75, 75, 75, 75])
     """
     H, W = _check_grid(grid)
-    B = int(batch)
+    B = _check_batch(batch)
+    if isinstance(rounds, bool) or not isinstance(rounds, numbers.Integral) or rounds < 0:
+        raise ValueError(f"rounds must be an int >= 0 ({rounds!r} given).")
     if isinstance(num_masked, bool) or not isinstance(num_masked, numbers.Integral) or not 0 <= num_masked <= H * W:
         raise ValueError(f"num_masked must be an int in [0, {H * W}] ({num_masked!r} given).")
     min_block = _check_positive_int("min_block", min_block)
     max_block = num_masked if max_block is None else _check_positive_int("max_block", max_block)
-    lo_aspect, hi_aspect = float(aspect[0]), float(aspect[1])
+    lo_aspect, hi_aspect = _check_range("aspect", aspect)
     if not 0 < lo_aspect <= hi_aspect:
         raise ValueError(f"aspect must be (low, high) with 0 < low <= high ({aspect!r} given).")
     device = torch.device("cpu") if device is None else torch.device(device)
@@ -287,6 +306,8 @@ def unpatchify(patches: torch.Tensor, patch_size: int, grid: int | Sequence[int]
     """Inverse of :func:`patchify`: (B, N, p * p * C) -> (B, C, H * p, W * p) for grid (H, W)."""
     p = _check_positive_int("patch_size", patch_size)
     h, w = _check_grid(grid)
+    if not isinstance(patches, torch.Tensor) or patches.dim() != 3:
+        raise ValueError(f"patches must be (B, N, D) ({tuple(getattr(patches, 'shape', ()))} given).")
     B, N, D = patches.shape
     if N != h * w or D % (p * p):
         raise ValueError(
@@ -302,6 +323,12 @@ def patches_to_pixels(masked: torch.Tensor, grid: int | Sequence[int], patch_siz
     input image of a CNN: ``images.masked_fill(patches_to_pixels(m, grid, p)[:, None], 0)``."""
     h, w = _check_grid(grid)
     p = _check_positive_int("patch_size", patch_size)
+    if not isinstance(masked, torch.Tensor) or masked.dtype != torch.bool:
+        raise TypeError(f"masked must be a bool tensor ({getattr(masked, 'dtype', type(masked))} given).")
+    if tuple(masked.shape[1:]) not in ((h * w,), (h, w)):
+        raise ValueError(
+            f"masked must be (B, {h * w}) or (B, {h}, {w}) for grid {h}x{w} ({tuple(masked.shape)} given)."
+        )
     m = masked.reshape(masked.shape[0], h, w)
     return m.repeat_interleave(p, dim=1).repeat_interleave(p, dim=2)
 
@@ -348,8 +375,8 @@ def erase(
             f"images must be (B, C, H, W) or (B, H, W) ({tuple(getattr(images, 'shape', ()))} given)."
         )
     p = check_probability("p", p)
-    s_lo, s_hi = float(scale[0]), float(scale[1])
-    r_lo, r_hi = float(ratio[0]), float(ratio[1])
+    s_lo, s_hi = _check_range("scale", scale)
+    r_lo, r_hi = _check_range("ratio", ratio)
     if not 0 <= s_lo <= s_hi <= 1:
         raise ValueError(f"scale must be (low, high) with 0 <= low <= high <= 1 ({scale!r} given).")
     if not 0 < r_lo <= r_hi:
