@@ -70,7 +70,7 @@ def interval_mask(starts: torch.Tensor, widths: torch.Tensor, size: int) -> torc
     """
     B = starts.shape[0]
     diff = torch.zeros(B, size + 1, dtype=torch.int32, device=starts.device)
-    ends = (starts + widths).clamp_max(size)
+    ends = (starts + widths).clamp(0, size)
     starts = starts.clamp(0, size)
     live = widths > 0
     diff.scatter_add_(1, torch.where(live, starts, size), live.int())
@@ -131,7 +131,8 @@ def spec_augment(
         lengths: optional (B,) real frames per row; default all ``T``.
         value: fill value, or ``"mean"`` for each row's mean over its real frames.
         policy: ``"LB"``, ``"LD"``, ``"SM"`` or ``"SS"``, the paper's policies
-            (:data:`SPEC_AUGMENT_POLICIES`); replaces the mask arguments.
+            (:data:`SPEC_AUGMENT_POLICIES`); replaces the mask arguments (its time width is
+            capped at the time axis, so the policies also work on short clips).
         generator: random source.
 
     Returns:
@@ -151,6 +152,10 @@ def spec_augment(
         freq_masks, freq_width = p["freq_masks"], p["freq_width"]
         time_masks, time_width = p["time_masks"], p["time_width"]
         max_time_fraction = p["max_time_fraction"]
+        if isinstance(spec, torch.Tensor) and spec.dim() >= 3:
+            # The paper's T is for utterances of seconds; on shorter clips it is capped at the
+            # clip (an explicit int time_width larger than the time axis is an error instead).
+            time_width = min(time_width, spec.shape[-1])
     if not isinstance(spec, torch.Tensor) or spec.dim() not in (3, 4):
         raise ValueError(
             f"spec must be (B, F, T) or (B, C, F, T) ({tuple(getattr(spec, 'shape', ()))} given)."
@@ -199,7 +204,8 @@ def spec_augment(
         if value != "mean":
             raise ValueError(f"value must be a number or 'mean' ({value!r} given).")
         real = (torch.arange(T, device=device) < n.unsqueeze(1)).view(*lead, 1, T)
-        total = (spec * real).sum(dim=tuple(range(1, spec.dim())), keepdim=True)
+        # where, not a product: padding of a log spectrogram may hold -inf (0 * -inf = NaN)
+        total = torch.where(real, spec, 0.0).sum(dim=tuple(range(1, spec.dim())), keepdim=True)
         count = (n.view(*lead, 1, 1) * F * (spec[0].numel() // (F * T))).clamp_min(1)
         fill = (total / count).to(spec.dtype)  # (B, 1, ..., 1) per-row mean over real frames
         out = torch.where(f_b, fill, spec)
@@ -256,13 +262,15 @@ def mask_time_spans(
     if isinstance(min_spans, bool) or not isinstance(min_spans, numbers.Integral) or min_spans < 0:
         raise ValueError(f"min_spans must be an int >= 0 ({min_spans!r} given).")
     B, T = n.shape[0], int(max_len)
+    # Column 0 is the row's rounding offset, columns 1.. the start keys: a row's draws then do
+    # not depend on the padded length T (keyed generators give the same mask in any batch).
     u = uniform((B, T + 1), generator=generator, device=device)
-    eps = u[:, T].double()  # per-row rounding offset
+    eps = u[:, 0].double()
     n_starts = (n - span + 1).clamp_min(0)  # start frames 0 .. n - span
     k = torch.floor(rate * n.double() / span + eps).long().clamp_min(int(min_spans))
     k = torch.minimum(k, n_starts)  # (B,)
     allowed = torch.arange(T, device=device) < n_starts.unsqueeze(1)
-    starts = top_k_per_row(u[:, :T].masked_fill(~allowed, -1.0), k) & allowed  # (B, T)
+    starts = top_k_per_row(u[:, 1:].masked_fill(~allowed, -1.0), k) & allowed  # (B, T)
     # Frame t is masked if a span starts in (t - span, t]: a windowed count of the starts.
     c = torch.nn.functional.pad(starts.int().cumsum(1), (span, 0))  # c[:, t + span] = starts <= t
     return (c[:, span:] - c[:, :-span]) > 0
