@@ -5,7 +5,7 @@ submodules ``mw.nn``, ``mw.functional``, ``mw.random`` and ``mw.collators``. Onl
 imported; integrations with optional libraries are imported when first used.
 """
 
-from maskwise import attention, collators, functional, nn, random
+from maskwise import attention, collators, dynamic, functional, nn, random
 from maskwise.functional import (
     SPEC_AUGMENT_POLICIES,
     SpecAugmentResult,
@@ -31,14 +31,17 @@ from maskwise.functional import (
     word_ids_from_encoding,
     word_ids_from_offsets,
 )
+from maskwise.monitor import MaskMonitor
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "MaskMonitor",
     "SPEC_AUGMENT_POLICIES",
     "SpecAugmentResult",
     "__version__",
     "attention",
+    "dynamic",
     "erase",
     "keep_indices",
     "mask_blocks",

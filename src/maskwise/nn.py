@@ -22,6 +22,7 @@ from maskwise.random import DeviceGenerators
 
 __all__ = [
     "BlockPatchMask",
+    "DynamicMask",
     "Erase",
     "FeatureMask",
     "MaskModule",
@@ -132,8 +133,10 @@ class TokenMask(MaskModule):
         exact: exact count per row instead of Bernoulli draws.
         seed: seed of the module's generator.
 
-    ``forward(input_ids, attention_mask=None) -> (input_ids_masked, mask)``; the loss targets
-    of masked-token prediction are ``input_ids.masked_fill(~mask, -100)``.
+    ``forward(input_ids, attention_mask=None, weights=None) -> (input_ids_masked, mask)``
+    (``weights``: optional per-token sampling weights, e.g. from a
+    :class:`~maskwise.dynamic.DifficultyTracker`); the loss targets of masked-token prediction
+    are ``input_ids.masked_fill(~mask, -100)``.
 
     >>> tm = TokenMask(1.0, mask_id=4, special_ids=[0, 1], seed=0)
     >>> tm(torch.tensor([[1, 7, 8, 0]]))[0].tolist()
@@ -162,14 +165,15 @@ class TokenMask(MaskModule):
         self.exact = exact
 
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+        weights: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.training or self.rate == 0.0:
             return input_ids, torch.zeros(input_ids.shape, dtype=torch.bool, device=input_ids.device)
         g = self.generator(input_ids.device)
         mask = F.mask_tokens(
             input_ids, self.rate, special_ids=self.special_ids, attention_mask=attention_mask,
-            exact=self.exact, generator=g,
+            exact=self.exact, weights=weights, generator=g,
         )
         out, _ = F.corrupt(
             input_ids, mask, mask_id=self.mask_id, vocab_size=self.vocab_size,
@@ -495,3 +499,105 @@ class MultiheadAttention(nn.Module):
             f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, "
             f"num_kv_heads={self.num_kv_heads}, dropout={self.dropout}"
         )
+
+
+class DynamicMask(nn.Module):
+    """Make any maskwise masking module dynamic: its rate comes from a float, a schedule or a
+    :class:`~maskwise.dynamic.ReliabilityController`, fed back by :meth:`observe`.
+
+    ``forward(x, *args, **kwargs)`` sets ``masker.rate`` from the rate source, calls the masker
+    and returns what it returns (``(x_masked, mask)``; a ``SpecAugmentResult`` for
+    :class:`SpecAugment`); in eval the masker is the identity. With a
+    :class:`~maskwise.dynamic.DifficultyTracker`, maskers that take ``weights`` (``TokenMask``)
+    get per-key sampling weights (keys: ``keys=`` or, for integer inputs, the input itself).
+    :meth:`observe` takes the step's logits and labels (or a precomputed
+    :class:`~maskwise.dynamic.Reliability`): it updates the controller with the chosen signal
+    and the tracker with the per-position losses. No extra forward pass, no hard-coded device.
+
+    Args:
+        masker: a :class:`MaskModule` (``TokenMask``, ``FeatureMask``, ``PatchMask``,
+            ``BlockPatchMask``, ``Erase``, ``SpecAugment``, ``TimeSpanMask``).
+        rate: a float, a schedule (``rate(step)``) or a controller.
+        tracker: optional difficulty tracker (per-key sampling weights).
+        temperature: the tracker's weight temperature (negative: hard keys masked less).
+        monitor: optional :class:`~maskwise.monitor.MaskMonitor` fed at every training forward
+            and observe.
+
+    The step (training forwards so far) is a buffer, saved in ``state_dict``.
+
+    >>> from maskwise.dynamic import ReliabilityController
+    >>> dm = DynamicMask(TokenMask(0.3, mask_id=3, seed=0), ReliabilityController(0.3, target=0.5))
+    >>> ids = torch.randint(4, 50, (8, 16))
+    >>> noisy, mask = dm(ids)
+    >>> logits, labels = torch.randn(8, 16, 50), ids.masked_fill(~mask, -100)
+    >>> 0.0 <= dm.observe(logits, labels) <= 0.9
+    True
+    """
+
+    def __init__(
+        self, masker: MaskModule, rate: Any, *, tracker: Any = None, temperature: float = 1.0,
+        monitor: Any = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(masker, MaskModule):
+            raise TypeError(f"masker must be a maskwise MaskModule ({type(masker).__name__} given).")
+        if not (isinstance(rate, (int, float)) or callable(rate)):
+            raise TypeError(f"rate must be a float, a schedule or a controller ({type(rate).__name__} given).")
+        self.masker = masker
+        self.rate_source = rate
+        self.tracker, self.temperature, self.monitor = tracker, temperature, monitor
+        self.step: torch.Tensor
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))
+        import inspect
+
+        self._takes_weights = "weights" in inspect.signature(masker.forward).parameters
+
+    @property
+    def controller(self) -> Any:
+        return self.rate_source if hasattr(self.rate_source, "update") else None
+
+    def current_rate(self) -> float:
+        if isinstance(self.rate_source, (int, float)):
+            return float(self.rate_source)
+        return float(self.rate_source(int(self.step)))
+
+    def forward(self, x: Any, *args: Any, keys: torch.Tensor | None = None, **kwargs: Any) -> Any:
+        if not self.training:
+            return self.masker(x, *args, **kwargs)
+        rate = self.current_rate()
+        self.masker.rate = rate
+        if self.tracker is not None and self._takes_weights and "weights" not in kwargs:
+            k = keys if keys is not None else x
+            if isinstance(k, torch.Tensor) and not k.dtype.is_floating_point:
+                kwargs["weights"] = self.tracker.weights(k, temperature=self.temperature)
+        out = self.masker(x, *args, **kwargs)
+        if self.monitor is not None:
+            mask = out[1] if isinstance(out, tuple) and len(out) == 2 else None
+            self.monitor.record(int(self.step), rate=rate, mask=mask)
+        self.step += 1
+        return out
+
+    def observe(
+        self, logits: torch.Tensor | None = None, labels: torch.Tensor | None = None, *,
+        reliability: Any = None, keys: torch.Tensor | None = None, ignore_index: int = -100,
+    ) -> float:
+        """Feed back the reliability of the latest predictions; returns the rate to come."""
+        from maskwise.dynamic import reliability as compute
+
+        if reliability is None:
+            if logits is None or labels is None:
+                raise ValueError("observe needs logits and labels, or reliability=.")
+            reliability = compute(logits, labels, ignore_index=ignore_index)
+        controller = self.controller
+        if controller is not None and not controller.signal.endswith("_gap"):
+            field = {"accuracy": "correct", "confidence": "confidence", "loss": "loss"}[controller.signal]
+            values = getattr(reliability, field).float()
+            controller.update(torch.where(reliability.valid, values, float("nan")))
+        if self.tracker is not None and keys is not None:
+            self.tracker.update(keys, reliability.loss, valid=reliability.valid)
+        if self.monitor is not None:
+            self.monitor.record(int(self.step), rate=self.current_rate(), reliability=reliability)
+        return self.current_rate()
+
+    def extra_repr(self) -> str:
+        return f"rate={self.rate_source!r}, tracker={self.tracker is not None}, step={int(self.step)}"

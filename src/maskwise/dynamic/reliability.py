@@ -1,0 +1,61 @@
+"""Reliability of predictions from the outputs a training step already has."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+__all__ = ["Reliability", "reliability"]
+
+
+class Reliability(NamedTuple):
+    """Per-position reliability; every field has the shape of ``labels``."""
+
+    loss: torch.Tensor  # float: cross-entropy (0 where not valid)
+    correct: torch.Tensor  # bool: argmax == label
+    confidence: torch.Tensor  # float: max softmax probability
+    valid: torch.Tensor  # bool: label != ignore_index
+
+    def mean(self) -> dict[str, torch.Tensor]:
+        """Means over valid positions (0-d tensors; NaN when nothing is valid)."""
+        v = self.valid
+        n = v.sum()
+        nan = torch.tensor(float("nan"), device=v.device)
+
+        def avg(x: torch.Tensor) -> torch.Tensor:
+            return torch.where(n > 0, (x.float() * v).sum() / n.clamp_min(1), nan)
+
+        return {"loss": avg(self.loss), "accuracy": avg(self.correct), "confidence": avg(self.confidence)}
+
+
+@torch.no_grad()
+def reliability(logits: torch.Tensor, labels: torch.Tensor, *, ignore_index: int = -100) -> Reliability:
+    """Per-position loss, correctness and confidence of a classifier's or LM's outputs.
+
+    Uses only the logits and labels the training step already has: dynamic masking costs no
+    extra forward pass (one ``log_softmax`` over the logits, without gradient).
+
+    Args:
+        logits: (..., C).
+        labels: (...) integer class ids, ``ignore_index`` where there is no target.
+
+    >>> r = reliability(torch.tensor([[2.0, 0.0], [0.0, 3.0], [1.0, 1.0]]), torch.tensor([0, 0, -100]))
+    >>> r.correct.tolist(), r.valid.tolist(), round(float(r.mean()["accuracy"]), 2)
+    ([True, False, False], [True, True, False], 0.5)
+    """
+    if logits.shape[:-1] != labels.shape:
+        raise ValueError(
+            f"logits (..., C) must match labels (...) ({tuple(logits.shape)} and {tuple(labels.shape)} given)."
+        )
+    valid = labels != ignore_index
+    safe = torch.where(valid, labels, 0).long()
+    logp = torch.log_softmax(logits.detach().float(), dim=-1)
+    best, pred = logp.max(dim=-1)
+    loss = -logp.gather(-1, safe.unsqueeze(-1)).squeeze(-1)
+    return Reliability(
+        loss=torch.where(valid, loss, 0.0),
+        correct=(pred == safe) & valid,
+        confidence=best.exp(),
+        valid=valid,
+    )
