@@ -20,6 +20,10 @@ A collator owns a ``seed`` and draws its masks in one of two ways:
   masks do depend on the number of workers; only keyed masks do not. Use one collator object per
   DataLoader that runs at the same time (train and eval loaders one after the other are fine).
 
+The rate may be a float, a schedule (``maskwise.dynamic.cosine(...)``, read at the step set by
+:meth:`set_step`) or a ``ReliabilityController`` (its rate lives in shared memory, so updates in
+the training process reach the workers).
+
 The epoch comes from :meth:`set_epoch`: call it at the start of every epoch, as with
 ``DistributedSampler`` (``maskwise.integrations.hf.MaskwiseCallback`` does it for Hugging Face
 ``Trainer``, which does not). Without it keyed masks repeat every epoch, i.e. static masking.
@@ -172,7 +176,7 @@ class _SharedState:
     """
 
     def __init__(self, rate: float) -> None:
-        self.values = torch.tensor([rate, 0.0], dtype=torch.float64).share_memory_()  # rate, epoch
+        self.values = torch.tensor([rate, 0.0, 0.0], dtype=torch.float64).share_memory_()  # rate, epoch, step
         # batches[0]: main process; batches[w + 1]: DataLoader worker w. Each slot has one writer.
         self.batches = torch.zeros(_MAX_WORKER_SLOTS + 1, dtype=torch.long).share_memory_()
 
@@ -183,7 +187,7 @@ class _MaskingCollator:
     def __init__(
         self,
         *,
-        rate: float,
+        rate: Any,
         pad_id: int,
         pad_to_multiple_of: int | None,
         padding_side: str,
@@ -193,7 +197,9 @@ class _MaskingCollator:
     ) -> None:
         if padding_side not in ("right", "left"):
             raise ValueError(f"padding_side must be 'right' or 'left' ({padding_side!r} given).")
-        self._state = _SharedState(check_probability("rate", rate))
+        self._source: Any = None  # a schedule or controller giving the rate, if any
+        self._state = _SharedState(0.0)
+        self.rate = rate
         self.pad_id = int(pad_id)
         self.pad_to_multiple_of = pad_to_multiple_of
         self.padding_side = padding_side
@@ -206,11 +212,33 @@ class _MaskingCollator:
     # The rate and epoch are properties over shared memory so workers see every change.
     @property
     def rate(self) -> float:
-        return float(self._state.values[0])
+        """The current rate: the shared float, or the schedule at the shared step, or the
+        controller's shared rate (read in whichever process collates)."""
+        source = self._source
+        if source is None:
+            return float(self._state.values[0])
+        if hasattr(source, "update"):  # a controller: its rate is in shared memory
+            return float(source.rate)
+        return float(source(int(self._state.values[2])))
 
     @rate.setter
-    def rate(self, value: float) -> None:
-        self._state.values[0] = check_probability("rate", value)
+    def rate(self, value: Any) -> None:
+        """A float, a schedule (``rate(step)``, stepped by :meth:`set_step`) or a controller."""
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            self._source = None
+            self._state.values[0] = check_probability("rate", value)
+        elif callable(value):
+            self._source = value
+        else:
+            raise TypeError(f"rate must be a float, a schedule or a controller ({value!r} given).")
+
+    @property
+    def step(self) -> int:
+        return int(self._state.values[2])
+
+    def set_step(self, step: int) -> None:
+        """Set the training step a schedule rate is read at (shared with the workers)."""
+        self._state.values[2] = float(int(step))
 
     @property
     def epoch(self) -> int:
@@ -262,17 +290,24 @@ class _MaskingCollator:
         return batch
 
     def state_dict(self) -> dict[str, Any]:
+        source = self._source
         return {
             "seed": self.seed,
             "rate": self.rate,
             "epoch": self.epoch,
+            "step": self.step,
             "batches": self._state.batches.clone(),
+            "rate_source": source.state_dict() if hasattr(source, "state_dict") else None,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.seed = int(state["seed"])
-        self.rate = float(state["rate"])
+        if self._source is None:
+            self.rate = float(state["rate"])
+        elif state.get("rate_source") is not None and hasattr(self._source, "load_state_dict"):
+            self._source.load_state_dict(state["rate_source"])
         self.set_epoch(int(state["epoch"]))
+        self.set_step(int(state.get("step", 0)))
         self._state.batches.copy_(state["batches"])
         self._stream = None
 
@@ -308,7 +343,8 @@ class MLMCollator(_MaskingCollator):
         pad_id: id used for padding.
         vocab_size: vocabulary size (for random replacements).
         special_ids: ids never masked nor drawn as random replacements.
-        rate: fraction of maskable tokens (or words) to mask; settable later (``collator.rate``).
+        rate: fraction of maskable tokens (or words) to mask: a float, a schedule or a
+            controller; settable later (``collator.rate = ...``).
         unit: ``"token"``, ``"word"`` or ``"span"``.
         replace_prob: probability that a masked token becomes ``mask_id``.
         random_prob: probability that it becomes a random token.
@@ -336,7 +372,7 @@ class MLMCollator(_MaskingCollator):
         pad_id: int,
         vocab_size: int,
         special_ids: Iterable[int] = (),
-        rate: float = 0.15,
+        rate: Any = 0.15,
         unit: str = "token",
         replace_prob: float = 0.8,
         random_prob: float = 0.1,
@@ -462,7 +498,7 @@ class T5Collator(_MaskingCollator):
         eos_id: int,
         pad_id: int,
         special_ids: Iterable[int] = (),
-        rate: float = 0.15,
+        rate: Any = 0.15,
         mean_span_length: float = 3.0,
         exact: bool = True,
         pad_to_multiple_of: int | None = None,
