@@ -37,7 +37,9 @@ __all__ = [
     "causal",
     "chunked",
     "cross",
+    "DropKeys",
     "documents",
+    "drop_keys",
     "full",
     "mask_mod",
     "padding",
@@ -544,6 +546,62 @@ class MaskMod(AttentionSpec):
         return f"mask_mod({getattr(self.fn, '__name__', 'fn')})"
 
 
+class DropKeys(AttentionSpec):
+    """Random key dropping before the softmax (DropKey, Li et al. 2023), as a spec.
+
+    Query ``q`` of sample ``b`` drops key ``kv`` when a counter-based hash of
+    ``(seed, step, b, q, kv)`` falls below the rate: every (query, key) pair is dropped
+    independently with probability ``rate``, the same for all heads. The pattern is a pure
+    function of those integers, so the FlexAttention ``mask_mod`` computes it inside the kernel
+    and no B x H x Q x K tensor is made (the dense fallback makes a B x 1 x Q x K one). Combine
+    with a structural mask: ``causal() & drop_keys(0.1)``.
+
+    ``rate`` is a float, a schedule (``rate(step)``) or a controller (``rate()``), read when the
+    mask is lowered; call :meth:`advance` once per training step for a new pattern. Use it in
+    training only (pass the structural mask alone in eval).
+
+    For ``rate <= 0.5`` a block counts as non-empty without evaluating it: a block with every
+    one of its ``block_size**2`` pairs dropped has probability ``rate ** (block_size**2)``.
+    """
+
+    def __init__(self, rate: Any, *, seed: int = 0) -> None:
+        if not (isinstance(rate, (int, float)) or callable(rate)):
+            raise TypeError(f"rate must be a float, a schedule or a controller ({rate!r} given).")
+        if isinstance(rate, (int, float)) and not 0.0 <= rate <= 1.0:
+            raise ValueError(f"The value of rate must be between 0.0 and 1.0 ({rate} given).")
+        self.rate_source, self.seed, self.step = rate, int(seed), 0
+
+    @property
+    def rate(self) -> float:
+        r = self.rate_source
+        return float(r) if isinstance(r, (int, float)) else float(r(self.step))
+
+    def advance(self) -> None:
+        """Move to the next step's pattern (and the schedule's next rate)."""
+        self.step += 1
+
+    def allowed(self, b: Tensor, q: Tensor, kv: Tensor, Q: int, KV: int) -> Tensor:
+        from maskwise.random import hash_keys, mix64
+
+        key = hash_keys(self.seed, self.step).to(q.device)
+        z = mix64(mix64(mix64(key + b) + q * 0x9E3779B9) + kv)
+        u = ((z >> 40) & ((1 << 24) - 1)).float() * 2.0**-24  # 24 uniform bits
+        return u >= self.rate
+
+    def blocks(self, qs: Tensor, qe: Tensor, ks: Tensor, ke: Tensor, Q: int, KV: int) -> tuple[Tensor, Tensor, Tensor | None]:
+        nq, nk = qs.shape[0], ks.shape[0]
+        rate = self.rate
+        t = torch.ones(1, nq, nk, dtype=torch.bool, device=qs.device)
+        if rate == 0.0:
+            return t, t, None
+        if rate >= 1.0:
+            return ~t, ~t, None
+        return t, ~t, (None if rate <= 0.5 else t)
+
+    def __repr__(self) -> str:
+        return f"drop_keys({self.rate_source!r}, seed={self.seed}, step={self.step})"
+
+
 # ------------------------------------------------------------------------------------------------
 # Compositions
 # ------------------------------------------------------------------------------------------------
@@ -679,6 +737,16 @@ def cross(q_lengths: Any, kv_lengths: Any) -> Cross:
     [[1, 1, 0], [0, 0, 0]]
     """
     return Cross(q_lengths, kv_lengths)
+
+
+def drop_keys(rate: Any, *, seed: int = 0) -> DropKeys:
+    """Random key dropping with a float, scheduled or controlled rate (see :class:`DropKeys`).
+
+    >>> m = drop_keys(0.5, seed=1).dense(64)
+    >>> 0.4 < float(m.float().mean()) < 0.6
+    True
+    """
+    return DropKeys(rate, seed=seed)
 
 
 def mask_mod(fn: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor], *, batch: int | None = None) -> MaskMod:
