@@ -441,7 +441,8 @@ class MultiheadAttention(nn.Module):
     (``forward(x, context=memory, mask=cross(...))``), with grouped-query attention when
     ``num_kv_heads < num_heads``. The kernel is chosen by :func:`maskwise.attention.attend`:
     SDPA's causal kernel for ``causal()``, FlexAttention or variable-length kernels for
-    structured masks where available, dense SDPA otherwise; padded query rows come out as zeros.
+    structured masks where available, dense SDPA otherwise. Query rows with nothing to attend
+    (padding) get zeros from the attention, so their output is ``out_proj``'s bias.
 
     Args:
         embed_dim: model width E.

@@ -57,6 +57,22 @@ def _flex_fn() -> Any:
     return torch.compile(flex_attention, dynamic=False)
 
 
+def _check_forced(backend: str, mask: AttentionSpec | None, q: torch.Tensor, k: torch.Tensor) -> None:
+    """A forced backend must be able to express the mask: never ignore part of it silently."""
+    Q, KV = q.shape[-2], k.shape[-2]
+    ok = {
+        "sdpa": mask is None or isinstance(mask, Full),
+        "sdpa_causal": _is_causal(mask) and Q == KV,  # type: ignore[arg-type]
+        "sdpa_causal_lower_right": _is_causal(mask),  # type: ignore[arg-type]  (Q > KV: dense)
+        "varlen": mask is not None and _varlen_parts(mask) is not None and Q == KV
+        and q.device.type == "cuda" and _varlen_fn() is not None,
+        "flex": _flex_fn() is not None,
+        "dense": True,
+    }[backend]
+    if not ok:
+        raise ValueError(f"backend={backend!r} cannot apply the mask {mask!r} to Q={Q}, KV={KV} on {q.device}.")
+
+
 def choose_backend(
     mask: AttentionSpec | None,
     q: torch.Tensor,
@@ -77,6 +93,7 @@ def choose_backend(
     if backend != "auto":
         if backend not in BACKENDS:
             raise ValueError(f"backend must be 'auto' or one of {BACKENDS} ({backend!r} given).")
+        _check_forced(backend, mask, q, k)
         return backend
     if mask is None or isinstance(mask, Full):
         return "sdpa"
@@ -87,7 +104,8 @@ def choose_backend(
         if Q < KV:
             return "sdpa_causal_lower_right"
     cuda = q.device.type == "cuda"
-    if cuda and dropout_p == 0.0 and Q == KV and _varlen_parts(mask) is not None and _varlen_fn() is not None:
+    half = q.dtype in (torch.float16, torch.bfloat16)  # the flash varlen kernel's dtypes
+    if cuda and half and dropout_p == 0.0 and Q == KV and _varlen_parts(mask) is not None and _varlen_fn() is not None:
         return "varlen"
     needs_grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
     if dropout_p == 0.0 and _flex_fn() is not None:
@@ -193,7 +211,7 @@ def _varlen(
     assert parts is not None
     spec, is_causal = parts
     B, H, L, D = q.shape
-    cu, max_len, idx = varlen_offsets(spec, L)
+    cu, max_len, idx = varlen_offsets(spec.to(q.device), L)
     cu = cu.to(q.device)
 
     def pack(x: torch.Tensor) -> torch.Tensor:  # (B, h, L, D) -> (total, h, D)

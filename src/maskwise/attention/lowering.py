@@ -133,6 +133,8 @@ def mha_key_padding_mask_blocked(lengths_or_attention_mask: Any, kv_len: int | N
         return ~x.bool()
     if kv_len is None:
         raise ValueError("kv_len is required with lengths.")
+    if x.numel() and x.device.type == "cpu" and (int(x.max()) > kv_len or int(x.min()) < 0):
+        raise ValueError(f"lengths must lie in [0, {kv_len}] ({x.tolist()} given).")
     return torch.arange(kv_len, device=x.device) >= x.long().view(-1, 1)
 
 
@@ -154,6 +156,8 @@ def varlen_offsets(spec: AttentionSpec, seq_len: int) -> tuple[torch.Tensor, int
     ([0, 2, 5, 9], 4, [0, 1, 2, 3, 4, 5, 6, 7, 8])
     """
     L = _check_size("seq_len", seq_len)
+    if isinstance(spec, (Documents, Padding)):
+        spec._check(L, L)
     if isinstance(spec, Documents):
         ids = spec.doc_ids(L)
     elif isinstance(spec, Padding):

@@ -288,10 +288,11 @@ class _RealPositions(AttentionSpec):
 
     @staticmethod
     def _block_counts(real: Tensor, starts: Tensor, ends: Tensor) -> Tensor:
-        """(B, n) number of real positions in each block."""
+        """(B, n) number of real positions in each block ``[starts, ends)`` (positions outside
+        ``[0, L)`` are not real)."""
         c = torch.nn.functional.pad(real.long().cumsum(1), (1, 0))  # (B, L + 1)
         L = real.shape[1]
-        return c[:, ends.clamp_max(L)] - c[:, starts.clamp_max(L)]
+        return c[:, ends.clamp(0, L)] - c[:, starts.clamp(0, L)]
 
 
 class Padding(_RealPositions):
@@ -328,9 +329,11 @@ class Padding(_RealPositions):
                 raise ValueError(f"padding lengths must be <= {KV} (max {int(self.lengths.max())} given).")
 
     def _real_row(self, b: Tensor, pos: Tensor) -> Tensor:
+        # Positions before the key sequence (queries when Q > KV) are not real.
         if self.real is not None:
-            return self.real[b, pos]
-        return pos < self.lengths[b]  # type: ignore[index]
+            L = self.real.shape[1]
+            return (pos >= 0) & (pos < L) & self.real[b, pos.clamp(0, L - 1)]
+        return (pos >= 0) & (pos < self.lengths[b])  # type: ignore[index]
 
     def _q_ok(self, b: Tensor, q: Tensor, Q: int, KV: int) -> Tensor:
         return self._real_row(b, q + (KV - Q))
@@ -480,15 +483,24 @@ class Documents(AttentionSpec):
         return out.to(device)
 
     def _check(self, Q: int, KV: int) -> None:
-        self.doc_ids(KV)
+        self.doc_ids(KV)  # raises when the documents do not fit
 
     def allowed(self, b: Tensor, q: Tensor, kv: Tensor, Q: int, KV: int) -> Tensor:
-        ids = self.ids if self.ids is not None else self._cached(KV)
-        dq = ids[b, q + (KV - Q)]
-        dk = ids[b, kv]
-        return (dq == dk) & (dk >= 0)
+        ids = self._cached(KV)
+        L = ids.shape[1]
+        p = q + (KV - Q)  # query position; < 0 when Q > KV: no document
+        inside = (p >= 0) & (p < L) & (kv < L)
+        dq = ids[b, p.clamp(0, L - 1)]
+        dk = ids[b, kv.clamp(0, L - 1)]
+        return inside & (dq == dk) & (dk >= 0)
 
     def _cached(self, L: int) -> Tensor:
+        """Ids for ``L`` keys; from lengths, at least as long as the documents (``L = 0``: the
+        length is unknown, as for :attr:`mask_mod`; positions beyond are padding)."""
+        if self.ids is not None:
+            return self.ids
+        assert self._lengths is not None
+        L = max([L] + [sum(r) for r in self._lengths])
         cache = getattr(self, "_cache", None)
         if cache is None or cache.shape[1] != L:
             cache = self.doc_ids(L)
@@ -498,15 +510,20 @@ class Documents(AttentionSpec):
     def blocks(self, qs: Tensor, qe: Tensor, ks: Tensor, ke: Tensor, Q: int, KV: int) -> tuple[Tensor, Tensor, Tensor | None]:
         ids = self._cached(KV)
         ranked = torch.where(ids >= 0, ids, _BIG)  # padding sorts last
+        L = ranked.shape[1]
         o = KV - Q
-        # Ids are non-decreasing, so a block's documents are the range [first, last].
-        q_lo, q_hi = ranked[:, qs + o], ranked[:, qe - 1 + o]  # (B, nQ)
+        # Ids are non-decreasing, so a block's documents are the range [first, last]. Query
+        # positions before 0 (Q > KV) have no document: a block made only of them is empty.
+        first, last = (qs + o).clamp(0, L - 1), (qe - 1 + o).clamp(0, L - 1)
+        none = (qe - 1 + o) < 0
+        q_lo = torch.where(none, _BIG, ranked[:, first])  # (B, nQ)
+        q_hi = torch.where(none | ((qs + o) < 0) & (qe - 1 + o < 0), _BIG, ranked[:, last])
         k_lo, k_hi = ranked[:, ks], ranked[:, ke - 1]  # (B, nK)
         lo = torch.maximum(q_lo[:, :, None], k_lo[:, None, :])
         hi = torch.minimum(q_hi[:, :, None], k_hi[:, None, :])
         any_ = (lo <= hi) & (lo < _BIG)
         all_ = (q_lo == q_hi)[:, :, None] & (k_lo == k_hi)[:, None, :] & (q_lo[:, :, None] == k_lo[:, None, :])
-        all_ &= q_lo[:, :, None] < _BIG
+        all_ &= (q_lo[:, :, None] < _BIG) & ((qs + o) >= 0)[None, :, None]
         return any_, all_, None
 
     def __repr__(self) -> str:
