@@ -22,7 +22,7 @@ BACKENDS = ("sdpa", "sdpa_causal", "sdpa_causal_lower_right", "varlen", "flex", 
 _CPU_FLEX_MIN_PAIRS = 2048 * 2048
 
 
-def _is_causal(spec: AttentionSpec) -> bool:
+def _is_causal(spec: AttentionSpec | None) -> bool:
     return isinstance(spec, Causal)
 
 
@@ -62,8 +62,8 @@ def _check_forced(backend: str, mask: AttentionSpec | None, q: torch.Tensor, k: 
     Q, KV = q.shape[-2], k.shape[-2]
     ok = {
         "sdpa": mask is None or isinstance(mask, Full),
-        "sdpa_causal": _is_causal(mask) and Q == KV,  # type: ignore[arg-type]
-        "sdpa_causal_lower_right": _is_causal(mask),  # type: ignore[arg-type]  (Q > KV: dense)
+        "sdpa_causal": _is_causal(mask) and Q == KV,
+        "sdpa_causal_lower_right": _is_causal(mask),  # Q > KV goes through the dense path
         "varlen": mask is not None and _varlen_parts(mask) is not None and Q == KV
         and q.device.type == "cuda" and _varlen_fn() is not None,
         "flex": _flex_fn() is not None,

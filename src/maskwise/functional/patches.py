@@ -124,10 +124,10 @@ def mask_patches(
     keys = u
     k_hard = round(hard_fraction * k_int) if scores is not None else 0
     if k_hard > 0:
-        hard_idx = scores.topk(k_hard, dim=1).indices  # type: ignore[union-attr]
+        hard_idx = scores.topk(k_hard, dim=1, sorted=False).indices  # type: ignore[union-attr]
         keys = u.scatter(1, hard_idx, 2.0)  # uniforms are < 1: the hard patches come first
-    # A constant k per row: torch.topk is cheaper than a full sort.
-    return masked.scatter_(1, keys.topk(k_int, dim=1).indices, True)
+    # A constant k per row: an unsorted torch.topk is cheaper than a full sort.
+    return masked.scatter_(1, keys.topk(k_int, dim=1, sorted=False).indices, True)
 
 
 def keep_indices(masked: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -158,7 +158,8 @@ def keep_indices(masked: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             f"({sorted(set(n_keep.tolist()))} given); use mask_patches, which masks an exact count."
         )
     ids_shuffle = masked.to(torch.uint8).argsort(dim=1, stable=True)  # visible first, in order
-    ids_restore = ids_shuffle.argsort(dim=1)
+    ids_restore = torch.empty_like(ids_shuffle)  # the inverse permutation, by one scatter
+    ids_restore.scatter_(1, ids_shuffle, torch.arange(N, device=masked.device).expand(B, N))
     return ids_shuffle[:, : int(n_keep[0])], ids_restore
 
 
@@ -233,11 +234,9 @@ def mask_blocks(
         w = torch.round(torch.sqrt(area / ratio)).long().clamp(1, W)
         top = torch.floor(u[:, 2] * (H - h + 1)).long()
         left = torch.floor(u[:, 3] * (W - w + 1)).long()
-        rect = (
-            (rows >= top.view(B, 1, 1)) & (rows < (top + h).view(B, 1, 1))
-            & (cols >= left.view(B, 1, 1)) & (cols < (left + w).view(B, 1, 1))
-        )  # (B, H, W)
-        new = rect & ~masked
+        in_rows = (rows >= top.view(B, 1, 1)) & (rows < (top + h).view(B, 1, 1))  # (B, H, 1)
+        in_cols = (cols >= left.view(B, 1, 1)) & (cols < (left + w).view(B, 1, 1))  # (B, 1, W)
+        new = (in_rows & in_cols) & ~masked  # (B, H, W)
         delta = new.sum((1, 2))
         accept = (delta > 0) & (delta <= remaining)
         masked |= new & accept.view(B, 1, 1)
@@ -249,7 +248,7 @@ def mask_blocks(
     neighbours = torch.nn.functional.conv2d(m, kernel, padding=1).squeeze(1)  # (B, H, W)
     u = uniform((B, H * W), generator=generator, device=device)
     keys = (neighbours.view(B, -1) + u).masked_fill(masked.view(B, -1), -1.0)
-    extra = top_k_per_row(keys, deficit) & ~masked.view(B, -1)
+    extra = top_k_per_row(keys, deficit, k_max=num_masked) & ~masked.view(B, -1)
     return masked | extra.view(B, H, W)
 
 
@@ -398,11 +397,9 @@ def erase(
     left = torch.floor(ul.gather(1, first).squeeze(1) * (W - w + 1)).long()
     rows = torch.arange(H, device=device).view(1, H, 1)
     cols = torch.arange(W, device=device).view(1, 1, W)
-    masked = (
-        (rows >= top.view(B, 1, 1)) & (rows < (top + h).view(B, 1, 1))
-        & (cols >= left.view(B, 1, 1)) & (cols < (left + w).view(B, 1, 1))
-        & ok.view(B, 1, 1)
-    )  # (B, H, W)
+    in_rows = (rows >= top.view(B, 1, 1)) & (rows < (top + h).view(B, 1, 1)) & ok.view(B, 1, 1)
+    in_cols = (cols >= left.view(B, 1, 1)) & (cols < (left + w).view(B, 1, 1))
+    masked = in_rows & in_cols  # (B, H, W)
     m = masked if images.dim() == 3 else masked.unsqueeze(1)  # broadcast over channels
     if isinstance(value, str):
         if value != "random":

@@ -10,20 +10,29 @@ from maskwise.random import KeyedGenerator, uniform
 __all__ = ["sample_mask", "top_k_per_row"]
 
 
-def top_k_per_row(scores: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+def top_k_per_row(scores: torch.Tensor, k: torch.Tensor, *, k_max: int | None = None) -> torch.Tensor:
     """Bool mask of the ``k[b]`` highest ``scores[b]`` in every row, ``k`` varying per row.
 
-    One batched sort, no host sync (``torch.topk`` would need ``k.max()`` on the host).
+    With ``k_max`` (a bound on ``k`` known without reading it, e.g. from the rate and the
+    length), one ``torch.topk(k_max)``; otherwise one batched sort. No host sync either way.
 
     Args:
         scores: float (B, N); ``-inf`` marks positions that must come last.
-        k: int64 (B,), ``0 <= k[b] <= N``.
+        k: int64 (B,), ``0 <= k[b] <= N`` (and ``<= k_max`` when given).
+        k_max: optional bound on ``k``.
 
     >>> top_k_per_row(torch.tensor([[0.1, 0.9, 0.5], [3.0, 2.0, 1.0]]), torch.tensor([2, 1]))
     tensor([[False,  True,  True],
             [ True, False, False]])
     """
     B, N = scores.shape
+    if k_max is not None and k_max < N:
+        out = torch.zeros(B, N, dtype=torch.bool, device=scores.device)
+        if k_max <= 0:
+            return out
+        best = scores.topk(k_max, dim=1).indices  # (B, k_max), best first
+        keep = torch.arange(k_max, device=scores.device) < k.unsqueeze(1)
+        return out.scatter_(1, best, keep)
     order = scores.argsort(dim=1, descending=True)  # (B, N) positions, best first
     rank = torch.empty_like(order)
     rank.scatter_(1, order, torch.arange(N, device=scores.device).expand(B, N))
@@ -101,10 +110,12 @@ def sample_mask(
         return (u < probs) & valid
 
     k = torch.round(r.squeeze(1) * valid.sum(1)).long()  # (B,)
+    # With a float rate, k <= round(rate * N): a bound from the arguments, no host read.
+    k_max = None if isinstance(rate, torch.Tensor) else round(float(rate) * N)
     u = uniform((B, N), generator=generator, device=device)
     if w is None:
         keys = u.masked_fill(~valid, -float("inf"))
-        return top_k_per_row(keys, k) & valid
+        return top_k_per_row(keys, k, k_max=k_max) & valid
     positive = valid & (w > 0)
     keys = torch.where(positive, u.log() / w, -float("inf"))  # log(u) < 0: heavier -> larger key
-    return top_k_per_row(keys, k) & positive
+    return top_k_per_row(keys, k, k_max=k_max) & positive

@@ -137,7 +137,8 @@ def spec_augment(
 
     Returns:
         :class:`SpecAugmentResult` ``(spec, freq_masked (B, F), time_masked (B, T))``. The masked
-        spectrogram is built with two broadcast ``masked_fill`` passes; no (B, F, T) mask exists.
+        spectrogram is written in one ``masked_fill`` pass through a temporary (B, F, T) bool
+        union of the two broadcast masks; only the (B, F) and (B, T) masks are returned.
 
     >>> x = torch.randn(4, 80, 300)
     >>> out = spec_augment(x, policy="LD", lengths=torch.tensor([300, 250, 200, 120]),
@@ -200,6 +201,8 @@ def spec_augment(
     lead = (B,) + (1,) * (spec.dim() - 3)  # broadcast over a channel axis
     f_b = f_masked.view(*lead, F, 1)
     t_b = t_masked.view(*lead, 1, T)
+    # One pass over the spectrogram; the (B, F, T) bool union costs a quarter of a float copy.
+    union = f_b | t_b
     if isinstance(value, str):
         if value != "mean":
             raise ValueError(f"value must be a number or 'mean' ({value!r} given).")
@@ -208,10 +211,9 @@ def spec_augment(
         total = torch.where(real, spec, 0.0).sum(dim=tuple(range(1, spec.dim())), keepdim=True)
         count = (n.view(*lead, 1, 1) * F * (spec[0].numel() // (F * T))).clamp_min(1)
         fill = (total / count).to(spec.dtype)  # (B, 1, ..., 1) per-row mean over real frames
-        out = torch.where(f_b, fill, spec)
-        out = torch.where(t_b, fill, out)
+        out = torch.where(union, fill, spec)
     else:
-        out = spec.masked_fill(f_b, float(value)).masked_fill_(t_b, float(value))
+        out = spec.masked_fill(union, float(value))
     return SpecAugmentResult(out, f_masked, t_masked)
 
 
@@ -270,7 +272,9 @@ def mask_time_spans(
     k = torch.floor(rate * n.double() / span + eps).long().clamp_min(int(min_spans))
     k = torch.minimum(k, n_starts)  # (B,)
     allowed = torch.arange(T, device=device) < n_starts.unsqueeze(1)
-    starts = top_k_per_row(u[:, 1:].masked_fill(~allowed, -1.0), k) & allowed  # (B, T)
+    # k <= max(min_spans, rate * T / span + 1): a bound from the arguments, no host read.
+    k_max = min(T, max(int(min_spans), int(rate * T / span) + 1))
+    starts = top_k_per_row(u[:, 1:].masked_fill(~allowed, -1.0), k, k_max=k_max) & allowed  # (B, T)
     # Frame t is masked if a span starts in (t - span, t]: a windowed count of the starts.
     c = torch.nn.functional.pad(starts.int().cumsum(1), (span, 0))  # c[:, t + span] = starts <= t
     return (c[:, span:] - c[:, :-span]) > 0
