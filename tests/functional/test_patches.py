@@ -815,3 +815,10 @@ def test_non_integer_sizes_are_rejected_not_truncated(call):
     # A float batch or grid is a caller's mistake; int(2.5) would silently mask 2 rows.
     with pytest.raises((TypeError, ValueError), match=r"2\.5|14\.0"):
         call()
+
+
+def test_erase_inplace_writes_into_the_input() -> None:
+    images = torch.rand(4, 3, 16, 16)
+    expected, m = mw.erase(images.clone(), p=1.0, generator=torch.Generator().manual_seed(0))
+    out, m2 = mw.erase(images, p=1.0, inplace=True, generator=torch.Generator().manual_seed(0))
+    assert out is images and torch.equal(images, expected) and torch.equal(m, m2)

@@ -123,6 +123,8 @@ def mask_patches(
         return masked
     keys = u
     k_hard = round(hard_fraction * k_int) if scores is not None else 0
+    if k_hard == k_int:  # all of the budget to the top scores: one selection, no random part
+        return masked.scatter_(1, scores.topk(k_int, dim=1, sorted=False).indices, True)  # type: ignore[union-attr]
     if k_hard > 0:
         hard_idx = scores.topk(k_hard, dim=1, sorted=False).indices  # type: ignore[union-attr]
         keys = u.scatter(1, hard_idx, 2.0)  # uniforms are < 1: the hard patches come first
@@ -340,6 +342,7 @@ def erase(
     ratio: tuple[float, float] = (0.3, 3.3),
     value: float | Sequence[float] | torch.Tensor | str = 0.0,
     attempts: int = 10,
+    inplace: bool = False,
     generator: Generator = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Random erasing / cutout: an independent rectangle per sample (Zhong et al., 2017).
@@ -359,11 +362,13 @@ def erase(
         value: fill value: a number, per-channel values (C,), or ``"random"`` (standard normal
             noise per pixel, as torchvision's ``value="random"``).
         attempts: shapes tried per sample.
+        inplace: write into ``images`` (no new image tensor; as timm's ``RandomErasing``)
+            instead of returning a new tensor.
         generator: random source.
 
     Returns:
-        ``(erased, masked)``: a new tensor (the input is not modified) and bool (B, H, W),
-        True = erased.
+        ``(erased, masked)``: the erased images (a new tensor unless ``inplace``) and bool
+        (B, H, W), True = erased.
 
     >>> x, m = erase(torch.ones(8, 3, 32, 32), p=1.0, generator=torch.Generator().manual_seed(0))
     >>> bool((x[:, 0] == 0).eq(m).all()), int(m.flatten(1).any(1).sum())
@@ -410,6 +415,8 @@ def erase(
             noise = torch.sqrt(-2 * u1.log()) * torch.cos(2 * math.pi * u2)  # Box-Muller
         else:
             noise = torch.randn(images.shape, generator=generator, device=device)
+        if inplace:
+            return images.copy_(torch.where(m, noise.to(images.dtype), images)), masked
         return torch.where(m, noise.to(images.dtype), images), masked
     fill = torch.as_tensor(value, dtype=images.dtype, device=device)
     if fill.dim() == 1:
@@ -421,4 +428,8 @@ def erase(
         fill = fill.view(1, -1, 1, 1)
     elif fill.dim() != 0:
         raise ValueError(f"value must be a number or (C,) values ({tuple(fill.shape)} given).")
+    if inplace:
+        if fill.dim() == 0:
+            return images.masked_fill_(m, fill), masked
+        return images.copy_(torch.where(m, fill, images)), masked
     return torch.where(m, fill, images), masked
