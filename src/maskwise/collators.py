@@ -12,8 +12,8 @@ A collator owns a ``seed`` and draws its masks in one of two ways:
   function of ``(seed, epoch, i)`` through :class:`maskwise.random.KeyedGenerator`. They do not
   depend on the batch the example lands in, on padding, on the number of DataLoader workers, on
   which worker runs it, or on where a run resumed.
-* **Per-worker streams**: otherwise each process draws from its own ``torch.Generator`` seeded
-  with ``(seed, epoch, rank, worker id, batches its slot drew before)``, where rank is the
+* **Per-worker streams**: otherwise each batch draws from a ``torch.Generator`` seeded with
+  ``(seed, epoch, rank, worker id, batches its worker drew before)``, where rank is the
   ``torch.distributed`` rank (0 without it) and the worker id is -1 in the main process. Workers
   and ranks never share a stream, runs with the same seed and number of workers draw the same
   masks, and re-created (non-persistent) workers do not repeat the previous epoch's masks. These
@@ -35,7 +35,6 @@ workers, persistent ones included, from the next batch they collate; batches alr
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -206,8 +205,6 @@ class _MaskingCollator:
         self.seed = seed_from_global() if seed is None else int(seed)
         self.index_key = index_key
         self.return_index = return_index
-        self._stream: torch.Generator | None = None
-        self._stream_owner: tuple[int, int, int] | None = None  # (pid, slot, epoch)
 
     # The rate and epoch are properties over shared memory so workers see every change.
     @property
@@ -256,16 +253,13 @@ class _MaskingCollator:
         info = get_worker_info()
         worker = -1 if info is None else info.id
         slot = 0 if info is None else 1 + info.id % _MAX_WORKER_SLOTS
-        owner = (os.getpid(), slot, epoch)
-        if self._stream is None or self._stream_owner != owner:
-            # A new process, worker or epoch: a fresh stream that also depends on how many
-            # batches this slot drew before, so re-created workers never replay old masks.
-            done = int(self._state.batches[slot])
-            key = hash_keys(self.seed, epoch, distributed_rank(), worker, done)
-            self._stream = torch.Generator().manual_seed(int(key) & (2**63 - 1))
-            self._stream_owner = owner
+        # A fresh generator per batch, seeded by how many batches this slot drew before: the
+        # stream is a function of (seed, epoch, rank, worker, counter), so re-created workers
+        # never replay old masks and a collator restored from state_dict continues exactly.
+        done = int(self._state.batches[slot])
         self._state.batches[slot] += 1
-        return self._stream
+        key = hash_keys(self.seed, epoch, distributed_rank(), worker, done)
+        return torch.Generator().manual_seed(int(key) & (2**63 - 1))
 
     def _pad(self, examples: Sequence[Any]) -> dict[str, torch.Tensor]:
         # Always right-padded while masking: a token's position in its row then does not depend
@@ -309,14 +303,6 @@ class _MaskingCollator:
         self.set_epoch(int(state["epoch"]))
         self.set_step(int(state.get("step", 0)))
         self._state.batches.copy_(state["batches"])
-        self._stream = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        # A worker process must build its own stream; never ship the parent's.
-        state = self.__dict__.copy()
-        state["_stream"] = None
-        state["_stream_owner"] = None
-        return state
 
 
 class MLMCollator(_MaskingCollator):

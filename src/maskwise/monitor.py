@@ -168,7 +168,8 @@ class MaskMonitor:
         ax.set_ylabel("masking")
         ax.set_title(title or "Masking rate")
         ax.grid(alpha=0.3)
-        ax.legend(loc="best")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="best")
         ax = axes[1]
         plotted = False
         for name in ("accuracy", "confidence"):
@@ -204,14 +205,20 @@ class MaskMonitor:
         return path
 
     def state_dict(self) -> dict[str, Any]:
+        def copy(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.clone()
+
         return {
-            "rows": list(self.rows), "position_masked": self.position_masked,
-            "position_seen": self.position_seen, "class_masked": self.class_masked,
-            "class_seen": self.class_seen, "calls": self._calls,
+            "rows": [dict(r) for r in self.rows], "position_masked": copy(self.position_masked),
+            "position_seen": copy(self.position_seen), "class_masked": self.class_masked.clone(),
+            "class_seen": self.class_seen.clone(), "calls": self._calls,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.rows = list(state["rows"])
-        self.position_masked, self.position_seen = state["position_masked"], state["position_seen"]
-        self.class_masked, self.class_seen = state["class_masked"], state["class_seen"]
+        def copy(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.clone()
+
+        self.rows = [dict(r) for r in state["rows"]]
+        self.position_masked, self.position_seen = copy(state["position_masked"]), copy(state["position_seen"])
+        self.class_masked, self.class_seen = state["class_masked"].clone(), state["class_seen"].clone()
         self._calls = int(state["calls"])

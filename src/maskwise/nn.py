@@ -367,7 +367,7 @@ class SpecAugment(MaskModule):
 
     def forward(self, spec: torch.Tensor, lengths: torch.Tensor | None = None) -> F.SpecAugmentResult:
         B, Fq, T = spec.shape[0], spec.shape[-2], spec.shape[-1]
-        if not self.training or self.rate == 0.0:
+        if not self.training:  # rate scales the time masks only: rate 0 keeps frequency masks
             return F.SpecAugmentResult(
                 spec, torch.zeros(B, Fq, dtype=torch.bool, device=spec.device),
                 torch.zeros(B, T, dtype=torch.bool, device=spec.device),

@@ -160,7 +160,7 @@ class ReliabilityController:
             "rate": self.rate, "smoothed": self.smoothed, "updates": self.updates,
             "signal": self.signal, "target": self.target, "gain": self.gain,
             "min_rate": self.min_rate, "max_rate": self.max_rate, "direction": self.direction,
-            "momentum": self.momentum, "max_delta": self.max_delta,
+            "momentum": self.momentum, "max_delta": self.max_delta, "initial_rate": self._initial_rate,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -170,25 +170,29 @@ class ReliabilityController:
         self._state.copy_(
             torch.tensor([state["rate"], state["smoothed"], state["updates"]], dtype=torch.float64)
         )
+        self._initial_rate = float(state.get("initial_rate", self._initial_rate))
 
     def reset(self) -> None:
         self._state.copy_(torch.tensor([self._initial_rate, math.nan, 0.0], dtype=torch.float64))
 
     def sync(self) -> None:
         """Average the rate and the smoothed signal over ``torch.distributed`` ranks (no-op when
-        it is not initialised), so every rank masks at the same rate."""
+        it is not initialised), so every rank masks at the same rate. Ranks that have not
+        measured anything yet take the others' smoothed signal and do not dilute it."""
         dist = torch.distributed
         if not (dist.is_available() and dist.is_initialized()):
             return
-        t = self._state[:2].clone()
-        t = torch.nan_to_num(t, nan=0.0)
+        has = 1.0 if self.updates > 0 else 0.0
+        smoothed = self.smoothed if has else 0.0
+        t = torch.tensor([self.rate, smoothed * has, has, float(self.updates)], dtype=torch.float64)
         if dist.get_backend() == "nccl":
             t = t.cuda()
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-        t = (t / dist.get_world_size()).cpu()
-        smoothed = t[1] if self.updates > 0 else torch.tensor(math.nan, dtype=torch.float64)
-        self._state[0] = t[0]
-        self._state[1] = smoothed
+        dist.all_reduce(t[:3], op=dist.ReduceOp.SUM)
+        dist.all_reduce(t[3:], op=dist.ReduceOp.MAX)
+        t = t.cpu()
+        world = dist.get_world_size()
+        s = float(t[1] / t[2]) if t[2] > 0 else math.nan
+        self._state.copy_(torch.tensor([float(t[0]) / world, s, float(t[3])], dtype=torch.float64))
 
     def __getstate__(self) -> dict[str, Any]:
         return self.__dict__.copy()  # the shared tensor pickles as a handle to the same memory

@@ -87,8 +87,9 @@ class DifficultyTracker:
         std = (((self.loss - mean) ** 2) * seen).sum().div(n).sqrt().clamp_min(1e-6)
         z = ((self.loss - mean) / (std * temperature)).clamp(-10.0, 10.0)
         w = torch.where(seen, z.exp(), torch.ones_like(z))
-        k = keys.to(self.device).long().clamp(0, self.num_keys - 1)
-        return w[k]
+        k = keys.to(self.device).long()
+        inside = (k >= 0) & (k < self.num_keys)  # e.g. -1 for padding: weight 1, like unseen keys
+        return torch.where(inside, w[k.clamp(0, self.num_keys - 1)], 1.0)
 
     def state_dict(self) -> dict[str, Any]:
         return {"loss": self.loss.clone(), "count": self.count.clone(), "momentum": self.momentum}

@@ -71,6 +71,9 @@ class MaskwiseCallback(TrainerCallback):
         rate = self._rate()
         if rate is not None:
             logs["maskwise_rate"] = rate
+            # Trainer.log appended these logs to log_history before calling us: keep it there too.
+            if state.log_history and state.log_history[-1].get("loss") == logs.get("loss"):
+                state.log_history[-1]["maskwise_rate"] = rate
         if self.monitor is not None:
             self.monitor.record(int(state.global_step), rate=rate, loss=loss)
 
@@ -94,6 +97,7 @@ class MaskwiseTrainer(Trainer):
     def __init__(self, *args: Any, controller: Any = None, tracker: Any = None, monitor: Any = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.maskwise_controller, self.maskwise_tracker, self.maskwise_monitor = controller, tracker, monitor
+        self._attention: Any = None
 
     def compute_loss(  # type: ignore[override]
         self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
@@ -102,6 +106,7 @@ class MaskwiseTrainer(Trainer):
             model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch
         )
         labels = inputs.get("labels")
+        self._attention = inputs.get("attention_mask")
         logits = getattr(outputs, "logits", None) if not isinstance(outputs, dict) else outputs.get("logits")
         if model.training and labels is not None and logits is not None and logits.shape[:-1] == labels.shape:
             self._observe(logits, labels, inputs.get("input_ids"))
@@ -118,4 +123,15 @@ class MaskwiseTrainer(Trainer):
             self.maskwise_tracker.update(torch.where(r.valid, labels, 0), r.loss, valid=r.valid)
         if self.maskwise_monitor is not None:
             rate = float(c.rate) if c is not None else None
-            self.maskwise_monitor.record(int(self.state.global_step), rate=rate, reliability=r, keys=labels)
+            # The targets are the masked positions; keys: the original token there, else the input.
+            keys = labels if input_ids is None or input_ids.shape != labels.shape else torch.where(r.valid, labels, input_ids)
+            self.maskwise_monitor.record(
+                int(self.state.global_step), rate=rate, mask=r.valid, valid=self._attention,
+                reliability=r, keys=keys,
+            )
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        c = self.maskwise_controller
+        if c is not None and "loss" in logs:
+            logs = {**logs, "maskwise_rate": float(c.rate)}  # reaches log_history and reporters
+        super().log(logs, *args, **kwargs)
