@@ -189,6 +189,10 @@ def _dense(
 ) -> torch.Tensor:
     allowed = mask.dense(q.shape[-2], k.shape[-2], device=q.device)  # (B or 1, 1, Q, KV)
     live = allowed.any(-1, keepdim=True)  # (B or 1, 1, Q, 1): rows with a key
+    if q.device.type == "cpu" and bool(live.all()):  # nothing to guard (a free check on CPU)
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=allowed, dropout_p=dropout_p, scale=scale, enable_gqa=gqa
+        )
     # Empty rows attend everything (finite) and are zeroed after: no NaN forward or backward.
     out = F.scaled_dot_product_attention(
         q, k, v, attn_mask=allowed | ~live, dropout_p=dropout_p, scale=scale, enable_gqa=gqa

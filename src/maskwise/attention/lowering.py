@@ -87,10 +87,20 @@ def build_block_mask(
     partial = any_ & ~full
     kv_num, kv_idx = _indices(partial)
     full_num, full_idx = _indices(full)
-    return BlockMask.from_kv_blocks(
-        kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=bs, mask_mod=spec.mask_mod_for(Q, KV),
-        seq_lengths=(Q, KV),
-    )
+    mod = spec.mask_mod_for(Q, KV)
+    try:
+        # The query-side indices (for the backward pass) straight from the same flags:
+        # from_kv_blocks would rebuild the block grid from the indices and sort it again.
+        q_num, q_idx = _indices(partial.transpose(-1, -2))
+        full_q_num, full_q_idx = _indices(full.transpose(-1, -2))
+        return BlockMask(
+            (Q, KV), kv_num, kv_idx, full_num, full_idx, q_num, q_idx, full_q_num, full_q_idx,
+            BLOCK_SIZE=(bs, bs), mask_mod=mod,
+        )
+    except TypeError:  # a torch whose BlockMask constructor differs: the public route
+        return BlockMask.from_kv_blocks(
+            kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=bs, mask_mod=mod, seq_lengths=(Q, KV)
+        )
 
 
 # ------------------------------------------------------------------------------------------------
