@@ -31,19 +31,18 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import platform
-import statistics
-import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
 import maskwise as mw
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import compare, fmt_ms, machine, time_ms  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # ids 0..4
@@ -201,75 +200,6 @@ def t5_numpy_batch(valid: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 
 
-def _time_ms(fn: Callable[[], object]) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return (time.perf_counter() - t0) * 1e3
-
-
-def compare(mw_fn: Callable[[], object], peer_fn: Callable[[], object] | None, repeats: int,
-            warmup: int = 3, peer_budget_s: float | None = None,
-            rounds: int = 3) -> tuple[float, float | None, int]:
-    """Median ms of ``mw_fn`` and ``peer_fn`` over ``repeats`` timed calls each.
-
-    Both are warmed up (``warmup`` calls each), then timed in ``rounds`` rounds; in a round each
-    library runs its share of the calls back to back after one more untimed call, so neither
-    times the other's cache footprint, while slow drift of the machine hits both alike. With
-    ``peer_budget_s`` (for slow peers) the peer gets no extra untimed calls and stops once its
-    runs add up to that many seconds (at least 3 runs). Returns (mw_ms, peer_ms, peer_runs).
-    """
-    for _ in range(warmup):
-        mw_fn()
-        if peer_fn is not None:
-            peer_fn()
-    mw_t: list[float] = []
-    peer_t: list[float] = []
-    rounds = max(1, min(rounds, repeats))
-    for i in range(rounds):
-        share = repeats // rounds + (1 if i < repeats % rounds else 0)
-        gc.collect()
-        mw_fn()
-        mw_t.extend(_time_ms(mw_fn) for _ in range(share))
-        if peer_fn is None:
-            continue
-        if peer_budget_s is None:
-            peer_fn()  # untimed: re-warm after maskwise's calls
-        for _ in range(share):
-            if peer_budget_s is not None and len(peer_t) >= 3 and sum(peer_t) >= peer_budget_s * 1e3:
-                break
-            peer_t.append(_time_ms(peer_fn))
-    return (statistics.median(mw_t), statistics.median(peer_t) if peer_t else None, len(peer_t))
-
-
-def fmt_ms(x: float | None) -> str:
-    if x is None:
-        return "n/a"
-    return f"{x:.3f}" if x < 10 else f"{x:.1f}" if x < 1000 else f"{x:,.0f}"
-
-
-# ----------------------------------------------------------------------------------------------
-# Main
-# ----------------------------------------------------------------------------------------------
-
-
-def machine() -> str:
-    """One line: CPU model (lscpu, else platform.processor()), CPU count, hypervisor, OS."""
-    info: dict[str, str] = {}
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=5).stdout
-        for line in out.splitlines():
-            key, _, value = line.partition(":")
-            info[key.strip()] = value.strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    name = info.get("Model name") or platform.processor() or platform.machine()
-    if "CPU family" in info and "Model" in info:
-        name += f" (family {info['CPU family']}, model {info['Model']})"
-    hyper = f", {info['Hypervisor vendor']} guest" if info.get("Hypervisor vendor") else ""
-    return (f"{name}, {os.cpu_count()} logical CPUs{hyper}, {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}")
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=30, help="timed runs per case (median reported)")
@@ -404,7 +334,7 @@ def main(argv: list[str] | None = None) -> None:
                 note_p = f" skipped (est. {est_s:.0f} s/call)"
         if run_hf:
             # One timed call first; it doubles as the first warm-up call.
-            first = _time_ms(hf_wl)
+            first = time_ms(hf_wl)
             if first / 1e3 > HF_SKIP_S:
                 run_hf, note_p = False, f" skipped ({first / 1e3:.0f} s/call)"
         m, p, n_p = compare(mw_wl, hf_wl if run_hf else None, args.repeats,

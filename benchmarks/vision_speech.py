@@ -36,10 +36,7 @@ import gc
 import importlib.util
 import math
 import os
-import platform
 import random
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -51,6 +48,9 @@ import numpy as np
 import torch
 
 import maskwise as mw
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import compare, fmt_ms, machine  # noqa: E402
 
 TIMM_MEMBER = "timm/data/random_erasing.py"
 
@@ -195,68 +195,6 @@ def spec_augment_rows(spec: torch.Tensor, lengths: list[int]) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------------------------
-# Timing (as in benchmarks/text.py)
-# ----------------------------------------------------------------------------------------------
-
-
-def _time_ms(fn: Callable[[], object]) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return (time.perf_counter() - t0) * 1e3
-
-
-def compare(mw_fn: Callable[[], object], peer_fn: Callable[[], object] | None, repeats: int,
-            warmup: int = 3, rounds: int = 3) -> tuple[float, float | None]:
-    """Median ms of ``mw_fn`` and ``peer_fn`` over ``repeats`` timed calls each.
-
-    Both are warmed up (``warmup`` calls each), then timed in ``rounds`` rounds; in a round each
-    runs its share of the calls back to back after one more untimed call, so neither times the
-    other's cache footprint, while slow drift of the machine hits both alike.
-    """
-    for _ in range(warmup):
-        mw_fn()
-        if peer_fn is not None:
-            peer_fn()
-    mw_t: list[float] = []
-    peer_t: list[float] = []
-    rounds = max(1, min(rounds, repeats))
-    for i in range(rounds):
-        share = repeats // rounds + (1 if i < repeats % rounds else 0)
-        gc.collect()
-        mw_fn()
-        mw_t.extend(_time_ms(mw_fn) for _ in range(share))
-        if peer_fn is None:
-            continue
-        peer_fn()
-        peer_t.extend(_time_ms(peer_fn) for _ in range(share))
-    return statistics.median(mw_t), (statistics.median(peer_t) if peer_t else None)
-
-
-def fmt_ms(x: float | None) -> str:
-    if x is None:
-        return "n/a"
-    return f"{x:.3f}" if x < 10 else f"{x:.1f}" if x < 1000 else f"{x:,.0f}"
-
-
-def machine() -> str:
-    """One line: CPU model (lscpu, else platform.processor()), CPU count, hypervisor, OS."""
-    info: dict[str, str] = {}
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=5).stdout
-        for line in out.splitlines():
-            key, _, value = line.partition(":")
-            info[key.strip()] = value.strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    name = info.get("Model name") or platform.processor() or platform.machine()
-    if "CPU family" in info and "Model" in info:
-        name += f" (family {info['CPU family']}, model {info['Model']})"
-    hyper = f", {info['Hypervisor vendor']} guest" if info.get("Hypervisor vendor") else ""
-    return (f"{name}, {os.cpu_count()} logical CPUs{hyper}, {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}")
-
-
-# ----------------------------------------------------------------------------------------------
 # Main
 # ----------------------------------------------------------------------------------------------
 
@@ -272,7 +210,8 @@ class Run:
 
     def compare(self, mw_fn: Callable[[], object],
                 peer_fn: Callable[[], object] | None) -> tuple[float, float | None]:
-        return compare(mw_fn, peer_fn, self.args.repeats, rounds=self.args.rounds)
+        m, p, _ = compare(mw_fn, peer_fn, self.args.repeats, rounds=self.args.rounds)
+        return m, p
 
     def add(self, case: str, m: float | None, p: float | None, target: str) -> None:
         speed = f"{p / m:.2f}x" if (m and p) else "n/a"
