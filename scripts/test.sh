@@ -16,5 +16,5 @@ fi
 # shellcheck disable=SC1091
 . .venv/bin/activate
 python -m pip install --quiet --disable-pip-version-check "${MASKWISE_TORCH:-torch==2.13.0}"
-python -m pip install --quiet --disable-pip-version-check -e ".[test,hf,plot,lightning]"
+python -m pip install --quiet --disable-pip-version-check -e ".[test,hf,plot,lightning,experiments]"
 python -m pytest "$@"

@@ -1,0 +1,351 @@
+"""Classification tasks: text (token masking), images (patch / block / erase masking) and speech
+(SpecAugment on log-mel features). One base class holds the shared batching, training step and
+evaluation; the subclasses load their data and choose their model and masker."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import maskwise.functional as MF
+from maskwise.experiments import data as D
+from maskwise.experiments.engine import Batches, ControllerConfig, StepOutput, Task, TrainConfig
+from maskwise.experiments.models import ConvNet, SpecConvNet, TextClassifier
+from maskwise.nn import BlockPatchMask, DynamicMask, Erase, MaskModule, SpecAugment, TokenMask
+
+__all__ = ["ImageClassification", "ImagePatchMask", "SpeechClassification", "TextClassification"]
+
+EVAL_BATCH = 512
+
+
+class _Classification(Task):
+    """Shared parts: ``self.splits[split]`` holds tensors (inputs, labels); accuracy and loss."""
+
+    metric = "accuracy"
+    higher_is_better = True
+    batch_size = 32
+    splits: dict[str, D.Split]
+    classes: list[str]
+
+    def describe(self) -> dict[str, Any]:
+        return {"sizes": {k: len(v) for k, v in self.splits.items()}, "classes": len(self.classes)}
+
+    def fetch(self, split: str, idx: torch.Tensor) -> tuple[Any, torch.Tensor]:
+        s = self.splits[split]
+        return s.inputs[idx], s.labels[idx]
+
+    def train_batches(self, epoch: int, generator: torch.Generator) -> Batches:
+        return Batches(len(self.splits["train"]), self.batch_size, generator, lambda i: self.fetch("train", i))
+
+    def forward(self, model: nn.Module, x: Any) -> torch.Tensor:
+        return model(x)
+
+    def apply_mask(self, masker: DynamicMask, x: Any) -> Any:
+        return masker(x)[0]
+
+    def to_device(self, x: Any, device: torch.device) -> Any:
+        return x.to(device)
+
+    def train_step(self, model: nn.Module, masker: DynamicMask | None, batch: Any, device: torch.device) -> StepOutput:
+        x, y = batch
+        x, y = self.to_device(x, device), y.to(device)
+        if masker is not None:
+            x = self.apply_mask(masker, x)
+        logits = self.forward(model, x)
+        return StepOutput(F.cross_entropy(logits, y), logits.detach(), y, items=len(y), **self.keys_of(x))
+
+    def keys_of(self, x: Any) -> dict[str, torch.Tensor]:
+        return {}
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, split: str, device: torch.device) -> dict[str, float]:
+        n = len(self.splits[split])
+        correct, loss = 0, 0.0
+        for idx in _eval_batches(n):
+            x, y = self.fetch(split, idx)
+            x, y = self.to_device(x, device), y.to(device)
+            logits = self.forward(model, x)
+            loss += float(F.cross_entropy(logits, y, reduction="sum"))
+            correct += int((logits.argmax(-1) == y).sum())
+        return {"accuracy": correct / n, "loss": loss / n}
+
+
+def _eval_batches(n: int) -> Any:
+    for i in range(0, n, EVAL_BATCH):
+        yield torch.arange(i, min(n, i + EVAL_BATCH))
+
+
+# ----------------------------------------------------------------------------------------------
+# Text
+# ----------------------------------------------------------------------------------------------
+
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+PAD, MASK = 0, 4
+
+
+def train_wordpiece(texts: list[str], vocab_size: int) -> Any:
+    """A lower-cased WordPiece tokenizer trained on ``texts`` (special tokens get ids 0-4)."""
+    try:
+        from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    except ImportError as e:  # pragma: no cover
+        raise ImportError("text tasks need tokenizers: pip install 'maskwise[experiments]'") from e
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, show_progress=False)
+    tok.train_from_iterator(texts, trainer=trainer)
+    return tok
+
+
+class TextClassification(_Classification):
+    """Sentence classification with a small transformer encoder; input tokens masked (replaced by
+    ``[MASK]``; padding and special tokens never masked). The dynamic variant adds per-token
+    difficulty weights: the running loss of the examples a token occurs in."""
+
+    name = "text-classification"
+    item_name = "examples"
+    default_rates = (0.1, 0.2, 0.3)
+
+    def __init__(self, root: str | Path, *, vocab_size: int = 8000, max_len: int = 64, dim: int = 64,
+                 layers: int = 2, epochs: int = 10, seed: int = 0) -> None:
+        self.splits_text, self.classes = D.load_text_classification(root, seed=seed)
+        self.tokenizer = train_wordpiece(self.splits_text["train"].inputs, vocab_size)
+        self.vocab = self.tokenizer.get_vocab_size()
+        self.max_len, self.dim, self.layers = max_len, dim, layers
+        self.splits = {k: D.Split(self._encode(v.inputs), v.labels) for k, v in self.splits_text.items()}
+        self.train_config = TrainConfig(epochs=epochs, lr=1e-3, weight_decay=0.01)
+        self.controller = ControllerConfig(target=0.9, max_rate=0.6)
+
+    def _encode(self, texts: list[str]) -> torch.Tensor:
+        ids = torch.zeros(len(texts), self.max_len, dtype=torch.long)
+        for i, enc in enumerate(self.tokenizer.encode_batch(texts, add_special_tokens=False)):
+            row = enc.ids[: self.max_len] or [1]
+            ids[i, : len(row)] = torch.tensor(row)
+        return ids
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "vocab": self.vocab, "max_len": self.max_len, "model": f"transformer d={self.dim} x{self.layers}"}
+
+    def fetch(self, split: str, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        ids, y = super().fetch(split, idx)
+        width = int((ids != PAD).sum(1).max())
+        return ids[:, : max(1, width)], y
+
+    def build_model(self) -> nn.Module:
+        return TextClassifier(self.vocab, len(self.classes), dim=self.dim, layers=self.layers, max_len=self.max_len)
+
+    def make_masker(self, rate: float, seed: int) -> MaskModule:
+        return TokenMask(rate, mask_id=MASK, special_ids=range(len(SPECIALS)), seed=seed)
+
+    def num_keys(self) -> int:
+        return self.vocab
+
+    def apply_mask(self, masker: DynamicMask, ids: torch.Tensor) -> torch.Tensor:
+        self._keys = ids
+        return masker(ids, attention_mask=ids != PAD)[0]
+
+    def keys_of(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        keys = getattr(self, "_keys", None)
+        if keys is None:
+            return {}
+        self._keys = None
+        return {"keys": keys, "key_valid": keys >= len(SPECIALS)}
+
+    def forward(self, model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+        return model(ids, ids != PAD)
+
+
+# ----------------------------------------------------------------------------------------------
+# Images
+# ----------------------------------------------------------------------------------------------
+
+
+class ImagePatchMask(MaskModule):
+    """Mask ``round(rate * N)`` random patches of a ``patch_size`` grid in pixel space (B, C, H, W),
+    filling them with ``value`` (Hide-and-Seek / grid cutout): the pixel-space twin of
+    :class:`~maskwise.nn.PatchMask`, for models without patch embeddings (CNNs).
+
+    ``forward(images) -> (masked images, mask (B, N))``, ``N = (H / p) * (W / p)``.
+    """
+
+    def __init__(self, rate: float, patch_size: int, *, value: float = 0.0, seed: int | None = None) -> None:
+        super().__init__(rate, seed=seed)
+        self.patch_size, self.value = patch_size, value
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        B, C, H, W = images.shape
+        p = self.patch_size
+        h, w = H // p, W // p
+        if not self.training or self.rate == 0.0:
+            return images, torch.zeros(B, h * w, dtype=torch.bool, device=images.device)
+        mask = MF.mask_patches(B, h * w, self.rate, device=images.device, generator=self.generator(images.device))
+        pix = mask.view(B, 1, h, 1, w, 1).expand(B, C, h, p, w, p).reshape(B, C, H, W)
+        return images.masked_fill(pix, self.value), mask
+
+
+class _BlockPixels(MaskModule):
+    """BEiT block masking applied in pixel space through :class:`BlockPatchMask` on patchified
+    pixels (masked patches set to 0)."""
+
+    def __init__(self, rate: float, patch_size: int, grid: tuple[int, int], *, seed: int | None = None) -> None:
+        super().__init__(rate, seed=seed)
+        self.patch_size, self.grid = patch_size, grid
+        self.inner = BlockPatchMask(rate, grid, min_block=2, seed=seed)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.inner.rate = self.rate
+        self.inner.train(self.training)
+        patches, mask = self.inner(MF.patchify(images, self.patch_size))
+        return MF.unpatchify(patches, self.patch_size, self.grid), mask
+
+
+class ImageClassification(_Classification):
+    """Image classification with a small CNN; inputs masked by ``masker``: ``patch`` (random
+    pixel patches, :class:`ImagePatchMask`), ``block`` (BEiT blocks) or ``erase`` (random
+    erasing; its rate is the probability of erasing an image).
+
+    Data: ``"digits"`` (scikit-learn; fixed seeded split 60 / 15 / 25 % of 1,797 images) or an
+    MNIST-format IDX directory (official test set; dev carved from train, seeded).
+    ``train_size`` subsamples the training set (the small-data regime).
+    """
+
+    name = "image-classification"
+    item_name = "images"
+
+    def __init__(self, root: str | Path = "digits", *, train_size: int | None = None, masker: str = "patch",
+                 width: int | None = None, epochs: int | None = None, dev_size: int = 2000, seed: int = 0) -> None:
+        if masker not in ("patch", "block", "erase"):
+            raise ValueError(f"masker must be 'patch', 'block' or 'erase' ({masker!r} given).")
+        self.masker_kind = masker
+        if str(root) == "digits":
+            full = D.load_digits()["all"]
+            rest, test = D.carve(full, 0.25, seed)
+            train, dev = D.carve(rest, 0.2, seed + 1)
+            self.patch_size, default_width, default_epochs = 2, 16, 40
+            self.source = "scikit-learn digits (8x8)"
+        else:
+            splits = D.load_idx_dir(root)
+            test = splits["test"]
+            train, dev = D.carve(splits["train"], min(0.5, dev_size / len(splits["train"])), seed)
+            self.patch_size, default_width, default_epochs = 4, 32, 20
+            self.source = f"IDX {Path(root).name}"
+        if train_size is not None:
+            if not 0 < train_size <= len(train):
+                raise ValueError(f"train_size must be in [1, {len(train)}] ({train_size} given).")
+            g = torch.Generator().manual_seed(seed + 2)
+            train = train.subset(torch.randperm(len(train), generator=g)[:train_size].sort().values)
+        mean, std = float(train.inputs.mean()), float(train.inputs.std())
+        self.splits = {k: D.Split((v.inputs - mean) / std, v.labels) for k, v in
+                       {"train": train, "dev": dev, "test": test}.items()}
+        self.background = (0.0 - mean) / std  # masked pixels become background (0 before scaling)
+        self.classes = [str(i) for i in range(int(max(int(s.labels.max()) for s in self.splits.values())) + 1)]
+        self.width = width or default_width
+        self.train_config = TrainConfig(epochs=epochs or default_epochs, lr=2e-3, weight_decay=0.05)
+        self.controller = ControllerConfig(target=0.9, max_rate=0.75)
+        self.default_rates = (0.1, 0.25, 0.4) if masker != "erase" else (0.25, 0.5, 0.75)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "data": self.source, "masker": self.masker_kind,
+                "patch_size": self.patch_size, "model": f"CNN width {self.width}"}
+
+    def build_model(self) -> nn.Module:
+        return ConvNet(1, len(self.classes), width=self.width)
+
+    def make_masker(self, rate: float, seed: int) -> MaskModule:
+        _, _, H, W = self.splits["train"].inputs.shape
+        if self.masker_kind == "patch":
+            return ImagePatchMask(rate, self.patch_size, value=self.background, seed=seed)
+        if self.masker_kind == "block":
+            return _BlockPixels(rate, self.patch_size, (H // self.patch_size, W // self.patch_size), seed=seed)
+        return Erase(rate, value=self.background, seed=seed)
+
+
+# ----------------------------------------------------------------------------------------------
+# Speech
+# ----------------------------------------------------------------------------------------------
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("MASKWISE_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "maskwise")
+    return Path(base)
+
+
+def speech_features(items: list[tuple[Path, str]], labels: dict[str, int], *, n_mels: int, frames: int,
+                    cache: bool = True) -> D.Split:
+    """Log-mel features (N, n_mels, frames) of WAV files, cropped / padded (with the clip's
+    minimum) to ``frames``, cached on disk by a hash of the paths, sizes and settings."""
+    key = hashlib.sha1(repr((n_mels, frames, [(str(p), p.stat().st_size) for p, _ in items])).encode()).hexdigest()[:16]
+    path = _cache_dir() / f"logmel-{key}.pt"
+    if cache and path.is_file():
+        x = torch.load(path)
+    else:
+        feats = []
+        for p, _ in items:
+            wav, sr = D.read_wav(p)
+            m = D.log_mel(wav, sr, n_mels=n_mels)
+            T = m.shape[1]
+            if T >= frames:
+                start = (T - frames) // 2
+                m = m[:, start : start + frames]
+            else:
+                m = F.pad(m, (0, frames - T), value=float(m.min()))
+            feats.append(m)
+        x = torch.stack(feats)
+        if cache:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(x, path)
+    return D.Split(x, torch.tensor([labels[lab] for _, lab in items]))
+
+
+class SpeechClassification(_Classification):
+    """Spoken-word recognition on log-mel features with a small CNN and SpecAugment.
+
+    The masker is :class:`~maskwise.nn.SpecAugment` with two frequency masks of up to
+    ``freq_width`` bands and ``round(rate * 10)`` time masks of up to ``time_width`` frames: the
+    rate (the knob the controller moves) scales the number of time masks, so rates run 0-1.
+    """
+
+    name = "speech-classification"
+    item_name = "clips"
+    default_rates = (0.2, 0.5, 1.0)
+
+    def __init__(self, root: str | Path, *, n_mels: int = 40, frames: int = 80, width: int = 24,
+                 epochs: int = 20, freq_width: int = 6, time_width: int = 8, seed: int = 0) -> None:
+        items, self.classes = D.load_speech(root)
+        index = {c: i for i, c in enumerate(self.classes)}
+        splits = {k: speech_features(v, index, n_mels=n_mels, frames=frames) for k, v in items.items()}
+        if "test" not in splits:
+            splits["train"], splits["test"] = D.carve(splits["train"], 0.1, seed + 1)
+        if "dev" not in splits:
+            splits["train"], splits["dev"] = D.carve(splits["train"], 0.1, seed)
+        self.splits = splits
+        self.n_mels, self.width, self.freq_width, self.time_width = n_mels, width, freq_width, time_width
+        self.train_config = TrainConfig(epochs=epochs, lr=2e-3, weight_decay=0.05)
+        self.controller = ControllerConfig(target=0.9, initial_rate=0.2, max_rate=1.0, max_delta=0.02)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "features": f"log-mel {self.n_mels} x {self.splits['train'].inputs.shape[-1]} frames",
+                "model": f"CNN width {self.width}"}
+
+    def build_model(self) -> nn.Module:
+        return SpecConvNet(self.n_mels, len(self.classes), width=self.width)
+
+    def make_masker(self, rate: float, seed: int) -> MaskModule:
+        return SpecAugment(rate, freq_masks=2, freq_width=self.freq_width, time_masks=10,
+                           time_width=self.time_width, value="mean", seed=seed)
+
+    def apply_mask(self, masker: DynamicMask, x: torch.Tensor) -> torch.Tensor:
+        return masker(x).spec
+
+
+def with_epochs(task: Task, epochs: int) -> Task:
+    task.train_config = replace(task.train_config, epochs=epochs)
+    return task

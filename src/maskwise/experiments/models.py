@@ -1,0 +1,165 @@
+"""Small, standard models for the experiments, with maskwise's attention where attention is used.
+
+* :class:`Block`: a pre-LN transformer block (self-attention with a :mod:`maskwise.attention`
+  spec, optional cross-attention, GELU MLP);
+* :class:`TextClassifier`: token + position embeddings, ``Block`` s under a padding mask, mean
+  pooling over real tokens, a linear head;
+* :class:`ConvNet`: a small CNN for images (two conv stages, global average pooling);
+* :class:`SpecConvNet`: the same idea for log-mel spectrograms (B, F, T);
+* :class:`DecoderLM` and :class:`Seq2Seq`: decoder-only and encoder-decoder transformers for
+  the sequence tasks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from maskwise.nn import MultiheadAttention
+
+__all__ = ["Block", "ConvNet", "DecoderLM", "Seq2Seq", "SpecConvNet", "TextClassifier"]
+
+
+class Block(nn.Module):
+    """Pre-LN transformer block: ``x + attn(ln(x), mask) [+ cross(ln(x), memory)] + mlp(ln(x))``."""
+
+    def __init__(self, dim: int, heads: int, *, mlp_ratio: int = 2, dropout: float = 0.1, cross: bool = False) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(dim)
+        self.attn = MultiheadAttention(dim, heads)
+        self.ln_cross = nn.LayerNorm(dim) if cross else None
+        self.cross = MultiheadAttention(dim, heads) if cross else None
+        self.ln2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), nn.GELU(), nn.Linear(mlp_ratio * dim, dim))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: Any = None, *, memory: torch.Tensor | None = None,
+                cross_mask: Any = None) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.ln1(x), mask=mask))
+        if self.cross is not None and self.ln_cross is not None:
+            x = x + self.drop(self.cross(self.ln_cross(x), context=memory, mask=cross_mask))
+        return x + self.drop(self.mlp(self.ln2(x)))
+
+
+class Embedding(nn.Module):
+    """Token + learned position embeddings, scaled init, dropout."""
+
+    def __init__(self, vocab: int, dim: int, max_len: int, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.tok = nn.Embedding(vocab, dim)
+        self.pos = nn.Embedding(max_len, dim)
+        self.drop = nn.Dropout(dropout)
+        nn.init.normal_(self.tok.weight, std=0.02)
+        nn.init.normal_(self.pos.weight, std=0.02)
+
+    def forward(self, ids: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+        if positions is None:
+            positions = torch.arange(ids.shape[1], device=ids.device)
+        return self.drop(self.tok(ids) + self.pos(positions))
+
+
+class TextClassifier(nn.Module):
+    """Transformer encoder classifier over token ids (B, L) with an HF-style attention mask."""
+
+    def __init__(self, vocab: int, classes: int, *, dim: int = 64, heads: int = 4, layers: int = 2,
+                 max_len: int = 128, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.embed = Embedding(vocab, dim, max_len, dropout)
+        self.blocks = nn.ModuleList(Block(dim, heads, dropout=dropout) for _ in range(layers))
+        self.ln = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        from maskwise.attention import padding
+
+        spec = padding(attention_mask.bool())
+        x = self.embed(ids)
+        for block in self.blocks:
+            x = block(x, spec)
+        m = attention_mask.unsqueeze(-1).to(x.dtype)
+        pooled = (self.ln(x) * m).sum(1) / m.sum(1).clamp_min(1.0)
+        return self.head(pooled)
+
+
+class ConvNet(nn.Module):
+    """Two conv stages (conv-BN-GELU x2, pool) and global average pooling: (B, C, H, W) -> logits."""
+
+    def __init__(self, in_channels: int, classes: int, *, width: int = 32, dropout: float = 0.1) -> None:
+        super().__init__()
+
+        def stage(cin: int, cout: int) -> nn.Sequential:
+            return nn.Sequential(
+                nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.GELU(),
+                nn.Conv2d(cout, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.GELU(),
+            )
+
+        self.features = nn.Sequential(stage(in_channels, width), nn.MaxPool2d(2), stage(width, 2 * width))
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(2 * width, classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class SpecConvNet(ConvNet):
+    """:class:`ConvNet` on log-mel spectrograms (B, F, T), normalised per frequency band."""
+
+    def __init__(self, n_mels: int, classes: int, *, width: int = 32, dropout: float = 0.1) -> None:
+        super().__init__(1, classes, width=width, dropout=dropout)
+        self.norm = nn.BatchNorm1d(n_mels, affine=False)
+
+    def forward(self, spec: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return super().forward(self.norm(spec).unsqueeze(1))
+
+
+class DecoderLM(nn.Module):
+    """Decoder-only transformer LM: ``forward(ids, mask_spec, positions=None) -> logits``; the
+    output head is tied to the token embedding."""
+
+    def __init__(self, vocab: int, *, dim: int = 128, heads: int = 4, layers: int = 4, max_len: int = 256,
+                 dropout: float = 0.1) -> None:
+        super().__init__()
+        self.embed = Embedding(vocab, dim, max_len, dropout)
+        self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio=4, dropout=dropout) for _ in range(layers))
+        self.ln = nn.LayerNorm(dim)
+        self.bias = nn.Parameter(torch.zeros(vocab))
+
+    def forward(self, ids: torch.Tensor, mask: Any, positions: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.embed(ids, positions)
+        for block in self.blocks:
+            x = block(x, mask)
+        return nn.functional.linear(self.ln(x), self.embed.tok.weight, self.bias)
+
+
+class Seq2Seq(nn.Module):
+    """Encoder-decoder transformer with a shared (joint) vocabulary and tied embeddings.
+
+    ``encode(src, src_mask_spec) -> memory``; ``decode(tgt_in, memory, self_spec, cross_spec) ->
+    logits``. The masks are maskwise specs: ``padding`` in the encoder, ``causal() & padding`` in
+    the decoder, ``cross(...)`` between them.
+    """
+
+    def __init__(self, vocab: int, *, dim: int = 128, heads: int = 4, enc_layers: int = 2, dec_layers: int = 2,
+                 max_len: int = 256, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.embed = Embedding(vocab, dim, max_len, dropout)
+        self.encoder = nn.ModuleList(Block(dim, heads, mlp_ratio=4, dropout=dropout) for _ in range(enc_layers))
+        self.decoder = nn.ModuleList(Block(dim, heads, mlp_ratio=4, dropout=dropout, cross=True)
+                                     for _ in range(dec_layers))
+        self.ln_enc = nn.LayerNorm(dim)
+        self.ln_dec = nn.LayerNorm(dim)
+        self.bias = nn.Parameter(torch.zeros(vocab))
+
+    def encode(self, src: torch.Tensor, mask: Any) -> torch.Tensor:
+        x = self.embed(src)
+        for block in self.encoder:
+            x = block(x, mask)
+        return self.ln_enc(x)
+
+    def decode(self, tgt: torch.Tensor, memory: torch.Tensor, mask: Any, cross_mask: Any,
+               positions: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.embed(tgt, positions)
+        for block in self.decoder:
+            x = block(x, mask, memory=memory, cross_mask=cross_mask)
+        return nn.functional.linear(self.ln_dec(x), self.embed.tok.weight, self.bias)
