@@ -62,7 +62,6 @@ import argparse
 import gc
 import math
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -77,6 +76,9 @@ import torch.nn.functional as F
 
 import maskwise as mw
 from maskwise.attention import attend, causal, choose_backend, documents, sliding_window
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import machine  # noqa: E402
 
 HERE = Path(__file__).resolve()
 BLOCK = 128
@@ -261,24 +263,6 @@ def table(header: tuple[str, ...], align: list[str], rows: list[tuple[str, ...]]
     for r in rows:
         print("| " + " | ".join(r) + " |")
     print()
-
-
-def machine() -> str:
-    """One line: CPU model (lscpu, else platform.processor()), CPU count, hypervisor, OS."""
-    info: dict[str, str] = {}
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=5).stdout
-        for line in out.splitlines():
-            key, _, value = line.partition(":")
-            info[key.strip()] = value.strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    name = info.get("Model name") or platform.processor() or platform.machine()
-    if "CPU family" in info and "Model" in info:
-        name += f" (family {info['CPU family']}, model {info['Model']})"
-    hyper = f", {info['Hypervisor vendor']} guest" if info.get("Hypervisor vendor") else ""
-    return (f"{name}, {os.cpu_count()} logical CPUs{hyper}, {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}")
 
 
 def _short_error(e: BaseException) -> str:

@@ -29,7 +29,8 @@ batch in each round:
   recording the forward every step [obs10]; both [obs10mon10, not run by default]; and
   ``observe`` on the masked positions only, ``dm.observe(logits[mask], input_ids[mask],
   keys=input_ids[mask])`` [masked]: the reliability is then computed on ~15 % of the rows, with
-  the same result for the controller, tracker and monitor, as the other rows carry no label.
+  the same result for the controller, tracker and monitor, as the other rows carry no label;
+  and that every 10th step only [masked10].
 
 The timed step is everything a training step does: masking (plus the tracker's weights and the
 monitor's forward record for ``dynamic``), forward, loss, backward, ``AdamW.step`` and, for the
@@ -56,9 +57,7 @@ import argparse
 import gc
 import math
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -74,6 +73,9 @@ import maskwise as mw
 from maskwise.dynamic import DifficultyTracker, ReliabilityController, reliability
 from maskwise.monitor import MaskMonitor
 from maskwise.nn import DynamicMask, MultiheadAttention, TokenMask
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import machine  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # ids 0..4
@@ -197,6 +199,8 @@ CONFIGS = {
     "obs10mon10": Config("dynamic, observe every 10 steps + MaskMonitor(every=10)", observe_every=10,
                          monitor_every=10),
     "masked": Config("dynamic, observe(logits[mask], ...) every step", masked_only=True),
+    "masked10": Config("dynamic, observe(logits[mask], ...) every 10 steps", masked_only=True,
+                       observe_every=10),
 }
 
 
@@ -351,24 +355,6 @@ def breakdown(batches: list[torch.Tensor], repeats: int) -> tuple[dict[str, floa
 # ----------------------------------------------------------------------------------------------
 
 
-def machine() -> str:
-    """One line: CPU model (lscpu, else platform.processor()), CPU count, hypervisor, OS."""
-    info: dict[str, str] = {}
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=5).stdout
-        for line in out.splitlines():
-            key, _, value = line.partition(":")
-            info[key.strip()] = value.strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    name = info.get("Model name") or platform.processor() or platform.machine()
-    if "CPU family" in info and "Model" in info:
-        name += f" (family {info['CPU family']}, model {info['Model']})"
-    hyper = f", {info['Hypervisor vendor']} guest" if info.get("Hypervisor vendor") else ""
-    return (f"{name}, {os.cpu_count()} logical CPUs{hyper}, {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}")
-
-
 def pct(x: float) -> str:
     return f"{x * 100:+.1f} %"
 
@@ -380,9 +366,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=50, help="timed calls per breakdown item (default 50)")
     parser.add_argument("--threads", default="default,1",
                         help="comma-separated torch thread counts; 'default' = torch's own (default: default,1)")
-    parser.add_argument("--variants", default="dynamic,mon10,obs10,masked",
+    parser.add_argument("--variants", default="dynamic,mon10,obs10,masked,masked10",
                         help=f"comma-separated, from {', '.join(CONFIGS)} (static is always run; "
-                             "default: dynamic,mon10,obs10,masked)")
+                             "default: dynamic,mon10,obs10,masked,masked10)")
     parser.add_argument("--data", type=Path, default=REPO / ".." / "shared" / "data",
                         help="data root holding text/sst2 (default: ../shared/data from the repo root); "
                              "synthetic tokens without it")
@@ -475,6 +461,14 @@ def main(argv: list[str] | None = None) -> None:
         extra = res["forward: DynamicMask(ids) total"] - res["forward: TokenMask(ids) (static, for reference)"]
         print(f"| forward: DynamicMask(ids) - TokenMask(ids) | {extra:.3f} | {extra / a * 100:.2f} % |")
         print()
+        for label, obs in (("(B, L, V) logits", res["observe() total, (B, L, V) logits"]),
+                           ("logits[mask]", res["observe() total, logits[mask] (gather included)"])):
+            per_k = {k: (obs / k + extra) / a for k in (1, 5, 10, 20, 50)}
+            room = TARGET * a - extra
+            k_min = math.ceil(obs / room) if room > 0 else None
+            print(f"predicted overhead, observe on {label} every k steps = (observe / k + forward extra) / static: "
+                  + ", ".join(f"k={k} {v * 100:.2f} %" for k, v in per_k.items())
+                  + (f"; <= 2 % from k = {k_min}" if k_min else "; > 2 % for every k"))
         for line in lines:
             print(line)
     print()
