@@ -16,6 +16,9 @@ Formats:
   the official test split), or a CSV manifest ``path,label[,split]``.
 * text pairs: line-aligned source / target files (optionally gzipped), or JSONL with source and
   target fields (a list of sentences is joined with spaces).
+
+Text files are read as UTF-8; a byte that is not valid UTF-8 becomes U+FFFD (TREC's training file
+has one).
 """
 
 from __future__ import annotations
@@ -79,9 +82,27 @@ def carve(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
 
 
 def _open_text(path: Path) -> io.TextIOBase:
+    # errors="replace": TREC's train file has one stray non-UTF-8 byte (0xF0 in "sister?city");
+    # a strict decode would reject the whole data set for one character.
     if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path), encoding="utf-8")
-    return open(path, encoding="utf-8")  # noqa: SIM115 (closed by the caller's with)
+        return io.TextIOWrapper(gzip.open(path), encoding="utf-8", errors="replace")
+    return open(path, encoding="utf-8", errors="replace")  # noqa: SIM115 (closed by the caller's with)
+
+
+# What reading a file raises when its bytes are not what the name says: a file named .gz that is
+# not gzip (BadGzipFile, an OSError), a truncated gzip (EOFError), a manifest that is not UTF-8
+# (UnicodeDecodeError). Re-raised as ValueError naming the file.
+_UNREADABLE = (OSError, EOFError, UnicodeDecodeError)
+
+
+def _json_object(line: str, path: Path, i: int) -> dict:
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{i}: not JSON ({e}).") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}:{i}: expected a JSON object, got {type(obj).__name__}.")
+    return obj
 
 
 def _split_of(name: str) -> str | None:
@@ -135,6 +156,13 @@ def _pick(fields: Iterable[str], wanted: Sequence[str], path: Path, what: str) -
 
 
 def _read_text_file(path: Path) -> list[tuple[str, str]]:
+    try:
+        return _read_text_rows(path)
+    except _UNREADABLE as e:
+        raise ValueError(f"{path}: unreadable ({e}).") from None
+
+
+def _read_text_rows(path: Path) -> list[tuple[str, str]]:
     name = path.name.lower().removesuffix(".gz")
     rows: list[tuple[str, str]] = []
     with _open_text(path) as f:
@@ -144,19 +172,22 @@ def _read_text_file(path: Path) -> list[tuple[str, str]]:
                 raise ValueError(f"{path}: empty file.")
             tf = _pick(reader.fieldnames, _TEXT_FIELDS, path, "text")
             lf = _pick(reader.fieldnames, _LABEL_FIELDS, path, "label")
-            rows = [(str(r[lf]).strip(), str(r[tf])) for r in reader]
+            for r in reader:
+                if r[lf] is None or r[tf] is None:  # a short row: DictReader fills None
+                    raise ValueError(f"{path}:{reader.line_num}: missing the {lf if r[lf] is None else tf} value.")
+                rows.append((r[lf].strip(), r[tf]))
         elif name.endswith(".jsonl"):
             tf = lf = ""
             for i, line in enumerate(f, 1):
                 if not line.strip():
                     continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{i}: not JSON ({e}).") from None
+                obj = _json_object(line, path, i)
                 if not tf:
                     tf = _pick(obj, _TEXT_FIELDS, path, "text")
                     lf = _pick(obj, _LABEL_FIELDS, path, "label")
+                for field in (tf, lf):
+                    if field not in obj:
+                        raise ValueError(f"{path}:{i}: no field {field!r} (fields: {', '.join(obj)}).")
                 rows.append((str(obj[lf]).strip(), str(obj[tf])))
         else:
             for i, line in enumerate(f, 1):
@@ -212,10 +243,15 @@ _IDX_DTYPES = {0x08: torch.uint8, 0x09: torch.int8, 0x0B: torch.int16, 0x0C: tor
 def load_idx(path: str | Path) -> torch.Tensor:
     """Read one IDX file (MNIST format, optionally gzipped) into a tensor."""
     path = Path(path)
-    data = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
+    try:
+        data = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError) as e:
+        raise ValueError(f"{path}: unreadable ({e}).") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
         raise ValueError(f"{path}: not an IDX file (bad magic number).")
     ndim = data[3]
+    if len(data) < 4 + 4 * ndim:
+        raise ValueError(f"{path}: header truncated ({len(data)} bytes for {ndim} dimensions).")
     dims = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
     dtype = _IDX_DTYPES[data[2]]
     body = data[4 + 4 * ndim :]
@@ -283,6 +319,9 @@ def read_wav(path: str | Path) -> tuple[torch.Tensor, int]:
             frames = w.readframes(n)
     except (wave.Error, EOFError, OSError) as e:
         raise ValueError(f"{path}: unreadable WAV ({e}).") from None
+    frames = frames[: len(frames) - len(frames) % (width * channels)]  # a truncated file's partial frame
+    if not frames:
+        raise ValueError(f"{path}: no samples.")
     if width == 1:
         x = (torch.frombuffer(bytearray(frames), dtype=torch.uint8).float() - 128.0) / 128.0
     elif width == 2:
@@ -291,8 +330,6 @@ def read_wav(path: str | Path) -> tuple[torch.Tensor, int]:
         x = torch.frombuffer(bytearray(frames), dtype=torch.int32).float() / 2147483648.0
     else:
         raise ValueError(f"{path}: unsupported sample width {width} bytes.")
-    if x.numel() == 0:
-        raise ValueError(f"{path}: no samples.")
     return x.view(-1, channels).mean(1), sr
 
 
@@ -346,11 +383,15 @@ def load_speech(root: str | Path, *, test_indices: int = 5) -> tuple[dict[str, l
     root = Path(root)
     items: dict[str, list[tuple[Path, str]]] = {}
     if root.is_file():
-        with open(root, encoding="utf-8", newline="") as f:
-            rows = [r for r in csv.reader(f) if r and not r[0].startswith("#")]
-        if rows and rows[0][0].strip().lower() == "path":
+        try:
+            with open(root, encoding="utf-8", newline="") as f:
+                reader = csv.reader(f)
+                rows = [(reader.line_num, r) for r in reader if r and not r[0].startswith("#")]
+        except _UNREADABLE as e:
+            raise ValueError(f"{root}: unreadable ({e}).") from None
+        if rows and rows[0][1][0].strip().lower() == "path":
             rows = rows[1:]
-        for i, r in enumerate(rows, 1):
+        for i, r in rows:
             if len(r) not in (2, 3):
                 raise ValueError(f"{root}:{i}: expected 'path,label[,split]', got {','.join(r)!r}.")
             split = _split_of(r[2]) if len(r) == 3 else "train"
@@ -383,10 +424,14 @@ def load_speech(root: str | Path, *, test_indices: int = 5) -> tuple[dict[str, l
 
 def load_parallel(source: str | Path, target: str | Path) -> list[tuple[str, str]]:
     """Line-aligned ``(source, target)`` pairs from two text files (``.gz`` read as gzip)."""
-    with _open_text(Path(source)) as f:
-        src = [line.rstrip("\n") for line in f]
-    with _open_text(Path(target)) as f:
-        tgt = [line.rstrip("\n") for line in f]
+    lines = []
+    for path in (Path(source), Path(target)):
+        try:
+            with _open_text(path) as f:
+                lines.append([line.rstrip("\n") for line in f])
+        except _UNREADABLE as e:
+            raise ValueError(f"{path}: unreadable ({e}).") from None
+    src, tgt = lines
     if len(src) != len(tgt):
         raise ValueError(f"{source} has {len(src)} lines but {target} has {len(tgt)}; they must be aligned.")
     pairs = [(s.strip(), t.strip()) for s, t in zip(src, tgt) if s.strip() and t.strip()]
@@ -405,15 +450,19 @@ def load_jsonl_pairs(path: str | Path, source_field: str, target_field: str) -> 
     """``(source, target)`` pairs from a JSONL file; a list value (sentences, several
     references) is joined with spaces for the source and its first item is taken for the target."""
     path = Path(path)
+    try:
+        return _read_jsonl_pairs(path, source_field, target_field)
+    except _UNREADABLE as e:
+        raise ValueError(f"{path}: unreadable ({e}).") from None
+
+
+def _read_jsonl_pairs(path: Path, source_field: str, target_field: str) -> list[tuple[str, str]]:
     pairs = []
     with _open_text(path) as f:
         for i, line in enumerate(f, 1):
             if not line.strip():
                 continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{i}: not JSON ({e}).") from None
+            obj = _json_object(line, path, i)
             for field in (source_field, target_field):
                 if field not in obj:
                     raise ValueError(f"{path}:{i}: no field {field!r} (fields: {', '.join(obj)}).")

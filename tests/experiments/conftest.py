@@ -1,0 +1,61 @@
+"""Fixtures of the experiment tests: the real data sets under ``../shared/data`` (each test that
+needs one is skipped, with the path it looked for, when it is missing) and one intra-op thread.
+
+One thread: the models here are tiny, and on a shared 2-core machine two torch threads contending
+with other jobs make a CNN step ~100x slower (``maskwise demo --fast`` takes ~30 s instead of
+~4 s)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import shared_data_dir
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _require(*parts: str) -> Path:
+    path = shared_data_dir().joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real data set not found at {path} (the repository's ../shared/data; set MASKWISE_DATA)")
+    return path
+
+
+@pytest.fixture
+def trec_dir() -> Path:
+    return _require("text", "trec")
+
+
+@pytest.fixture
+def sst2_dir() -> Path:
+    return _require("text", "sst2")
+
+
+@pytest.fixture
+def fsdd_dir() -> Path:
+    return _require("speech", "fsdd")
+
+
+@pytest.fixture
+def fashion_mnist_dir() -> Path:
+    return _require("image", "fashion_mnist")
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The speech feature cache, redirected into the test's temporary directory."""
+    path = tmp_path / "cache"
+    monkeypatch.setenv("MASKWISE_CACHE", str(path))
+    return path

@@ -1,0 +1,218 @@
+"""The classification tasks end to end for a few steps: on synthetic files in every accepted
+format and on small slices of ../shared/data copied to a temporary directory (skipped without
+it); plus the pixel-space patch masker."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from maskwise.experiments import data as D
+from maskwise.experiments.classification import (
+    MASK,
+    PAD,
+    SPECIALS,
+    ImageClassification,
+    ImagePatchMask,
+    SpeechClassification,
+    TextClassification,
+)
+from maskwise.experiments.engine import RunResult, TrainConfig, Variant, train_run
+from maskwise.nn import DynamicMask
+from tests.experiments.synth import write_idx_dir, write_speech_dir, write_text, write_text_dir
+
+FEW = TrainConfig(epochs=1, max_steps=3)
+
+
+def check_run(r: RunResult, task: Any, variant: Variant) -> None:
+    """A short run's result: one epoch of at most 3 steps, metrics of every split in range."""
+    steps = min(3, math.ceil(len(task.splits["train"]) / task.batch_size))  # batches of 32
+    assert (r.steps, r.epochs, r.best_epoch) == (steps, 1, 1)
+    assert r.variant == variant.kind
+    for split in (r.train, r.dev, r.test):
+        assert set(split) >= {"accuracy", "loss"}
+        assert 0.0 <= split["accuracy"] <= 1.0 and split["loss"] > 0
+    assert r.gap == pytest.approx(r.train["accuracy"] - r.test["accuracy"])
+    assert set(r.history[0]) >= {"epoch", "step", "train_loss", "dev_accuracy", "dev_loss"}
+    if variant.kind == "none":
+        assert r.monitor is None
+    else:
+        assert r.monitor is not None
+        forwards = [row for row in r.monitor.rows if "accuracy" not in row]  # observe rows carry reliability
+        assert len(forwards) == r.steps and all("rate" in row for row in forwards)
+
+
+# ----------------------------------------------------------------------------------------------
+# Images
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("masker", ["patch", "block", "erase"])
+def test_image_digits(masker: str) -> None:
+    task = ImageClassification("digits", train_size=64, masker=masker)
+    # 1,797 digits: test round(0.25 * 1797), dev round(0.2 * the rest), train subsampled
+    assert task.describe()["sizes"] == {"train": 64, "dev": 270, "test": 449}
+    assert task.classes == [str(i) for i in range(10)]
+    x = task.splits["train"].inputs
+    assert x.shape == (64, 1, 8, 8)
+    assert float(x.mean()) == pytest.approx(0.0, abs=1e-5) and float(x.std()) == pytest.approx(1.0, abs=1e-5)
+    variant = Variant("static", 0.25 if masker != "erase" else 0.5)
+    r = train_run(task, variant, 0, config=FEW)
+    check_run(r, task, variant)
+    if masker == "patch":  # exactly round(0.25 * 16) of the 4 x 4 grid of 2 x 2 patches
+        assert [row["masked_fraction"] for row in r.monitor.rows if "masked_fraction" in row] == [0.25] * r.steps
+
+
+def test_image_idx_dir(tmp_path: Path) -> None:
+    write_idx_dir(tmp_path, n_train=60, n_test=20, size=16, classes=3, gz=True)
+    task = ImageClassification(tmp_path, masker="block")
+    # the official test set; dev carved from train (at most half of it)
+    assert task.describe()["sizes"] == {"train": 30, "dev": 30, "test": 20}
+    assert task.classes == ["0", "1", "2"] and task.patch_size == 4
+    for variant in (Variant("none"), Variant("dynamic")):
+        check_run(train_run(task, variant, 0, config=FEW), task, variant)
+
+
+def test_image_bad_arguments(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"masker must be 'patch', 'block' or 'erase' \('cutout' given\)"):
+        ImageClassification("digits", masker="cutout")
+    with pytest.raises(ValueError, match=r"train_size must be in \[1, 1078\] \(5000 given\)"):
+        ImageClassification("digits", train_size=5000)
+    with pytest.raises(ValueError, match="is not a directory"):
+        ImageClassification(tmp_path / "missing")
+
+
+def test_image_patch_mask() -> None:
+    images = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).view(2, 3, 8, 8)
+    pm = ImagePatchMask(0.25, 2, value=-1.0, seed=0)
+    out, mask = pm(images)
+    assert mask.shape == (2, 16) and mask.sum(1).tolist() == [4, 4]
+    # expand the (B, 16) patch mask to pixels by a loop: patch n covers rows 2(n // 4) .. +1, cols 2(n % 4) .. +1
+    pix = torch.zeros(2, 3, 8, 8, dtype=torch.bool)
+    for b in range(2):
+        for n in range(16):
+            if mask[b, n]:
+                r, c = 2 * (n // 4), 2 * (n % 4)
+                pix[b, :, r : r + 2, c : c + 2] = True
+    assert torch.equal(out, torch.where(pix, torch.tensor(-1.0), images))
+    pm.eval()
+    same, none = pm(images)
+    assert same is images and not none.any()
+
+
+# ----------------------------------------------------------------------------------------------
+# Text
+# ----------------------------------------------------------------------------------------------
+
+
+def _small_text(root: Path) -> TextClassification:
+    return TextClassification(root, vocab_size=200, max_len=16, dim=16, layers=1)
+
+
+def test_text_synthetic_dir(tmp_path: Path) -> None:
+    write_text_dir(tmp_path, n_train=40, n_dev=12, n_test=12)
+    task = _small_text(tmp_path)
+    assert task.classes == ["neg", "pos"]
+    assert task.describe()["sizes"] == {"train": 40, "dev": 12, "test": 12}
+    ids = task.splits["train"].inputs
+    assert ids.shape == (40, 16) and ids.dtype == torch.long
+    assert (ids[:, 0] != PAD).all()  # every example has tokens; padding only at the end
+    for variant in (Variant("static", 0.3), Variant("dynamic")):
+        check_run(train_run(task, variant, 0, config=FEW), task, variant)
+
+
+def test_text_masking_spares_padding_and_special_tokens(tmp_path: Path) -> None:
+    write_text_dir(tmp_path, n_train=20, n_dev=4, n_test=4)
+    task = _small_text(tmp_path)
+    ids, _ = task.fetch("train", torch.arange(8))
+    ids = ids.clone()
+    ids[0, 0] = SPECIALS.index("[CLS]")
+    masked = task.apply_mask(DynamicMask(task.make_masker(1.0, 0), 1.0), ids)
+    keep = ids < len(SPECIALS)  # padding and special tokens
+    assert torch.equal(masked[keep], ids[keep])
+    assert (masked[~keep] == MASK).all()
+    assert task.keys_of(masked)["keys"] is ids
+
+
+@pytest.mark.parametrize("name", ["trec", "sst2"])
+def test_text_real_slice(tmp_path: Path, request: pytest.FixtureRequest, name: str) -> None:
+    src = request.getfixturevalue(f"{name}_dir")
+    files = D.find_split_files(src)
+    for path in files.values():  # the first 200 lines of each split
+        with open(path, "rb") as f:
+            head = b"".join(line for _, line in zip(range(200), f))
+        (tmp_path / path.name).write_bytes(head)
+    task = _small_text(tmp_path)
+    sizes = task.describe()["sizes"]
+    if name == "trec":  # no dev file: 10 % of train carved
+        assert sizes == {"train": 180, "dev": 20, "test": 200} and task.classes == [str(i) for i in range(6)]
+    else:
+        assert sizes == {"train": 200, "dev": 200, "test": 200} and task.classes == ["0", "1"]
+    check_run(train_run(task, Variant("static", 0.2), 0, config=FEW), task, Variant("static", 0.2))
+
+
+# ----------------------------------------------------------------------------------------------
+# Speech
+# ----------------------------------------------------------------------------------------------
+
+
+def _small_speech(root: Path) -> SpeechClassification:
+    return SpeechClassification(root, n_mels=20, frames=16, width=8, freq_width=3, time_width=2)
+
+
+def test_speech_synthetic_dir_and_feature_cache(tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_speech_dir(tmp_path / "wav", labels=("0", "1", "2"), speakers=("ann", "bob"), indices=range(8))
+    task = _small_speech(tmp_path / "wav")
+    # index 0-4 test (3 x 2 x 5 = 30), 5-7 train (18), of which round(0.1 * 18) = 2 dev
+    assert task.describe()["sizes"] == {"train": 16, "dev": 2, "test": 30}
+    assert task.splits["train"].inputs.shape == (16, 20, 16)
+    assert torch.isfinite(task.splits["test"].inputs).all()
+    cached = sorted(cache_dir.glob("logmel-*.pt"))
+    assert len(cached) == 2  # one file per split
+    check_run(train_run(task, Variant("static", 0.5), 0, config=FEW), task, Variant("static", 0.5))
+
+    def no_reading(path: object) -> None:
+        raise AssertionError(f"read {path} although its features are cached")
+
+    monkeypatch.setattr(D, "read_wav", no_reading)
+    again = _small_speech(tmp_path / "wav")
+    assert torch.equal(again.splits["test"].inputs, task.splits["test"].inputs)
+    assert torch.equal(again.splits["train"].inputs, task.splits["train"].inputs)
+
+
+def test_speech_manifest_without_split(tmp_path: Path, cache_dir: Path) -> None:
+    paths = write_speech_dir(tmp_path / "wav", labels=("no", "yes"), speakers=("a",), indices=range(10), n=800)
+    write_text(tmp_path / "all.csv", "path,label\n" + "".join(f"wav/{p.name},{p.name.split('_')[0]}\n" for p in paths))
+    task = _small_speech(tmp_path / "all.csv")
+    # 20 clips: test round(0.1 * 20) = 2, then dev round(0.1 * 18) = 2
+    assert task.describe()["sizes"] == {"train": 16, "test": 2, "dev": 2}
+    assert task.classes == ["no", "yes"]
+    check_run(train_run(task, Variant("dynamic"), 0, config=FEW), task, Variant("dynamic"))
+
+
+def test_speech_real_fsdd_slice(tmp_path: Path, fsdd_dir: Path, cache_dir: Path) -> None:
+    for digit in range(4):  # 4 digits x indices 0-9 of one speaker: 20 test, 20 train clips
+        for i in range(10):
+            name = f"{digit}_george_{i}.wav"
+            shutil.copyfile(fsdd_dir / "recordings" / name, tmp_path / name)
+    task = SpeechClassification(tmp_path, width=8)
+    assert task.classes == ["0", "1", "2", "3"]
+    assert task.describe()["sizes"] == {"train": 18, "dev": 2, "test": 20}
+    assert task.splits["train"].inputs.shape == (18, 40, 80)
+    check_run(train_run(task, Variant("static", 0.5), 0, config=FEW), task, Variant("static", 0.5))
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "DynamicMask.forward records mask= only for (x, mask) pairs; SpecAugment returns a 3-field "
+    "SpecAugmentResult, so speech runs record the rate but never the masked fraction, although "
+    "the engine's docstring says both are recorded the same way for every variant and task"))
+def test_speech_monitor_records_the_masked_fraction(tmp_path: Path, cache_dir: Path) -> None:
+    write_speech_dir(tmp_path, labels=("0", "1"), speakers=("a",), indices=range(8), n=800)
+    task = _small_speech(tmp_path)
+    r = train_run(task, Variant("static", 0.5), 0, config=FEW)
+    assert all("masked_fraction" in row for row in r.monitor.rows)

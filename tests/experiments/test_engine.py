@@ -1,0 +1,343 @@
+"""maskwise.experiments.engine (and report.summarise): seeded runs, dev model selection, the gap's
+sign, what each variant does to the rate, step accounting; on a tiny task whose dev metric,
+predictions and final metrics the test scripts."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from maskwise.experiments.engine import (
+    Batches,
+    ControllerConfig,
+    RunResult,
+    StepOutput,
+    Task,
+    TrainConfig,
+    Variant,
+    train_run,
+)
+from maskwise.experiments.report import summarise
+from maskwise.nn import DynamicMask, MaskModule, TokenMask
+
+V, L, MASK = 40, 12, 1  # vocabulary, tokens per example, the mask id (never in the data)
+TIMING = ("epoch_time_s", "items_per_s")
+
+
+class Bag(nn.Module):
+    """Mean of token embeddings -> 2 logits: no dropout, so a run depends only on its seed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.EmbeddingBag(V, 2, mode="mean")
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.emb(ids)
+
+
+class ScriptedTask(Task):
+    """32 examples of 12 token ids, 4 batches of 8 per epoch.
+
+    ``dev_script``: the dev metric ``evaluate`` reports at each epoch (the weights at that moment
+    are kept in ``epoch_weights``); ``final``: the metric ``final_metrics`` reports per split
+    (the weights then are ``final_weights``); ``shown``: the logits the training step reports
+    to the controller, ``"model"`` or always ``"right"`` / ``"wrong"``.
+    """
+
+    name = "scripted"
+
+    def __init__(self, *, dev_script: list[float] | None = None, final: dict[str, float] | None = None,
+                 metric: str = "accuracy", higher_is_better: bool = True, shown: str = "model",
+                 controller: ControllerConfig | None = None, dev_loss_offset: float = 0.0) -> None:
+        self.metric, self.higher_is_better = metric, higher_is_better
+        g = torch.Generator().manual_seed(0)
+        self.ids = torch.randint(2, V, (32, L), generator=g)  # (N, L), never MASK
+        self.labels = self.ids[:, 0] % 2
+        self.dev_script, self.final, self.shown = dev_script, final, shown
+        self.dev_loss_offset = dev_loss_offset
+        if controller is not None:
+            self.controller = controller
+        self.epoch_weights: list[torch.Tensor] = []
+        self.final_weights: torch.Tensor | None = None
+        self.fed: list[torch.Tensor] = []  # the (masked) ids of every training step
+        self.evaluated: list[str] = []
+
+    def build_model(self) -> nn.Module:
+        return Bag()
+
+    def make_masker(self, rate: float, seed: int) -> MaskModule:
+        return TokenMask(rate, mask_id=MASK, seed=seed)
+
+    def train_batches(self, epoch: int, generator: torch.Generator) -> Batches:
+        return Batches(len(self.ids), 8, generator, lambda i: (self.ids[i], self.labels[i]))
+
+    def train_step(self, model: nn.Module, masker: DynamicMask | None, batch: Any, device: torch.device) -> StepOutput:
+        x, y = batch
+        if masker is not None:
+            x = masker(x)[0]
+        self.fed.append(x.clone())
+        logits = model(x)
+        shown = logits.detach()
+        if self.shown != "model":
+            shown = 10.0 * F.one_hot(y if self.shown == "right" else 1 - y, 2).float()
+        return StepOutput(F.cross_entropy(logits, y), shown, y, items=len(y))
+
+    def _measure(self, model: nn.Module) -> dict[str, float]:
+        logits = model(self.ids)
+        loss = float(F.cross_entropy(logits, self.labels))
+        return {"accuracy": float((logits.argmax(-1) == self.labels).float().mean()), "loss": loss,
+                "perplexity": math.exp(loss)}
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, split: str, device: torch.device) -> dict[str, float]:
+        self.evaluated.append(split)
+        m = self._measure(model)
+        if split == "dev":
+            m["loss"] += self.dev_loss_offset
+            self.epoch_weights.append(model.emb.weight.detach().clone())
+            if self.dev_script is not None:
+                m[self.metric] = self.dev_script[len(self.epoch_weights) - 1]
+        return m
+
+    @torch.no_grad()
+    def final_metrics(self, model: nn.Module, split: str, device: torch.device) -> dict[str, float]:
+        self.final_weights = model.emb.weight.detach().clone()
+        m = self._measure(model)
+        if self.final is not None:
+            m[self.metric] = self.final[split]
+        return m
+
+
+def _untimed(r: RunResult) -> dict[str, Any]:
+    d = r.to_dict()
+    for k in TIMING:
+        d.pop(k)
+    return d
+
+
+CFG = TrainConfig(epochs=3, lr=0.05)
+
+
+# ----------------------------------------------------------------------------------------------
+# Determinism
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", [Variant("none"), Variant("static", 0.3), Variant("dynamic"),
+                                     Variant("schedule", 0.4)], ids=lambda v: v.label)
+def test_same_seed_same_run_other_seed_other_run(variant: Variant) -> None:
+    a_task, b_task, c_task = ScriptedTask(), ScriptedTask(), ScriptedTask()
+    a = train_run(a_task, variant, 0, config=CFG)
+    b = train_run(b_task, variant, 0, config=CFG)
+    c = train_run(c_task, variant, 1, config=CFG)
+    assert _untimed(a) == _untimed(b)
+    assert all(torch.equal(x, y) for x, y in zip(a_task.fed, b_task.fed, strict=True))
+    assert torch.equal(a_task.final_weights, b_task.final_weights)
+    # another seed: another init, batch order (and masks): other losses
+    assert [h["train_loss"] for h in a.history] != [h["train_loss"] for h in c.history]
+    assert not torch.equal(a_task.fed[0], c_task.fed[0])
+    assert (a.seed, c.seed) == (0, 1)
+
+
+def test_same_seed_same_run_on_a_real_task() -> None:
+    from maskwise.experiments.classification import ImageClassification
+
+    task = ImageClassification("digits", train_size=64)
+    cfg = TrainConfig(epochs=1, max_steps=3)
+    a = train_run(task, Variant("dynamic"), 5, config=cfg)
+    b = train_run(task, Variant("dynamic"), 5, config=cfg)
+    c = train_run(task, Variant("dynamic"), 6, config=cfg)
+    assert _untimed(a) == _untimed(b)
+    assert a.history[0]["train_loss"] != c.history[0]["train_loss"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Model selection and the gap
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("script", "higher_is_better", "best"),
+    [([0.5, 0.8, 0.7], True, 2), ([0.9, 0.2, 0.3], True, 1), ([0.1, 0.2, 0.3], True, 3),
+     ([3.0, 2.0, 1.0, 4.0], False, 3), ([1.0, 2.0, 3.0, 4.0], False, 1)],
+)
+def test_model_selection_keeps_the_best_dev_epoch(script: list[float], higher_is_better: bool, best: int) -> None:
+    metric = "accuracy" if higher_is_better else "perplexity"
+    task = ScriptedTask(dev_script=script, metric=metric, higher_is_better=higher_is_better)
+    r = train_run(task, Variant("none"), 0, config=TrainConfig(epochs=len(script), lr=0.05))
+    assert r.best_epoch == best
+    assert [h[f"dev_{metric}"] for h in r.history] == script
+    assert len(task.epoch_weights) == len(script)
+    # the weights measured at the end are those of the chosen epoch, and the epochs differ
+    assert torch.equal(task.final_weights, task.epoch_weights[best - 1])
+    others = [w for i, w in enumerate(task.epoch_weights) if i != best - 1]
+    assert all(not torch.equal(task.final_weights, w) for w in others)
+    assert task.evaluated == ["dev"] * len(script)  # test is never looked at while training
+
+
+@pytest.mark.parametrize(
+    ("metric", "higher_is_better", "final", "gap"),
+    [("accuracy", True, {"train": 0.9, "dev": 0.8, "test": 0.6}, 0.3),
+     ("accuracy", True, {"train": 0.5, "dev": 0.8, "test": 0.7}, -0.2),
+     ("perplexity", False, {"train": 5.0, "dev": 9.0, "test": 20.0}, 15.0)],
+)
+def test_gap_is_positive_when_better_on_train(metric: str, higher_is_better: bool, final: dict[str, float],
+                                              gap: float) -> None:
+    task = ScriptedTask(metric=metric, higher_is_better=higher_is_better, final=final,
+                        dev_script=[1.0, 1.0] if metric == "perplexity" else None)
+    r = train_run(task, Variant("none"), 0, config=TrainConfig(epochs=2))
+    assert r.gap == pytest.approx(gap)
+    assert (r.train[metric], r.dev[metric], r.test[metric]) == (final["train"], final["dev"], final["test"])
+
+
+# ----------------------------------------------------------------------------------------------
+# Steps, epochs, progress
+# ----------------------------------------------------------------------------------------------
+
+
+def test_max_steps_and_progress() -> None:
+    calls: list[tuple[int, int]] = []
+    r = train_run(ScriptedTask(), Variant("none"), 0, config=TrainConfig(epochs=3, max_steps=6),
+                  progress=lambda step, total, msg: calls.append((step, total)))
+    assert (r.steps, r.epochs) == (6, 2)  # 4 steps per epoch
+    assert [h["step"] for h in r.history] == [4, 6]
+    assert [h["epoch"] for h in r.history] == [1, 2]
+    assert calls == [(s, 6) for s in range(1, 7)]
+    full = train_run(ScriptedTask(), Variant("none"), 0, config=TrainConfig(epochs=3))
+    assert (full.steps, full.epochs) == (12, 3)
+    assert full.items_per_s > 0 and full.epoch_time_s > 0
+
+
+def test_train_loss_is_the_epoch_mean() -> None:
+    r = train_run(ScriptedTask(), Variant("none"), 0, config=TrainConfig(epochs=1, lr=0.0))
+    # lr 0: the model never changes, so the mean of the 4 equal batches' losses is the loss over
+    # all 32 training examples, which final_metrics measures
+    assert r.history[0]["train_loss"] == pytest.approx(r.train["loss"], rel=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# Variants
+# ----------------------------------------------------------------------------------------------
+
+
+def test_none_has_no_masker() -> None:
+    task = ScriptedTask()
+    r = train_run(task, Variant("none"), 0, config=CFG)
+    assert r.monitor is None
+    assert all("rate" not in h for h in r.history)
+    assert all(not (x == MASK).any() for x in task.fed)
+    assert (r.variant, r.rate) == ("none", 0.0)
+
+
+def test_static_masks_at_its_rate() -> None:
+    task = ScriptedTask()
+    r = train_run(task, Variant("static", 0.3), 0, config=CFG)
+    assert r.monitor is not None
+    forwards = [row for row in r.monitor.rows if "masked_fraction" in row]
+    assert len(forwards) == 12  # one per training step
+    assert all(row["rate"] == pytest.approx(0.3) for row in forwards)
+    assert [h["rate"] for h in r.history] == pytest.approx([0.3] * 3)
+    fed = torch.stack(task.fed)  # (steps, B, L)
+    assert abs(float((fed == MASK).float().mean()) - 0.3) < 0.06  # 1,152 tokens, sd ~0.014
+    assert statistics.fmean(row["masked_fraction"] for row in forwards) == pytest.approx(0.3, abs=0.06)
+    assert (r.variant, r.rate) == ("static", 0.3)
+
+
+@pytest.mark.parametrize(
+    ("shown", "direction", "sign"),
+    [("right", "curriculum", +1), ("wrong", "curriculum", -1), ("right", "seed", -1), ("wrong", "seed", +1)],
+)
+def test_dynamic_controller_moves_the_rate(shown: str, direction: str, sign: int) -> None:
+    # accuracy 1 (right) or 0 (wrong) against target 0.9: each step moves the rate by max_delta
+    ctrl = ControllerConfig(initial_rate=0.3, target=0.9, direction=direction, gain=0.5, momentum=0.0,
+                            max_delta=0.01, max_rate=0.6, tracker=False)
+    task = ScriptedTask(shown=shown, controller=ctrl)
+    r = train_run(task, Variant("dynamic"), 0, config=CFG)
+    assert [h["rate"] for h in r.history] == pytest.approx([0.3 + sign * 0.04 * e for e in (1, 2, 3)])
+    forward_rates = [row["rate"] for row in r.monitor.rows if "masked_fraction" in row]
+    assert forward_rates == pytest.approx([0.3 + sign * 0.01 * s for s in range(12)])
+    assert r.rate == 0.3  # the dynamic row reports the controller's initial rate
+    fed = torch.stack(task.fed[-4:])
+    assert float((fed == MASK).float().mean()) == pytest.approx(0.3 + sign * 0.1, abs=0.08)
+
+
+def test_dynamic_gap_signal_updates_once_per_epoch() -> None:
+    ctrl = ControllerConfig(signal="loss_gap", target=0.0, initial_rate=0.2, gain=1.0, momentum=0.0,
+                            max_delta=0.05, tracker=False)
+    task = ScriptedTask(controller=ctrl, dev_loss_offset=1.0)  # dev loss = train loss + 1
+    r = train_run(task, Variant("dynamic"), 0, config=CFG)
+    assert task.evaluated == ["dev", "train"] * 3
+    assert [h["rate"] for h in r.history] == pytest.approx([0.2, 0.25, 0.3])
+    assert [h["rate_next"] for h in r.history] == pytest.approx([0.25, 0.3, 0.35])
+
+
+def test_schedule_warms_up_to_its_rate() -> None:
+    r = train_run(ScriptedTask(), Variant("schedule", 0.4), 0, config=CFG)
+    rates = [row["rate"] for row in r.monitor.rows if "masked_fraction" in row]
+    assert rates[0] == 0.0
+    assert rates == sorted(rates)
+    assert rates[6:] == pytest.approx([0.4] * 6)  # linear over the first half of 12 steps
+    assert r.history[-1]["rate"] == pytest.approx(0.4)
+
+
+def test_unknown_variant() -> None:
+    with pytest.raises(ValueError, match=r"variant must be one of \('none', 'static', 'dynamic', 'schedule'\) \('random' given\)"):
+        Variant("random")
+    assert Variant("static", 0.25).label == "static 0.25" and Variant("dynamic", 0.1).label == "dynamic"
+
+
+# ----------------------------------------------------------------------------------------------
+# summarise: the static rate is chosen on dev
+# ----------------------------------------------------------------------------------------------
+
+
+def _run(variant: str, rate: float, seed: int, dev: float, test: float, train: float = 0.95,
+         final_rate: float | None = None) -> RunResult:
+    hist = [{"epoch": 1.0, "step": 5.0, "train_loss": 1.0, "dev_accuracy": dev}]
+    if final_rate is not None:
+        hist[0]["rate"] = final_rate
+    return RunResult(task="t", variant=variant, rate=rate, seed=seed, train={"accuracy": train},
+                     dev={"accuracy": dev}, test={"accuracy": test}, gap=train - test, best_epoch=seed + 1,
+                     epochs=2, steps=10, epoch_time_s=1.0 + seed, items_per_s=100.0 * (seed + 1), history=hist)
+
+
+RUNS = [
+    _run("dynamic", 0.1, 0, 0.70, 0.70, final_rate=0.25), _run("dynamic", 0.1, 1, 0.72, 0.70, final_rate=0.35),
+    _run("static", 0.3, 0, 0.60, 0.95), _run("static", 0.3, 1, 0.62, 0.97),  # best test, worst dev
+    _run("static", 0.1, 0, 0.80, 0.90), _run("static", 0.1, 1, 0.80, 0.92),
+    _run("static", 0.2, 0, 0.85, 0.70), _run("static", 0.2, 1, 0.87, 0.72),  # best dev
+    _run("none", 0.0, 0, 0.70, 0.60), _run("none", 0.0, 1, 0.74, 0.64),
+    _run("schedule", 0.4, 0, 0.55, 0.50), _run("schedule", 0.2, 0, 0.50, 0.80),
+]
+
+
+def test_summarise_chooses_the_best_dev_rate_not_the_best_test() -> None:
+    rows = summarise(ScriptedTask(), RUNS)
+    assert [(r["variant"], r["rate"]) for r in rows] == [
+        ("none", 0.0), ("static", 0.1), ("static", 0.2), ("static", 0.3), ("schedule", 0.2), ("schedule", 0.4),
+        ("dynamic", 0.1)]
+    chosen = [(r["variant"], r["rate"]) for r in rows if r["chosen"]]
+    assert chosen == [("none", 0.0), ("static", 0.2), ("schedule", 0.4), ("dynamic", 0.1)]
+    s2 = rows[2]
+    assert s2["n"] == 2
+    assert s2["dev_mean"] == pytest.approx(0.86) and s2["dev_std"] == pytest.approx(math.sqrt(2) * 0.01)
+    assert s2["test_mean"] == pytest.approx(0.71) and s2["test_std"] == pytest.approx(math.sqrt(2) * 0.01)
+    assert s2["train_mean"] == pytest.approx(0.95) and s2["gap_mean"] == pytest.approx(0.24)
+    assert s2["gap_std"] == pytest.approx(math.sqrt(2) * 0.01)
+    assert s2["best_epoch_mean"] == 1.5 and s2["epoch_time_s"] == 1.5 and s2["items_per_s"] == 150.0
+    assert rows[5]["n"] == 1 and rows[5]["test_std"] == 0.0
+    assert rows[-1]["rate_final_mean"] == pytest.approx(0.30)
+    assert all("rate_final_mean" not in r for r in rows[:-1])
+
+
+def test_summarise_lower_is_better_chooses_the_smallest_dev() -> None:
+    task = ScriptedTask(metric="accuracy", higher_is_better=False)  # read as an error rate
+    rows = summarise(task, RUNS)
+    assert [r["rate"] for r in rows if r["chosen"] and r["variant"] == "static"] == [0.3]
+    assert [r["rate"] for r in rows if r["chosen"] and r["variant"] == "schedule"] == [0.2]
