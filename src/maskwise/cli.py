@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -25,11 +26,14 @@ DEFAULT_DATA = {
 }
 
 
-def _floats(text: str) -> list[float]:
+def _rates(text: str) -> list[float]:
     try:
-        return [float(x) for x in text.split(",") if x.strip()]
+        rates = [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers ({text!r} given)") from None
+    if not rates or any(not 0.0 <= r <= 1.0 for r in rates):
+        raise argparse.ArgumentTypeError(f"expected one or more rates in [0, 1] ({text!r} given)")
+    return rates
 
 
 def _variants(text: str) -> list[str]:
@@ -64,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser(
         "demo", help="image classification on scikit-learn's digits: none / static / dynamic masking",
-        description="Train a small CNN on 300 of scikit-learn's 8x8 digits without masking, with static "
+        description="Train a small ViT on 300 of scikit-learn's 8x8 digits without masking, with static "
                     "patch masking (rate chosen on dev) and with dynamic masking, 3 seeds each; print the "
                     "comparison and write results and plots.",
     )
@@ -77,12 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data", default=None, help="data path (default: the task's folder under ../shared/data)")
     run.add_argument("--masking", type=_variants, default=["none", "static", "dynamic"],
                      help="comma-separated variants from none, static, dynamic, schedule (default none,static,dynamic)")
-    run.add_argument("--rates", type=_floats, default=None, help="static rates swept, chosen on dev (default: the task's)")
+    run.add_argument("--rates", type=_rates, default=None, help="static rates swept, chosen on dev (default: the task's)")
     run.add_argument("--train-size", type=int, default=None, help="image: subsample the training set to N")
     run.add_argument("--masker", default=None, help="image: patch (default), block or erase")
+    run.add_argument("--model", default=None, help="image: vit (default) or cnn")
     run.add_argument("--signal", default=None, help="controller signal: accuracy, confidence, loss, loss_gap")
     run.add_argument("--target", type=float, default=None, help="controller target")
     run.add_argument("--direction", default=None, help="controller direction: curriculum or seed")
+    run.add_argument("--min-rate", type=float, default=None, help="controller's smallest rate")
     run.add_argument("--max-rate", type=float, default=None, help="controller's largest rate")
     run.add_argument("--no-tracker", action="store_true", help="dynamic: no per-key difficulty weights")
     run.add_argument("--pack", action="store_true", help="language-modeling: pack documents with document masks")
@@ -104,7 +110,8 @@ def make_task(args: argparse.Namespace) -> Any:
     if args.task == "image-classification":
         from maskwise.experiments.classification import ImageClassification
 
-        return ImageClassification(data, train_size=args.train_size, masker=args.masker or "patch")
+        return ImageClassification(data, train_size=args.train_size, masker=args.masker or "patch",
+                                   model=args.model or "vit")
     if args.task == "speech-classification":
         from maskwise.experiments.classification import SpeechClassification
 
@@ -114,9 +121,16 @@ def make_task(args: argparse.Namespace) -> Any:
     return sequence.make_task(args.task, data, args)
 
 
+def _build_task(args: argparse.Namespace) -> Any:
+    try:
+        return make_task(args)
+    except ValueError as e:  # a loader's message names the file and the problem
+        raise SystemExit(f"maskwise run {args.task}: {e}") from None
+
+
 def _configure(task: Any, args: argparse.Namespace) -> Any:
     ctrl = task.controller
-    for name in ("signal", "target", "direction", "max_rate"):
+    for name in ("signal", "target", "direction", "min_rate", "max_rate"):
         value = getattr(args, name, None)
         if value is not None:
             ctrl = replace(ctrl, **{name: value})
@@ -144,7 +158,9 @@ def _report(result: dict[str, Any], out: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    command = "maskwise " + shlex.join(argv)
     if args.command is None:
         parser.print_help()
         return 0
@@ -156,14 +172,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         task = _configure(ImageClassification("digits", train_size=300), args)
         out = args.out or Path("runs/demo")
         seeds = 1 if args.fast else args.seeds
-        result = compare(task, seeds=seeds, out=out, quiet=args.quiet,
-                         command="maskwise demo" + (" --fast" if args.fast else ""))
+        result = compare(task, seeds=seeds, out=out, quiet=args.quiet, command=command)
         _report(result, out)
         return 0
-    task = _configure(make_task(args), args)
+    task = _configure(_build_task(args), args)
     out = args.out or Path("runs") / args.task
     seeds = 1 if args.fast else args.seeds
-    result = compare(task, variants=args.masking, rates=args.rates, seeds=seeds, out=out, quiet=args.quiet)
+    result = compare(task, variants=args.masking, rates=args.rates, seeds=seeds, out=out, quiet=args.quiet,
+                     command=command)
     _report(result, out)
     return 0
 

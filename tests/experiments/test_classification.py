@@ -207,10 +207,6 @@ def test_speech_real_fsdd_slice(tmp_path: Path, fsdd_dir: Path, cache_dir: Path)
     check_run(train_run(task, Variant("static", 0.5), 0, config=FEW), task, Variant("static", 0.5))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "DynamicMask.forward records mask= only for (x, mask) pairs; SpecAugment returns a 3-field "
-    "SpecAugmentResult, so speech runs record the rate but never the masked fraction, although "
-    "the engine's docstring says both are recorded the same way for every variant and task"))
 def test_speech_monitor_records_the_masked_fraction(tmp_path: Path, cache_dir: Path) -> None:
     write_speech_dir(tmp_path, labels=("0", "1"), speakers=("a",), indices=range(8), n=800)
     task = _small_speech(tmp_path)

@@ -21,7 +21,7 @@ def test_demo_fast(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "demo"
     assert main(["demo", "--fast", "--quiet", "--out", str(out)]) == 0
     r = results(out)
-    assert (r["task"], r["command"]) == ("image-classification", "maskwise demo --fast")
+    assert (r["task"], r["command"]) == ("image-classification", f"maskwise demo --fast --quiet --out {out}")
     assert r["settings"]["seeds"] == [0]  # --fast: one seed
     assert r["settings"]["data"]["sizes"]["train"] == 300
     assert sorted({run["variant"] for run in r["runs"]}) == ["dynamic", "none", "static"]
@@ -74,9 +74,6 @@ def test_run_speech_synthetic(tmp_path: Path, cache_dir: Path) -> None:
     assert results(out)["settings"]["data"]["sizes"] == {"train": 5, "dev": 1, "test": 10}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "cli.main(argv) does not pass the command to compare() for `run`, so results.json records "
-    "'maskwise ' + sys.argv[1:] (the caller's argv, here pytest's) instead of argv"))
 def test_run_records_its_own_command(tmp_path: Path) -> None:
     out = tmp_path / "img"
     main(["run", "image-classification", "--data", "digits", "--fast", "--quiet", "--out", str(out),
@@ -117,17 +114,12 @@ def test_unknown_task(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 @pytest.mark.parametrize("rates", ["1.5", "-0.1"])
-@pytest.mark.xfail(strict=True, reason=(
-    "--rates accepts any number: a rate outside [0, 1] is only rejected by the masker "
-    "(ValueError with a traceback) after the 'none' runs have trained"))
 def test_rates_outside_zero_one_are_usage_errors(rates: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     err = _usage_error(["run", "image-classification", "--data", "digits", "--fast", "--quiet", "--train-size", "40",
                         "--out", str(tmp_path), "--rates", rates], capsys)
     assert rates in err
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "--rates ',' parses to an empty list, so the static variant silently produces no runs"))
 def test_empty_rates_are_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     err = _usage_error(["run", "image-classification", "--data", "digits", "--fast", "--quiet", "--train-size", "40",
                         "--masking", "none,static", "--out", str(tmp_path), "--rates", ","], capsys)
@@ -146,5 +138,5 @@ def test_missing_data_path(tmp_path: Path) -> None:
 def test_bad_data_files_name_the_file(tmp_path: Path) -> None:
     data = write_text_dir(tmp_path / "data", n_train=10, n_dev=None, n_test=4)
     (data / "test.txt").unlink()
-    with pytest.raises(ValueError, match=r"data has no test file \(a file name containing 'test'\)"):
+    with pytest.raises(SystemExit, match=r"maskwise run text-classification: .*data has no test file \(a file name containing 'test'\)"):
         main(["run", "text-classification", "--data", str(data), "--fast", "--quiet", "--out", str(tmp_path / "o")])

@@ -17,7 +17,7 @@ from torch import nn
 import maskwise.functional as MF
 from maskwise.experiments import data as D
 from maskwise.experiments.engine import Batches, ControllerConfig, StepOutput, Task, TrainConfig
-from maskwise.experiments.models import ConvNet, SpecConvNet, TextClassifier
+from maskwise.experiments.models import ConvNet, SpecConvNet, TextClassifier, ViT
 from maskwise.nn import BlockPatchMask, DynamicMask, Erase, MaskModule, SpecAugment, TokenMask
 
 __all__ = ["ImageClassification", "ImagePatchMask", "SpeechClassification", "TextClassification"]
@@ -121,7 +121,7 @@ class TextClassification(_Classification):
         self.max_len, self.dim, self.layers = max_len, dim, layers
         self.splits = {k: D.Split(self._encode(v.inputs), v.labels) for k, v in self.splits_text.items()}
         self.train_config = TrainConfig(epochs=epochs, lr=1e-3, weight_decay=0.01)
-        self.controller = ControllerConfig(target=0.9, max_rate=0.6)
+        self.controller = ControllerConfig(target=0.9, min_rate=0.1, max_rate=0.6)
 
     def _encode(self, texts: list[str]) -> torch.Tensor:
         ids = torch.zeros(len(texts), self.max_len, dtype=torch.long)
@@ -220,7 +220,11 @@ class ImageClassification(_Classification):
     item_name = "images"
 
     def __init__(self, root: str | Path = "digits", *, train_size: int | None = None, masker: str = "patch",
-                 width: int | None = None, epochs: int | None = None, dev_size: int = 2000, seed: int = 0) -> None:
+                 model: str = "vit", width: int | None = None, epochs: int | None = None, dev_size: int = 2000,
+                 seed: int = 0) -> None:
+        if model not in ("cnn", "vit"):
+            raise ValueError(f"model must be 'cnn' or 'vit' ({model!r} given).")
+        self.model_kind = model
         if masker not in ("patch", "block", "erase"):
             raise ValueError(f"masker must be 'patch', 'block' or 'erase' ({masker!r} given).")
         self.masker_kind = masker
@@ -228,7 +232,7 @@ class ImageClassification(_Classification):
             full = D.load_digits()["all"]
             rest, test = D.carve(full, 0.25, seed)
             train, dev = D.carve(rest, 0.2, seed + 1)
-            self.patch_size, default_width, default_epochs = 2, 16, 40
+            self.patch_size, default_width, default_epochs = 2, 16, 60
             self.source = "scikit-learn digits (8x8)"
         else:
             splits = D.load_idx_dir(root)
@@ -248,14 +252,18 @@ class ImageClassification(_Classification):
         self.classes = [str(i) for i in range(int(max(int(s.labels.max()) for s in self.splits.values())) + 1)]
         self.width = width or default_width
         self.train_config = TrainConfig(epochs=epochs or default_epochs, lr=2e-3, weight_decay=0.05)
-        self.controller = ControllerConfig(target=0.9, max_rate=0.75)
+        self.controller = ControllerConfig(target=0.9, min_rate=0.1, max_rate=0.75)
         self.default_rates = (0.1, 0.25, 0.4) if masker != "erase" else (0.25, 0.5, 0.75)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "data": self.source, "masker": self.masker_kind,
-                "patch_size": self.patch_size, "model": f"CNN width {self.width}"}
+                "patch_size": self.patch_size,
+                "model": "ViT d=64 x2" if self.model_kind == "vit" else f"CNN width {self.width}"}
 
     def build_model(self) -> nn.Module:
+        if self.model_kind == "vit":
+            size = self.splits["train"].inputs.shape[-1]
+            return ViT(1, len(self.classes), image_size=size, patch_size=self.patch_size, dim=64)
         return ConvNet(1, len(self.classes), width=self.width)
 
     def make_masker(self, rate: float, seed: int) -> MaskModule:

@@ -52,7 +52,7 @@ __all__ = [
     "read_wav",
 ]
 
-SPLIT_NAMES = {"train": ("train",), "dev": ("dev", "val", "valid"), "test": ("test",)}
+SPLIT_NAMES = {"train": ("train",), "dev": ("dev", "val", "valid", "validation"), "test": ("test",)}
 
 
 @dataclass

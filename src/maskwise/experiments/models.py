@@ -19,7 +19,7 @@ from torch import nn
 
 from maskwise.nn import MultiheadAttention
 
-__all__ = ["Block", "ConvNet", "DecoderLM", "Seq2Seq", "SpecConvNet", "TextClassifier"]
+__all__ = ["Block", "ConvNet", "DecoderLM", "Seq2Seq", "SpecConvNet", "TextClassifier", "ViT"]
 
 
 class Block(nn.Module):
@@ -86,13 +86,19 @@ class TextClassifier(nn.Module):
 class ConvNet(nn.Module):
     """Two conv stages (conv-BN-GELU x2, pool) and global average pooling: (B, C, H, W) -> logits."""
 
-    def __init__(self, in_channels: int, classes: int, *, width: int = 32, dropout: float = 0.1) -> None:
+    def __init__(self, in_channels: int, classes: int, *, width: int = 32, dropout: float = 0.1,
+                 norm: str = "group") -> None:
         super().__init__()
+
+        def make_norm(c: int) -> nn.Module:
+            # GroupNorm by default: BatchNorm's running statistics would be those of masked
+            # training images and then applied to clean evaluation images.
+            return nn.BatchNorm2d(c) if norm == "batch" else nn.GroupNorm(min(8, c // 4) or 1, c)
 
         def stage(cin: int, cout: int) -> nn.Sequential:
             return nn.Sequential(
-                nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.GELU(),
-                nn.Conv2d(cout, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.GELU(),
+                nn.Conv2d(cin, cout, 3, padding=1), make_norm(cout), nn.GELU(),
+                nn.Conv2d(cout, cout, 3, padding=1), make_norm(cout), nn.GELU(),
             )
 
         self.features = nn.Sequential(stage(in_channels, width), nn.MaxPool2d(2), stage(width, 2 * width))
@@ -100,6 +106,30 @@ class ConvNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
+
+
+class ViT(nn.Module):
+    """A small vision transformer: linear patch embedding, learned positions, :class:`Block` s
+    (maskwise attention, no mask), mean pooling, a linear head."""
+
+    def __init__(self, in_channels: int, classes: int, *, image_size: int, patch_size: int, dim: int = 64,
+                 heads: int = 4, layers: int = 2, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        n = (image_size // patch_size) ** 2
+        self.proj = nn.Linear(in_channels * patch_size * patch_size, dim)
+        self.pos = nn.Parameter(torch.randn(1, n, dim) * 0.02)
+        self.blocks = nn.ModuleList(Block(dim, heads, dropout=dropout) for _ in range(layers))
+        self.ln = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        from maskwise.functional import patchify
+
+        x = self.proj(patchify(images, self.patch_size)) + self.pos
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.ln(x).mean(1))
 
 
 class SpecConvNet(ConvNet):

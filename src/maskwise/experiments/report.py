@@ -161,7 +161,8 @@ def _plot_curves(result: dict[str, Any], path: Path) -> Path | None:
     ax2.set(xlabel="epoch", ylabel="masking rate (end of epoch)", title="rate")
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
