@@ -85,7 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--masking", type=_variants, default=["none", "static", "dynamic"],
                      help="comma-separated variants from none, static, dynamic, schedule (default none,static,dynamic)")
     run.add_argument("--rates", type=_rates, default=None, help="static rates swept, chosen on dev (default: the task's)")
-    run.add_argument("--train-size", type=int, default=None, help="image: subsample the training set to N")
+    run.add_argument("--train-size", type=int, default=None,
+                     help="image, translation, summarization: the first N training items; "
+                          "language-modeling: the first N training characters")
     run.add_argument("--masker", default=None, help="image: patch (default), block or erase")
     run.add_argument("--model", default=None, help="image: vit (default) or cnn")
     run.add_argument("--signal", default=None, help="controller signal: accuracy, confidence, loss, loss_gap")
@@ -97,6 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--pack", action="store_true", help="language-modeling: pack documents with document masks")
     run.add_argument("--source-field", default=None, help="summarization JSONL: source field")
     run.add_argument("--target-field", default=None, help="summarization JSONL: target field")
+    run.add_argument("--src-lang", default=None, help="translation: source language suffix of the files (default de)")
+    run.add_argument("--tgt-lang", default=None, help="translation: target language suffix of the files (default en)")
+    run.add_argument("--target-file", default=None,
+                     help="translation with --data SOURCE_FILE: the aligned target file (default: the source "
+                          "name with the language suffix swapped)")
+    run.add_argument("--tokens", default=None, choices=("char", "bpe"),
+                     help="language-modeling: characters (default) or byte-level BPE")
     _common(run)
     return parser
 
