@@ -101,10 +101,20 @@ def test_read_documents_from_a_file_a_gzip_and_a_folder(tmp_path: Path) -> None:
                        ("README.md", "not a document"), (".hidden", "not one either")):
         (folder / name).write_text(body)
     assert read_documents(folder) == ["doc a", "doc b\n\nstill b", "doc c"]  # one file, one document
+    single = tmp_path / "single"
+    single.mkdir()
+    (single / "input.txt").write_text(text)
+    (single / "SOURCE.txt").write_text("where it came from")
+    assert len(read_documents(single)) == 4  # a folder holding one text file: that file's paragraphs
     (tmp_path / "two").mkdir()
     (tmp_path / "two" / "x.txt").write_text("only\n\ntwo")
     with pytest.raises(ValueError, match="need at least 3"):
         read_documents(tmp_path / "two" / "x.txt")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no text files"):
+        read_documents(tmp_path / "empty")
+    with pytest.raises(ValueError, match="neither a text file nor a folder"):
+        read_documents(tmp_path / "missing")
     (tmp_path / "bad.txt").write_bytes(b"\xff\xfe\xfa not utf-8")
     with pytest.raises(ValueError, match="bad.txt"):
         read_documents(tmp_path / "bad.txt")

@@ -168,16 +168,19 @@ _SKIP_NAMES = ("README", "SOURCE", "LICENSE")
 def read_documents(path: str | Path) -> list[str]:
     """Documents of a UTF-8 text file (separated by blank lines: speeches / paragraphs) or of a
     folder (each file one document; searched recursively in name order; hidden files and
-    README / SOURCE / LICENSE files skipped). ``.gz`` files are read as gzip."""
+    README / SOURCE / LICENSE files skipped; a folder with a single such file is read as that
+    file, e.g. tiny-shakespeare's ``input.txt``). ``.gz`` files are read as gzip."""
     path = Path(path)
     if path.is_file():
-        files, one_file = [path], True
+        files = [path]
     elif path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and not any(s.startswith(".") for s in p.relative_to(path).parts)
                        and p.name.split(".")[0].upper() not in _SKIP_NAMES)
-        one_file = False
+        if not files:
+            raise ValueError(f"{path}: no text files.")
     else:
         raise ValueError(f"{path}: neither a text file nor a folder of documents.")
+    one_file = len(files) == 1
     docs: list[str] = []
     for f in files:
         try:
