@@ -325,8 +325,8 @@ class SpeechClassification(_Classification):
     item_name = "clips"
     default_rates = (0.2, 0.5, 1.0)
 
-    def __init__(self, root: str | Path, *, n_mels: int = 40, frames: int = 80, width: int = 24,
-                 epochs: int = 20, freq_width: int = 6, time_width: int = 8, seed: int = 0) -> None:
+    def __init__(self, root: str | Path, *, n_mels: int = 40, frames: int = 80, width: int = 16,
+                 epochs: int = 15, freq_width: int = 6, time_width: int = 8, seed: int = 0) -> None:
         items, self.classes = D.load_speech(root)
         index = {c: i for i, c in enumerate(self.classes)}
         splits = {k: speech_features(v, index, n_mels=n_mels, frames=frames) for k, v in items.items()}
