@@ -39,6 +39,7 @@ from maskwise.experiments.sequence import (
     pad_rows,
     pieces_of,
     read_documents,
+    repeated_ngram_ban,
     rouge,
     split_documents,
 )
@@ -366,6 +367,32 @@ def test_greedy_decoding_with_a_cache_equals_decoding_the_whole_prefix() -> None
             if done.all():
                 break
     assert torch.equal(fast, out[:, 1:])
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_repeated_ngram_ban_matches_a_naive_loop(n: int) -> None:
+    g = torch.Generator().manual_seed(n)
+    out = torch.randint(0, 4, (16, 9), generator=g)
+    ban = repeated_ngram_ban(out, n, 6)
+    for b, row in enumerate(out.tolist()):  # naive reference
+        want = {tuple(row[j : j + n]) for j in range(len(row) - n + 1)}
+        tail = tuple(row[len(row) - n + 1 :]) if n > 1 else ()
+        banned = {g_[-1] for g_ in want if g_[:-1] == tail}
+        assert set(ban[b].nonzero().flatten().tolist()) == banned
+
+
+def test_greedy_decoding_never_repeats_a_blocked_ngram() -> None:
+    torch.manual_seed(0)
+    model = Seq2Seq(12, dim=16, heads=2, max_len=40).eval()  # a tiny vocabulary: untrained output loops
+    src, src_len = torch.randint(5, 12, (8, 6)), torch.full((8,), 6)
+    loops = greedy_decode(model, src, src_len, 30)
+    blocked = greedy_decode(model, src, src_len, 30, no_repeat_ngram=3)
+
+    def ngrams(row: list[int]) -> list[tuple[int, ...]]:
+        row = row[: row.index(EOS)] if EOS in row else [t for t in row if t != PAD]
+        return [tuple(row[j : j + 3]) for j in range(len(row) - 2)]
+    assert any(len(set(ngrams(r))) < len(ngrams(r)) for r in loops.tolist())
+    assert all(len(set(ngrams(r))) == len(ngrams(r)) for r in blocked.tolist())
 
 
 # ----------------------------------------------------------------------------------------------
