@@ -106,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "name with the language suffix swapped)")
     run.add_argument("--tokens", default=None, choices=("char", "bpe"),
                      help="language-modeling: characters (default) or byte-level BPE")
+    run.add_argument("--key-drop", action="store_true",
+                     help="language-modeling: masked variants also drop attention keys at the masking rate")
     _common(run)
     return parser
 

@@ -483,7 +483,7 @@ def test_cli_runs_the_sequence_tasks(tmp_path: Path) -> None:
         _write_lines(mt / f"{split}.it", [s.upper() for s in _sentences(n, seed)])
     summ = tmp_path / "summ.jsonl"
     summ.write_text("".join(json.dumps({"text": s * 3, "summary": s}) + "\n" for s in _sentences(40, 8)))
-    cases = [("language-modeling", ["--data", str(lm), "--pack"]),
+    cases = [("language-modeling", ["--data", str(lm), "--pack", "--key-drop"]),
              ("translation", ["--data", str(mt), "--src-lang", "fr", "--tgt-lang", "it", "--train-size", "30"]),
              ("summarization", ["--data", str(summ)])]
     for task, extra in cases:
@@ -495,4 +495,4 @@ def test_cli_runs_the_sequence_tasks(tmp_path: Path) -> None:
     r = json.loads((tmp_path / "translation" / "results.json").read_text())
     assert r["settings"]["data"]["sizes"]["train"] == 30
     r = json.loads((tmp_path / "language-modeling" / "results.json").read_text())
-    assert r["settings"]["data"]["layout"] == "pack"
+    assert r["settings"]["data"]["layout"] == "pack" and "key dropping" in r["settings"]["data"]["masking"]

@@ -1070,7 +1070,8 @@ def make_task(task_name: str, data: str, args: argparse.Namespace) -> Task:
         return default if value is None else value
 
     if task_name == "language-modeling":
-        kwargs: dict[str, Any] = {"layout": "pack" if arg("pack", False) else "stream", "tokens": arg("tokens", "char")}
+        kwargs: dict[str, Any] = {"layout": "pack" if arg("pack", False) else "stream", "tokens": arg("tokens", "char"),
+                                  "key_drop": bool(arg("key_drop", False))}
         if arg("train_size") is not None:
             kwargs["train_chars"] = arg("train_size")
         return LanguageModeling(data, **kwargs)
