@@ -12,8 +12,9 @@ Three :class:`~maskwise.experiments.engine.Task` s on the shared engine (``maskw
   padding`` in the decoder, ``cross`` between them. Dynamic masking of source tokens and of
   decoder inputs (word dropout). Metric: BLEU (sacrebleu) of greedy decoding.
 * :class:`Summarization`: the same encoder-decoder on JSONL (SciTLDR, DialogSum). Metric:
-  ROUGE-L F1 (rouge-score, stemmed; max over the references where a test item has several),
-  ROUGE-1 and ROUGE-2 reported beside it.
+  ROUGE-L F1 (rouge-score, stemmed) against each item's first reference, ROUGE-1 / 2 beside it,
+  and the best over all references (``rouge*_max``) where test items have several; greedy
+  decoding with no-repeat-4-gram blocking.
 
 Tokens. Language modelling uses characters by default (65 symbols for tiny-shakespeare; no
 training, exact decoding) or a byte-level BPE (``tokens="bpe"``). The encoder-decoder tasks use one
