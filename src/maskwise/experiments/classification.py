@@ -238,7 +238,7 @@ class ImageClassification(_Classification):
             splits = D.load_idx_dir(root)
             test = splits["test"]
             train, dev = D.carve(splits["train"], min(0.5, dev_size / len(splits["train"])), seed)
-            self.patch_size, default_width, default_epochs = 4, 32, 20
+            self.patch_size, default_width, default_epochs = 4, 16, 20
             self.source = f"IDX {Path(root).name}"
         if train_size is not None:
             if not 0 < train_size <= len(train):
