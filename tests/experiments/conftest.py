@@ -7,23 +7,16 @@ with other jobs make a CNN step ~100x slower (``maskwise demo --fast`` takes ~30
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 from tests.conftest import shared_data_dir
 
 
 @pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+def _one_thread(one_thread: None) -> None:
+    """Every test here runs on one torch thread (see ``one_thread`` in tests/conftest.py)."""
 
 
 def _require(*parts: str) -> Path:

@@ -544,12 +544,7 @@ def load_jsonl_references(path: str | Path, source_field: str, target_field: str
             for i, line in enumerate(f, 1):
                 if not line.strip():
                     continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{i}: not JSON ({e}).") from None
-                if not isinstance(obj, dict):
-                    raise ValueError(f"{path}:{i}: expected a JSON object, got {type(obj).__name__}.")
+                obj = D._json_object(line, path, i)
                 if source_field not in obj:
                     raise ValueError(f"{path}:{i}: no field {source_field!r} (fields: {', '.join(obj)}).")
                 if target_field in obj:
