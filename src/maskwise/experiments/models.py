@@ -84,10 +84,11 @@ class TextClassifier(nn.Module):
 
 
 class ConvNet(nn.Module):
-    """Two conv stages (conv-BN-GELU x2, pool) and global average pooling: (B, C, H, W) -> logits."""
+    """``stages`` conv stages (conv-norm-GELU x2, max-pool between stages, width doubling) and
+    global average pooling: (B, C, H, W) -> logits."""
 
     def __init__(self, in_channels: int, classes: int, *, width: int = 32, dropout: float = 0.1,
-                 norm: str = "group") -> None:
+                 norm: str = "group", stages: int = 2) -> None:
         super().__init__()
 
         def make_norm(c: int) -> nn.Module:
@@ -101,8 +102,12 @@ class ConvNet(nn.Module):
                 nn.Conv2d(cout, cout, 3, padding=1), make_norm(cout), nn.GELU(),
             )
 
-        self.features = nn.Sequential(stage(in_channels, width), nn.MaxPool2d(2), stage(width, 2 * width))
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(2 * width, classes))
+        layers: list[nn.Module] = [stage(in_channels, width)]
+        for i in range(1, stages):
+            layers += [nn.MaxPool2d(2), stage(width * 2 ** (i - 1), width * 2**i)]
+        self.features = nn.Sequential(*layers)
+        out = width * 2 ** (stages - 1)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(out, classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
