@@ -58,7 +58,7 @@ def machine() -> str:
         pass
     gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
     return (f"{name}, {os.cpu_count()} logical CPUs, torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads){gpu}, Python {platform.python_version()}")
+            f"({torch.get_num_threads()} thread{'s' if torch.get_num_threads() > 1 else ''}){gpu}, Python {platform.python_version()}")
 
 
 def _mean_std(xs: Sequence[float]) -> tuple[float, float]:
