@@ -251,3 +251,10 @@ def test_speech_maskers_on_cuda_match_cpu_semantics():
     a = mw.nn.TimeSpanMask(0.65, seed=3).to(dev)(feats, lengths.to(dev))[1]
     b = mw.nn.TimeSpanMask(0.65, seed=3).to(dev)(feats, lengths.to(dev))[1]
     assert torch.equal(a, b)
+
+
+def test_spec_augment_result_mask_is_the_union_of_bands_and_frames():
+    from maskwise.functional import SpecAugmentResult
+
+    r = SpecAugmentResult(torch.zeros(1, 2, 3), torch.tensor([[True, False]]), torch.tensor([[False, True, False]]))
+    assert r.mask.tolist() == [[[True, True, True], [False, True, False]]]

@@ -573,10 +573,10 @@ class DynamicMask(nn.Module):
                 kwargs["weights"] = self.tracker.weights(k, temperature=self.temperature)
         out = self.masker(x, *args, **kwargs)
         if self.monitor is not None:
-            if isinstance(out, F.SpecAugmentResult):  # masked cells of the (F, T) plane
-                mask = out.freq_masked.unsqueeze(-1) | out.time_masked.unsqueeze(-2)
-            else:
-                mask = out[1] if isinstance(out, tuple) and len(out) == 2 else None
+            # Maskers return (x, mask), or a result with a .mask (SpecAugmentResult).
+            mask = getattr(out, "mask", None)
+            if mask is None and isinstance(out, tuple) and len(out) == 2:
+                mask = out[1]
             self.monitor.record(int(self.step), rate=rate, mask=mask)
         self.step += 1
         return out

@@ -14,7 +14,6 @@ import torch
 
 from maskwise.experiments import data as D
 from maskwise.experiments.classification import (
-    MASK,
     PAD,
     SPECIALS,
     ImageClassification,
@@ -105,6 +104,15 @@ def test_image_patch_mask() -> None:
     assert same is images and not none.any()
 
 
+def test_image_patch_mask_blocks() -> None:
+    images = torch.randn(4, 1, 16, 16)
+    pm = ImagePatchMask(0.25, 2, value=9.0, blocks=True, seed=0)
+    out, mask = pm(images)
+    assert mask.shape == (4, 64) and mask.sum(1).tolist() == [16] * 4  # exactly round(0.25 * 64)
+    pix = mask.view(4, 8, 8).repeat_interleave(2, 1).repeat_interleave(2, 2).unsqueeze(1)
+    assert torch.equal(out, torch.where(pix, torch.tensor(9.0), images))
+
+
 # ----------------------------------------------------------------------------------------------
 # Text
 # ----------------------------------------------------------------------------------------------
@@ -135,8 +143,22 @@ def test_text_masking_spares_padding_and_special_tokens(tmp_path: Path) -> None:
     masked = task.apply_mask(DynamicMask(task.make_masker(1.0, 0), 1.0), ids)
     keep = ids < len(SPECIALS)  # padding and special tokens
     assert torch.equal(masked[keep], ids[keep])
-    assert (masked[~keep] == MASK).all()
-    assert task.keys_of(masked)["keys"] is ids
+    assert (masked[~keep] == task.mask_id).all()
+
+
+def test_text_tracker_keys_are_the_unmasked_tokens(tmp_path: Path) -> None:
+    from maskwise.dynamic import DifficultyTracker
+
+    write_text_dir(tmp_path, n_train=20, n_dev=4, n_test=4)
+    task = _small_text(tmp_path)
+    ids, y = task.fetch("train", torch.arange(8))
+    dm = DynamicMask(task.make_masker(1.0, 0), 1.0, tracker=DifficultyTracker(task.num_keys())).train()
+    out = task.train_step(task.build_model(), dm, (ids, y), torch.device("cpu"))
+    assert torch.equal(out.keys, ids)  # not the [MASK]-filled input the model saw
+    assert torch.equal(out.key_valid, ids >= len(SPECIALS))
+    no_tracker = task.train_step(task.build_model(), DynamicMask(task.make_masker(1.0, 0), 1.0), (ids, y),
+                                 torch.device("cpu"))
+    assert no_tracker.keys is None
 
 
 @pytest.mark.parametrize("name", ["trec", "sst2"])

@@ -16,9 +16,16 @@ from torch import nn
 
 import maskwise.functional as MF
 from maskwise.experiments import data as D
-from maskwise.experiments.engine import Batches, ControllerConfig, StepOutput, Task, TrainConfig
+from maskwise.experiments.engine import (
+    Batches,
+    ControllerConfig,
+    StepOutput,
+    Task,
+    TokenTask,
+    TrainConfig,
+)
 from maskwise.experiments.models import ConvNet, SpecConvNet, TextClassifier, ViT
-from maskwise.nn import BlockPatchMask, DynamicMask, Erase, MaskModule, SpecAugment, TokenMask
+from maskwise.nn import DynamicMask, Erase, MaskModule, SpecAugment
 
 __all__ = ["ImageClassification", "ImagePatchMask", "SpeechClassification", "TextClassification"]
 
@@ -56,12 +63,14 @@ class _Classification(Task):
     def train_step(self, model: nn.Module, masker: DynamicMask | None, batch: Any, device: torch.device) -> StepOutput:
         x, y = batch
         x, y = self.to_device(x, device), y.to(device)
+        keys = self.keys_of(x) if masker is not None and masker.tracker is not None else {}
         if masker is not None:
             x = self.apply_mask(masker, x)
         logits = self.forward(model, x)
-        return StepOutput(F.cross_entropy(logits, y), logits.detach(), y, items=len(y), **self.keys_of(x))
+        return StepOutput(F.cross_entropy(logits, y), logits.detach(), y, items=len(y), **keys)
 
     def keys_of(self, x: Any) -> dict[str, torch.Tensor]:
+        """Difficulty-tracker keys of the unmasked inputs (none by default)."""
         return {}
 
     @torch.no_grad()
@@ -87,7 +96,7 @@ def _eval_batches(n: int) -> Any:
 # ----------------------------------------------------------------------------------------------
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-PAD, MASK = 0, 4
+PAD = 0  # [MASK] is id 4, TokenTask.mask_id
 
 
 def train_wordpiece(texts: list[str], vocab_size: int) -> Any:
@@ -104,7 +113,7 @@ def train_wordpiece(texts: list[str], vocab_size: int) -> Any:
     return tok
 
 
-class TextClassification(_Classification):
+class TextClassification(TokenTask, _Classification):
     """Sentence classification with a small transformer encoder; input tokens masked (replaced by
     ``[MASK]``; padding and special tokens never masked). The dynamic variant adds per-token
     difficulty weights: the running loss of the examples a token occurs in."""
@@ -141,22 +150,11 @@ class TextClassification(_Classification):
     def build_model(self) -> nn.Module:
         return TextClassifier(self.vocab, len(self.classes), dim=self.dim, layers=self.layers, max_len=self.max_len)
 
-    def make_masker(self, rate: float, seed: int) -> MaskModule:
-        return TokenMask(rate, mask_id=MASK, special_ids=range(len(SPECIALS)), seed=seed)
-
-    def num_keys(self) -> int:
-        return self.vocab
-
     def apply_mask(self, masker: DynamicMask, ids: torch.Tensor) -> torch.Tensor:
-        self._keys = ids
         return masker(ids, attention_mask=ids != PAD)[0]
 
-    def keys_of(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        keys = getattr(self, "_keys", None)
-        if keys is None:
-            return {}
-        self._keys = None
-        return {"keys": keys, "key_valid": keys >= len(SPECIALS)}
+    def keys_of(self, ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"keys": ids, "key_valid": ids >= len(SPECIALS)}
 
     def forward(self, model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
         return model(ids, ids != PAD)
@@ -168,42 +166,35 @@ class TextClassification(_Classification):
 
 
 class ImagePatchMask(MaskModule):
-    """Mask ``round(rate * N)`` random patches of a ``patch_size`` grid in pixel space (B, C, H, W),
+    """Mask ``round(rate * N)`` patches of a ``patch_size`` grid in pixel space (B, C, H, W),
     filling them with ``value`` (Hide-and-Seek / grid cutout): the pixel-space twin of
-    :class:`~maskwise.nn.PatchMask`, for models without patch embeddings (CNNs).
+    :class:`~maskwise.nn.PatchMask` / :class:`~maskwise.nn.BlockPatchMask`, for models without
+    patch embeddings (CNNs). Patches are uniformly random (:func:`~maskwise.functional.mask_patches`)
+    or, with ``blocks=True``, BEiT rectangles of at least ``min_block`` patches
+    (:func:`~maskwise.functional.mask_blocks`).
 
     ``forward(images) -> (masked images, mask (B, N))``, ``N = (H / p) * (W / p)``.
     """
 
-    def __init__(self, rate: float, patch_size: int, *, value: float = 0.0, seed: int | None = None) -> None:
+    def __init__(self, rate: float, patch_size: int, *, value: float = 0.0, blocks: bool = False,
+                 min_block: int = 2, seed: int | None = None) -> None:
         super().__init__(rate, seed=seed)
-        self.patch_size, self.value = patch_size, value
+        self.patch_size, self.value, self.blocks, self.min_block = patch_size, value, blocks, min_block
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        B, C, H, W = images.shape
-        p = self.patch_size
-        h, w = H // p, W // p
+        B, _, H, W = images.shape
+        grid = (H // self.patch_size, W // self.patch_size)
+        N = grid[0] * grid[1]
         if not self.training or self.rate == 0.0:
-            return images, torch.zeros(B, h * w, dtype=torch.bool, device=images.device)
-        mask = MF.mask_patches(B, h * w, self.rate, device=images.device, generator=self.generator(images.device))
-        pix = mask.view(B, 1, h, 1, w, 1).expand(B, C, h, p, w, p).reshape(B, C, H, W)
-        return images.masked_fill(pix, self.value), mask
-
-
-class _BlockPixels(MaskModule):
-    """BEiT block masking applied in pixel space through :class:`BlockPatchMask` on patchified
-    pixels (masked patches set to 0)."""
-
-    def __init__(self, rate: float, patch_size: int, grid: tuple[int, int], *, seed: int | None = None) -> None:
-        super().__init__(rate, seed=seed)
-        self.patch_size, self.grid = patch_size, grid
-        self.inner = BlockPatchMask(rate, grid, min_block=2, seed=seed)
-
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        self.inner.rate = self.rate
-        self.inner.train(self.training)
-        patches, mask = self.inner(MF.patchify(images, self.patch_size))
-        return MF.unpatchify(patches, self.patch_size, self.grid), mask
+            return images, torch.zeros(B, N, dtype=torch.bool, device=images.device)
+        g = self.generator(images.device)
+        if self.blocks:
+            mask = MF.mask_blocks(B, grid, round(self.rate * N), min_block=self.min_block, device=images.device,
+                                  generator=g).view(B, N)
+        else:
+            mask = MF.mask_patches(B, N, self.rate, device=images.device, generator=g)
+        pixels = MF.patches_to_pixels(mask, grid, self.patch_size).unsqueeze(1)  # (B, 1, H, W)
+        return images.masked_fill(pixels, self.value), mask
 
 
 class ImageClassification(_Classification):
@@ -270,12 +261,10 @@ class ImageClassification(_Classification):
         return ConvNet(1, len(self.classes), width=self.width, stages=2 if size <= 16 else 3)
 
     def make_masker(self, rate: float, seed: int) -> MaskModule:
-        _, _, H, W = self.splits["train"].inputs.shape
-        if self.masker_kind == "patch":
-            return ImagePatchMask(rate, self.patch_size, value=self.background, seed=seed)
-        if self.masker_kind == "block":
-            return _BlockPixels(rate, self.patch_size, (H // self.patch_size, W // self.patch_size), seed=seed)
-        return Erase(rate, value=self.background, seed=seed)
+        if self.masker_kind == "erase":
+            return Erase(rate, value=self.background, seed=seed)
+        return ImagePatchMask(rate, self.patch_size, value=self.background, blocks=self.masker_kind == "block",
+                              seed=seed)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -21,7 +21,6 @@ evaluation; the engine does the rest the same way for every task:
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -34,9 +33,9 @@ from torch import nn
 from maskwise.dynamic import DifficultyTracker, ReliabilityController, linear
 from maskwise.dynamic import reliability as compute_reliability
 from maskwise.monitor import MaskMonitor
-from maskwise.nn import DynamicMask, MaskModule
+from maskwise.nn import DynamicMask, MaskModule, TokenMask
 
-__all__ = ["ControllerConfig", "RunResult", "StepOutput", "Task", "TrainConfig", "Variant", "train_run"]
+__all__ = ["ControllerConfig", "RunResult", "StepOutput", "Task", "TokenTask", "TrainConfig", "Variant", "train_run"]
 
 VARIANTS = ("none", "static", "dynamic", "schedule")
 
@@ -157,6 +156,22 @@ class Task:
         return self.evaluate(model, split, device)
 
 
+class TokenTask(Task):
+    """A task over token ids whose first five ids are special (padding, unknown, two markers,
+    ``[MASK]`` = 4): inputs are masked by :class:`~maskwise.nn.TokenMask` (special ids never
+    masked) and the difficulty tracker keys are the ``vocab`` token ids."""
+
+    vocab: int
+    mask_id: int = 4
+    num_specials: int = 5
+
+    def make_masker(self, rate: float, seed: int) -> MaskModule:
+        return TokenMask(rate, mask_id=self.mask_id, special_ids=range(self.num_specials), seed=seed)
+
+    def num_keys(self) -> int:
+        return self.vocab
+
+
 @dataclass
 class RunResult:
     task: str
@@ -274,14 +289,14 @@ def train_run(
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()
-            if masker is not None and (masker.controller is not None and not gap_signal or masker.tracker is not None):
+            if masker is not None and (masker.controller is not None or masker.tracker is not None):
+                # The controller and the monitor (observe() leaves gap signals to the epoch end).
                 rel = compute_reliability(out.logits, out.labels)
-                if not gap_signal:
-                    masker.observe(reliability=rel)
+                masker.observe(reliability=rel)
                 if masker.tracker is not None and out.keys is not None:
+                    # Per-example losses (classification) are shared by the example's keys.
                     per_key = rel.loss if rel.loss.shape == out.keys.shape else rel.loss.unsqueeze(-1).expand_as(out.keys)
-                    valid = out.key_valid if out.key_valid is not None else torch.ones_like(out.keys, dtype=torch.bool)
-                    masker.tracker.update(out.keys, per_key, valid=valid)
+                    masker.tracker.update(out.keys, per_key, valid=out.key_valid)
             losses.append(float(out.loss.detach()))
             items += out.items
             step += 1
@@ -307,7 +322,7 @@ def train_run(
         history.append(row)
         if best_value is None or _better(task, dev[task.metric], best_value):
             best_value, best_epoch = dev[task.metric], epoch + 1
-            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         if step >= total:
             break
     assert best_state is not None

@@ -44,9 +44,16 @@ from torch import nn
 
 from maskwise.attention import AttentionSpec, attend, causal, cross, documents, drop_keys, padding
 from maskwise.experiments import data as D
-from maskwise.experiments.engine import Batches, ControllerConfig, StepOutput, Task, TrainConfig
+from maskwise.experiments.engine import (
+    Batches,
+    ControllerConfig,
+    StepOutput,
+    Task,
+    TokenTask,
+    TrainConfig,
+)
 from maskwise.experiments.models import Block, DecoderLM, Seq2Seq
-from maskwise.nn import DynamicMask, MaskModule, MultiheadAttention, TokenMask
+from maskwise.nn import DynamicMask, MultiheadAttention
 
 __all__ = [
     "CharTokenizer",
@@ -351,7 +358,7 @@ def lm_spec(layout: str, doc_ids: torch.Tensor) -> AttentionSpec:
 # ----------------------------------------------------------------------------------------------
 
 
-class LanguageModeling(Task):
+class LanguageModeling(TokenTask):
     """Decoder-only transformer LM with input-token noising.
 
     Data: a UTF-8 file (documents separated by blank lines) or a folder (one file per document),
@@ -447,12 +454,6 @@ class LanguageModeling(Task):
     def build_model(self) -> nn.Module:
         return DecoderLM(self.vocab, dim=self.dim, heads=self.heads, layers=self.layers, max_len=self.seq_len,
                          dropout=self.dropout)
-
-    def make_masker(self, rate: float, seed: int) -> MaskModule:
-        return TokenMask(rate, mask_id=MASK, special_ids=range(len(SPECIALS)), seed=seed)
-
-    def num_keys(self) -> int:
-        return self.vocab
 
     def fetch(self, split: str, idx: torch.Tensor) -> tuple[torch.Tensor, ...]:
         r = self.rows[split]
@@ -812,7 +813,7 @@ class LengthBatches:
             yield self.fetch(batches[i])
 
 
-class _Seq2SeqTask(Task):
+class _Seq2SeqTask(TokenTask):
     """Shared parts of translation and summarization.
 
     Masking: one :class:`~maskwise.nn.TokenMask` over the source and the decoder inputs side by
@@ -888,12 +889,6 @@ class _Seq2SeqTask(Task):
     def build_model(self) -> nn.Module:
         return Seq2Seq(self.vocab, dim=self.dim, heads=self.heads, enc_layers=self.layers, dec_layers=self.layers,
                        max_len=max(self.max_src, self.max_tgt + 1), dropout=self.dropout)
-
-    def make_masker(self, rate: float, seed: int) -> MaskModule:
-        return TokenMask(rate, mask_id=MASK, special_ids=range(len(SPECIALS)), seed=seed)
-
-    def num_keys(self) -> int:
-        return self.vocab
 
     def fetch(self, split: str, idx: torch.Tensor) -> tuple[torch.Tensor, ...]:
         s = self.splits[split]

@@ -42,6 +42,11 @@ class SpecAugmentResult(NamedTuple):
     freq_masked: torch.Tensor  # bool (B, F)
     time_masked: torch.Tensor  # bool (B, T)
 
+    @property
+    def mask(self) -> torch.Tensor:
+        """bool (B, F, T): the cells hidden by a frequency or a time mask."""
+        return self.freq_masked.unsqueeze(-1) | self.time_masked.unsqueeze(-2)
+
 
 def _lengths(lengths: torch.Tensor | None, B: int, T: int, device: torch.device) -> torch.Tensor:
     if lengths is None:
