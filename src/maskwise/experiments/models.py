@@ -140,7 +140,8 @@ class ViT(nn.Module):
 class SpecConvNet(ConvNet):
     """:class:`ConvNet` on log-mel spectrograms (B, F, T), normalised per frequency band, with a
     stride-2 first convolution and BatchNorm (SpecAugment fills with the mean, so the running
-    statistics see no zero-filled inputs; on FSDD it learned ~3x faster than GroupNorm)."""
+    statistics see no zero-filled inputs; in a 6-epoch, one-seed pilot on FSDD it reached 90.7 %
+    test accuracy against 64.7 % with GroupNorm)."""
 
     def __init__(self, n_mels: int, classes: int, *, width: int = 16, dropout: float = 0.1,
                  norm: str = "batch") -> None:
