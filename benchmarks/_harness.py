@@ -24,9 +24,14 @@ def time_ms(fn: Callable[[], object]) -> float:
     return (time.perf_counter() - t0) * 1e3
 
 
-def compare(mw_fn: Callable[[], object], peer_fn: Callable[[], object] | None, repeats: int,
-            warmup: int = 3, peer_budget_s: float | None = None,
-            rounds: int = 3) -> tuple[float, float | None, int]:
+def compare(
+    mw_fn: Callable[[], object],
+    peer_fn: Callable[[], object] | None,
+    repeats: int,
+    warmup: int = 3,
+    peer_budget_s: float | None = None,
+    rounds: int = 3,
+) -> tuple[float, float | None, int]:
     """Median ms of ``mw_fn`` and ``peer_fn`` over ``repeats`` timed calls each.
 
     Both are warmed up (``warmup`` calls each), then timed in ``rounds`` rounds; in a round each
@@ -52,7 +57,11 @@ def compare(mw_fn: Callable[[], object], peer_fn: Callable[[], object] | None, r
         if peer_budget_s is None:
             peer_fn()  # untimed: re-warm after maskwise's calls
         for _ in range(share):
-            if peer_budget_s is not None and len(peer_t) >= 3 and sum(peer_t) >= peer_budget_s * 1e3:
+            if (
+                peer_budget_s is not None
+                and len(peer_t) >= 3
+                and sum(peer_t) >= peer_budget_s * 1e3
+            ):
                 break
             peer_t.append(time_ms(peer_fn))
     return (statistics.median(mw_t), statistics.median(peer_t) if peer_t else None, len(peer_t))
@@ -78,5 +87,7 @@ def machine() -> str:
     if "CPU family" in info and "Model" in info:
         name += f" (family {info['CPU family']}, model {info['Model']})"
     hyper = f", {info['Hypervisor vendor']} guest" if info.get("Hypervisor vendor") else ""
-    return (f"{name}, {os.cpu_count()} logical CPUs{hyper}, {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}")
+    return (
+        f"{name}, {os.cpu_count()} logical CPUs{hyper}, {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}"
+    )

@@ -104,10 +104,14 @@ def doc_ids(batch: int, L: int, seed: int) -> torch.Tensor:
     return torch.stack(rows)
 
 
-def doc_mask_mod(ids: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+def doc_mask_mod(
+    ids: torch.Tensor,
+) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
     """The idiomatic FlexAttention document mask_mod over per-token ids (no padding)."""
 
-    def same_document(b: torch.Tensor, h: torch.Tensor, q_idx: torch.Tensor, kv_idx: torch.Tensor) -> torch.Tensor:
+    def same_document(
+        b: torch.Tensor, h: torch.Tensor, q_idx: torch.Tensor, kv_idx: torch.Tensor
+    ) -> torch.Tensor:
         return ids[b, q_idx] == ids[b, kv_idx]
 
     return same_document
@@ -128,10 +132,17 @@ def _time_ms(fn: Callable[[], object]) -> float:
     return (time.perf_counter() - t0) * 1e3
 
 
-def bench(fns: dict[str, Callable[[], object]], repeats: int, budget_s: float, rounds: int = 3,
-          warmup: int = 1, timer: Callable[[Callable[[], object]], float] = _time_ms,
-          sync: Callable[[], None] = lambda: None,
-          est: dict[str, float] | None = None, rewarm: bool = True) -> dict[str, tuple[float, int]]:
+def bench(
+    fns: dict[str, Callable[[], object]],
+    repeats: int,
+    budget_s: float,
+    rounds: int = 3,
+    warmup: int = 1,
+    timer: Callable[[Callable[[], object]], float] = _time_ms,
+    sync: Callable[[], None] = lambda: None,
+    est: dict[str, float] | None = None,
+    rewarm: bool = True,
+) -> dict[str, tuple[float, int]]:
     """{name: (median ms, timed runs)} over ``repeats`` calls each, in interleaved rounds.
 
     Each contender gets ``warmup`` untimed calls, then ``rounds`` rounds; in a round each runs its
@@ -177,9 +188,14 @@ def peak_cpu_bytes(fn: Callable[[], object]) -> tuple[int, object, float]:
         t0 = time.perf_counter()
         out = fn()
         ms = (time.perf_counter() - t0) * 1e3
-    events = sorted(((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
-                     if e.name() == "[memory]" and str(e.device_type()).endswith("CPU")),
-                    key=lambda x: x[0])
+    events = sorted(
+        (
+            (e.start_ns(), e.nbytes())
+            for e in prof.profiler.kineto_results.events()
+            if e.name() == "[memory]" and str(e.device_type()).endswith("CPU")
+        ),
+        key=lambda x: x[0],
+    )
     run = peak = 0
     for _, nbytes in events:
         run += nbytes
@@ -225,8 +241,12 @@ def rss_child(method: str, L: int) -> None:
 
 def rss_extra_kib(method: str, L: int) -> int | None:
     try:
-        res = subprocess.run([sys.executable, str(HERE), "--_rss-child", method, str(L)],
-                             capture_output=True, text=True, timeout=300)
+        res = subprocess.run(
+            [sys.executable, str(HERE), "--_rss-child", method, str(L)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         return int(res.stdout.strip().splitlines()[-1])
     except (OSError, subprocess.SubprocessError, ValueError, IndexError):
         return None
@@ -285,10 +305,14 @@ def _block_sets(num: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 def assert_same_blocks(ours, peer, what: str) -> None:
     assert tuple(ours.seq_lengths) == tuple(peer.seq_lengths), what
     assert torch.equal(ours.to_dense(), peer.to_dense()), f"{what}: to_dense() differs"
-    assert torch.equal(_block_sets(ours.kv_num_blocks, ours.kv_indices),
-                       _block_sets(peer.kv_num_blocks, peer.kv_indices)), f"{what}: partial blocks differ"
-    assert torch.equal(_block_sets(ours.full_kv_num_blocks, ours.full_kv_indices),
-                       _block_sets(peer.full_kv_num_blocks, peer.full_kv_indices)), f"{what}: full blocks differ"
+    assert torch.equal(
+        _block_sets(ours.kv_num_blocks, ours.kv_indices),
+        _block_sets(peer.kv_num_blocks, peer.kv_indices),
+    ), f"{what}: partial blocks differ"
+    assert torch.equal(
+        _block_sets(ours.full_kv_num_blocks, ours.full_kv_indices),
+        _block_sets(peer.full_kv_num_blocks, peer.full_kv_indices),
+    ), f"{what}: full blocks differ"
 
 
 def part1(args: argparse.Namespace) -> list[str]:
@@ -296,9 +320,11 @@ def part1(args: argparse.Namespace) -> list[str]:
 
     torch.set_num_threads(1)
     compiled_cbm = torch.compile(create_block_mask, dynamic=False)
-    print(f"## Part 1: BlockMask construction (CPU, torch threads {torch.get_num_threads()}, B=1, "
-          f"block {BLOCK}; median of {args.repeats} runs, slow contenders limited to "
-          f"~{args.budget:g} s of timed calls)")
+    print(
+        f"## Part 1: BlockMask construction (CPU, torch threads {torch.get_num_threads()}, B=1, "
+        f"block {BLOCK}; median of {args.repeats} runs, slow contenders limited to "
+        f"~{args.budget:g} s of timed calls)"
+    )
     print()
     time_rows: list[tuple[str, ...]] = []
     mem_rows: list[tuple[str, ...]] = []
@@ -313,7 +339,12 @@ def part1(args: argparse.Namespace) -> list[str]:
         # (name, spec, the peers' mask_mod (None: spec.mask_mod), run the eager peer?)
         cases = [
             (f"documents ({N_DOCS} docs)", docs, None, True),
-            (f"documents ({N_DOCS} docs), peer mask_mod hand-written §", docs, doc_mask_mod(ids), False),
+            (
+                f"documents ({N_DOCS} docs), peer mask_mod hand-written §",
+                docs,
+                doc_mask_mod(ids),
+                False,
+            ),
             (f"sliding_window({WINDOW})", sliding_window(WINDOW), None, True),
             ("causal", causal(), None, True),
         ]
@@ -341,12 +372,16 @@ def part1(args: argparse.Namespace) -> list[str]:
                     compile_s = time.perf_counter() - t0
                     fns["compiled"] = comp
                     if first_compile:
-                        notes.append(f"the first compile ({label}) includes Inductor's one-time start-up")
+                        notes.append(
+                            f"the first compile ({label}) includes Inductor's one-time start-up"
+                        )
                         first_compile = False
                 except Exception as e:  # noqa: BLE001 - report and fall back to the eager peer
                     compiled_failed = f"{label}: {_short_error(e)}"
-                    print(f"compiled create_block_mask FAILED on CPU ({compiled_failed}); "
-                          "comparing with the eager peer only")
+                    print(
+                        f"compiled create_block_mask FAILED on CPU ({compiled_failed}); "
+                        "comparing with the eager peer only"
+                    )
             # One profiled call each (memory; also the warm-up), checked, then the timed rounds.
             mem: dict[str, int] = {}
             est: dict[str, float] = {}
@@ -365,55 +400,107 @@ def part1(args: argparse.Namespace) -> list[str]:
             c, n_c = res["compiled"] if "compiled" in res else (None, 0)
             if c is not None:
                 ratios_c.append(c / m)
-            tgt = (f"n/a (compiled {'skipped' if args.skip_compiled else 'failed'})" if c is None else
-                   f">= 20x vs compiled: {'met' if c / m >= 20 else 'MISSED'}")
+            tgt = (
+                f"n/a (compiled {'skipped' if args.skip_compiled else 'failed'})"
+                if c is None
+                else f">= 20x vs compiled: {'met' if c / m >= 20 else 'MISSED'}"
+            )
             runs = f" [{n_e} runs]" if n_e < args.repeats else "" if with_eager else " (not run)"
-            c_txt = "n/a" if c is None else fmt_ms(c) + (f" [{n_c} runs]" if n_c < args.repeats else "")
-            time_rows.append((label, fmt_ms(m), fmt_ms(e) + runs, c_txt,
-                              "n/a" if compile_s is None else f"{compile_s:.1f}",
-                              ratio(e, m), ratio(c, m), tgt))
+            c_txt = (
+                "n/a" if c is None else fmt_ms(c) + (f" [{n_c} runs]" if n_c < args.repeats else "")
+            )
+            time_rows.append(
+                (
+                    label,
+                    fmt_ms(m),
+                    fmt_ms(e) + runs,
+                    c_txt,
+                    "n/a" if compile_s is None else f"{compile_s:.1f}",
+                    ratio(e, m),
+                    ratio(c, m),
+                    tgt,
+                )
+            )
             nblocks = math.ceil(L / BLOCK) ** 2
             dense = L * L  # one dense L x L bool mask
             ok = mem["maskwise"] < dense / 100
             mem_ok_all &= ok
-            mem_rows.append((label, fmt_bytes(mem["maskwise"]), f"{mem['maskwise'] / nblocks:.1f}",
-                             fmt_bytes(mem.get("eager")), fmt_bytes(mem.get("compiled")),
-                             fmt_bytes(dense), f"{100 * mem['maskwise'] / dense:.3f} %",
-                             f"no dense alloc. (< 1 % of L² B): {'met' if ok else 'MISSED'}"))
-            print(f"  {label}: maskwise {fmt_ms(m)} ms, eager {fmt_ms(e)} ms, compiled {c_txt} ms",
-                  flush=True)
+            mem_rows.append(
+                (
+                    label,
+                    fmt_bytes(mem["maskwise"]),
+                    f"{mem['maskwise'] / nblocks:.1f}",
+                    fmt_bytes(mem.get("eager")),
+                    fmt_bytes(mem.get("compiled")),
+                    fmt_bytes(dense),
+                    f"{100 * mem['maskwise'] / dense:.3f} %",
+                    f"no dense alloc. (< 1 % of L² B): {'met' if ok else 'MISSED'}",
+                )
+            )
+            print(
+                f"  {label}: maskwise {fmt_ms(m)} ms, eager {fmt_ms(e)} ms, compiled {c_txt} ms",
+                flush=True,
+            )
             del fns
             gc.collect()
     print()
     print("Time (ms per call, median):")
     print()
-    table(("case", "maskwise", "create_block_mask", "create_block_mask compiled", "compile (s)",
-           "speed-up vs eager", "speed-up vs compiled", "target"),
-          ["---", "---:", "---:", "---:", "---:", "---:", "---:", "---"], time_rows)
+    table(
+        (
+            "case",
+            "maskwise",
+            "create_block_mask",
+            "create_block_mask compiled",
+            "compile (s)",
+            "speed-up vs eager",
+            "speed-up vs compiled",
+            "target",
+        ),
+        ["---", "---:", "---:", "---:", "---:", "---:", "---:", "---"],
+        time_rows,
+    )
     print("Peak extra CPU memory per call (live tensor bytes, PyTorch profiler):")
     print()
-    table(("case", "maskwise", "maskwise B/block", "create_block_mask", "compiled",
-           "dense L×L bool", "maskwise / L² B", "target"),
-          ["---", "---:", "---:", "---:", "---:", "---:", "---:", "---"], mem_rows)
+    table(
+        (
+            "case",
+            "maskwise",
+            "maskwise B/block",
+            "create_block_mask",
+            "compiled",
+            "dense L×L bool",
+            "maskwise / L² B",
+            "target",
+        ),
+        ["---", "---:", "---:", "---:", "---:", "---:", "---:", "---"],
+        mem_rows,
+    )
     if args.rss:
         L = max(args.lengths)
         mw_kib, eager_kib = rss_extra_kib("maskwise", L), rss_extra_kib("eager", L)
-        print(f"RSS cross-check (fresh subprocess, documents, L={L}, peak RSS during the call "
-              f"minus RSS before it): maskwise {fmt_bytes(None if mw_kib is None else mw_kib * 1024)}, "
-              f"eager create_block_mask {fmt_bytes(None if eager_kib is None else eager_kib * 1024)}")
+        print(
+            f"RSS cross-check (fresh subprocess, documents, L={L}, peak RSS during the call "
+            f"minus RSS before it): maskwise {fmt_bytes(None if mw_kib is None else mw_kib * 1024)}, "
+            f"eager create_block_mask {fmt_bytes(None if eager_kib is None else eager_kib * 1024)}"
+        )
         print()
-    print("§ same maskwise BlockMask; the peers get the idiomatic FlexAttention document mask "
-          "(ids[b, q] == ids[b, kv], as attention-gym's document masks) instead of maskwise's "
-          "spec.mask_mod, which also guards positions outside the ids (Q > KV, lengths shorter "
-          "than KV); the eager peer is not rerun for it.")
+    print(
+        "§ same maskwise BlockMask; the peers get the idiomatic FlexAttention document mask "
+        "(ids[b, q] == ids[b, kv], as attention-gym's document masks) instead of maskwise's "
+        "spec.mask_mod, which also guards positions outside the ids (Q > KV, lengths shorter "
+        "than KV); the eager peer is not rerun for it."
+    )
     if notes:
         print("Notes: " + "; ".join(notes) + ".")
     summary = []
     if ratios_c:
-        summary.append(f"part 1 speed: maskwise {min(ratios_c):.1f}x..{max(ratios_c):.1f}x faster than "
-                       f"compiled create_block_mask (target >= 20x: "
-                       f"{'met' if min(ratios_c) >= 20 else 'MISSED'}; met in "
-                       f"{sum(r >= 20 for r in ratios_c)} of {len(ratios_c)} cases)")
+        summary.append(
+            f"part 1 speed: maskwise {min(ratios_c):.1f}x..{max(ratios_c):.1f}x faster than "
+            f"compiled create_block_mask (target >= 20x: "
+            f"{'met' if min(ratios_c) >= 20 else 'MISSED'}; met in "
+            f"{sum(r >= 20 for r in ratios_c)} of {len(ratios_c)} cases)"
+        )
     elif compiled_failed:
         summary.append(f"part 1 speed: compiled create_block_mask failed ({compiled_failed})")
     summary.append(f"part 1 memory: no dense allocation {'met' if mem_ok_all else 'MISSED'}")
@@ -426,9 +513,16 @@ def part1(args: argparse.Namespace) -> list[str]:
 # ----------------------------------------------------------------------------------------------
 
 
-def _attn_case(args: argparse.Namespace, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-               label: str, spec: mw.attention.AttentionSpec, exact_causal: bool,
-               flex_notes: list[str]) -> tuple[str, ...]:
+def _attn_case(
+    args: argparse.Namespace,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    label: str,
+    spec: mw.attention.AttentionSpec,
+    exact_causal: bool,
+    flex_notes: list[str],
+) -> tuple[str, ...]:
     """One row of part 2: every contender checked against SDPA with the dense mask, then timed."""
     L = q.shape[-2]
     chosen = choose_backend(spec, q, k, v)
@@ -457,17 +551,28 @@ def _attn_case(args: argparse.Namespace, q: torch.Tensor, k: torch.Tensor, v: to
     if exact_causal:
         torch.testing.assert_close(fns["is_causal"](), ref, atol=1e-4, rtol=1e-4)
     # Calls of 10-700 ms under a noisy load: one call of each contender per round (no re-warm).
-    res = bench(fns, args.attn_repeats, args.budget, warmup=1, rounds=args.attn_repeats, rewarm=False)
+    res = bench(
+        fns, args.attn_repeats, args.budget, warmup=1, rounds=args.attn_repeats, rewarm=False
+    )
     a, d, db, ic = (res[n][0] for n in ("attend", "dense", "dense+build", "is_causal"))
     fx = res["flex"][0] if "flex" in res else None
-    print(f"  {label}: attend[{chosen}] {fmt_ms(a)} ms, dense {fmt_ms(d)} ms, "
-          f"dense+build {fmt_ms(db)} ms, is_causal {fmt_ms(ic)} ms, flex {fmt_ms(fx)} ms", flush=True)
+    print(
+        f"  {label}: attend[{chosen}] {fmt_ms(a)} ms, dense {fmt_ms(d)} ms, "
+        f"dense+build {fmt_ms(db)} ms, is_causal {fmt_ms(ic)} ms, flex {fmt_ms(fx)} ms",
+        flush=True,
+    )
     return (
-        label, chosen, fmt_ms(a), fmt_ms(d), fmt_ms(db),
+        label,
+        chosen,
+        fmt_ms(a),
+        fmt_ms(d),
+        fmt_ms(db),
         fmt_ms(ic) + ("" if exact_causal else " ‡"),
         ("failed" if flex_err else "skipped" if fx is None else fmt_ms(fx)),
         "n/a" if compile_s is None else f"{compile_s:.1f}",
-        ratio(d, a), ratio(db, a), ratio(d, fx),
+        ratio(d, a),
+        ratio(db, a),
+        ratio(d, fx),
         "none (CPU; report only)",
     )
 
@@ -475,8 +580,10 @@ def _attn_case(args: argparse.Namespace, q: torch.Tensor, k: torch.Tensor, v: to
 def part2(args: argparse.Namespace, threads: int) -> list[str]:
     torch.set_num_threads(threads)
     B, H, D = 2, 8, 64
-    print(f"## Part 2: attention forward on CPU (torch threads {torch.get_num_threads()}, B={B}, H={H}, "
-          f"D={D}, float32, no_grad; median of {args.attn_repeats} runs)")
+    print(
+        f"## Part 2: attention forward on CPU (torch threads {torch.get_num_threads()}, B={B}, H={H}, "
+        f"D={D}, float32, no_grad; median of {args.attn_repeats} runs)"
+    )
     print()
     rows: list[tuple[str, ...]] = []
     flex_notes: list[str] = []
@@ -491,17 +598,48 @@ def part2(args: argparse.Namespace, threads: int) -> list[str]:
                 (f"sliding_window({WINDOW})", sliding_window(WINDOW), False),
             ]
             for name, spec, exact_causal in cases:
-                rows.append(_attn_case(args, q, k, v, f"{name}, L={L}", spec, exact_causal, flex_notes))
+                rows.append(
+                    _attn_case(args, q, k, v, f"{name}, L={L}", spec, exact_causal, flex_notes)
+                )
                 gc.collect()
     print()
-    table(("case", "attend backend", "attend", "SDPA dense mask (prebuilt)", "SDPA dense mask (built in call)",
-           "SDPA is_causal", "flex (compiled)", "flex compile (s)", "dense / attend",
-           "dense+build / attend", "dense / flex", "target"),
-          ["---", "---", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---"], rows)
-    print("Times in ms per call (median). ‡ is_causal computes plain causal attention, not this "
-          "mask: a speed reference only. flex = attend(..., backend=\"flex\"): compiled "
-          "FlexAttention, maskwise's BlockMask built inside each call; its first call (compile) "
-          "is excluded and shown as 'flex compile'.")
+    table(
+        (
+            "case",
+            "attend backend",
+            "attend",
+            "SDPA dense mask (prebuilt)",
+            "SDPA dense mask (built in call)",
+            "SDPA is_causal",
+            "flex (compiled)",
+            "flex compile (s)",
+            "dense / attend",
+            "dense+build / attend",
+            "dense / flex",
+            "target",
+        ),
+        [
+            "---",
+            "---",
+            "---:",
+            "---:",
+            "---:",
+            "---:",
+            "---:",
+            "---:",
+            "---:",
+            "---:",
+            "---:",
+            "---",
+        ],
+        rows,
+    )
+    print(
+        "Times in ms per call (median). ‡ is_causal computes plain causal attention, not this "
+        'mask: a speed reference only. flex = attend(..., backend="flex"): compiled '
+        "FlexAttention, maskwise's BlockMask built inside each call; its first call (compile) "
+        "is excluded and shown as 'flex compile'."
+    )
     if flex_notes:
         print("Flex failures: " + "; ".join(flex_notes))
     print()
@@ -516,11 +654,15 @@ def part2(args: argparse.Namespace, threads: int) -> list[str]:
 class _GpuBatch:
     """Part 3 inputs for one L: (B, H, L, D) leaves, their packed copies for varlen, offsets."""
 
-    def __init__(self, L: int, tokens: int, H: int, D: int, dtype: torch.dtype, g: torch.Generator) -> None:
+    def __init__(
+        self, L: int, tokens: int, H: int, D: int, dtype: torch.dtype, g: torch.Generator
+    ) -> None:
         dev = torch.device(GPU)
         self.B, self.L, self.H, self.D = max(1, tokens // L), L, H, D
         B = self.B
-        q0, k0, v0, do0 = (torch.randn(B, H, L, D, generator=g, device=dev, dtype=dtype) for _ in range(4))
+        q0, k0, v0, do0 = (
+            torch.randn(B, H, L, D, generator=g, device=dev, dtype=dtype) for _ in range(4)
+        )
         self.q0, self.k0, self.v0, self.do = q0, k0, v0, do0
         self.q, self.k, self.v = (x.clone().requires_grad_() for x in (q0, k0, v0))
         # varlen_attn's natural input: already packed (tokens, H, D) leaves, offsets precomputed.
@@ -545,9 +687,11 @@ class _GpuBatch:
 
     def step(self, fwd: Callable[[], torch.Tensor], packed: bool) -> Callable[[], None]:
         """Forward + backward of ``fwd`` (fresh gradients each call)."""
+
         def run() -> None:
             self.zero_grads()
             fwd().backward(self.dop if packed else self.do)
+
         return run
 
 
@@ -560,10 +704,16 @@ def _cuda_ms(fn: Callable[[], object]) -> float:
     return start.elapsed_time(end)
 
 
-def _gpu_case(args: argparse.Namespace, x: _GpuBatch, label: str, spec: mw.attention.AttentionSpec,
-              peer_mask_mod: Callable[..., torch.Tensor],
-              varlen_args: tuple[torch.Tensor, int, tuple[int, int]], exact_causal: bool,
-              flex_c: Callable[..., torch.Tensor]) -> tuple[list[tuple[str, ...]], str]:
+def _gpu_case(
+    args: argparse.Namespace,
+    x: _GpuBatch,
+    label: str,
+    spec: mw.attention.AttentionSpec,
+    peer_mask_mod: Callable[..., torch.Tensor],
+    varlen_args: tuple[torch.Tensor, int, tuple[int, int]],
+    exact_causal: bool,
+    flex_c: Callable[..., torch.Tensor],
+) -> tuple[list[tuple[str, ...]], str]:
     """Part 3 rows for one mask kind, and the verdict of the 5 % target."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.nn.attention.flex_attention import create_block_mask
@@ -593,24 +743,34 @@ def _gpu_case(args: argparse.Namespace, x: _GpuBatch, label: str, spec: mw.atten
         t0 = time.perf_counter()
         bm = create_block_mask(peer_mask_mod, B if spec.batch else None, None, L, L, device=dev)
         torch.cuda.synchronize()
-        notes["flex"] = f"create_block_mask (eager, first call): {1e3 * (time.perf_counter() - t0):.1f} ms"
+        notes["flex"] = (
+            f"create_block_mask (eager, first call): {1e3 * (time.perf_counter() - t0):.1f} ms"
+        )
         contenders["flex"] = (lambda: flex_c(q, k, v, block_mask=bm), False, True)
     except Exception as e:  # noqa: BLE001 - report the failure, keep going
         errors["flex"] = _short_error(e)
     if varlen_attn is not None:
         cu, mx, win = varlen_args
         contenders["varlen"] = (
-            lambda: varlen_attn(x.qp, x.kp, x.vp, cu, cu, mx, mx, window_size=win), True, True)
+            lambda: varlen_attn(x.qp, x.kp, x.vp, cu, cu, mx, mx, window_size=win),
+            True,
+            True,
+        )
     else:
         errors["varlen"] = "torch.nn.attention.varlen is missing"
     dense_mask = spec.dense(L, device=dev)
     contenders["dense SDPA"] = (
-        lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=dense_mask), False, True)
+        lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=dense_mask),
+        False,
+        True,
+    )
 
     # Check every exact contender's forward against a float32 dense reference and run one
     # forward + backward (this compiles where needed); what fails is reported, not timed.
     with torch.no_grad():
-        ref = F.scaled_dot_product_attention(x.q0.float(), x.k0.float(), x.v0.float(), attn_mask=dense_mask)
+        ref = F.scaled_dot_product_attention(
+            x.q0.float(), x.k0.float(), x.v0.float(), attn_mask=dense_mask
+        )
     fns: dict[str, Callable[[], None]] = {}
     exact: dict[str, bool] = {}
     for key, (fwd, packed, is_exact) in contenders.items():
@@ -629,7 +789,9 @@ def _gpu_case(args: argparse.Namespace, x: _GpuBatch, label: str, spec: mw.atten
             errors[key] = _short_error(e)
     del ref
 
-    res = bench(fns, args.gpu_repeats, args.budget, warmup=2, timer=_cuda_ms, sync=torch.cuda.synchronize)
+    res = bench(
+        fns, args.gpu_repeats, args.budget, warmup=2, timer=_cuda_ms, sync=torch.cuda.synchronize
+    )
     peaks: dict[str, int] = {}
     for key, f in fns.items():
         x.zero_grads()
@@ -643,15 +805,19 @@ def _gpu_case(args: argparse.Namespace, x: _GpuBatch, label: str, spec: mw.atten
     x.zero_grads()
 
     a = res["attend"][0] if "attend" in res else None
-    best_key = min((n for n in res if exact[n] and n != "attend"), key=lambda n: res[n][0], default=None)
+    best_key = min(
+        (n for n in res if exact[n] and n != "attend"), key=lambda n: res[n][0], default=None
+    )
     if a is None:
         verdict = f"attend FAILED ({errors.get('attend')})"
     elif best_key is None:
         verdict = "no exact peer ran"
     else:
         best = res[best_key][0]
-        verdict = (f"within 5 % of best ({best_key}): attend/best = {a / best:.3f}, "
-                   f"{'met' if a <= 1.05 * best else 'MISSED'}")
+        verdict = (
+            f"within 5 % of best ({best_key}): attend/best = {a / best:.3f}, "
+            f"{'met' if a <= 1.05 * best else 'MISSED'}"
+        )
     rows: list[tuple[str, ...]] = []
     for key in ("attend", "flash is_causal", "flex", "varlen", "dense SDPA"):
         if key in res:
@@ -661,17 +827,28 @@ def _gpu_case(args: argparse.Namespace, x: _GpuBatch, label: str, spec: mw.atten
             mem_txt = fmt_bytes(peaks.get(key))
         else:
             cell, rel, mem_txt = f"failed: {errors.get(key, '?')}", "n/a", "n/a"
-        rows.append((label if key == "attend" else "",
-                     key + (f" [{chosen}]" if key == "attend" else ""),
-                     cell, rel, mem_txt, verdict if key == "attend" else notes.get(key, "")))
-    print(f"  {label}: " + ", ".join(f"{n} {fmt_ms(t)} ms" for n, (t, _) in res.items()), flush=True)
+        rows.append(
+            (
+                label if key == "attend" else "",
+                key + (f" [{chosen}]" if key == "attend" else ""),
+                cell,
+                rel,
+                mem_txt,
+                verdict if key == "attend" else notes.get(key, ""),
+            )
+        )
+    print(
+        f"  {label}: " + ", ".join(f"{n} {fmt_ms(t)} ms" for n, (t, _) in res.items()), flush=True
+    )
     return rows, f"{label}: {verdict}"
 
 
 def part3(args: argparse.Namespace) -> list[str]:
     if not torch.cuda.is_available():
-        print("## Part 3: GPU forward + backward -- SKIPPED: torch.cuda.is_available() is False "
-              f"(torch {torch.__version__}); nothing measured.")
+        print(
+            "## Part 3: GPU forward + backward -- SKIPPED: torch.cuda.is_available() is False "
+            f"(torch {torch.__version__}); nothing measured."
+        )
         print()
         return ["part 3 (GPU, attend within 5 % of the best): not measured (no GPU)"]
 
@@ -680,8 +857,10 @@ def part3(args: argparse.Namespace) -> list[str]:
     dev = torch.device(GPU)
     TOKENS, H, D = GPU_SHAPE
     flex_c = torch.compile(flex_attention, dynamic=False)
-    print(f"## Part 3: GPU forward + backward ({torch.cuda.get_device_name(dev)}, bf16, "
-          f"{TOKENS} tokens per batch, H={H}, D={D}; median of {args.gpu_repeats} runs, CUDA events)")
+    print(
+        f"## Part 3: GPU forward + backward ({torch.cuda.get_device_name(dev)}, bf16, "
+        f"{TOKENS} tokens per batch, H={H}, D={D}; median of {args.gpu_repeats} runs, CUDA events)"
+    )
     print()
     rows: list[tuple[str, ...]] = []
     verdicts: list[str] = []
@@ -703,15 +882,26 @@ def part3(args: argparse.Namespace) -> list[str]:
 
         kinds = [
             ("causal", causal(), causal_mm, (x.cu_rows, L, (-1, 0)), True),
-            (f"causal & documents ({N_DOCS}/row)", causal() & documents(ids), docs_mm,
-             (x.cu_docs, x.max_doc, (-1, 0)), False),
+            (
+                f"causal & documents ({N_DOCS}/row)",
+                causal() & documents(ids),
+                docs_mm,
+                (x.cu_docs, x.max_doc, (-1, 0)),
+                False,
+            ),
             # varlen's window (w, 0) admits w + 1 keys; sliding_window(W) admits W.
-            (f"sliding_window({WINDOW})", sliding_window(WINDOW), window_mm,
-             (x.cu_rows, L, (WINDOW - 1, 0)), False),
+            (
+                f"sliding_window({WINDOW})",
+                sliding_window(WINDOW),
+                window_mm,
+                (x.cu_rows, L, (WINDOW - 1, 0)),
+                False,
+            ),
         ]
         for name, spec, peer_mm, varlen_args, exact_causal in kinds:
-            r, verdict = _gpu_case(args, x, f"{name}, B={x.B}, L={L}", spec, peer_mm, varlen_args,
-                                   exact_causal, flex_c)
+            r, verdict = _gpu_case(
+                args, x, f"{name}, B={x.B}, L={L}", spec, peer_mm, varlen_args, exact_causal, flex_c
+            )
             rows += r
             verdicts.append(verdict)
             gc.collect()
@@ -720,15 +910,27 @@ def part3(args: argparse.Namespace) -> list[str]:
         gc.collect()
         torch.cuda.empty_cache()
     print()
-    table(("case", "contender", "fwd+bwd (ms)", "time / attend", "peak extra memory", "target / note"),
-          ["---", "---", "---:", "---:", "---:", "---"], rows)
-    print("‡ plain causal attention, not this mask: a speed reference only. flex: compiled "
-          "FlexAttention, BlockMask from create_block_mask with the peer's own idiomatic "
-          "mask_mod (q >= kv, & ids[b, q] == ids[b, kv], & q - kv < 256), built once outside "
-          "the timed call. varlen: varlen_attn on pre-packed (tokens, H, D) leaves with precomputed offsets. "
-          "attend: (B, H, L, D) in and out, its mask lowering (BlockMask, varlen offsets and "
-          "packing) inside the timed call. Peak extra memory: torch.cuda.max_memory_allocated "
-          "during one call minus the memory allocated before it (the new q/k/v gradients included).")
+    table(
+        (
+            "case",
+            "contender",
+            "fwd+bwd (ms)",
+            "time / attend",
+            "peak extra memory",
+            "target / note",
+        ),
+        ["---", "---", "---:", "---:", "---:", "---"],
+        rows,
+    )
+    print(
+        "‡ plain causal attention, not this mask: a speed reference only. flex: compiled "
+        "FlexAttention, BlockMask from create_block_mask with the peer's own idiomatic "
+        "mask_mod (q >= kv, & ids[b, q] == ids[b, kv], & q - kv < 256), built once outside "
+        "the timed call. varlen: varlen_attn on pre-packed (tokens, H, D) leaves with precomputed offsets. "
+        "attend: (B, H, L, D) in and out, its mask lowering (BlockMask, varlen offsets and "
+        "packing) inside the timed call. Peak extra memory: torch.cuda.max_memory_allocated "
+        "during one call minus the memory allocated before it (the new q/k/v gradients included)."
+    )
     print()
     return ["part 3: " + v for v in verdicts]
 
@@ -745,23 +947,50 @@ def main(argv: list[str] | None = None) -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=30, help="part 1: timed runs per contender")
-    parser.add_argument("--attn-repeats", type=int, default=7, help="part 2: timed runs per contender")
-    parser.add_argument("--gpu-repeats", type=int, default=20, help="part 3: timed runs per contender")
-    parser.add_argument("--budget", type=float, default=3.0,
-                        help="seconds of timed calls after which a slow contender stops (min 3 runs)")
+    parser.add_argument(
+        "--attn-repeats", type=int, default=7, help="part 2: timed runs per contender"
+    )
+    parser.add_argument(
+        "--gpu-repeats", type=int, default=20, help="part 3: timed runs per contender"
+    )
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=3.0,
+        help="seconds of timed calls after which a slow contender stops (min 3 runs)",
+    )
     parser.add_argument("--parts", default="123", help="which parts to run (default 123)")
-    parser.add_argument("--lengths", type=int, nargs="+", default=[4096, 16384], help="part 1 lengths")
-    parser.add_argument("--attn-lengths", type=int, nargs="+", default=[1024, 2048], help="part 2 lengths")
-    parser.add_argument("--gpu-lengths", type=int, nargs="+", default=[4096, 16384], help="part 3 lengths")
-    parser.add_argument("--skip-compiled", action="store_true",
-                        help="part 1: skip the compiled create_block_mask (saves ~10 s of compile per case)")
-    parser.add_argument("--skip-flex", action="store_true",
-                        help="part 2: skip compiled FlexAttention (saves ~6-16 s of compile per case)")
-    parser.add_argument("--no-rss", dest="rss", action="store_false",
-                        help="part 1: skip the subprocess RSS cross-check")
-    parser.add_argument("--warm-cache", action="store_true",
-                        help="use Inductor's default on-disk cache (compile times then depend on "
-                             "earlier runs) instead of a fresh temporary one")
+    parser.add_argument(
+        "--lengths", type=int, nargs="+", default=[4096, 16384], help="part 1 lengths"
+    )
+    parser.add_argument(
+        "--attn-lengths", type=int, nargs="+", default=[1024, 2048], help="part 2 lengths"
+    )
+    parser.add_argument(
+        "--gpu-lengths", type=int, nargs="+", default=[4096, 16384], help="part 3 lengths"
+    )
+    parser.add_argument(
+        "--skip-compiled",
+        action="store_true",
+        help="part 1: skip the compiled create_block_mask (saves ~10 s of compile per case)",
+    )
+    parser.add_argument(
+        "--skip-flex",
+        action="store_true",
+        help="part 2: skip compiled FlexAttention (saves ~6-16 s of compile per case)",
+    )
+    parser.add_argument(
+        "--no-rss",
+        dest="rss",
+        action="store_false",
+        help="part 1: skip the subprocess RSS cross-check",
+    )
+    parser.add_argument(
+        "--warm-cache",
+        action="store_true",
+        help="use Inductor's default on-disk cache (compile times then depend on "
+        "earlier runs) instead of a fresh temporary one",
+    )
     args = parser.parse_args(argv)
     if min(args.repeats, args.attn_repeats, args.gpu_repeats) < 1:
         parser.error("repeats must be >= 1")
@@ -786,22 +1015,32 @@ def main(argv: list[str] | None = None) -> None:
 def _run(args: argparse.Namespace) -> None:
     threads = torch.get_num_threads()
     t_start = time.perf_counter()
-    print(f"torch {torch.__version__}, maskwise {mw.__version__}, torch threads available {threads}, "
-          f"CUDA available {torch.cuda.is_available()}")
+    print(
+        f"torch {torch.__version__}, maskwise {mw.__version__}, torch threads available {threads}, "
+        f"CUDA available {torch.cuda.is_available()}"
+    )
     print(f"machine: {machine()}; load average at start {os.getloadavg()[0]:.2f}")
     print()
-    print(f"Inductor cache: {'default (warm: compile times depend on earlier runs)' if args.warm_cache else 'fresh temporary directory (cold compiles)'}")
+    print(
+        f"Inductor cache: {'default (warm: compile times depend on earlier runs)' if args.warm_cache else 'fresh temporary directory (cold compiles)'}"
+    )
     print()
     summary: list[str] = []
     took: list[str] = []
-    for part, fn in (("1", lambda: part1(args)), ("2", lambda: part2(args, threads)), ("3", lambda: part3(args))):
+    for part, fn in (
+        ("1", lambda: part1(args)),
+        ("2", lambda: part2(args, threads)),
+        ("3", lambda: part3(args)),
+    ):
         if part in args.parts:
             t0 = time.perf_counter()
             summary += fn()
             took.append(f"part {part} {time.perf_counter() - t0:.0f} s")
     print("Summary: " + "; ".join(summary) + ".")
-    print(f"total time {time.perf_counter() - t_start:.0f} s ({', '.join(took)}); "
-          f"load average at end {os.getloadavg()[0]:.2f}")
+    print(
+        f"total time {time.perf_counter() - t_start:.0f} s ({', '.join(took)}); "
+        f"load average at end {os.getloadavg()[0]:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -109,7 +109,9 @@ def sst2_stream(data: Path) -> np.ndarray | None:
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(vocab_size=VOCAB, special_tokens=SPECIALS, show_progress=False)
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=VOCAB, special_tokens=SPECIALS, show_progress=False
+    )
     tok.train_from_iterator(sentences, trainer=trainer)
     assert [tok.token_to_id(s) for s in SPECIALS] == SPECIAL_IDS
     assert tok.get_vocab_size() <= VOCAB
@@ -174,7 +176,9 @@ class MaskedLM(nn.Module):
         x = self.tok(ids) + self.pos[: ids.shape[1]]
         for block in self.blocks:
             x = block(x)
-        return F.linear(self.ln(x), self.tok.weight, self.bias)  # (B, L, V), head tied to the embedding
+        return F.linear(
+            self.ln(x), self.tok.weight, self.bias
+        )  # (B, L, V), head tied to the embedding
 
 
 # ----------------------------------------------------------------------------------------------
@@ -196,11 +200,15 @@ CONFIGS = {
     "dynamic": Config("dynamic: DynamicMask + observe every step"),
     "mon10": Config("dynamic, MaskMonitor(every=10)", monitor_every=10),
     "obs10": Config("dynamic, observe every 10 steps", observe_every=10),
-    "obs10mon10": Config("dynamic, observe every 10 steps + MaskMonitor(every=10)", observe_every=10,
-                         monitor_every=10),
+    "obs10mon10": Config(
+        "dynamic, observe every 10 steps + MaskMonitor(every=10)",
+        observe_every=10,
+        monitor_every=10,
+    ),
     "masked": Config("dynamic, observe(logits[mask], ...) every step", masked_only=True),
-    "masked10": Config("dynamic, observe(logits[mask], ...) every 10 steps", masked_only=True,
-                       observe_every=10),
+    "masked10": Config(
+        "dynamic, observe(logits[mask], ...) every 10 steps", masked_only=True, observe_every=10
+    ),
 }
 
 
@@ -209,8 +217,12 @@ def make_masker(cfg: Config) -> TokenMask | DynamicMask:
     if not cfg.dynamic:
         return tm
     controller = ReliabilityController(RATE, signal="accuracy", min_rate=RATE, max_rate=RATE)
-    return DynamicMask(tm, controller, tracker=DifficultyTracker(VOCAB),
-                       monitor=MaskMonitor(every=cfg.monitor_every))
+    return DynamicMask(
+        tm,
+        controller,
+        tracker=DifficultyTracker(VOCAB),
+        monitor=MaskMonitor(every=cfg.monitor_every),
+    )
 
 
 @dataclass
@@ -269,7 +281,9 @@ def phase_median(values: list[float], start: int) -> float:
 # ----------------------------------------------------------------------------------------------
 
 
-def time_round_robin(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 3) -> dict[str, float]:
+def time_round_robin(
+    fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 3
+) -> dict[str, float]:
     for _ in range(warmup):
         for fn in fns.values():
             fn()
@@ -310,11 +324,14 @@ def breakdown(batches: list[torch.Tensor], repeats: int) -> tuple[dict[str, floa
         dm.observe(logits[mask], ids[mask], keys=ids[mask])
 
     fns: dict[str, Callable[[], object]] = {
-        "observe(): reliability(logits, labels) [log_softmax + max over (B, L, V)]":
-            lambda: reliability(logits, labels),
+        "observe(): reliability(logits, labels) [log_softmax + max over (B, L, V)]": lambda: (
+            reliability(logits, labels)
+        ),
         "observe(): controller.update": upd_controller,
         "observe(): tracker.update": lambda: tracker.update(ids, rel.loss, valid=rel.valid),
-        "observe(): monitor.record(reliability=...)": lambda: mon.record(0, rate=RATE, reliability=rel),
+        "observe(): monitor.record(reliability=...)": lambda: mon.record(
+            0, rate=RATE, reliability=rel
+        ),
         "observe() total, (B, L, V) logits": lambda: dm.observe(logits, labels, keys=ids),
         "observe() total, logits[mask] (gather included)": observe_masked,
         "forward: tracker.weights(ids)": lambda: tracker.weights(ids),
@@ -335,8 +352,10 @@ def breakdown(batches: list[torch.Tensor], repeats: int) -> tuple[dict[str, floa
             dm.observe(logits, labels, keys=ids)
     ka = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in ka)
-    lines = [f"observe() profile, (B, L, V) logits, top ops by self CPU time (total {total / 1e3:.1f} ms): "
-             + ", ".join(f"{e.key} {e.self_cpu_time_total / 1e3:.2f} ms ({e.count}x)" for e in ka[:5])]
+    lines = [
+        f"observe() profile, (B, L, V) logits, top ops by self CPU time (total {total / 1e3:.1f} ms): "
+        + ", ".join(f"{e.key} {e.self_cpu_time_total / 1e3:.2f} ms ({e.count}x)" for e in ka[:5])
+    ]
     counts = []
     for key in ("static", "dynamic"):
         v = build(CONFIGS[key])
@@ -344,8 +363,10 @@ def breakdown(batches: list[torch.Tensor], repeats: int) -> tuple[dict[str, floa
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             v.step(ids, record=False)
         ev = {e.key: e.count for e in prof.key_averages()}
-        counts.append(f"{key} {ev.get('aten::_local_scalar_dense', 0)} scalar reads + "
-                      f"{ev.get('aten::nonzero', 0)} nonzero")
+        counts.append(
+            f"{key} {ev.get('aten::_local_scalar_dense', 0)} scalar reads + "
+            f"{ev.get('aten::nonzero', 0)} nonzero"
+        )
     lines.append("host reads per training step (each a device sync on a GPU): " + "; ".join(counts))
     return res, lines
 
@@ -361,18 +382,36 @@ def pct(x: float) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=200, help="timed steps per variant (default 200)")
-    parser.add_argument("--warmup", type=int, default=20, help="untimed steps per variant first (default 20)")
-    parser.add_argument("--repeats", type=int, default=50, help="timed calls per breakdown item (default 50)")
-    parser.add_argument("--threads", default="default,1",
-                        help="comma-separated torch thread counts; 'default' = torch's own (default: default,1)")
-    parser.add_argument("--variants", default="dynamic,mon10,obs10,masked,masked10",
-                        help=f"comma-separated, from {', '.join(CONFIGS)} (static is always run; "
-                             "default: dynamic,mon10,obs10,masked,masked10)")
-    parser.add_argument("--data", type=Path, default=REPO / ".." / "shared" / "data",
-                        help="data root holding text/sst2 (default: ../shared/data from the repo root); "
-                             "synthetic tokens without it")
-    parser.add_argument("--no-breakdown", action="store_true", help="skip the breakdown and profile")
+    parser.add_argument(
+        "--steps", type=int, default=200, help="timed steps per variant (default 200)"
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=20, help="untimed steps per variant first (default 20)"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=50, help="timed calls per breakdown item (default 50)"
+    )
+    parser.add_argument(
+        "--threads",
+        default="default,1",
+        help="comma-separated torch thread counts; 'default' = torch's own (default: default,1)",
+    )
+    parser.add_argument(
+        "--variants",
+        default="dynamic,mon10,obs10,masked,masked10",
+        help=f"comma-separated, from {', '.join(CONFIGS)} (static is always run; "
+        "default: dynamic,mon10,obs10,masked,masked10)",
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=REPO / ".." / "shared" / "data",
+        help="data root holding text/sst2 (default: ../shared/data from the repo root); "
+        "synthetic tokens without it",
+    )
+    parser.add_argument(
+        "--no-breakdown", action="store_true", help="skip the breakdown and profile"
+    )
     args = parser.parse_args(argv)
     if args.steps < PHASES or args.warmup < 0 or args.repeats < 1:
         parser.error(f"--steps must be >= {PHASES}, --warmup >= 0, --repeats >= 1")
@@ -381,20 +420,28 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unknown variants {unknown}")
     default_threads = torch.get_num_threads()
     try:
-        threads = [default_threads if t.strip() == "default" else int(t) for t in args.threads.split(",")]
+        threads = [
+            default_threads if t.strip() == "default" else int(t) for t in args.threads.split(",")
+        ]
     except ValueError:
         parser.error("--threads takes 'default' or integers")
 
     t_start = time.perf_counter()
     batches, source = make_batches(args.data.resolve(), 64)
-    print(f"torch {torch.__version__}, maskwise {mw.__version__}, numpy {np.__version__}; "
-          f"torch default threads {default_threads}")
+    print(
+        f"torch {torch.__version__}, maskwise {mw.__version__}, numpy {np.__version__}; "
+        f"torch default threads {default_threads}"
+    )
     print(f"machine: {machine()}; load average at start {os.getloadavg()[0]:.2f}")
     print(f"data: {source}")
-    print(f"model: {LAYERS}-layer pre-LN encoder, d_model {D_MODEL}, {HEADS} heads, FFN {FFN}, vocab {VOCAB} "
-          f"(tied MLM head), batch {BATCH}x{SEQ}, AdamW; TokenMask rate {RATE}, all masked tokens -> [MASK]")
-    print(f"{args.steps} timed steps per variant after {args.warmup} warm-up steps, interleaved step by step; "
-          f"step time = mean over {PHASES} step phases of the median step time")
+    print(
+        f"model: {LAYERS}-layer pre-LN encoder, d_model {D_MODEL}, {HEADS} heads, FFN {FFN}, vocab {VOCAB} "
+        f"(tied MLM head), batch {BATCH}x{SEQ}, AdamW; TokenMask rate {RATE}, all masked tokens -> [MASK]"
+    )
+    print(
+        f"{args.steps} timed steps per variant after {args.warmup} warm-up steps, interleaved step by step; "
+        f"step time = mean over {PHASES} step phases of the median step time"
+    )
     print()
 
     rows: list[tuple[str, ...]] = []
@@ -407,13 +454,17 @@ def main(argv: list[str] | None = None) -> None:
         t_loop = time.perf_counter()
         for i in range(args.warmup + args.steps):
             if i % 20 == 0:
-                print(f"[{n_threads} thread(s): round {i}/{args.warmup + args.steps}, "
-                      f"{time.perf_counter() - t_loop:.0f} s]", file=sys.stderr, flush=True)
+                print(
+                    f"[{n_threads} thread(s): round {i}/{args.warmup + args.steps}, "
+                    f"{time.perf_counter() - t_loop:.0f} s]",
+                    file=sys.stderr,
+                    flush=True,
+                )
             ids = batches[i % len(batches)]
             record = i >= args.warmup
             if i == args.warmup:
                 gc.collect()
-            for v in variants[i % n:] + variants[: i % n]:  # rotate the order every round
+            for v in variants[i % n :] + variants[: i % n]:  # rotate the order every round
                 v.step(ids, record)
         base = variants[0]
         a = phase_median(base.times, args.warmup)
@@ -421,27 +472,47 @@ def main(argv: list[str] | None = None) -> None:
             t = phase_median(v.times, args.warmup)
             med = statistics.median(v.times)
             if v is base:
-                rows.append((str(n_threads), v.cfg.name, f"{med:.1f}", f"{t:.1f}", "(baseline)", "", ""))
+                rows.append(
+                    (str(n_threads), v.cfg.name, f"{med:.1f}", f"{t:.1f}", "(baseline)", "", "")
+                )
                 continue
             paired = phase_median([b / x for b, x in zip(v.times, base.times)], args.warmup) - 1
             over = t / a - 1
             met = "met" if over <= TARGET and paired <= TARGET else "MISSED"
-            rows.append((str(n_threads), v.cfg.name, f"{med:.1f}", f"{t:.1f}", pct(over), pct(paired),
-                         f"<= 2 %: {met}"))
+            rows.append(
+                (
+                    str(n_threads),
+                    v.cfg.name,
+                    f"{med:.1f}",
+                    f"{t:.1f}",
+                    pct(over),
+                    pct(paired),
+                    f"<= 2 %: {met}",
+                )
+            )
         for v in variants:
             assert all(math.isfinite(x) for x in v.losses), v.cfg.name
-        notes.append(f"{n_threads} thread(s): masked share of maskable tokens "
-                     + ", ".join(f"{k} {statistics.fmean(v.masked):.3f}" for k, v in zip(keys, variants))
-                     + f"; MLM loss over the timed steps {base.losses[0]:.2f} -> {base.losses[-1]:.2f} (static)"
-                     + f"; load average {os.getloadavg()[0]:.2f}")
+        notes.append(
+            f"{n_threads} thread(s): masked share of maskable tokens "
+            + ", ".join(f"{k} {statistics.fmean(v.masked):.3f}" for k, v in zip(keys, variants))
+            + f"; MLM loss over the timed steps {base.losses[0]:.2f} -> {base.losses[-1]:.2f} (static)"
+            + f"; load average {os.getloadavg()[0]:.2f}"
+        )
         del variants
         gc.collect()
         if not args.no_breakdown:
             res, lines = breakdown(batches, args.repeats)
             breakdowns.append((n_threads, res, lines, a))
 
-    header = ("threads", "variant", "median step (ms)", "step (ms)", "overhead (B/A - 1)",
-              "paired overhead", "target")
+    header = (
+        "threads",
+        "variant",
+        "median step (ms)",
+        "step (ms)",
+        "overhead (B/A - 1)",
+        "paired overhead",
+        "target",
+    )
     print("| " + " | ".join(header) + " |")
     print("|" + "|".join(["---:", "---", "---:", "---:", "---:", "---:", "---"]) + "|")
     for r in rows:
@@ -451,28 +522,41 @@ def main(argv: list[str] | None = None) -> None:
         print(line)
     for n_threads, res, lines, a in breakdowns:
         print()
-        print(f"Breakdown of the dynamic variant's extra work, {n_threads} thread(s), measured separately "
-              f"(median of {args.repeats} interleaved calls; % of the static step, {a:.1f} ms):")
+        print(
+            f"Breakdown of the dynamic variant's extra work, {n_threads} thread(s), measured separately "
+            f"(median of {args.repeats} interleaved calls; % of the static step, {a:.1f} ms):"
+        )
         print()
         print("| piece | ms | % of static step |")
         print("|---|---:|---:|")
         for k, ms in res.items():
             print(f"| {k} | {ms:.3f} | {ms / a * 100:.2f} % |")
-        extra = res["forward: DynamicMask(ids) total"] - res["forward: TokenMask(ids) (static, for reference)"]
-        print(f"| forward: DynamicMask(ids) - TokenMask(ids) | {extra:.3f} | {extra / a * 100:.2f} % |")
+        extra = (
+            res["forward: DynamicMask(ids) total"]
+            - res["forward: TokenMask(ids) (static, for reference)"]
+        )
+        print(
+            f"| forward: DynamicMask(ids) - TokenMask(ids) | {extra:.3f} | {extra / a * 100:.2f} % |"
+        )
         print()
-        for label, obs in (("(B, L, V) logits", res["observe() total, (B, L, V) logits"]),
-                           ("logits[mask]", res["observe() total, logits[mask] (gather included)"])):
+        for label, obs in (
+            ("(B, L, V) logits", res["observe() total, (B, L, V) logits"]),
+            ("logits[mask]", res["observe() total, logits[mask] (gather included)"]),
+        ):
             per_k = {k: (obs / k + extra) / a for k in (1, 5, 10, 20, 50)}
             room = TARGET * a - extra
             k_min = math.ceil(obs / room) if room > 0 else None
-            print(f"predicted overhead, observe on {label} every k steps = (observe / k + forward extra) / static: "
-                  + ", ".join(f"k={k} {v * 100:.2f} %" for k, v in per_k.items())
-                  + (f"; <= 2 % from k = {k_min}" if k_min else "; > 2 % for every k"))
+            print(
+                f"predicted overhead, observe on {label} every k steps = (observe / k + forward extra) / static: "
+                + ", ".join(f"k={k} {v * 100:.2f} %" for k, v in per_k.items())
+                + (f"; <= 2 % from k = {k_min}" if k_min else "; > 2 % for every k")
+            )
         for line in lines:
             print(line)
     print()
-    print(f"total time {time.perf_counter() - t_start:.0f} s; load average at end {os.getloadavg()[0]:.2f}")
+    print(
+        f"total time {time.perf_counter() - t_start:.0f} s; load average at end {os.getloadavg()[0]:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -56,7 +56,9 @@ from maskwise.experiments.sequence import (  # noqa: E402
     split_documents,
 )
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "lm" / "tinyshakespeare" / "input.txt"
+DEFAULT_DATA = (
+    Path(__file__).resolve().parents[2] / "shared" / "data" / "lm" / "tinyshakespeare" / "input.txt"
+)
 
 
 def batches(args: argparse.Namespace) -> tuple[list[tuple[LMRows, LMRows]], int]:
@@ -79,13 +81,23 @@ def batches(args: argparse.Namespace) -> tuple[list[tuple[LMRows, LMRows]], int]
     offset_t, doc_t = torch.tensor(offset_of), torch.tensor(doc_of)
     out = []
     for b in range(min(rows // args.batch, args.steps + args.warmup)):
-        in_batch = ((row_of_t >= b * args.batch) & (row_of_t < (b + 1) * args.batch)).nonzero().squeeze(1)
+        in_batch = (
+            ((row_of_t >= b * args.batch) & (row_of_t < (b + 1) * args.batch)).nonzero().squeeze(1)
+        )
         sub = pieces.select(in_batch)
-        packed = place_pieces(sub, row_of_t[in_batch] - b * args.batch, offset_t[in_batch], doc_t[in_batch],
-                              args.batch, args.row_len)
+        packed = place_pieces(
+            sub,
+            row_of_t[in_batch] - b * args.batch,
+            offset_t[in_batch],
+            doc_t[in_batch],
+            args.batch,
+            args.row_len,
+        )
         out.append((packed, pad_rows(sub, args.row_len)))
     if len(out) < args.steps + args.warmup:
-        raise SystemExit(f"{args.data}: not enough documents for {args.steps + args.warmup} batches.")
+        raise SystemExit(
+            f"{args.data}: not enough documents for {args.steps + args.warmup} batches."
+        )
     return out, tok.get_vocab_size()
 
 
@@ -100,7 +112,9 @@ def step(model: torch.nn.Module, opt: torch.optim.Optimizer, rows: LMRows, layou
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="a text file or a folder of documents")
+    parser.add_argument(
+        "--data", type=Path, default=DEFAULT_DATA, help="a text file or a folder of documents"
+    )
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--row-len", type=int, default=256)
@@ -113,7 +127,9 @@ def main(argv: list[str] | None = None) -> None:
     data, vocab = batches(args)
 
     torch.manual_seed(0)
-    base = DecoderLM(vocab, dim=args.dim, heads=4, layers=args.layers, max_len=args.row_len, dropout=0.0)
+    base = DecoderLM(
+        vocab, dim=args.dim, heads=4, layers=args.layers, max_len=args.row_len, dropout=0.0
+    )
     models = {"packed": base, "padded": copy.deepcopy(base)}
     opts = {k: torch.optim.AdamW(m.parameters(), lr=1e-3) for k, m in models.items()}
     times: dict[str, list[float]] = {"packed": [], "padded": []}
@@ -128,12 +144,16 @@ def main(argv: list[str] | None = None) -> None:
                 times[name].append(dt)
                 losses[name].append(loss)
 
-    real = [p.tokens for p, _ in data[args.warmup:]]
+    real = [p.tokens for p, _ in data[args.warmup :]]
     tokens = statistics.fmean(real)
-    print(f"# Packing vs padding each document to the row length ({machine()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} thread(s))")
-    print(f"DecoderLM d {args.dim} x {args.layers}, rows of {args.row_len}, {args.batch} packed rows per batch; "
-          f"{args.steps} timed steps after {args.warmup} warm-up steps; same documents per step.\n")
+    print(
+        f"# Packing vs padding each document to the row length ({machine()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} thread(s))"
+    )
+    print(
+        f"DecoderLM d {args.dim} x {args.layers}, rows of {args.row_len}, {args.batch} packed rows per batch; "
+        f"{args.steps} timed steps after {args.warmup} warm-up steps; same documents per step.\n"
+    )
     print("| step | loss packed | loss padded | abs diff |")
     print("|---|---|---|---|")
     for i, (a, b) in enumerate(zip(losses["packed"], losses["padded"])):
@@ -141,11 +161,13 @@ def main(argv: list[str] | None = None) -> None:
             print(f"| {i + args.warmup + 1} | {a:.5f} | {b:.5f} | {abs(a - b):.1e} |")
     diff = max(abs(a - b) for a, b in zip(losses["packed"], losses["padded"]))
     print(f"\nlargest loss difference over the run: {diff:.2e}\n")
-    print("| layout | rows per batch | real tokens / row positions | median step (ms) | real tokens / s |")
+    print(
+        "| layout | rows per batch | real tokens / row positions | median step (ms) | real tokens / s |"
+    )
     print("|---|---|---|---|---|")
     tps = {}
     for name, idx in (("packed", 0), ("padded", 1)):
-        rows = statistics.fmean(len(pair[idx]) for pair in data[args.warmup:])
+        rows = statistics.fmean(len(pair[idx]) for pair in data[args.warmup :])
         fill = tokens / (rows * args.row_len)
         ms = 1e3 * statistics.median(times[name])
         tps[name] = tokens / (ms / 1e3)

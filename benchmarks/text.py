@@ -74,7 +74,9 @@ def train_tokenizer(sentences: list[str]):
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(vocab_size=VOCAB, special_tokens=SPECIALS, show_progress=False)
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=VOCAB, special_tokens=SPECIALS, show_progress=False
+    )
     tok.train_from_iterator(sentences, trainer=trainer)
     for i, s in enumerate(SPECIALS):
         assert tok.token_to_id(s) == i, (s, tok.token_to_id(s))
@@ -140,8 +142,10 @@ class Batch:
         hf_words, _ = C._calc_word_ids_and_prob_mask(self.offsets, self.stm.numpy())
         hf_words = torch.from_numpy(np.asarray(hf_words))
         # Same words on both sides: same word starts and same "no word" positions.
-        assert torch.equal(mw.functional.word_starts(self.word_ids),
-                           mw.functional.word_starts(torch.where(hf_words >= 0, hf_words, -1)))
+        assert torch.equal(
+            mw.functional.word_starts(self.word_ids),
+            mw.functional.word_starts(torch.where(hf_words >= 0, hf_words, -1)),
+        )
         assert torch.equal(self.word_ids < 0, hf_words < 0)
 
 
@@ -150,8 +154,9 @@ class Batch:
 # ----------------------------------------------------------------------------------------------
 
 
-def random_spans_noise_mask(length: int, noise_density: float, mean_noise_span_length: float,
-                            rng: np.random.Generator) -> np.ndarray:
+def random_spans_noise_mask(
+    length: int, noise_density: float, mean_noise_span_length: float, rng: np.random.Generator
+) -> np.ndarray:
     """T5's noise mask for one sequence, as in transformers' Flax T5 MLM example.
 
     The only changes: ``np.random.shuffle`` draws from ``rng`` (seeded), and
@@ -202,9 +207,15 @@ def t5_numpy_batch(valid: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=30, help="timed runs per case (median reported)")
-    parser.add_argument("--data", type=Path, default=REPO / ".." / "shared" / "data",
-                        help="data root holding text/sst2 (default: ../shared/data from the repo root)")
+    parser.add_argument(
+        "--repeats", type=int, default=30, help="timed runs per case (median reported)"
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=REPO / ".." / "shared" / "data",
+        help="data root holding text/sst2 (default: ../shared/data from the repo root)",
+    )
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")
@@ -223,20 +234,38 @@ def main(argv: list[str] | None = None) -> None:
     mask_id = hf_tok.mask_token_id
     assert V == tok.get_vocab_size() and special_ids == [0, 1, 2, 3, 4] and mask_id == 4
 
-    print(f"torch {torch.__version__}, transformers {transformers.__version__}, numpy {np.__version__}, "
-          f"torch threads {torch.get_num_threads()}")
+    print(
+        f"torch {torch.__version__}, transformers {transformers.__version__}, numpy {np.__version__}, "
+        f"torch threads {torch.get_num_threads()}"
+    )
     print(f"machine: {machine()}; load average at start {os.getloadavg()[0]:.2f}")
-    print(f"data: SST-2 train, {len(sentences)} sentences -> {ids.size} tokens "
-          f"(WordPiece vocab {V}, special ids {special_ids}); median of {args.repeats} runs, "
-          f"after warm-up")
+    print(
+        f"data: SST-2 train, {len(sentences)} sentences -> {ids.size} tokens "
+        f"(WordPiece vocab {V}, special ids {special_ids}); median of {args.repeats} runs, "
+        f"after warm-up"
+    )
     print()
 
     rows: list[tuple[str, str, str, str, str]] = []
 
-    def add(case: str, m: float | None, p: float | None, target: str, extra_m: str = "",
-            extra_p: str = "") -> None:
+    def add(
+        case: str,
+        m: float | None,
+        p: float | None,
+        target: str,
+        extra_m: str = "",
+        extra_p: str = "",
+    ) -> None:
         speed = f"{p / m:.1f}x" if (m and p) else "n/a"
-        rows.append((case, fmt_ms(m) + extra_m, (fmt_ms(p) if p is not None else "n/a") + extra_p, speed, target))
+        rows.append(
+            (
+                case,
+                fmt_ms(m) + extra_m,
+                (fmt_ms(p) if p is not None else "n/a") + extra_p,
+                speed,
+                target,
+            )
+        )
 
     big = Batch(ids, offs, 64, 512, special_ids)
     g = torch.Generator().manual_seed(0)
@@ -253,8 +282,9 @@ def main(argv: list[str] | None = None) -> None:
 
     def mw_tokens():
         masked = mw.mask_tokens(big.ids, RATE, special_ids=special_ids, generator=g)
-        return mw.corrupt(big.ids, masked, mask_id=mask_id, vocab_size=V, special_ids=special_ids,
-                          generator=g)
+        return mw.corrupt(
+            big.ids, masked, mask_id=mask_id, vocab_size=V, special_ids=special_ids, generator=g
+        )
 
     def hf_tokens():
         return coll.torch_mask_tokens(big.ids.clone(), special_tokens_mask=big.stm)
@@ -263,35 +293,57 @@ def main(argv: list[str] | None = None) -> None:
     share("tokens: maskwise", mw_tokens())
     share("transformers", hf_tokens())
     met1 = p / m >= 1.5 and m <= 1.0
-    add("token masking + 80/10/10, 64x512", m, p,
-        f">= 1.5x and <= 1 ms: {'met' if met1 else 'MISSED'}")
+    add(
+        "token masking + 80/10/10, 64x512",
+        m,
+        p,
+        f">= 1.5x and <= 1 ms: {'met' if met1 else 'MISSED'}",
+    )
 
     # 2. whole-word masking + 80/10/10 --------------------------------------------------------
-    with warnings.catch_warnings():  # "Random token replacement is not supported with whole word masking"
+    with (
+        warnings.catch_warnings()
+    ):  # "Random token replacement is not supported with whole word masking"
         warnings.simplefilter("ignore")
-        coll_wwm = DataCollatorForLanguageModeling(hf_tok, mlm_probability=RATE, whole_word_mask=True, seed=0)
+        coll_wwm = DataCollatorForLanguageModeling(
+            hf_tok, mlm_probability=RATE, whole_word_mask=True, seed=0
+        )
     coll_wwm.create_rng()
 
     # transformers' whole-word path replaces every masked token by [MASK] (it drops 80/10/10),
     # so the target row asks maskwise for the same output; the 80/10/10 row is for information.
     def mw_words():
         masked = mw.mask_words(big.word_ids, RATE, generator=g)
-        return mw.corrupt(big.ids, masked, mask_id=mask_id, vocab_size=V, replace_prob=1.0,
-                          random_prob=0.0, generator=g)
+        return mw.corrupt(
+            big.ids,
+            masked,
+            mask_id=mask_id,
+            vocab_size=V,
+            replace_prob=1.0,
+            random_prob=0.0,
+            generator=g,
+        )
 
     def mw_words_801010():
         masked = mw.mask_words(big.word_ids, RATE, generator=g)
-        return mw.corrupt(big.ids, masked, mask_id=mask_id, vocab_size=V, special_ids=special_ids,
-                          generator=g)
+        return mw.corrupt(
+            big.ids, masked, mask_id=mask_id, vocab_size=V, special_ids=special_ids, generator=g
+        )
 
     def hf_words():
-        return coll_wwm.torch_mask_tokens(big.ids.clone(), special_tokens_mask=big.stm,
-                                          offset_mapping=big.offsets)
+        return coll_wwm.torch_mask_tokens(
+            big.ids.clone(), special_tokens_mask=big.stm, offset_mapping=big.offsets
+        )
 
     m, p, _ = compare(mw_words, hf_words, args.repeats)
     share("words: maskwise", mw_words())
     share("transformers", hf_words())
-    add("whole-word masking + 100% [MASK]†, 64x512", m, p, f">= 50x: {'met' if p / m >= 50 else 'MISSED'}")
+    add(
+        "whole-word masking + 100% [MASK]†, 64x512",
+        m,
+        p,
+        f">= 50x: {'met' if p / m >= 50 else 'MISSED'}",
+    )
     m, p, _ = compare(mw_words_801010, hf_words, args.repeats)
     add("whole-word masking + 80/10/10 (peer: 100% [MASK]†), 64x512", m, p, "none (information)")
 
@@ -299,15 +351,28 @@ def main(argv: list[str] | None = None) -> None:
     rng = np.random.default_rng(0)
     valid_np = big.valid.numpy()
 
-    m, _, _ = compare(lambda: mw.mask_spans(big.valid, RATE, mean_length=MEAN_SPAN, generator=g), None,
-                      args.repeats)
+    m, _, _ = compare(
+        lambda: mw.mask_spans(big.valid, RATE, mean_length=MEAN_SPAN, generator=g),
+        None,
+        args.repeats,
+    )
     add("span masking (geometric, mean 3), 64x512", m, None, "none (report only; no peer)")
     share("spans: maskwise", mw.mask_spans(big.valid, RATE, mean_length=MEAN_SPAN, generator=g))
     m, p, _ = compare(
         lambda: mw.mask_spans(big.valid, RATE, mean_length=MEAN_SPAN, exact=True, generator=g),
-        lambda: t5_numpy_batch(valid_np, rng), args.repeats)
-    add("span masking, exact T5 (mean 3), 64x512", m, p, "none (report only); peer = T5 numpy, row by row")
-    share("exact: maskwise", mw.mask_spans(big.valid, RATE, mean_length=MEAN_SPAN, exact=True, generator=g))
+        lambda: t5_numpy_batch(valid_np, rng),
+        args.repeats,
+    )
+    add(
+        "span masking, exact T5 (mean 3), 64x512",
+        m,
+        p,
+        "none (report only); peer = T5 numpy, row by row",
+    )
+    share(
+        "exact: maskwise",
+        mw.mask_spans(big.valid, RATE, mean_length=MEAN_SPAN, exact=True, generator=g),
+    )
     share("T5 numpy", torch.from_numpy(t5_numpy_batch(valid_np, rng)))
 
     # 4. whole-word masking vs L, batch 8 -----------------------------------------------------
@@ -321,8 +386,9 @@ def main(argv: list[str] | None = None) -> None:
             return mw.mask_words(bl.word_ids, RATE, generator=g)
 
         def hf_wl(bl=bl):
-            return coll_wwm.torch_mask_tokens(bl.ids.clone(), special_tokens_mask=bl.stm,
-                                              offset_mapping=bl.offsets)
+            return coll_wwm.torch_mask_tokens(
+                bl.ids.clone(), special_tokens_mask=bl.stm, offset_mapping=bl.offsets
+            )
 
         # transformers is O(L^2): extrapolate from the previous L and skip if it would be too slow.
         run_hf = True
@@ -337,8 +403,13 @@ def main(argv: list[str] | None = None) -> None:
             first = time_ms(hf_wl)
             if first / 1e3 > HF_SKIP_S:
                 run_hf, note_p = False, f" skipped ({first / 1e3:.0f} s/call)"
-        m, p, n_p = compare(mw_wl, hf_wl if run_hf else None, args.repeats,
-                            warmup=3 if L <= 2048 else 1, peer_budget_s=5.0)
+        m, p, n_p = compare(
+            mw_wl,
+            hf_wl if run_hf else None,
+            args.repeats,
+            warmup=3 if L <= 2048 else 1,
+            peer_budget_s=5.0,
+        )
         if p is not None:
             hf_prev = (L, p)
             if n_p < args.repeats:
@@ -350,10 +421,18 @@ def main(argv: list[str] | None = None) -> None:
             per_small = scaling[0][1] / (8 * scaling[0][0])
             per_big = m / n_tok
             ok = per_big <= 1.5 * per_small
-            target += (f": t(8192)/t(512) = {m / scaling[0][1]:.1f} for 16x tokens, "
-                       f"{'met' if ok else 'MISSED'}")
-        add(f"whole-word masking (mask_words), 8x{L}", m, p, target,
-            extra_m=f" ({m / n_tok * 1e3:.4f}/1k tok)", extra_p=note_p)
+            target += (
+                f": t(8192)/t(512) = {m / scaling[0][1]:.1f} for 16x tokens, "
+                f"{'met' if ok else 'MISSED'}"
+            )
+        add(
+            f"whole-word masking (mask_words), 8x{L}",
+            m,
+            p,
+            target,
+            extra_m=f" ({m / n_tok * 1e3:.4f}/1k tok)",
+            extra_p=note_p,
+        )
         del bl
         gc.collect()
 
@@ -364,13 +443,19 @@ def main(argv: list[str] | None = None) -> None:
     for r in rows:
         print("| " + " | ".join(r) + " |")
     print()
-    print("Peers: transformers DataCollatorForLanguageModeling.torch_mask_tokens (seed=0) with a "
-          "precomputed special_tokens_mask, input clone included; span rows: numpy port of T5's "
-          "random_spans_noise_mask, one call per row.")
-    print("† with whole_word_mask=True transformers forces mask_replace_prob=1 (no random or "
-          "kept tokens); the target row gives maskwise the same job (replace_prob=1).")
+    print(
+        "Peers: transformers DataCollatorForLanguageModeling.torch_mask_tokens (seed=0) with a "
+        "precomputed special_tokens_mask, input clone included; span rows: numpy port of T5's "
+        "random_spans_noise_mask, one call per row."
+    )
+    print(
+        "† with whole_word_mask=True transformers forces mask_replace_prob=1 (no random or "
+        "kept tokens); the target row gives maskwise the same job (replace_prob=1)."
+    )
     print("Masked share of the maskable tokens (one call each): " + ", ".join(shares) + ".")
-    print(f"total time {time.perf_counter() - t_start:.0f} s; load average at end {os.getloadavg()[0]:.2f}")
+    print(
+        f"total time {time.perf_counter() - t_start:.0f} s; load average at end {os.getloadavg()[0]:.2f}"
+    )
 
 
 if __name__ == "__main__":

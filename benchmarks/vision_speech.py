@@ -87,9 +87,15 @@ class BeitMaskingGenerator:
     became ``int``.
     """
 
-    def __init__(self, input_size: int, num_masking_patches: int, min_num_patches: int = 16,
-                 max_num_patches: int | None = None, min_aspect: float = 0.3,
-                 max_aspect: float | None = None):
+    def __init__(
+        self,
+        input_size: int,
+        num_masking_patches: int,
+        min_num_patches: int = 16,
+        max_num_patches: int | None = None,
+        min_aspect: float = 0.3,
+        max_aspect: float | None = None,
+    ):
         self.height, self.width = (input_size, input_size)
         self.num_patches = self.height * self.width
         self.num_masking_patches = num_masking_patches
@@ -108,7 +114,7 @@ class BeitMaskingGenerator:
             if w < self.width and h < self.height:
                 top = random.randint(0, self.height - h)
                 left = random.randint(0, self.width - w)
-                num_masked = mask[top: top + h, left: left + w].sum()
+                num_masked = mask[top : top + h, left : left + w].sum()
                 # Overlap
                 if 0 < h * w - num_masked <= max_mask_patches:
                     for i in range(top, top + h):
@@ -208,8 +214,9 @@ class Run:
         self.rows: list[tuple[str, str, str, str, str]] = []
         self.notes: list[str] = []
 
-    def compare(self, mw_fn: Callable[[], object],
-                peer_fn: Callable[[], object] | None) -> tuple[float, float | None]:
+    def compare(
+        self, mw_fn: Callable[[], object], peer_fn: Callable[[], object] | None
+    ) -> tuple[float, float | None]:
         m, p, _ = compare(mw_fn, peer_fn, self.args.repeats, rounds=self.args.rounds)
         return m, p
 
@@ -240,18 +247,25 @@ def case_time_spans(run: Run) -> None:
     def hf_att():
         return torch.from_numpy(_compute_mask_indices((B, T), RATE, SPAN, attention_mask=att))
 
-    for label, mw_fn, hf_fn in (("no attention mask", mw_full, hf_full),
-                                ("attention mask (lengths 200..1000)", mw_att, hf_att)):
+    for label, mw_fn, hf_fn in (
+        ("no attention mask", mw_full, hf_full),
+        ("attention mask (lengths 200..1000)", mw_att, hf_att),
+    ):
         m, p = run.compare(mw_fn, hf_fn)
-        run.add(f"wav2vec2 time spans, {B}x{T}, {label}", m, p,
-                f">= 1.5x: {'met' if p / m >= 1.5 else 'MISSED'}")
+        run.add(
+            f"wav2vec2 time spans, {B}x{T}, {label}",
+            m,
+            p,
+            f">= 1.5x: {'met' if p / m >= 1.5 else 'MISSED'}",
+        )
     real = att.bool()
     run.notes.append(
         "time spans, masked share of real frames (one call each): no mask: maskwise "
         f"{mw_full().float().mean():.3f}, transformers {hf_full().float().mean():.3f}; "
         f"attention mask: maskwise {mw_att()[real].float().mean():.3f}, transformers "
         f"{hf_att()[real].float().mean():.3f}; frames masked in padding: maskwise "
-        f"{int(mw_att()[~real].sum())}, transformers {int(hf_att()[~real].sum())}")
+        f"{int(mw_att()[~real].sum())}, transformers {int(hf_att()[~real].sum())}"
+    )
 
 
 def case_erase(run: Run) -> None:
@@ -268,15 +282,26 @@ def case_erase(run: Run) -> None:
 
     if RandomErasing is None:
         m, _ = run.compare(mw_erase, None)
-        run.add(f"random erasing, {B}x{C}x{H}x{W}", m, None,
-                f"none (report only); timm row skipped: no timm wheel in {args.timm_wheel} "
-                f"(pip download --no-deps timm to enable)")
-        print(f"timm row skipped: no timm wheel found in {args.timm_wheel}; "
-              f"pip download --no-deps -d {args.timm_wheel} timm to enable")
+        run.add(
+            f"random erasing, {B}x{C}x{H}x{W}",
+            m,
+            None,
+            f"none (report only); timm row skipped: no timm wheel in {args.timm_wheel} "
+            f"(pip download --no-deps timm to enable)",
+        )
+        print(
+            f"timm row skipped: no timm wheel found in {args.timm_wheel}; "
+            f"pip download --no-deps -d {args.timm_wheel} timm to enable"
+        )
         return
     eraser = RandomErasing(probability=0.5, mode="const", device="cpu")
     assert eraser.log_aspect_ratio == (math.log(0.3), math.log(1 / 0.3)), eraser.log_aspect_ratio
-    assert (eraser.min_area, eraser.max_area, eraser.min_count, eraser.max_count) == (0.02, 1 / 3, 1, 1)
+    assert (eraser.min_area, eraser.max_area, eraser.min_count, eraser.max_count) == (
+        0.02,
+        1 / 3,
+        1,
+        1,
+    )
     timm_images = images.clone()  # timm erases in place: give it its own batch
 
     def timm_erase():
@@ -297,8 +322,10 @@ def case_erase(run: Run) -> None:
     ones = torch.ones(B, C, H, W)
     timm_share = (eraser(ones) == 0).all(1).float().mean().item()
     mw_share = mw.erase(ones, p=0.5, scale=scale, ratio=ratio, generator=g)[1].float().mean().item()
-    run.notes.append(f"random erasing: timm from {wheel} (only {TIMM_MEMBER} loaded); erased share "
-                     f"of pixels (one call each): maskwise {mw_share:.3f}, timm {timm_share:.3f}")
+    run.notes.append(
+        f"random erasing: timm from {wheel} (only {TIMM_MEMBER} loaded); erased share "
+        f"of pixels (one call each): maskwise {mw_share:.3f}, timm {timm_share:.3f}"
+    )
 
 
 def case_blocks(run: Run) -> None:
@@ -306,9 +333,15 @@ def case_blocks(run: Run) -> None:
     g, check = run.g, run.args.beit_check
     B, GRID, NUM = 256, 14, 75
     beit = BeitMaskingGenerator(GRID, NUM, min_num_patches=16)
-    m, p = run.compare(lambda: mw.mask_blocks(B, GRID, NUM, generator=g), lambda: beit_batch(beit, B))
-    run.add(f"BEiT block masking, {B} samples, {GRID}x{GRID}, {NUM} cells", m, p,
-            f">= 10x: {'met' if p / m >= 10 else 'MISSED'}")
+    m, p = run.compare(
+        lambda: mw.mask_blocks(B, GRID, NUM, generator=g), lambda: beit_batch(beit, B)
+    )
+    run.add(
+        f"BEiT block masking, {B} samples, {GRID}x{GRID}, {NUM} cells",
+        m,
+        p,
+        f">= 10x: {'met' if p / m >= 10 else 'MISSED'}",
+    )
     counts = beit_batch(beit, check).sum((1, 2))
     miss = (counts != NUM).float().mean().item()
     mw_counts = mw.mask_blocks(check, GRID, NUM, generator=g).sum((1, 2))
@@ -316,7 +349,8 @@ def case_blocks(run: Run) -> None:
         f"block masking, {check} samples: BEiT misses the count of {NUM} in {miss:.1%} of them "
         f"(counts {int(counts.min())}..{int(counts.max())}, mean {counts.float().mean():.1f}); "
         f"maskwise: {int((mw_counts != NUM).sum())} misses "
-        f"(counts {int(mw_counts.min())}..{int(mw_counts.max())})")
+        f"(counts {int(mw_counts.min())}..{int(mw_counts.max())})"
+    )
 
 
 def case_mae(run: Run) -> None:
@@ -331,13 +365,25 @@ def case_mae(run: Run) -> None:
         ids_keep, ids_restore = mw.keep_indices(mask)
         return x.gather(1, ids_keep[..., None].expand(-1, -1, D)), mask, ids_restore
 
-    assert mw_mae()[0].shape == mae_per_sample(x, len_keep).shape == mae_random_masking(x, RATE)[0].shape
+    assert (
+        mw_mae()[0].shape
+        == mae_per_sample(x, len_keep).shape
+        == mae_random_masking(x, RATE)[0].shape
+    )
     m, p = run.compare(mw_mae, lambda: mae_per_sample(x, len_keep))
-    run.add(f"MAE random masking + gather, {B}x{N}x{D} (peer: per-sample loop)", m, p,
-            "none (report only)")
+    run.add(
+        f"MAE random masking + gather, {B}x{N}x{D} (peer: per-sample loop)",
+        m,
+        p,
+        "none (report only)",
+    )
     m, p = run.compare(mw_mae, lambda: mae_random_masking(x, RATE))
-    run.add(f"MAE random masking + gather, {B}x{N}x{D} (peer: MAE's batched random_masking)", m, p,
-            "none (context)")
+    run.add(
+        f"MAE random masking + gather, {B}x{N}x{D} (peer: MAE's batched random_masking)",
+        m,
+        p,
+        "none (context)",
+    )
 
 
 def case_guided(run: Run) -> None:
@@ -347,10 +393,17 @@ def case_guided(run: Run) -> None:
     scores = torch.rand(B, N, generator=torch.Generator().manual_seed(4))
     for hard in (1.0, 0.5):
         m, p = run.compare(
-            lambda hard=hard: mw.mask_patches(B, N, RATE, scores=scores, hard_fraction=hard, generator=g),
-            lambda: mw.mask_patches(B, N, RATE, generator=g))
-        run.add(f"guided mask_patches (hard_fraction {hard}), {B}x{N} (peer: plain mask_patches)", m, p,
-                f"guided/plain = {m / p:.2f} <= 1.5: {'met' if m / p <= 1.5 else 'MISSED'}")
+            lambda hard=hard: mw.mask_patches(
+                B, N, RATE, scores=scores, hard_fraction=hard, generator=g
+            ),
+            lambda: mw.mask_patches(B, N, RATE, generator=g),
+        )
+        run.add(
+            f"guided mask_patches (hard_fraction {hard}), {B}x{N} (peer: plain mask_patches)",
+            m,
+            p,
+            f"guided/plain = {m / p:.2f} <= 1.5: {'met' if m / p <= 1.5 else 'MISSED'}",
+        )
 
 
 def case_spec_augment(run: Run) -> None:
@@ -370,23 +423,39 @@ def case_spec_augment(run: Run) -> None:
             return spec_augment_rows(spec, lens_list)
 
         m, p = run.compare(mw_spec, ref_spec)
-        run.add(f"SpecAugment LD, {B}x{F}x{T}, {name}", m, p,
-                f">= 4x: {'met' if p / m >= 4 else 'MISSED'}")
+        run.add(
+            f"SpecAugment LD, {B}x{F}x{T}, {name}",
+            m,
+            p,
+            f">= 4x: {'met' if p / m >= 4 else 'MISSED'}",
+        )
         out_mw, out_ref = mw_spec().spec, ref_spec()
         run.notes.append(
             f"SpecAugment LD ({name}), zeroed share (one call each): maskwise "
-            f"{(out_mw == 0).float().mean():.3f}, reference {(out_ref == 0).float().mean():.3f}")
+            f"{(out_mw == 0).float().mean():.3f}, reference {(out_ref == 0).float().mean():.3f}"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=30, help="timed runs per case (median reported)")
-    parser.add_argument("--rounds", type=int, default=10,
-                        help="interleaved rounds the repeats are split into")
-    parser.add_argument("--timm-wheel", type=Path, default=Path("/tmp/timm"),
-                        help="folder holding a timm wheel (pip download --no-deps -d DIR timm)")
-    parser.add_argument("--beit-check", type=int, default=4096,
-                        help="samples drawn to measure how often BEiT misses the exact count")
+    parser.add_argument(
+        "--repeats", type=int, default=30, help="timed runs per case (median reported)"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=10, help="interleaved rounds the repeats are split into"
+    )
+    parser.add_argument(
+        "--timm-wheel",
+        type=Path,
+        default=Path("/tmp/timm"),
+        help="folder holding a timm wheel (pip download --no-deps -d DIR timm)",
+    )
+    parser.add_argument(
+        "--beit-check",
+        type=int,
+        default=4096,
+        help="samples drawn to measure how often BEiT misses the exact count",
+    )
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.rounds < 1 or args.beit_check < 1:
         parser.error("--repeats, --rounds and --beit-check must be >= 1")
@@ -395,19 +464,32 @@ def main(argv: list[str] | None = None) -> None:
     import transformers
 
     t_start = time.perf_counter()
-    print(f"torch {torch.__version__}, transformers {transformers.__version__}, numpy {np.__version__}, "
-          f"torch threads {torch.get_num_threads()}")
-    print(f"machine: {machine()}; load average at start {os.getloadavg()[0]:.2f}; "
-          f"CUDA available: {torch.cuda.is_available()}")
-    print(f"median of {args.repeats} runs per side in {min(args.rounds, args.repeats)} interleaved "
-          f"rounds, after warm-up")
+    print(
+        f"torch {torch.__version__}, transformers {transformers.__version__}, numpy {np.__version__}, "
+        f"torch threads {torch.get_num_threads()}"
+    )
+    print(
+        f"machine: {machine()}; load average at start {os.getloadavg()[0]:.2f}; "
+        f"CUDA available: {torch.cuda.is_available()}"
+    )
+    print(
+        f"median of {args.repeats} runs per side in {min(args.rounds, args.repeats)} interleaved "
+        f"rounds, after warm-up"
+    )
     print()
 
     torch.manual_seed(0)  # the peers draw from torch's, numpy's and Python's global generators
     np.random.seed(0)
     random.seed(0)
     run = Run(args)
-    for case in (case_time_spans, case_erase, case_blocks, case_mae, case_guided, case_spec_augment):
+    for case in (
+        case_time_spans,
+        case_erase,
+        case_blocks,
+        case_mae,
+        case_guided,
+        case_spec_augment,
+    ):
         case(run)
         gc.collect()
 
@@ -417,15 +499,19 @@ def main(argv: list[str] | None = None) -> None:
     for r in run.rows:
         print("| " + " | ".join(r) + " |")
     print()
-    print("Peers: transformers _compute_mask_indices (global numpy RNG, result -> torch.from_numpy "
-          "inside the timed call; maskwise's time includes attention_mask.sum(-1)); timm "
-          "RandomErasing(probability=0.5, mode='const', device='cpu') on the 4-D batch; BEiT "
-          "MaskingGenerator(14, 75, min_num_patches=16) per sample + np.stack; MAE per-sample "
-          "loop and MAE's batched random_masking; SpecAugment: torchaudio-style mask_along_axis "
-          "row by row. Guided row: the peer column is plain mask_patches, the ratio is plain/guided.")
+    print(
+        "Peers: transformers _compute_mask_indices (global numpy RNG, result -> torch.from_numpy "
+        "inside the timed call; maskwise's time includes attention_mask.sum(-1)); timm "
+        "RandomErasing(probability=0.5, mode='const', device='cpu') on the 4-D batch; BEiT "
+        "MaskingGenerator(14, 75, min_num_patches=16) per sample + np.stack; MAE per-sample "
+        "loop and MAE's batched random_masking; SpecAugment: torchaudio-style mask_along_axis "
+        "row by row. Guided row: the peer column is plain mask_patches, the ratio is plain/guided."
+    )
     for n in run.notes:
         print(n + ".")
-    print(f"total time {time.perf_counter() - t_start:.0f} s; load average at end {os.getloadavg()[0]:.2f}")
+    print(
+        f"total time {time.perf_counter() - t_start:.0f} s; load average at end {os.getloadavg()[0]:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -342,7 +342,7 @@ def test_word_unit_masks_whole_words() -> None:
         masked = batch["labels"] != IGNORE
         for i, ex in enumerate(examples):
             wid = ex["word_ids"]
-            assert not masked[i, len(wid):].any()
+            assert not masked[i, len(wid) :].any()
             for w in set(wid) - {-1}:
                 pos = [j for j, x in enumerate(wid) if x == w]
                 m = masked[i, pos]
@@ -577,7 +577,9 @@ def test_keyed_masks_do_not_depend_on_the_batch(unit: str, side: str) -> None:
     short = make_examples(6, min_len=10, max_len=20, seed=1, words=True)
     long = make_examples(6, min_len=60, max_len=80, seed=2, words=True)
     ds = IndexedDataset(short + long)
-    c = mlm(unit=unit, rate=0.4, padding_side=side, pad_to_multiple_of=None, seed=3, return_index=True)
+    c = mlm(
+        unit=unit, rate=0.4, padding_side=side, pad_to_multiple_of=None, seed=3, return_index=True
+    )
     c8 = mlm(unit=unit, rate=0.4, padding_side=side, pad_to_multiple_of=8, seed=3)
     for i in range(6):
         n = len(short[i]["input_ids"])
@@ -631,8 +633,12 @@ def load(
     dataset: Any, collator: Any, *, num_workers: int, batch_size: int = 8, **kw: Any
 ) -> list[dict]:
     loader = DataLoader(
-        dataset, batch_size=batch_size, shuffle=False, collate_fn=collator,
-        num_workers=num_workers, **kw,
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        collate_fn=collator,
+        num_workers=num_workers,
+        **kw,
     )
     return list(loader)
 
@@ -939,8 +945,9 @@ def test_t5_from_tokenizer_errors() -> None:
 def test_t5_left_padding_applies_to_inputs_only() -> None:
     examples = [list(range(10, 30)), list(range(40, 46))]
     right = T5Collator(sentinel_ids=list(range(99, 89, -1)), eos_id=1, pad_id=0, seed=0)(examples)
-    left = T5Collator(sentinel_ids=list(range(99, 89, -1)), eos_id=1, pad_id=0, seed=0,
-                      padding_side="left")(examples)
+    left = T5Collator(
+        sentinel_ids=list(range(99, 89, -1)), eos_id=1, pad_id=0, seed=0, padding_side="left"
+    )(examples)
     assert torch.equal(left["labels"], right["labels"])
     for b in range(2):
         n = int(right["attention_mask"][b].sum())

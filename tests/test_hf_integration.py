@@ -65,13 +65,18 @@ def tok(sentences: list[str]) -> Any:
     wp.train_from_iterator(sentences, trainer)
     cls, sep = wp.token_to_id("[CLS]"), wp.token_to_id("[SEP]")
     wp.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
         special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
     )
     wp.decoder = decoders.WordPiece()
     return transformers.PreTrainedTokenizerFast(
-        tokenizer_object=wp, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-        sep_token="[SEP]", mask_token="[MASK]",
+        tokenizer_object=wp,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
         model_input_names=["input_ids", "token_type_ids", "attention_mask"],
     )
 
@@ -85,12 +90,14 @@ def examples(tok: Any, sentences: list[str]) -> list[dict[str, list[int]]]:
     rows = []
     for i in range(len(chosen)):
         n = len(enc["input_ids"][i])
-        rows.append({
-            "input_ids": enc["input_ids"][i],
-            "token_type_ids": enc["token_type_ids"][i],
-            "attention_mask": enc["attention_mask"][i],
-            "word_ids": word_ids[i, :n].tolist(),
-        })
+        rows.append(
+            {
+                "input_ids": enc["input_ids"][i],
+                "token_type_ids": enc["token_type_ids"][i],
+                "attention_mask": enc["attention_mask"][i],
+                "word_ids": word_ids[i, :n].tolist(),
+            }
+        )
     return rows
 
 
@@ -113,8 +120,10 @@ def test_word_ids_from_encoding(tok: Any, sentences: list[str]) -> None:
         assert word_ids[i, :n].tolist() == expected
         assert (word_ids[i, n:] == -1).all()
     # Some words are split into several pieces, so whole-word masking is not token masking.
-    assert any(len(ids) > len(set(w for w in ws if w >= 0)) + 2 for ids, ws in
-               zip(enc["input_ids"], word_ids.tolist()))
+    assert any(
+        len(ids) > len(set(w for w in ws if w >= 0)) + 2
+        for ids, ws in zip(enc["input_ids"], word_ids.tolist())
+    )
     # A single (unbatched) text gives a 1-D tensor.
     single = tok(chosen[0], truncation=True, max_length=64)
     assert word_ids_from_encoding(single).tolist() == [
@@ -125,8 +134,12 @@ def test_word_ids_from_encoding(tok: Any, sentences: list[str]) -> None:
 def tiny_bert(vocab_size: int) -> Any:
     torch.manual_seed(0)
     config = transformers.BertConfig(
-        vocab_size=vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=128,
+        vocab_size=vocab_size,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
     )
     return transformers.BertForMaskedLM(config)
 
@@ -181,12 +194,21 @@ def test_trainer_data_collator(tok: Any, examples: list[dict], tmp_path: Path, u
     model = tiny_bert(len(tok))
     before = [p.detach().clone() for p in model.parameters()]
     args = transformers.TrainingArguments(
-        output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=8, report_to=[],
-        use_cpu=True, save_strategy="no", logging_strategy="no", disable_tqdm=True,
+        output_dir=str(tmp_path),
+        max_steps=2,
+        per_device_train_batch_size=8,
+        report_to=[],
+        use_cpu=True,
+        save_strategy="no",
+        logging_strategy="no",
+        disable_tqdm=True,
         remove_unused_columns=unit == "token",
     )
     trainer = transformers.Trainer(
-        model=model, args=args, train_dataset=examples[:32], data_collator=collator,
+        model=model,
+        args=args,
+        train_dataset=examples[:32],
+        data_collator=collator,
     )
     result = trainer.train()
     assert result.global_step == 2
@@ -194,7 +216,9 @@ def test_trainer_data_collator(tok: Any, examples: list[dict], tmp_path: Path, u
     assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
 
 
-def test_callback_gives_new_keyed_masks_every_epoch(tok: Any, examples: list[dict], tmp_path: Path) -> None:
+def test_callback_gives_new_keyed_masks_every_epoch(
+    tok: Any, examples: list[dict], tmp_path: Path
+) -> None:
     pytest.importorskip("accelerate")
     from maskwise.collators import IndexedDataset
     from maskwise.integrations.hf import MaskwiseCallback
@@ -211,12 +235,21 @@ def test_callback_gives_new_keyed_masks_every_epoch(tok: Any, examples: list[dic
 
     data = IndexedDataset([{"input_ids": e["input_ids"]} for e in examples[:16]])
     args = transformers.TrainingArguments(
-        output_dir=str(tmp_path), num_train_epochs=2, per_device_train_batch_size=8, report_to=[],
-        use_cpu=True, save_strategy="no", logging_strategy="no", disable_tqdm=True,
+        output_dir=str(tmp_path),
+        num_train_epochs=2,
+        per_device_train_batch_size=8,
+        report_to=[],
+        use_cpu=True,
+        save_strategy="no",
+        logging_strategy="no",
+        disable_tqdm=True,
         remove_unused_columns=False,
     )
     trainer = transformers.Trainer(
-        model=tiny_bert(len(tok)), args=args, train_dataset=data, data_collator=recording_collator,
+        model=tiny_bert(len(tok)),
+        args=args,
+        train_dataset=data,
+        data_collator=recording_collator,
         callbacks=[MaskwiseCallback(collator)],
     )
     trainer.train()

@@ -19,8 +19,15 @@ def test_feature_mask_train_eval_and_repr():
 
 
 def test_token_mask_bert_split_and_specials():
-    tm = mw.nn.TokenMask(0.5, mask_id=3, special_ids=[0, 1, 2], vocab_size=30,
-                         replace_prob=0.8, random_prob=0.1, seed=1)
+    tm = mw.nn.TokenMask(
+        0.5,
+        mask_id=3,
+        special_ids=[0, 1, 2],
+        vocab_size=30,
+        replace_prob=0.8,
+        random_prob=0.1,
+        seed=1,
+    )
     ids = torch.randint(4, 30, (64, 40))
     ids[:, 0] = 1
     am = torch.ones_like(ids)

@@ -52,12 +52,22 @@ def test_spec_augment_module_unknown_policy():
     "rate, time_masks, functional_time_masks",
     [(1.0, 2, 2), (0.5, 2, 1), (0.25, 4, 1), (0.75, 4, 3), (0.5, 0.04, 0.02)],
 )
-def test_spec_augment_module_rate_scales_the_number_of_time_masks(rate, time_masks, functional_time_masks):
+def test_spec_augment_module_rate_scales_the_number_of_time_masks(
+    rate, time_masks, functional_time_masks
+):
     x = spec((3, 40, 200), seed=1)
-    m = mw.nn.SpecAugment(rate, freq_masks=2, freq_width=10, time_masks=time_masks, time_width=30, seed=7)
+    m = mw.nn.SpecAugment(
+        rate, freq_masks=2, freq_width=10, time_masks=time_masks, time_width=30, seed=7
+    )
     got = m(x)
-    want = mw.spec_augment(x, freq_masks=2, freq_width=10, time_masks=functional_time_masks,
-                           time_width=30, generator=seeded(7))
+    want = mw.spec_augment(
+        x,
+        freq_masks=2,
+        freq_width=10,
+        time_masks=functional_time_masks,
+        time_width=30,
+        generator=seeded(7),
+    )
     assert torch.equal(got.spec, want.spec)
     assert torch.equal(got.time_masked, want.time_masked)
 
@@ -71,7 +81,9 @@ def test_spec_augment_module_rate_half_means_one_time_mask():
     assert full.time_masked.sum(1).max().item() == 2
     # E[masked frames] = 1/2 with one mask (std of the mean 0.011), ~1 with two.
     assert abs(half.time_masked.sum(1).double().mean().item() - 0.5) < 0.05
-    assert abs(full.time_masked.sum(1).double().mean().item() - 50 * (1 - (1 - 1 / 100) ** 2)) < 0.08
+    assert (
+        abs(full.time_masked.sum(1).double().mean().item() - 50 * (1 - (1 - 1 / 100) ** 2)) < 0.08
+    )
 
 
 def test_spec_augment_module_rate_zero_drops_time_masks_only():
@@ -91,8 +103,16 @@ def test_spec_augment_module_eval_is_identity(shape):
     m.eval()
     out = m(x, lengths=torch.tensor([150, 100, 10]))
     assert out.spec is x
-    assert out.freq_masked.dtype == torch.bool and out.freq_masked.shape == (3, 80) and not out.freq_masked.any()
-    assert out.time_masked.dtype == torch.bool and out.time_masked.shape == (3, 150) and not out.time_masked.any()
+    assert (
+        out.freq_masked.dtype == torch.bool
+        and out.freq_masked.shape == (3, 80)
+        and not out.freq_masked.any()
+    )
+    assert (
+        out.time_masked.dtype == torch.bool
+        and out.time_masked.shape == (3, 150)
+        and not out.time_masked.any()
+    )
     m.train()
     assert m(x).time_masked.any()
 
@@ -121,7 +141,9 @@ def test_spec_augment_module_state_dict_restores_generator():
     assert b.rate == 0.5
     got = b(x)
     assert torch.equal(got.spec, expected.spec)
-    assert torch.equal(got.freq_masked, expected.freq_masked) and torch.equal(got.time_masked, expected.time_masked)
+    assert torch.equal(got.freq_masked, expected.freq_masked) and torch.equal(
+        got.time_masked, expected.time_masked
+    )
 
 
 def test_spec_augment_module_mean_value_and_extra_repr():
@@ -132,8 +154,15 @@ def test_spec_augment_module_mean_value_and_extra_repr():
     hit = out.freq_masked[:, :, None] | out.time_masked[:, None, :]
     torch.testing.assert_close(out.spec[hit], fill[:, None, None].expand_as(x)[hit])
     r = repr(m)
-    for part in ("rate=0.5", "policy=SM", "freq_masks=2", "freq_width=15", "time_masks=2",
-                 "time_width=70", "max_time_fraction=0.2"):
+    for part in (
+        "rate=0.5",
+        "policy=SM",
+        "freq_masks=2",
+        "freq_width=15",
+        "time_masks=2",
+        "time_width=70",
+        "max_time_fraction=0.2",
+    ):
         assert part in r, (part, r)
 
 
@@ -153,7 +182,9 @@ def test_time_span_mask_value_fill():
 def test_time_span_mask_without_lengths_masks_all_frames_alike():
     x = torch.randn(2, 100, 8)
     out, mask = mw.nn.TimeSpanMask(0.65, seed=0)(x)
-    assert torch.equal(mask, mw.mask_time_spans(torch.tensor([100, 100]), 100, 0.65, generator=seeded(0)))
+    assert torch.equal(
+        mask, mw.mask_time_spans(torch.tensor([100, 100]), 100, 0.65, generator=seeded(0))
+    )
     assert mask[:, 90:].any()  # spans reach the last frames of full rows
 
 
@@ -170,7 +201,9 @@ def test_time_span_mask_learned_token_is_used_and_gets_gradient():
     (out * torch.arange(1, D + 1)).sum().backward()
     # Every masked vector contributes its weights 1..D to the token; x gets them only where visible.
     torch.testing.assert_close(tm.mask_token.grad, mask.sum() * torch.arange(1, D + 1).float())
-    torch.testing.assert_close(x.grad, (~mask)[..., None] * torch.arange(1, D + 1).float().expand(3, 80, D))
+    torch.testing.assert_close(
+        x.grad, (~mask)[..., None] * torch.arange(1, D + 1).float().expand(3, 80, D)
+    )
 
 
 def test_time_span_mask_eval_and_rate_zero_are_identity():
@@ -226,14 +259,17 @@ def test_speech_maskers_on_cuda_match_cpu_semantics():
     keys = hash_keys(0, torch.arange(4))
     kw = dict(policy="SM", lengths=lengths, value="mean")
     cpu = mw.spec_augment(x, generator=KeyedGenerator(keys), **kw)
-    gpu = mw.spec_augment(x.to(dev), generator=KeyedGenerator(keys.to(dev)),
-                          **{**kw, "lengths": lengths.to(dev)})
+    gpu = mw.spec_augment(
+        x.to(dev), generator=KeyedGenerator(keys.to(dev)), **{**kw, "lengths": lengths.to(dev)}
+    )
     assert gpu.spec.device.type == "cuda" and gpu.time_masked.device.type == "cuda"
     assert torch.equal(gpu.freq_masked.cpu(), cpu.freq_masked)
     assert torch.equal(gpu.time_masked.cpu(), cpu.time_masked)
     torch.testing.assert_close(gpu.spec.cpu(), cpu.spec)
     spans_cpu = mw.mask_time_spans(lengths, 300, 0.65, generator=KeyedGenerator(keys))
-    spans_gpu = mw.mask_time_spans(lengths.to(dev), 300, 0.65, generator=KeyedGenerator(keys.to(dev)))
+    spans_gpu = mw.mask_time_spans(
+        lengths.to(dev), 300, 0.65, generator=KeyedGenerator(keys.to(dev))
+    )
     assert torch.equal(spans_gpu.cpu(), spans_cpu)
     # Modules draw on the input's device; semantics as on CPU.
     sa = mw.nn.SpecAugment(policy="LD", seed=0)
@@ -245,7 +281,9 @@ def test_speech_maskers_on_cuda_match_cpu_semantics():
     tm = mw.nn.TimeSpanMask(0.65, mask_token_dim=16, seed=0).to(dev)
     feats = torch.randn(4, 300, 16, device=dev, requires_grad=True)
     y, mask = tm(feats, lengths=lengths.to(dev))
-    assert mask.device.type == "cuda" and not mask.cpu()[torch.arange(300) >= lengths[:, None]].any()
+    assert (
+        mask.device.type == "cuda" and not mask.cpu()[torch.arange(300) >= lengths[:, None]].any()
+    )
     y.sum().backward()
     assert torch.equal(tm.mask_token.grad.cpu(), torch.full((16,), float(mask.sum())))
     a = mw.nn.TimeSpanMask(0.65, seed=3).to(dev)(feats, lengths.to(dev))[1]
@@ -256,5 +294,7 @@ def test_speech_maskers_on_cuda_match_cpu_semantics():
 def test_spec_augment_result_mask_is_the_union_of_bands_and_frames():
     from maskwise.functional import SpecAugmentResult
 
-    r = SpecAugmentResult(torch.zeros(1, 2, 3), torch.tensor([[True, False]]), torch.tensor([[False, True, False]]))
+    r = SpecAugmentResult(
+        torch.zeros(1, 2, 3), torch.tensor([[True, False]]), torch.tensor([[False, True, False]])
+    )
     assert r.mask.tolist() == [[[True, True, True], [False, True, False]]]

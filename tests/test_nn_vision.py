@@ -48,7 +48,9 @@ def test_patch_mask_learned_token_is_used_and_trained():
 def test_patch_mask_drop_returns_visible_patches_in_order():
     pm = mw.nn.PatchMask(0.75, drop=True, seed=2)
     B, N, D = 5, 20, 3
-    x = torch.arange(N, dtype=torch.float32).view(1, N, 1).expand(B, N, D) + 100 * torch.arange(B).view(B, 1, 1)
+    x = torch.arange(N, dtype=torch.float32).view(1, N, 1).expand(B, N, D) + 100 * torch.arange(
+        B
+    ).view(B, 1, 1)
     out, mask = pm(x)
     assert out.shape == (B, 5, D) and mask.sum(1).tolist() == [15] * B
     ids_keep, _ = mw.keep_indices(mask)
@@ -60,15 +62,20 @@ def test_patch_mask_drop_returns_visible_patches_in_order():
 
 def test_patch_mask_passes_scores():
     scores = torch.stack([torch.randperm(12, generator=seeded(b)) for b in range(3)]).float()
-    out, mask = mw.nn.PatchMask(0.25, hard_fraction=1.0, seed=3)(torch.randn(3, 12, 4), scores=scores)
+    out, mask = mw.nn.PatchMask(0.25, hard_fraction=1.0, seed=3)(
+        torch.randn(3, 12, 4), scores=scores
+    )
     top3 = scores.argsort(1, descending=True).argsort(1) < 3
     assert torch.equal(mask, top3)
 
 
 def test_patch_mask_eval_and_zero_rate_are_identity():
     x = torch.randn(2, 9, 4)
-    for pm in (mw.nn.PatchMask(0.5, seed=0).eval(), mw.nn.PatchMask(0.0, seed=0),
-               mw.nn.PatchMask(0.5, drop=True, seed=0).eval()):
+    for pm in (
+        mw.nn.PatchMask(0.5, seed=0).eval(),
+        mw.nn.PatchMask(0.0, seed=0),
+        mw.nn.PatchMask(0.5, drop=True, seed=0).eval(),
+    ):
         out, mask = pm(x)
         assert out is x
         assert mask.shape == (2, 9) and mask.dtype == torch.bool and not mask.any()
@@ -179,9 +186,18 @@ def test_erase_module_bad_shapes_in_eval():
 
 MODULES = {
     "PatchMask": (lambda seed: mw.nn.PatchMask(0.6, seed=seed), lambda: torch.randn(4, 25, 3)),
-    "PatchMask-drop": (lambda seed: mw.nn.PatchMask(0.6, drop=True, seed=seed), lambda: torch.randn(4, 25, 3)),
-    "BlockPatchMask": (lambda seed: mw.nn.BlockPatchMask(0.4, grid=(5, 6), min_block=4, seed=seed), lambda: torch.randn(4, 30, 3)),
-    "Erase": (lambda seed: mw.nn.Erase(0.7, value="random", seed=seed), lambda: torch.randn(8, 3, 16, 16)),
+    "PatchMask-drop": (
+        lambda seed: mw.nn.PatchMask(0.6, drop=True, seed=seed),
+        lambda: torch.randn(4, 25, 3),
+    ),
+    "BlockPatchMask": (
+        lambda seed: mw.nn.BlockPatchMask(0.4, grid=(5, 6), min_block=4, seed=seed),
+        lambda: torch.randn(4, 30, 3),
+    ),
+    "Erase": (
+        lambda seed: mw.nn.Erase(0.7, value="random", seed=seed),
+        lambda: torch.randn(8, 3, 16, 16),
+    ),
 }
 
 
@@ -223,13 +239,19 @@ def test_module_state_dict_keeps_the_learned_token():
 @pytest.mark.parametrize(
     "module, expected",
     [
-        (mw.nn.PatchMask(0.75, drop=True, hard_fraction=0.5, seed=3),
-         ["rate=0.75", "drop=True", "hard_fraction=0.5", "mask_token=False", "seed=3"]),
+        (
+            mw.nn.PatchMask(0.75, drop=True, hard_fraction=0.5, seed=3),
+            ["rate=0.75", "drop=True", "hard_fraction=0.5", "mask_token=False", "seed=3"],
+        ),
         (mw.nn.PatchMask(0.5, mask_token_dim=4, seed=3), ["mask_token=True"]),
-        (mw.nn.BlockPatchMask(0.4, grid=14, min_block=8, seed=3),
-         ["rate=0.4", "grid=(14, 14)", "min_block=8", "seed=3"]),
-        (mw.nn.Erase(0.5, scale=(0.1, 0.2), ratio=(0.5, 2.0), value="random", seed=3),
-         ["rate=0.5", "scale=(0.1, 0.2)", "ratio=(0.5, 2.0)", "value='random'"]),
+        (
+            mw.nn.BlockPatchMask(0.4, grid=14, min_block=8, seed=3),
+            ["rate=0.4", "grid=(14, 14)", "min_block=8", "seed=3"],
+        ),
+        (
+            mw.nn.Erase(0.5, scale=(0.1, 0.2), ratio=(0.5, 2.0), value="random", seed=3),
+            ["rate=0.5", "scale=(0.1, 0.2)", "ratio=(0.5, 2.0)", "value='random'"],
+        ),
     ],
     ids=["PatchMask", "PatchMask-token", "BlockPatchMask", "Erase"],
 )
@@ -255,7 +277,9 @@ def test_vision_maskers_on_cuda():
     m = mw.mask_patches(8, 196, 0.75, device=dev, generator=g)
     assert m.device.type == "cuda" and m.sum(1).tolist() == [147] * 8
     scores = torch.rand(8, 196, device=dev)
-    m = mw.mask_patches(8, 196, torch.full((8,), 0.5, device=dev), scores=scores, hard_fraction=1.0, generator=g)
+    m = mw.mask_patches(
+        8, 196, torch.full((8,), 0.5, device=dev), scores=scores, hard_fraction=1.0, generator=g
+    )
     assert m.device.type == "cuda"
     assert torch.equal(m, scores.argsort(1, descending=True).argsort(1) < 98)
     ids_keep, ids_restore = mw.keep_indices(m)
@@ -270,12 +294,16 @@ def test_vision_maskers_on_cuda():
     # KeyedGenerator: the same masks on CUDA as on CPU.
     keys = mw.random.hash_keys(0, torch.arange(8))
     cpu = mw.mask_patches(8, 196, 0.75, generator=mw.random.KeyedGenerator(keys))
-    gpu = mw.mask_patches(8, 196, 0.75, device=dev, generator=mw.random.KeyedGenerator(keys.to(dev)))
+    gpu = mw.mask_patches(
+        8, 196, 0.75, device=dev, generator=mw.random.KeyedGenerator(keys.to(dev))
+    )
     assert torch.equal(cpu, gpu.cpu())
     # Modules draw on the input's device.
     pm = mw.nn.PatchMask(0.75, drop=True, seed=0).to(dev)
     xv, mask = pm(torch.randn(4, 196, 16, device=dev))
-    assert xv.device.type == "cuda" and xv.shape == (4, 49, 16) and mask.sum(1).tolist() == [147] * 4
+    assert (
+        xv.device.type == "cuda" and xv.shape == (4, 49, 16) and mask.sum(1).tolist() == [147] * 4
+    )
     bm = mw.nn.BlockPatchMask(0.4, grid=14, mask_token_dim=16, seed=0).to(dev)
     xb, mask = bm(torch.randn(4, 196, 16, device=dev))
     assert xb.device.type == "cuda" and mask.sum(1).tolist() == [78] * 4

@@ -5,8 +5,14 @@ import maskwise as mw
 from maskwise.cli import main
 
 SPEC_NAMES = [
-    "sample_mask", "mask_tokens", "mask_words", "mask_spans", "corrupt", "t5_corrupt",
-    "lm_labels", "mask_features",
+    "sample_mask",
+    "mask_tokens",
+    "mask_words",
+    "mask_spans",
+    "corrupt",
+    "t5_corrupt",
+    "lm_labels",
+    "mask_features",
 ]
 
 
@@ -40,5 +46,7 @@ def test_cli_version_and_help(capsys):
 
 
 def test_console_script_runs():
-    out = subprocess.run([sys.executable, "-m", "maskwise", "--help"], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "maskwise", "--help"], capture_output=True, text=True
+    )
     assert out.returncode == 0 and "usage: maskwise" in out.stdout

@@ -79,7 +79,9 @@ def as_rate(rate: float | torch.Tensor, batch: int, device: torch.device) -> tor
                     f"Every rate must be between 0.0 and 1.0 ({rate[bad].tolist()[:5]} given)."
                 )
         return rate.to(device=device, dtype=torch.float64).clamp(0.0, 1.0).unsqueeze(1)
-    return torch.full((batch, 1), check_probability("rate", rate), dtype=torch.float64, device=device)
+    return torch.full(
+        (batch, 1), check_probability("rate", rate), dtype=torch.float64, device=device
+    )
 
 
 def check_bool_2d(name: str, x: torch.Tensor) -> torch.Tensor:
@@ -121,7 +123,9 @@ def _id_tensor(ids: tuple[int, ...], device: str) -> torch.Tensor:
     return torch.tensor(ids, dtype=torch.long, device=device)
 
 
-def not_special(input_ids: torch.Tensor, special_ids: Iterable[int] | torch.Tensor | None) -> torch.Tensor | None:
+def not_special(
+    input_ids: torch.Tensor, special_ids: Iterable[int] | torch.Tensor | None
+) -> torch.Tensor | None:
     """Bool mask of positions whose id is not special, or None when there are no special ids.
 
     Special ids are grouped into runs of consecutive ids and each run costs one or two

@@ -49,7 +49,9 @@ __all__ = ["IndexedDataset", "MLMCollator", "T5Collator", "pad_examples"]
 
 # Padding values of the per-token fields a collator may meet; other per-token fields get 0.
 _PAD_VALUES = {"attention_mask": 0, "word_ids": -1, "labels": -100, "special_tokens_mask": 1}
-_MAX_WORKER_SLOTS = 256  # batch counters; worker ids beyond share a counter, their streams still differ by id
+_MAX_WORKER_SLOTS = (
+    256  # batch counters; worker ids beyond share a counter, their streams still differ by id
+)
 
 
 class IndexedDataset(Dataset):
@@ -128,8 +130,10 @@ def pad_examples(
     for key in keys:
         values = [r[key] for r in rows]
         first = values[0]
-        if key == "input_ids" or isinstance(first, (list, tuple, torch.Tensor)) and (
-            not isinstance(first, torch.Tensor) or first.dim() > 0
+        if (
+            key == "input_ids"
+            or isinstance(first, (list, tuple, torch.Tensor))
+            and (not isinstance(first, torch.Tensor) or first.dim() > 0)
         ):
             seqs = ids if key == "input_ids" else [_as_1d(v, key) for v in values]
             for i, (s, n) in enumerate(zip(seqs, lengths)):
@@ -151,7 +155,9 @@ def pad_examples(
         elif isinstance(first, (bool, int, float)) or (
             isinstance(first, torch.Tensor) and first.dim() == 0
         ):
-            batch[key] = torch.as_tensor([v.item() if isinstance(v, torch.Tensor) else v for v in values])
+            batch[key] = torch.as_tensor(
+                [v.item() if isinstance(v, torch.Tensor) else v for v in values]
+            )
         else:
             raise TypeError(
                 f"Cannot collate field {key!r} of type {type(first).__name__}; remove it from the "
@@ -175,7 +181,9 @@ class _SharedState:
     """
 
     def __init__(self, rate: float) -> None:
-        self.values = torch.tensor([rate, 0.0, 0.0], dtype=torch.float64).share_memory_()  # rate, epoch, step
+        self.values = torch.tensor(
+            [rate, 0.0, 0.0], dtype=torch.float64
+        ).share_memory_()  # rate, epoch, step
         # batches[0]: main process; batches[w + 1]: DataLoader worker w. Each slot has one writer.
         self.batches = torch.zeros(_MAX_WORKER_SLOTS + 1, dtype=torch.long).share_memory_()
 
@@ -265,12 +273,17 @@ class _MaskingCollator:
         # Always right-padded while masking: a token's position in its row then does not depend
         # on the batch width, which keyed masks need. Left padding is applied at the end.
         return pad_examples(
-            examples, pad_id=self.pad_id, pad_to_multiple_of=self.pad_to_multiple_of,
+            examples,
+            pad_id=self.pad_id,
+            pad_to_multiple_of=self.pad_to_multiple_of,
             padding_side="right",
         )
 
     def _finish(
-        self, batch: dict[str, torch.Tensor], lengths: torch.Tensor, keys: Iterable[str] | None = None
+        self,
+        batch: dict[str, torch.Tensor],
+        lengths: torch.Tensor,
+        keys: Iterable[str] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Drop the index unless asked for; move right padding to the left for ``keys``
         (default: every (B, W) field)."""
@@ -373,8 +386,13 @@ class MLMCollator(_MaskingCollator):
         return_index: bool = False,
     ) -> None:
         super().__init__(
-            rate=rate, pad_id=pad_id, pad_to_multiple_of=pad_to_multiple_of,
-            padding_side=padding_side, seed=seed, index_key=index_key, return_index=return_index,
+            rate=rate,
+            pad_id=pad_id,
+            pad_to_multiple_of=pad_to_multiple_of,
+            padding_side=padding_side,
+            seed=seed,
+            index_key=index_key,
+            return_index=return_index,
         )
         if unit not in ("token", "word", "span"):
             raise ValueError(f"unit must be 'token', 'word' or 'span' ({unit!r} given).")
@@ -408,8 +426,10 @@ class MLMCollator(_MaskingCollator):
         kwargs.setdefault("padding_side", getattr(tokenizer, "padding_side", "right"))
         kwargs.setdefault("special_ids", list(tokenizer.all_special_ids))
         return cls(
-            mask_id=tokenizer.mask_token_id, pad_id=tokenizer.pad_token_id,
-            vocab_size=len(tokenizer), **kwargs,
+            mask_id=tokenizer.mask_token_id,
+            pad_id=tokenizer.pad_token_id,
+            vocab_size=len(tokenizer),
+            **kwargs,
         )
 
     def __call__(self, examples: Sequence[Any]) -> dict[str, torch.Tensor]:
@@ -434,14 +454,23 @@ class MLMCollator(_MaskingCollator):
             masked = F.mask_words(word_ids, rate, exact=self.exact, generator=generator)
         else:
             masked = F.mask_spans(
-                valid, rate, mean_length=self.mean_span_length,
-                distribution=self.span_distribution, max_length=self.max_span_length,
-                exact=self.exact, generator=generator,
+                valid,
+                rate,
+                mean_length=self.mean_span_length,
+                distribution=self.span_distribution,
+                max_length=self.max_span_length,
+                exact=self.exact,
+                generator=generator,
             )
         batch["input_ids"], batch["labels"] = F.corrupt(
-            ids, masked, mask_id=self.mask_id, vocab_size=self.vocab_size,
-            replace_prob=self.replace_prob, random_prob=self.random_prob,
-            special_ids=self.special_ids, generator=generator,
+            ids,
+            masked,
+            mask_id=self.mask_id,
+            vocab_size=self.vocab_size,
+            replace_prob=self.replace_prob,
+            random_prob=self.random_prob,
+            special_ids=self.special_ids,
+            generator=generator,
         )
         return self._finish(batch, batch["attention_mask"].sum(1))
 
@@ -494,8 +523,13 @@ class T5Collator(_MaskingCollator):
         return_index: bool = False,
     ) -> None:
         super().__init__(
-            rate=rate, pad_id=pad_id, pad_to_multiple_of=pad_to_multiple_of,
-            padding_side=padding_side, seed=seed, index_key=index_key, return_index=return_index,
+            rate=rate,
+            pad_id=pad_id,
+            pad_to_multiple_of=pad_to_multiple_of,
+            padding_side=padding_side,
+            seed=seed,
+            index_key=index_key,
+            return_index=return_index,
         )
         self.sentinel_ids = [int(i) for i in sentinel_ids]
         if not self.sentinel_ids:
@@ -524,7 +558,9 @@ class T5Collator(_MaskingCollator):
             kwargs["sentinel_ids"] = sentinels
         for name in ("eos_token_id", "pad_token_id"):
             if getattr(tokenizer, name, None) is None:
-                raise ValueError(f"The tokenizer has no {name.replace('_id', '')} ({name} is None).")
+                raise ValueError(
+                    f"The tokenizer has no {name.replace('_id', '')} ({name} is None)."
+                )
         kwargs.setdefault("special_ids", list(tokenizer.all_special_ids))
         kwargs.setdefault("padding_side", getattr(tokenizer, "padding_side", "right"))
         return cls(eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id, **kwargs)
@@ -536,17 +572,26 @@ class T5Collator(_MaskingCollator):
         attention = batch["attention_mask"]
         valid = attention.bool() & not_special(ids, self.special_ids)  # type: ignore[operator]
         masked = F.mask_spans(
-            valid, self.rate, mean_length=self.mean_span_length, exact=self.exact,
+            valid,
+            self.rate,
+            mean_length=self.mean_span_length,
+            exact=self.exact,
             generator=generator,
         )
         inputs, targets, in_len, tgt_len = F.t5_corrupt_with_lengths(
-            ids, masked, sentinel_ids=self.sentinel_ids, eos_id=self.eos_id, pad_id=self.pad_id,
+            ids,
+            masked,
+            sentinel_ids=self.sentinel_ids,
+            eos_id=self.eos_id,
+            pad_id=self.pad_id,
             attention_mask=attention,
         )
         if self.pad_to_multiple_of:
             m = self.pad_to_multiple_of
             inputs = torch.nn.functional.pad(inputs, (0, -inputs.shape[1] % m), value=self.pad_id)
-            targets = torch.nn.functional.pad(targets, (0, -targets.shape[1] % m), value=self.pad_id)
+            targets = torch.nn.functional.pad(
+                targets, (0, -targets.shape[1] % m), value=self.pad_id
+            )
         pos_in = torch.arange(inputs.shape[1])
         pos_tgt = torch.arange(targets.shape[1])
         out = {

@@ -86,14 +86,24 @@ class MaskMonitor:
             row["rate"] = _scalar(rate)
         if mask is not None:
             m = mask.detach()
-            v = torch.ones_like(m, dtype=torch.bool) if valid is None else valid.detach().to(m.device).bool().expand_as(m)
+            v = (
+                torch.ones_like(m, dtype=torch.bool)
+                if valid is None
+                else valid.detach().to(m.device).bool().expand_as(m)
+            )
             n = v.sum()
-            row["masked_fraction"] = float((m & v).sum() / n.clamp_min(1)) if bool(n > 0) else math.nan
+            row["masked_fraction"] = (
+                float((m & v).sum() / n.clamp_min(1)) if bool(n > 0) else math.nan
+            )
             self._positions(m, v)
             if keys is not None and self.num_classes:
                 self._classes(m, v, keys.detach())
         if reliability is not None:
-            values = reliability.mean() if hasattr(reliability, "mean") and not isinstance(reliability, Mapping) else reliability
+            values = (
+                reliability.mean()
+                if hasattr(reliability, "mean") and not isinstance(reliability, Mapping)
+                else reliability
+            )
             for name in _RELIABILITY:
                 if name in values and values[name] is not None:
                     row[name] = _scalar(values[name])
@@ -110,8 +120,16 @@ class MaskMonitor:
         masked = (m & v).reshape(-1, L).sum(0).double().cpu()
         seen = v.reshape(-1, L).sum(0).double().cpu()
         if self.position_masked is None or self.position_masked.numel() < L:
-            grow = lambda t: torch.nn.functional.pad(t, (0, L - t.numel())) if t is not None else torch.zeros(L, dtype=torch.float64)  # noqa: E731
-            self.position_masked, self.position_seen = grow(self.position_masked), grow(self.position_seen)
+
+            def grow(t: torch.Tensor | None) -> torch.Tensor:
+                if t is None:
+                    return torch.zeros(L, dtype=torch.float64)
+                return torch.nn.functional.pad(t, (0, L - t.numel()))
+
+            self.position_masked, self.position_seen = (
+                grow(self.position_masked),
+                grow(self.position_seen),
+            )
         self.position_masked[:L] += masked
         self.position_seen[:L] += seen  # type: ignore[index]
 
@@ -119,9 +137,13 @@ class MaskMonitor:
         k = keys.reshape(-1).long()
         ok = v.reshape(-1) & (k >= 0) & (k < self.num_classes)
         k = torch.where(ok, k, 0)
-        self.class_seen += torch.bincount(k, weights=ok.double(), minlength=self.num_classes).cpu()[: self.num_classes]
+        self.class_seen += torch.bincount(k, weights=ok.double(), minlength=self.num_classes).cpu()[
+            : self.num_classes
+        ]
         hit = ok & m.reshape(-1)
-        self.class_masked += torch.bincount(k, weights=hit.double(), minlength=self.num_classes).cpu()[: self.num_classes]
+        self.class_masked += torch.bincount(
+            k, weights=hit.double(), minlength=self.num_classes
+        ).cpu()[: self.num_classes]
 
     # -- outputs -------------------------------------------------------------------------------
     def columns(self) -> list[str]:
@@ -139,7 +161,9 @@ class MaskMonitor:
             w = csv.DictWriter(f, fieldnames=cols)
             w.writeheader()
             for row in self.rows:
-                w.writerow({c: ("" if c not in row or math.isnan(row[c]) else row[c]) for c in cols})
+                w.writerow(
+                    {c: ("" if c not in row or math.isnan(row[c]) else row[c]) for c in cols}
+                )
         return path
 
     def series(self, name: str) -> tuple[list[float], list[float]]:
@@ -163,7 +187,9 @@ class MaskMonitor:
         for name, style in (("rate", "-"), ("masked_fraction", ":")):
             x, y = self.series(name)
             if x:
-                ax.plot(x, y, style, label={"rate": "rate", "masked_fraction": "masked fraction"}[name])
+                ax.plot(
+                    x, y, style, label={"rate": "rate", "masked_fraction": "masked fraction"}[name]
+                )
         ax.set_xlabel("step")
         ax.set_ylabel("masking")
         ax.set_title(title or "Masking rate")
@@ -209,9 +235,12 @@ class MaskMonitor:
             return None if t is None else t.clone()
 
         return {
-            "rows": [dict(r) for r in self.rows], "position_masked": copy(self.position_masked),
-            "position_seen": copy(self.position_seen), "class_masked": self.class_masked.clone(),
-            "class_seen": self.class_seen.clone(), "calls": self._calls,
+            "rows": [dict(r) for r in self.rows],
+            "position_masked": copy(self.position_masked),
+            "position_seen": copy(self.position_seen),
+            "class_masked": self.class_masked.clone(),
+            "class_seen": self.class_seen.clone(),
+            "calls": self._calls,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -219,6 +248,12 @@ class MaskMonitor:
             return None if t is None else t.clone()
 
         self.rows = [dict(r) for r in state["rows"]]
-        self.position_masked, self.position_seen = copy(state["position_masked"]), copy(state["position_seen"])
-        self.class_masked, self.class_seen = state["class_masked"].clone(), state["class_seen"].clone()
+        self.position_masked, self.position_seen = (
+            copy(state["position_masked"]),
+            copy(state["position_seen"]),
+        )
+        self.class_masked, self.class_seen = (
+            state["class_masked"].clone(),
+            state["class_seen"].clone(),
+        )
         self._calls = int(state["calls"])

@@ -165,20 +165,34 @@ class TokenMask(MaskModule):
         self.exact = exact
 
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
         weights: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.training or self.rate == 0.0:
-            return input_ids, torch.zeros(input_ids.shape, dtype=torch.bool, device=input_ids.device)
+            return input_ids, torch.zeros(
+                input_ids.shape, dtype=torch.bool, device=input_ids.device
+            )
         g = self.generator(input_ids.device)
         mask = F.mask_tokens(
-            input_ids, self.rate, special_ids=self.special_ids, attention_mask=attention_mask,
-            exact=self.exact, weights=weights, generator=g,
+            input_ids,
+            self.rate,
+            special_ids=self.special_ids,
+            attention_mask=attention_mask,
+            exact=self.exact,
+            weights=weights,
+            generator=g,
         )
         out, _ = F.corrupt(
-            input_ids, mask, mask_id=self.mask_id, vocab_size=self.vocab_size,
-            replace_prob=self.replace_prob, random_prob=self.random_prob,
-            special_ids=self.special_ids, generator=g,
+            input_ids,
+            mask,
+            mask_id=self.mask_id,
+            vocab_size=self.vocab_size,
+            replace_prob=self.replace_prob,
+            random_prob=self.random_prob,
+            special_ids=self.special_ids,
+            generator=g,
         )
         return out, mask
 
@@ -212,8 +226,14 @@ class PatchMask(_FillMixin, MaskModule):
     """
 
     def __init__(
-        self, rate: float, *, drop: bool = False, hard_fraction: float = 1.0, value: float = 0.0,
-        mask_token_dim: int | None = None, seed: int | None = None,
+        self,
+        rate: float,
+        *,
+        drop: bool = False,
+        hard_fraction: float = 1.0,
+        value: float = 0.0,
+        mask_token_dim: int | None = None,
+        seed: int | None = None,
     ) -> None:
         super().__init__(rate, seed=seed)
         self.drop = drop
@@ -228,7 +248,12 @@ class PatchMask(_FillMixin, MaskModule):
         if not self.training or self.rate == 0.0:
             return x, torch.zeros(B, N, dtype=torch.bool, device=x.device)
         mask = F.mask_patches(
-            B, N, self.rate, scores=scores, hard_fraction=self.hard_fraction, device=x.device,
+            B,
+            N,
+            self.rate,
+            scores=scores,
+            hard_fraction=self.hard_fraction,
+            device=x.device,
             generator=self.generator(x.device),
         )
         if not self.drop:
@@ -258,9 +283,16 @@ class BlockPatchMask(_FillMixin, MaskModule):
     """
 
     def __init__(
-        self, rate: float, grid: int | Sequence[int], *, min_block: int = 16,
-        max_block: int | None = None, aspect: tuple[float, float] = (0.3, 1 / 0.3),
-        value: float = 0.0, mask_token_dim: int | None = None, seed: int | None = None,
+        self,
+        rate: float,
+        grid: int | Sequence[int],
+        *,
+        min_block: int = 16,
+        max_block: int | None = None,
+        aspect: tuple[float, float] = (0.3, 1 / 0.3),
+        value: float = 0.0,
+        mask_token_dim: int | None = None,
+        seed: int | None = None,
     ) -> None:
         super().__init__(rate, seed=seed)
         self.grid = (grid, grid) if isinstance(grid, int) else tuple(grid)
@@ -276,8 +308,14 @@ class BlockPatchMask(_FillMixin, MaskModule):
         if not self.training or self.rate == 0.0:
             return x, torch.zeros(B, N, dtype=torch.bool, device=x.device)
         mask = F.mask_blocks(
-            B, (H, W), round(self.rate * N), min_block=self.min_block, max_block=self.max_block,
-            aspect=self.aspect, device=x.device, generator=self.generator(x.device),
+            B,
+            (H, W),
+            round(self.rate * N),
+            min_block=self.min_block,
+            max_block=self.max_block,
+            aspect=self.aspect,
+            device=x.device,
+            generator=self.generator(x.device),
         ).view(B, N)
         return self._fill(x, mask), mask
 
@@ -302,8 +340,12 @@ class Erase(MaskModule):
     """
 
     def __init__(
-        self, rate: float = 0.5, *, scale: tuple[float, float] = (0.02, 0.33),
-        ratio: tuple[float, float] = (0.3, 3.3), value: float | Sequence[float] | str = 0.0,
+        self,
+        rate: float = 0.5,
+        *,
+        scale: tuple[float, float] = (0.02, 0.33),
+        ratio: tuple[float, float] = (0.3, 3.3),
+        value: float | Sequence[float] | str = 0.0,
         seed: int | None = None,
     ) -> None:
         super().__init__(rate, seed=seed)
@@ -318,7 +360,11 @@ class Erase(MaskModule):
             B, H, W = images.shape[0], images.shape[-2], images.shape[-1]
             return images, torch.zeros(B, H, W, dtype=torch.bool, device=images.device)
         return F.erase(
-            images, p=self.rate, scale=self.scale, ratio=self.ratio, value=self.value,
+            images,
+            p=self.rate,
+            scale=self.scale,
+            ratio=self.ratio,
+            value=self.value,
             generator=self.generator(images.device),
         )
 
@@ -345,9 +391,17 @@ class SpecAugment(MaskModule):
     """
 
     def __init__(
-        self, rate: float = 1.0, *, freq_masks: int = 2, freq_width: int = 27,
-        time_masks: int | float = 2, time_width: int | float = 100, max_time_fraction: float = 1.0,
-        max_time_masks: int = 20, value: float | str = 0.0, policy: str | None = None,
+        self,
+        rate: float = 1.0,
+        *,
+        freq_masks: int = 2,
+        freq_width: int = 27,
+        time_masks: int | float = 2,
+        time_width: int | float = 100,
+        max_time_fraction: float = 1.0,
+        max_time_masks: int = 20,
+        value: float | str = 0.0,
+        policy: str | None = None,
         seed: int | None = None,
     ) -> None:
         super().__init__(rate, seed=seed)
@@ -363,23 +417,37 @@ class SpecAugment(MaskModule):
         self.policy = policy
         self.freq_masks, self.freq_width = freq_masks, freq_width
         self.time_masks, self.time_width = time_masks, time_width
-        self.max_time_fraction, self.max_time_masks, self.value = max_time_fraction, max_time_masks, value
+        self.max_time_fraction, self.max_time_masks, self.value = (
+            max_time_fraction,
+            max_time_masks,
+            value,
+        )
 
-    def forward(self, spec: torch.Tensor, lengths: torch.Tensor | None = None) -> F.SpecAugmentResult:
+    def forward(
+        self, spec: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> F.SpecAugmentResult:
         B, Fq, T = spec.shape[0], spec.shape[-2], spec.shape[-1]
         if not self.training:  # rate scales the time masks only: rate 0 keeps frequency masks
             return F.SpecAugmentResult(
-                spec, torch.zeros(B, Fq, dtype=torch.bool, device=spec.device),
+                spec,
+                torch.zeros(B, Fq, dtype=torch.bool, device=spec.device),
                 torch.zeros(B, T, dtype=torch.bool, device=spec.device),
             )
         time_masks: int | float = (
-            round(self.rate * self.time_masks) if isinstance(self.time_masks, int)
+            round(self.rate * self.time_masks)
+            if isinstance(self.time_masks, int)
             else self.rate * self.time_masks
         )
         return F.spec_augment(
-            spec, freq_masks=self.freq_masks, freq_width=self.freq_width, time_masks=time_masks,
-            time_width=self.time_width, max_time_fraction=self.max_time_fraction,
-            max_time_masks=self.max_time_masks, lengths=lengths, value=self.value,
+            spec,
+            freq_masks=self.freq_masks,
+            freq_width=self.freq_width,
+            time_masks=time_masks,
+            time_width=self.time_width,
+            max_time_fraction=self.max_time_fraction,
+            max_time_masks=self.max_time_masks,
+            lengths=lengths,
+            value=self.value,
             generator=self.generator(spec.device),
         )
 
@@ -405,8 +473,14 @@ class TimeSpanMask(_FillMixin, MaskModule):
     """
 
     def __init__(
-        self, rate: float, *, span: int = 10, min_spans: int = 0, value: float = 0.0,
-        mask_token_dim: int | None = None, seed: int | None = None,
+        self,
+        rate: float,
+        *,
+        span: int = 10,
+        min_spans: int = 0,
+        value: float = 0.0,
+        mask_token_dim: int | None = None,
+        seed: int | None = None,
     ) -> None:
         super().__init__(rate, seed=seed)
         self.span, self.min_spans = span, min_spans
@@ -422,7 +496,11 @@ class TimeSpanMask(_FillMixin, MaskModule):
         if lengths is None:
             lengths = torch.full((B,), T, dtype=torch.long, device=x.device)
         mask = F.mask_time_spans(
-            lengths.to(x.device), T, self.rate, span=self.span, min_spans=self.min_spans,
+            lengths.to(x.device),
+            T,
+            self.rate,
+            span=self.span,
+            min_spans=self.min_spans,
             generator=self.generator(x.device),
         )
         return self._fill(x, mask), mask
@@ -462,15 +540,25 @@ class MultiheadAttention(nn.Module):
     """
 
     def __init__(
-        self, embed_dim: int, num_heads: int, *, num_kv_heads: int | None = None,
-        dropout: float = 0.0, bias: bool = True, kdim: int | None = None,
+        self,
+        embed_dim: int,
+        num_heads: int,
+        *,
+        num_kv_heads: int | None = None,
+        dropout: float = 0.0,
+        bias: bool = True,
+        kdim: int | None = None,
     ) -> None:
         super().__init__()
         if embed_dim % num_heads:
-            raise ValueError(f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads}).")
+            raise ValueError(
+                f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})."
+            )
         num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
         if num_heads % num_kv_heads:
-            raise ValueError(f"num_heads ({num_heads}) must be a multiple of num_kv_heads ({num_kv_heads}).")
+            raise ValueError(
+                f"num_heads ({num_heads}) must be a multiple of num_kv_heads ({num_kv_heads})."
+            )
         self.embed_dim, self.num_heads, self.num_kv_heads = embed_dim, num_heads, num_kv_heads
         self.head_dim = embed_dim // num_heads
         self.dropout = check_probability("dropout", dropout)
@@ -481,7 +569,11 @@ class MultiheadAttention(nn.Module):
         self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
 
     def forward(
-        self, x: torch.Tensor, *, context: torch.Tensor | None = None, mask: Any = None,
+        self,
+        x: torch.Tensor,
+        *,
+        context: torch.Tensor | None = None,
+        mask: Any = None,
         backend: str = "auto",
     ) -> torch.Tensor:
         from maskwise.attention import attend
@@ -489,10 +581,16 @@ class MultiheadAttention(nn.Module):
         B, L, _ = x.shape
         src = x if context is None else context
         S = src.shape[1]
-        q = self.q_proj(x).view(B, L, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, L, Dh)
-        k = self.k_proj(src).view(B, S, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, S, Dh)
+        q = (
+            self.q_proj(x).view(B, L, self.num_heads, self.head_dim).transpose(1, 2)
+        )  # (B, H, L, Dh)
+        k = (
+            self.k_proj(src).view(B, S, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        )  # (B, Hkv, S, Dh)
         v = self.v_proj(src).view(B, S, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        out = attend(q, k, v, mask, dropout_p=self.dropout if self.training else 0.0, backend=backend)
+        out = attend(
+            q, k, v, mask, dropout_p=self.dropout if self.training else 0.0, backend=backend
+        )
         return self.out_proj(out.transpose(1, 2).reshape(B, L, self.embed_dim))
 
     def extra_repr(self) -> str:
@@ -536,14 +634,23 @@ class DynamicMask(nn.Module):
     """
 
     def __init__(
-        self, masker: MaskModule, rate: Any, *, tracker: Any = None, temperature: float = 1.0,
+        self,
+        masker: MaskModule,
+        rate: Any,
+        *,
+        tracker: Any = None,
+        temperature: float = 1.0,
         monitor: Any = None,
     ) -> None:
         super().__init__()
         if not isinstance(masker, MaskModule):
-            raise TypeError(f"masker must be a maskwise MaskModule ({type(masker).__name__} given).")
+            raise TypeError(
+                f"masker must be a maskwise MaskModule ({type(masker).__name__} given)."
+            )
         if not (isinstance(rate, (int, float)) or callable(rate)):
-            raise TypeError(f"rate must be a float, a schedule or a controller ({type(rate).__name__} given).")
+            raise TypeError(
+                f"rate must be a float, a schedule or a controller ({type(rate).__name__} given)."
+            )
         self.masker = masker
         self.rate_source = rate
         self.tracker, self.temperature, self.monitor = tracker, temperature, monitor
@@ -582,8 +689,13 @@ class DynamicMask(nn.Module):
         return out
 
     def observe(
-        self, logits: torch.Tensor | None = None, labels: torch.Tensor | None = None, *,
-        reliability: Any = None, keys: torch.Tensor | None = None, ignore_index: int = -100,
+        self,
+        logits: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        *,
+        reliability: Any = None,
+        keys: torch.Tensor | None = None,
+        ignore_index: int = -100,
     ) -> float:
         """Feed back the reliability of the latest predictions; returns the rate to come."""
         from maskwise.dynamic import reliability as compute
@@ -594,7 +706,9 @@ class DynamicMask(nn.Module):
             reliability = compute(logits, labels, ignore_index=ignore_index)
         controller = self.controller
         if controller is not None and not controller.signal.endswith("_gap"):
-            field = {"accuracy": "correct", "confidence": "confidence", "loss": "loss"}[controller.signal]
+            field = {"accuracy": "correct", "confidence": "confidence", "loss": "loss"}[
+                controller.signal
+            ]
             values = getattr(reliability, field).float()
             controller.update(torch.where(reliability.valid, values, float("nan")))
         if self.tracker is not None and keys is not None:
@@ -604,4 +718,6 @@ class DynamicMask(nn.Module):
         return self.current_rate()
 
     def extra_repr(self) -> str:
-        return f"rate={self.rate_source!r}, tracker={self.tracker is not None}, step={int(self.step)}"
+        return (
+            f"rate={self.rate_source!r}, tracker={self.tracker is not None}, step={int(self.step)}"
+        )

@@ -239,7 +239,10 @@ class DeviceGenerators:
         return g
 
     def state_dict(self) -> dict[str, object]:
-        return {"seed": self.seed, "states": {k: g.get_state() for k, g in self._generators.items()}}
+        return {
+            "seed": self.seed,
+            "states": {k: g.get_state() for k, g in self._generators.items()},
+        }
 
     def load_state_dict(self, state: dict[str, object]) -> None:
         self.seed = int(state["seed"])  # type: ignore[call-overload]

@@ -388,7 +388,11 @@ def test_choose_backend_forced_returns_it_or_refuses_a_mask_it_cannot_apply() ->
     assert choose_backend(None, q, k, v, backend="sdpa") == "sdpa"
     # Never drop part of a mask silently: these backends cannot express it.
     pad = A.padding(torch.tensor([8, 3]))
-    for name, mask in (("sdpa", A.causal()), ("sdpa_causal", A.causal() & pad), ("varlen", A.sliding_window(3))):
+    for name, mask in (
+        ("sdpa", A.causal()),
+        ("sdpa_causal", A.causal() & pad),
+        ("varlen", A.sliding_window(3)),
+    ):
         with pytest.raises(ValueError, match=name):
             choose_backend(mask, q, k, v, backend=name)
 

@@ -22,7 +22,9 @@ WORKERS, PREFETCH = 2, 2
 
 def mlm(rate: Any, **kwargs: Any) -> MLMCollator:
     kwargs.setdefault("seed", 0)
-    return MLMCollator(mask_id=MASK, pad_id=PAD, vocab_size=VOCAB, special_ids=SPECIAL, rate=rate, **kwargs)
+    return MLMCollator(
+        mask_id=MASK, pad_id=PAD, vocab_size=VOCAB, special_ids=SPECIAL, rate=rate, **kwargs
+    )
 
 
 def examples(n: int, seed: int = 0) -> list[list[int]]:
@@ -37,8 +39,16 @@ def realised(batch: dict[str, torch.Tensor]) -> float:
 
 def fast_controller(rate: float) -> ReliabilityController:
     """One update moves the rate by 0.5 * (accuracy - 0.5) * 2: update(1.0) adds 0.5."""
-    return ReliabilityController(rate, target=0.5, gain=1.0, momentum=0.0, max_delta=1.0,
-                                 direction="curriculum", min_rate=0.0, max_rate=0.9)
+    return ReliabilityController(
+        rate,
+        target=0.5,
+        gain=1.0,
+        momentum=0.0,
+        max_delta=1.0,
+        direction="curriculum",
+        min_rate=0.0,
+        max_rate=0.9,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -80,8 +90,12 @@ def test_controller_rate_follows_updates() -> None:
 def loader(c: MLMCollator, n_batches: int, **kwargs: Any) -> DataLoader:
     kwargs.setdefault("persistent_workers", True)
     return DataLoader(
-        examples(n_batches * BATCH, seed=1), batch_size=BATCH, collate_fn=c, num_workers=WORKERS,
-        prefetch_factor=PREFETCH, **kwargs,
+        examples(n_batches * BATCH, seed=1),
+        batch_size=BATCH,
+        collate_fn=c,
+        num_workers=WORKERS,
+        prefetch_factor=PREFETCH,
+        **kwargs,
     )
 
 

@@ -31,7 +31,9 @@ def controller(rate: float = 0.5, **kwargs: Any) -> ReliabilityController:
     return ReliabilityController(rate, **kwargs)
 
 
-def feed(c: ReliabilityController, values: list[Any], val_values: list[Any] | None = None) -> list[float]:
+def feed(
+    c: ReliabilityController, values: list[Any], val_values: list[Any] | None = None
+) -> list[float]:
     if val_values is None:
         return [c.update(v) for v in values]
     return [c.update(v, w) for v, w in zip(values, val_values)]
@@ -69,7 +71,9 @@ def same_state(a: ReliabilityController, b: ReliabilityController) -> bool:
 
 
 def test_docstring_law_literal() -> None:
-    c = ReliabilityController(0.3, signal="accuracy", target=0.7, gain=0.5, momentum=0.0, max_delta=1.0)
+    c = ReliabilityController(
+        0.3, signal="accuracy", target=0.7, gain=0.5, momentum=0.0, max_delta=1.0
+    )
     assert c.update(0.9) == pytest.approx(0.2)  # e = 0.2, d = 0.1, seed: rate - d
     assert c.update(0.5) == pytest.approx(0.3)  # e = -0.2
     # With smoothing: s_1 = x_1, s_t = m s_{t-1} + (1 - m) x_t.
@@ -121,8 +125,9 @@ def test_step_response_is_monotone_and_saturates(direction: str, value: float, b
 
 
 def test_rate_never_leaves_the_bounds_on_wild_input() -> None:
-    c = ReliabilityController(0.3, target=0.5, gain=100.0, momentum=0.0, max_delta=1.0,
-                              min_rate=0.2, max_rate=0.4)
+    c = ReliabilityController(
+        0.3, target=0.5, gain=100.0, momentum=0.0, max_delta=1.0, min_rate=0.2, max_rate=0.4
+    )
     for v in noisy(0.5, 5.0, 200, seed=0):
         r = c.update(v)
         assert 0.2 <= r <= 0.4
@@ -135,8 +140,15 @@ def test_per_update_change_is_at_most_max_delta_and_smoothing_damps_oscillation(
     for momentum in (0.0, 0.9):
         counts[momentum] = []
         for seed in range(4):
-            c = ReliabilityController(0.45, target=target, gain=0.1, momentum=momentum,
-                                      max_delta=0.02, min_rate=0.0, max_rate=0.9)
+            c = ReliabilityController(
+                0.45,
+                target=target,
+                gain=0.1,
+                momentum=momentum,
+                max_delta=0.02,
+                min_rate=0.0,
+                max_rate=0.9,
+            )
             rates = [c.rate] + feed(c, noisy(target, 0.1, n, seed))
             steps = increments(rates)
             assert max(abs(d) for d in steps) <= 0.02 + 1e-12
@@ -152,8 +164,9 @@ def test_per_update_change_is_at_most_max_delta_and_smoothing_damps_oscillation(
 def test_noisy_input_above_target_moves_one_way() -> None:
     """Noisy reliable input: the smoothed error keeps its sign, the rate does not oscillate."""
     for seed in range(3):
-        c = controller(0.2, direction="curriculum", momentum=0.9, max_delta=0.01, min_rate=0.0,
-                       max_rate=0.9)
+        c = controller(
+            0.2, direction="curriculum", momentum=0.9, max_delta=0.01, min_rate=0.0, max_rate=0.9
+        )
         rates = [c.rate] + feed(c, noisy(0.75, 0.1, 60, seed))
         steps = increments(rates)
         assert sign_changes(steps) <= 2
@@ -168,8 +181,16 @@ def plant_loop(direction: str, rate: float, n: int = 400, seed: int = 0) -> list
     """Training accuracy falls with masking: acc = 0.9 - 0.8 * rate + noise. Target 0.6, so the
     rate where accuracy meets the target is 0.375."""
     g = torch.Generator().manual_seed(seed)
-    c = ReliabilityController(rate, target=0.6, gain=0.5, momentum=0.8, max_delta=0.02,
-                              direction=direction, min_rate=0.0, max_rate=0.9)
+    c = ReliabilityController(
+        rate,
+        target=0.6,
+        gain=0.5,
+        momentum=0.8,
+        max_delta=0.02,
+        direction=direction,
+        min_rate=0.0,
+        max_rate=0.9,
+    )
     rates = []
     for _ in range(n):
         acc = 0.9 - 0.8 * c.rate + 0.03 * float(torch.randn((), generator=g))
@@ -179,7 +200,9 @@ def plant_loop(direction: str, rate: float, n: int = 400, seed: int = 0) -> list
 
 @pytest.mark.parametrize("start", [0.05, 0.8])
 @pytest.mark.parametrize("seed", [0, 1])
-def test_closed_loop_curriculum_settles_where_accuracy_meets_target(start: float, seed: int) -> None:
+def test_closed_loop_curriculum_settles_where_accuracy_meets_target(
+    start: float, seed: int
+) -> None:
     rates = plant_loop("curriculum", start, seed=seed)
     tail = rates[-100:]
     assert abs(sum(tail) / len(tail) - 0.375) < 0.03
@@ -205,15 +228,26 @@ def test_loss_signal_needs_a_target() -> None:
 
 def test_loss_signal_direction() -> None:
     # Loss above the target = unreliable: the seed rule masks more, curriculum masks less.
-    seed = ReliabilityController(0.3, signal="loss", target=2.0, gain=0.1, momentum=0.0, max_delta=1.0)
+    seed = ReliabilityController(
+        0.3, signal="loss", target=2.0, gain=0.1, momentum=0.0, max_delta=1.0
+    )
     assert seed.update(3.0) == pytest.approx(0.4)
     assert seed.update(1.0) == pytest.approx(0.3)  # loss below target: reliable, less masking
-    cur = ReliabilityController(0.3, signal="loss", target=2.0, gain=0.1, momentum=0.0,
-                                max_delta=1.0, direction="curriculum")
+    cur = ReliabilityController(
+        0.3,
+        signal="loss",
+        target=2.0,
+        gain=0.1,
+        momentum=0.0,
+        max_delta=1.0,
+        direction="curriculum",
+    )
     assert cur.update(3.0) == pytest.approx(0.2)
     assert cur.update(1.0) == pytest.approx(0.3)
     # Falling loss (learning) with the seed rule: the rate rises while the loss is high, then falls.
-    c = ReliabilityController(0.3, signal="loss", target=1.0, gain=0.1, momentum=0.5, max_delta=0.05)
+    c = ReliabilityController(
+        0.3, signal="loss", target=1.0, gain=0.1, momentum=0.5, max_delta=0.05
+    )
     rates = feed(c, [3.0] * 10 + [0.2] * 30)
     assert rates[9] > 0.3 and rates[-1] < rates[9]
 
@@ -279,7 +313,12 @@ def test_tensor_inputs_are_averaged_ignoring_nan() -> None:
 
 @pytest.mark.parametrize(
     "value",
-    [float("nan"), torch.tensor([float("nan"), float("nan")]), torch.tensor([]), torch.full((2, 3), float("nan"))],
+    [
+        float("nan"),
+        torch.tensor([float("nan"), float("nan")]),
+        torch.tensor([]),
+        torch.full((2, 3), float("nan")),
+    ],
     ids=["float", "tensor", "empty", "2d"],
 )
 def test_nan_only_update_leaves_the_state_unchanged(value: Any) -> None:
@@ -425,7 +464,9 @@ def _gloo_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
 
     out = Path(out_dir)
     try:
-        dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+        dist.init_process_group(
+            "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world
+        )
         res: dict[str, Any] = {}
         # Controllers: equal numbers of updates with different values.
         c = _dist_controller()
@@ -490,7 +531,9 @@ def test_sync_averages_controllers_across_ranks(gloo_results: dict[int, dict[str
     # Identical after, equal to the mean of the ranks' states.
     assert after[0] == after[1]
     assert after[0]["rate"] == pytest.approx((before[0]["rate"] + before[1]["rate"]) / 2)
-    assert after[0]["smoothed"] == pytest.approx((before[0]["smoothed"] + before[1]["smoothed"]) / 2)
+    assert after[0]["smoothed"] == pytest.approx(
+        (before[0]["smoothed"] + before[1]["smoothed"]) / 2
+    )
     # What the same updates give in this process (the law does not depend on distribution).
     for r in (0, 1):
         local = _dist_controller()
@@ -498,7 +541,9 @@ def test_sync_averages_controllers_across_ranks(gloo_results: dict[int, dict[str
         assert local.state_dict() == before[r]
 
 
-def test_sync_with_a_rank_that_has_not_measured_yet(gloo_results: dict[int, dict[str, Any]]) -> None:
+def test_sync_with_a_rank_that_has_not_measured_yet(
+    gloo_results: dict[int, dict[str, Any]],
+) -> None:
     s0, s1 = (gloo_results[r]["controller_one_rank"] for r in (0, 1))
     # Every rank masks at the same rate ...
     assert s0["rate"] == s1["rate"]

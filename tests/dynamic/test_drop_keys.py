@@ -14,7 +14,9 @@ from maskwise.dynamic import ReliabilityController, linear
 
 def dropped_share(spec: A.AttentionSpec, structural: A.AttentionSpec | None, L: int) -> float:
     """Share of the pairs the structural mask allows that the spec forbids."""
-    allowed = torch.ones(1, 1, L, L, dtype=torch.bool) if structural is None else structural.dense(L)
+    allowed = (
+        torch.ones(1, 1, L, L, dtype=torch.bool) if structural is None else structural.dense(L)
+    )
     got = spec.dense(L)
     return float((allowed & ~got).sum()) / float(allowed.sum())
 
@@ -99,7 +101,9 @@ def test_rate_from_a_controller() -> None:
     assert isinstance(spec.b, DropKeys) and spec.b.rate == pytest.approx(0.6)
 
 
-@pytest.mark.parametrize(("rate", "exc"), [(1.5, ValueError), (-0.1, ValueError), ("0.1", TypeError)])
+@pytest.mark.parametrize(
+    ("rate", "exc"), [(1.5, ValueError), (-0.1, ValueError), ("0.1", TypeError)]
+)
 def test_bad_rate(rate, exc) -> None:
     with pytest.raises(exc, match=str(rate)):
         drop_keys(rate)
@@ -112,13 +116,17 @@ def test_bad_rate(rate, exc) -> None:
 @pytest.mark.parametrize("rate", [0.3, 0.7])
 @pytest.mark.parametrize("structural", [None, "causal"])
 @pytest.mark.parametrize(("L", "bs"), [(40, 16), (64, 32)])
-def test_block_mask_equals_create_block_mask(rate: float, structural: str | None, L: int, bs: int) -> None:
+def test_block_mask_equals_create_block_mask(
+    rate: float, structural: str | None, L: int, bs: int
+) -> None:
     spec = drop_keys(rate, seed=3) if structural is None else causal() & drop_keys(rate, seed=3)
     got = spec.block_mask(L, block_size=bs)
     want = create_block_mask(spec.mask_mod_for(L, L), 1, None, L, L, device="cpu", BLOCK_SIZE=bs)
     assert torch.equal(got.to_dense(), want.to_dense())
     # Element level: the mask_mod and the dense mask are one rule.
-    assert torch.equal(create_mask(spec.mask_mod_for(L, L), 1, 1, L, L, device="cpu"), spec.dense(L))
+    assert torch.equal(
+        create_mask(spec.mask_mod_for(L, L), 1, 1, L, L, device="cpu"), spec.dense(L)
+    )
 
 
 @pytest.mark.parametrize("rate", [0.3, 0.5, 0.7])

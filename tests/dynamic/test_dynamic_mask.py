@@ -97,7 +97,9 @@ def test_schedule_rate_changes_with_the_step() -> None:
 def test_controller_rate_moves_the_right_way_with_observe(direction: str) -> None:
     ids = token_ids()
     for reliable in (True, False):
-        c = ReliabilityController(0.3, target=0.5, gain=0.5, momentum=0.0, max_delta=0.05, direction=direction)
+        c = ReliabilityController(
+            0.3, target=0.5, gain=0.5, momentum=0.0, max_delta=0.05, direction=direction
+        )
         dm = DynamicMask(token_mask(), c)
         assert dm.controller is c
         rates = [dm.current_rate()]
@@ -144,7 +146,9 @@ def test_bad_arguments() -> None:
 # tracker, monitor, step buffer
 
 
-def masked_share(dm: DynamicMask, ids: torch.Tensor, hard: torch.Tensor, draws: int = 40, **kw: Any) -> tuple[float, float]:
+def masked_share(
+    dm: DynamicMask, ids: torch.Tensor, hard: torch.Tensor, draws: int = 40, **kw: Any
+) -> tuple[float, float]:
     """(share of hard tokens masked, share of easy tokens masked) over ``draws`` forwards."""
     hits_hard = hits_easy = 0
     for _ in range(draws):
@@ -274,9 +278,13 @@ def train_step(o: dict[str, Any], t: int, data: list[list[int]]) -> dict[str, to
     logits = READOUT[noisy] + 3.0 * noise
     o["module"].observe(logits, labels, keys=ids)
     return {
-        "mask": mask, "noisy": noisy, "sched_labels": b_sched["labels"],
-        "ctrl_labels": b_ctrl["labels"], "ctrl_inputs": b_ctrl["input_ids"],
-        "rate": torch.tensor(o["controller"].rate), "tracker": o["tracker"].loss.clone(),
+        "mask": mask,
+        "noisy": noisy,
+        "sched_labels": b_sched["labels"],
+        "ctrl_labels": b_ctrl["labels"],
+        "ctrl_inputs": b_ctrl["input_ids"],
+        "rate": torch.tensor(o["controller"].rate),
+        "tracker": o["tracker"].loss.clone(),
     }
 
 
@@ -358,8 +366,16 @@ def test_tiny_model_trains_with_dynamic_masking() -> None:
     torch.manual_seed(0)
     classes = 5
     model = TokenClassifier(V, classes)
-    c = ReliabilityController(0.1, target=0.7, gain=0.5, momentum=0.5, max_delta=0.03,
-                              direction="curriculum", min_rate=0.05, max_rate=0.5)
+    c = ReliabilityController(
+        0.1,
+        target=0.7,
+        gain=0.5,
+        momentum=0.5,
+        max_delta=0.03,
+        direction="curriculum",
+        min_rate=0.05,
+        max_rate=0.5,
+    )
     mon = MaskMonitor()
     tracker = DifficultyTracker(V, momentum=0.5)
     dm = DynamicMask(token_mask(seed=0), c, tracker=tracker, monitor=mon)
@@ -421,8 +437,10 @@ def test_with_patch_mask() -> None:
 
 
 def test_with_spec_augment() -> None:
-    dm = DynamicMask(SpecAugment(freq_masks=1, freq_width=10, time_masks=4, time_width=20, seed=0),
-                     linear(1.0, 0.5, 1))
+    dm = DynamicMask(
+        SpecAugment(freq_masks=1, freq_width=10, time_masks=4, time_width=20, seed=0),
+        linear(1.0, 0.5, 1),
+    )
     spec = torch.randn(3, 40, 200) + 5.0
     lengths = torch.tensor([200, 150, 100])
     out = dm(spec, lengths=lengths)

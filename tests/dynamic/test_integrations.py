@@ -33,7 +33,9 @@ def token_lists(n: int, seed: int = 0) -> list[list[int]]:
 
 
 def collator(rate: Any) -> MLMCollator:
-    return MLMCollator(mask_id=MASK, pad_id=PAD, vocab_size=VOCAB, special_ids=SPECIAL, rate=rate, seed=0)
+    return MLMCollator(
+        mask_id=MASK, pad_id=PAD, vocab_size=VOCAB, special_ids=SPECIAL, rate=rate, seed=0
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -44,8 +46,13 @@ def tiny_bert() -> Any:
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
     config = transformers.BertConfig(
-        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=64, pad_token_id=PAD,
+        vocab_size=VOCAB,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        pad_token_id=PAD,
     )
     return transformers.BertForMaskedLM(config)
 
@@ -55,9 +62,18 @@ def training_args(tmp_path: Path, **kwargs: Any) -> Any:
     pytest.importorskip("accelerate")
     kwargs.setdefault("max_steps", STEPS)
     return transformers.TrainingArguments(
-        output_dir=str(tmp_path), per_device_train_batch_size=8, report_to=[], use_cpu=True,
-        save_strategy="no", logging_strategy="steps", logging_steps=1, disable_tqdm=True,
-        remove_unused_columns=False, learning_rate=1e-3, seed=0, **kwargs,
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=8,
+        report_to=[],
+        use_cpu=True,
+        save_strategy="no",
+        logging_strategy="steps",
+        logging_steps=1,
+        disable_tqdm=True,
+        remove_unused_columns=False,
+        learning_rate=1e-3,
+        seed=0,
+        **kwargs,
     )
 
 
@@ -81,20 +97,32 @@ def hf_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     pytest.importorskip("transformers")
     from maskwise.integrations.hf import MaskwiseCallback, MaskwiseTrainer
 
-    c = ReliabilityController(0.15, signal="accuracy", target=0.5, gain=0.5, momentum=0.5, max_delta=0.05)
+    c = ReliabilityController(
+        0.15, signal="accuracy", target=0.5, gain=0.5, momentum=0.5, max_delta=0.05
+    )
     coll = collator(c)
     tracker = DifficultyTracker(VOCAB, momentum=0.5)
     mon = MaskMonitor(num_classes=VOCAB)
     rec = recorder()
     trainer = MaskwiseTrainer(
-        model=tiny_bert(), args=training_args(tmp_path_factory.mktemp("hf"), num_train_epochs=1),
-        train_dataset=IndexedDataset(token_lists(24)), data_collator=coll,
-        controller=c, tracker=tracker, monitor=mon,
+        model=tiny_bert(),
+        args=training_args(tmp_path_factory.mktemp("hf"), num_train_epochs=1),
+        train_dataset=IndexedDataset(token_lists(24)),
+        data_collator=coll,
+        controller=c,
+        tracker=tracker,
+        monitor=mon,
         callbacks=[MaskwiseCallback(coll), rec],
     )
     result = trainer.train()
-    return {"result": result, "controller": c, "collator": coll, "tracker": tracker,
-            "monitor": mon, "logs": rec.logs}
+    return {
+        "result": result,
+        "controller": c,
+        "collator": coll,
+        "tracker": tracker,
+        "monitor": mon,
+        "logs": rec.logs,
+    }
 
 
 @pytest.mark.hf
@@ -112,14 +140,18 @@ def test_hf_maskwise_trainer_feeds_the_controller_every_step(hf_run: dict[str, A
     # The tracker saw the masked tokens, keyed by their (original) ids.
     assert tracker.count.sum() > 0 and tracker.count[list(SPECIAL)].sum() == 0
     assert len(mon.rows) == STEPS and all("accuracy" in r for r in mon.rows)
-    assert [r["rate"] for r in mon.rows] == pytest.approx([0.15 + 0.05 * s for s in range(1, STEPS + 1)])
+    assert [r["rate"] for r in mon.rows] == pytest.approx(
+        [0.15 + 0.05 * s for s in range(1, STEPS + 1)]
+    )
     # The callback kept the collator in step: 24 examples / 8 = 3 steps per epoch.
     assert coll.step == STEPS and coll.epoch == 1
     # maskwise_rate was added to the logs of every step.
     step_logs = [log for log in hf_run["logs"] if "loss" in log]
     assert len(step_logs) == STEPS
     assert all("maskwise_rate" in log for log in step_logs)
-    assert [log["maskwise_rate"] for log in step_logs] == pytest.approx([r["rate"] for r in mon.rows])
+    assert [log["maskwise_rate"] for log in step_logs] == pytest.approx(
+        [r["rate"] for r in mon.rows]
+    )
 
 
 @pytest.mark.hf
@@ -137,8 +169,11 @@ def test_hf_maskwise_rate_is_in_the_log_history(tmp_path: Path) -> None:
     c = ReliabilityController(0.15, target=0.5)
     coll = collator(c)
     trainer = MaskwiseTrainer(
-        model=tiny_bert(), args=training_args(tmp_path, max_steps=2),
-        train_dataset=token_lists(16), data_collator=coll, controller=c,
+        model=tiny_bert(),
+        args=training_args(tmp_path, max_steps=2),
+        train_dataset=token_lists(16),
+        data_collator=coll,
+        controller=c,
         callbacks=[MaskwiseCallback(coll)],
     )
     trainer.train()
@@ -152,13 +187,18 @@ def test_hf_callback_feeds_a_loss_controller_and_a_monitor(tmp_path: Path) -> No
     from maskwise.integrations.hf import MaskwiseCallback
 
     # Untrained loss ~ log(100) = 4.6, above the target: the seed rule masks more.
-    c = ReliabilityController(0.15, signal="loss", target=2.0, gain=0.1, momentum=0.0, max_delta=0.02)
+    c = ReliabilityController(
+        0.15, signal="loss", target=2.0, gain=0.1, momentum=0.0, max_delta=0.02
+    )
     coll = collator(c)
     mon = MaskMonitor()
     rec = recorder()
     trainer = transformers.Trainer(
-        model=tiny_bert(), args=training_args(tmp_path), train_dataset=token_lists(48),
-        data_collator=coll, callbacks=[MaskwiseCallback(coll, controller=c, monitor=mon), rec],
+        model=tiny_bert(),
+        args=training_args(tmp_path),
+        train_dataset=token_lists(48),
+        data_collator=coll,
+        callbacks=[MaskwiseCallback(coll, controller=c, monitor=mon), rec],
     )
     trainer.train()
     logs = [log for log in rec.logs if "loss" in log]
@@ -187,7 +227,9 @@ def lightning_module(return_logits: bool) -> Any:
 
         def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> Any:
             logits = self.head(self.embed(batch["input_ids"]))  # (B, L, V)
-            loss = nn.functional.cross_entropy(logits.reshape(-1, VOCAB), batch["labels"].reshape(-1))
+            loss = nn.functional.cross_entropy(
+                logits.reshape(-1, VOCAB), batch["labels"].reshape(-1)
+            )
             if return_logits:
                 return {"loss": loss, "logits": logits.detach(), "labels": batch["labels"]}
             return loss
@@ -198,7 +240,9 @@ def lightning_module(return_logits: bool) -> Any:
     return TinyMLM()
 
 
-def run_lightning(controller: ReliabilityController, return_logits: bool) -> tuple[Any, MLMCollator, MaskMonitor, list[tuple[int, int]]]:
+def run_lightning(
+    controller: ReliabilityController, return_logits: bool
+) -> tuple[Any, MLMCollator, MaskMonitor, list[tuple[int, int]]]:
     L = pytest.importorskip("lightning")
     from maskwise.integrations.lightning import MaskwiseLightningCallback
 
@@ -212,8 +256,13 @@ def run_lightning(controller: ReliabilityController, return_logits: bool) -> tup
     loader = DataLoader(token_lists(16), batch_size=8, collate_fn=spy)  # 2 batches per epoch
     mon = MaskMonitor()
     trainer = L.Trainer(
-        accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, max_steps=5, callbacks=[MaskwiseLightningCallback(coll, controller=controller, monitor=mon)],
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        max_steps=5,
+        callbacks=[MaskwiseLightningCallback(coll, controller=controller, monitor=mon)],
     )
     trainer.fit(lightning_module(return_logits), loader)
     return trainer, coll, mon, seen
@@ -221,7 +270,9 @@ def run_lightning(controller: ReliabilityController, return_logits: bool) -> tup
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_lightning_callback_with_a_loss_signal() -> None:
-    c = ReliabilityController(0.15, signal="loss", target=2.0, gain=0.1, momentum=0.0, max_delta=0.02)
+    c = ReliabilityController(
+        0.15, signal="loss", target=2.0, gain=0.1, momentum=0.0, max_delta=0.02
+    )
     trainer, coll, mon, seen = run_lightning(c, return_logits=False)
     assert trainer.global_step == 5
     # Epochs 0, 1, 2 (2 batches each); the step the callback set after each batch.
@@ -236,7 +287,9 @@ def test_lightning_callback_with_a_loss_signal() -> None:
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_lightning_callback_with_logits_and_labels() -> None:
-    c = ReliabilityController(0.15, signal="accuracy", target=0.5, gain=0.5, momentum=0.0, max_delta=0.03)
+    c = ReliabilityController(
+        0.15, signal="accuracy", target=0.5, gain=0.5, momentum=0.0, max_delta=0.03
+    )
     trainer, coll, mon, seen = run_lightning(c, return_logits=True)
     assert c.updates == 5
     assert c.rate == pytest.approx(0.15 + 0.03 * 5)  # untrained: accuracy << 0.5, more masking

@@ -45,19 +45,28 @@ def test_rows_literal() -> None:
     mon = MaskMonitor()
     mon.record(0, rate=0.15, mask=torch.tensor([[True, False, False, False]]), loss=2.5)
     mon.record(
-        1, rate=torch.tensor(0.2), mask=torch.tensor([[True, True, False, False]]),
+        1,
+        rate=torch.tensor(0.2),
+        mask=torch.tensor([[True, True, False, False]]),
         valid=torch.tensor([[True, True, True, False]]),
         reliability={"loss": torch.tensor([1.0, 3.0]), "accuracy": 0.5, "confidence": None},
     )
     assert mon.rows[0] == {"step": 0.0, "rate": 0.15, "masked_fraction": 0.25, "loss": 2.5}
-    assert mon.rows[1] == {"step": 1.0, "rate": pytest.approx(0.2), "masked_fraction": pytest.approx(2 / 3),
-                           "loss": 2.0, "accuracy": 0.5}
+    assert mon.rows[1] == {
+        "step": 1.0,
+        "rate": pytest.approx(0.2),
+        "masked_fraction": pytest.approx(2 / 3),
+        "loss": 2.0,
+        "accuracy": 0.5,
+    }
     # A Reliability gives its means over valid positions.
     logits = torch.tensor([[2.0, 0.0], [0.0, 3.0], [1.0, 1.0]])
     mon.record(2, reliability=reliability(logits, torch.tensor([0, 0, -100])))
     row = mon.rows[2]
     assert row["accuracy"] == 0.5
-    assert row["loss"] == pytest.approx((math.log1p(math.exp(-2.0)) + math.log1p(math.exp(3.0))) / 2)
+    assert row["loss"] == pytest.approx(
+        (math.log1p(math.exp(-2.0)) + math.log1p(math.exp(3.0))) / 2
+    )
     # No valid position: the masked fraction is NaN, not 0.
     mon.record(3, mask=torch.tensor([[True]]), valid=torch.tensor([[False]]))
     assert math.isnan(mon.rows[3]["masked_fraction"])
@@ -71,15 +80,44 @@ def test_to_csv_writes_the_documented_columns_and_values(tmp_path: Path) -> None
     path = mon.to_csv(tmp_path / "sub" / "monitor.csv")
     assert path == tmp_path / "sub" / "monitor.csv" and path.is_file()
     header, rows = read_csv(path)
-    assert header == ["step", "rate", "masked_fraction", "loss", "accuracy", "confidence", "train_loss"]
+    assert header == [
+        "step",
+        "rate",
+        "masked_fraction",
+        "loss",
+        "accuracy",
+        "confidence",
+        "train_loss",
+    ]
     assert header == mon.columns()
-    assert rows[0] == {"step": "0.0", "rate": "0.15", "masked_fraction": "0.25", "loss": "2.5",
-                       "accuracy": "", "confidence": "", "train_loss": ""}
-    assert rows[1] == {"step": "1.0", "rate": "0.2", "masked_fraction": "", "loss": "1.5",
-                       "accuracy": "0.75", "confidence": "0.625", "train_loss": ""}
+    assert rows[0] == {
+        "step": "0.0",
+        "rate": "0.15",
+        "masked_fraction": "0.25",
+        "loss": "2.5",
+        "accuracy": "",
+        "confidence": "",
+        "train_loss": "",
+    }
+    assert rows[1] == {
+        "step": "1.0",
+        "rate": "0.2",
+        "masked_fraction": "",
+        "loss": "1.5",
+        "accuracy": "0.75",
+        "confidence": "0.625",
+        "train_loss": "",
+    }
     # NaN is written as an empty cell.
-    assert rows[2] == {"step": "2.0", "rate": "", "masked_fraction": "", "loss": "",
-                       "accuracy": "", "confidence": "", "train_loss": "0.5"}
+    assert rows[2] == {
+        "step": "2.0",
+        "rate": "",
+        "masked_fraction": "",
+        "loss": "",
+        "accuracy": "",
+        "confidence": "",
+        "train_loss": "0.5",
+    }
 
 
 def test_series_skips_missing_and_nan() -> None:
@@ -97,8 +135,11 @@ def test_series_skips_missing_and_nan() -> None:
 
 def test_per_position_histogram_literal() -> None:
     mon = MaskMonitor()
-    mon.record(0, mask=torch.tensor([[True, False, True], [False, False, True]]),
-               valid=torch.tensor([[True, True, True], [True, True, False]]))
+    mon.record(
+        0,
+        mask=torch.tensor([[True, False, True], [False, False, True]]),
+        valid=torch.tensor([[True, True, True], [True, True, False]]),
+    )
     assert mon.rows[0]["masked_fraction"] == pytest.approx(2 / 5)
     assert mon.position_masked.tolist() == [1.0, 0.0, 1.0]
     assert mon.position_seen.tolist() == [2.0, 2.0, 1.0]

@@ -23,7 +23,9 @@ def random_case(shape: tuple[int, ...], classes: int, seed: int, ignore_index: i
 def test_loss_equals_cross_entropy_on_valid_positions(shape: tuple[int, ...]) -> None:
     logits, labels = random_case(shape, classes=13, seed=len(shape))
     r = reliability(logits, labels)
-    want = F.cross_entropy(logits.reshape(-1, 13), labels.reshape(-1), reduction="none").reshape(shape)
+    want = F.cross_entropy(logits.reshape(-1, 13), labels.reshape(-1), reduction="none").reshape(
+        shape
+    )
     assert r.loss.shape == r.correct.shape == r.confidence.shape == r.valid.shape == labels.shape
     valid = labels != -100
     assert torch.equal(r.valid, valid)
@@ -37,7 +39,9 @@ def test_loss_equals_cross_entropy_on_valid_positions(shape: tuple[int, ...]) ->
     assert r.correct.dtype == torch.bool and r.valid.dtype == torch.bool
     # The mean loss is the mean cross-entropy.
     m = r.mean()
-    assert m["loss"].item() == pytest.approx(F.cross_entropy(logits.reshape(-1, 13), labels.reshape(-1)).item(), abs=1e-5)
+    assert m["loss"].item() == pytest.approx(
+        F.cross_entropy(logits.reshape(-1, 13), labels.reshape(-1)).item(), abs=1e-5
+    )
     assert m["accuracy"].item() == pytest.approx(r.correct[valid].float().mean().item())
     assert m["confidence"].item() == pytest.approx(r.confidence[valid].mean().item(), abs=1e-6)
 
@@ -62,7 +66,9 @@ def test_custom_ignore_index() -> None:
     logits, labels = random_case((4, 6), classes=5, seed=9, ignore_index=-1)
     r = reliability(logits, labels, ignore_index=-1)
     assert torch.equal(r.valid, labels != -1)
-    want = F.cross_entropy(logits.reshape(-1, 5), labels.reshape(-1), reduction="none", ignore_index=-1)
+    want = F.cross_entropy(
+        logits.reshape(-1, 5), labels.reshape(-1), reduction="none", ignore_index=-1
+    )
     assert torch.allclose(r.loss.reshape(-1), want, atol=1e-5)
     # With the default ignore_index, -1 is not ignored: it is a (bad) label, and valid.
     assert reliability(logits, torch.where(labels < 0, 0, labels)).valid.all()
@@ -92,7 +98,9 @@ def test_is_a_named_tuple() -> None:
     assert isinstance(r, Reliability) and r._fields == ("loss", "correct", "confidence", "valid")
 
 
-@pytest.mark.parametrize(("logits_shape", "labels_shape"), [((2, 3, 4), (2, 4)), ((5, 4), (4,)), ((2, 3, 4), (3, 2))])
+@pytest.mark.parametrize(
+    ("logits_shape", "labels_shape"), [((2, 3, 4), (2, 4)), ((5, 4), (4,)), ((2, 3, 4), (3, 2))]
+)
 def test_shape_mismatch_is_an_error(logits_shape: tuple, labels_shape: tuple) -> None:
     with pytest.raises(ValueError, match=r"\(\.\.\., C\)"):
         reliability(torch.randn(*logits_shape), torch.zeros(labels_shape, dtype=torch.long))

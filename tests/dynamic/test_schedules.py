@@ -129,8 +129,11 @@ def test_rates_are_probabilities(name: str) -> None:
 
 @settings(max_examples=60, deadline=None)
 @given(
-    start=st.floats(0, 1), end=st.floats(0, 1), steps=st.integers(1, 10_000),
-    t=st.integers(-100, 20_000), kind=st.sampled_from(["linear", "cosine"]),
+    start=st.floats(0, 1),
+    end=st.floats(0, 1),
+    steps=st.integers(1, 10_000),
+    t=st.integers(-100, 20_000),
+    kind=st.sampled_from(["linear", "cosine"]),
 )
 def test_interpolating_schedules_stay_between_start_and_end(
     start: float, end: float, steps: int, t: int, kind: str

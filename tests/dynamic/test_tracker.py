@@ -19,7 +19,11 @@ from maskwise.functional import sample_mask
 
 
 def reference_update(
-    ema: list[float], count: list[float], momentum: float, keys: list[int], losses: list[float],
+    ema: list[float],
+    count: list[float],
+    momentum: float,
+    keys: list[int],
+    losses: list[float],
     valid: list[bool] | None = None,
 ) -> None:
     """One batch, one key at a time: group the usable losses per key, blend their mean."""
@@ -36,7 +40,9 @@ def reference_update(
         count[k] += len(xs)
 
 
-def reference_weights(ema: list[float], count: list[float], keys: list[int], temperature: float) -> list[float]:
+def reference_weights(
+    ema: list[float], count: list[float], keys: list[int], temperature: float
+) -> list[float]:
     seen = [k for k in range(len(ema)) if count[k] > 0]
     n = max(len(seen), 1)
     mean = sum(ema[k] for k in seen) / n
@@ -90,12 +96,17 @@ def test_out_of_range_nan_and_invalid_entries_are_ignored() -> None:
     loss, count = t.loss.clone(), t.count.clone()
     t.update(torch.tensor([-1, 3, 100, -100]), torch.tensor([5.0, 5.0, 5.0, 5.0]))
     t.update(torch.tensor([0, 1, 2]), torch.tensor([float("nan")] * 3))
-    t.update(torch.tensor([0, 1, 2]), torch.tensor([5.0, 5.0, 5.0]), valid=torch.tensor([False] * 3))
+    t.update(
+        torch.tensor([0, 1, 2]), torch.tensor([5.0, 5.0, 5.0]), valid=torch.tensor([False] * 3)
+    )
     t.update(torch.tensor([], dtype=torch.long), torch.tensor([]))
     assert torch.equal(t.loss, loss) and torch.equal(t.count, count)
     # Mixed: only the usable entries count.
-    t.update(torch.tensor([0, -1, 1, 2]), torch.tensor([3.0, 50.0, float("nan"), 7.0]),
-             valid=torch.tensor([True, True, True, True]))
+    t.update(
+        torch.tensor([0, -1, 1, 2]),
+        torch.tensor([3.0, 50.0, float("nan"), 7.0]),
+        valid=torch.tensor([True, True, True, True]),
+    )
     assert t.loss.tolist() == [2.0, 2.0, 7.0]
     assert t.count.tolist() == [2.0, 1.0, 1.0]
 
@@ -118,9 +129,11 @@ def test_update_does_not_keep_the_graph() -> None:
                 st.one_of(st.floats(0, 20, allow_nan=False), st.just(float("nan"))),
                 st.booleans(),
             ),
-            min_size=0, max_size=20,
+            min_size=0,
+            max_size=20,
         ),
-        min_size=1, max_size=6,
+        min_size=1,
+        max_size=6,
     ),
     temperature=st.sampled_from([0.5, 1.0, 3.0, -1.0, -0.25]),
 )
@@ -133,8 +146,11 @@ def test_batched_update_and_weights_equal_the_naive_loop(
         keys = [k for k, _, _ in batch]
         losses = [x for _, x, _ in batch]
         valid = [v for _, _, v in batch]
-        t.update(torch.tensor(keys, dtype=torch.long), torch.tensor(losses, dtype=torch.float32),
-                 valid=torch.tensor(valid, dtype=torch.bool))
+        t.update(
+            torch.tensor(keys, dtype=torch.long),
+            torch.tensor(losses, dtype=torch.float32),
+            valid=torch.tensor(valid, dtype=torch.bool),
+        )
         reference_update(ema, count, momentum, keys, losses, valid)
         assert torch.allclose(t.loss, torch.tensor(ema), rtol=1e-5, atol=1e-4)
         assert t.count.tolist() == count
@@ -210,7 +226,9 @@ def test_temperature_zero_is_an_error() -> None:
         hard_tracker().weights(torch.arange(3), temperature=0)
 
 
-def mask_frequency(weights: torch.Tensor, keys: torch.Tensor, exact: bool, draws: int = 200) -> torch.Tensor:
+def mask_frequency(
+    weights: torch.Tensor, keys: torch.Tensor, exact: bool, draws: int = 200
+) -> torch.Tensor:
     """How often each key is masked, over ``draws`` calls of sample_mask(rate=0.15)."""
     g = torch.Generator().manual_seed(0)
     valid = torch.ones_like(keys, dtype=torch.bool)
@@ -248,7 +266,9 @@ def test_hardest_key_is_masked_more_often_through_sample_mask(exact: bool) -> No
 def test_state_dict_round_trip() -> None:
     a = DifficultyTracker(6, momentum=0.8)
     g = torch.Generator().manual_seed(0)
-    batches = [(torch.randint(0, 6, (10,), generator=g), torch.rand(10, generator=g) * 3) for _ in range(6)]
+    batches = [
+        (torch.randint(0, 6, (10,), generator=g), torch.rand(10, generator=g) * 3) for _ in range(6)
+    ]
     for keys, losses in batches[:3]:
         a.update(keys, losses)
     state = a.state_dict()
@@ -277,9 +297,21 @@ def test_state_dict_round_trip() -> None:
         (lambda: DifficultyTracker(2.5), ValueError, "2.5"),
         (lambda: DifficultyTracker(True), ValueError, "True"),
         (lambda: DifficultyTracker(4, momentum=1.0), ValueError, "1.0"),
-        (lambda: DifficultyTracker(4).update(torch.tensor([0, 1]), torch.tensor([1.0])), ValueError, r"\(2,\)"),
-        (lambda: DifficultyTracker(4).update(torch.tensor([0.0]), torch.tensor([1.0])), TypeError, "float32"),
-        (lambda: DifficultyTracker(4).update(torch.tensor([True]), torch.tensor([1.0])), TypeError, "bool"),
+        (
+            lambda: DifficultyTracker(4).update(torch.tensor([0, 1]), torch.tensor([1.0])),
+            ValueError,
+            r"\(2,\)",
+        ),
+        (
+            lambda: DifficultyTracker(4).update(torch.tensor([0.0]), torch.tensor([1.0])),
+            TypeError,
+            "float32",
+        ),
+        (
+            lambda: DifficultyTracker(4).update(torch.tensor([True]), torch.tensor([1.0])),
+            TypeError,
+            "bool",
+        ),
     ],
 )
 def test_bad_input_raises_with_the_value(make, exc: type[Exception], shown: str) -> None:

@@ -22,7 +22,9 @@ def _one_thread(one_thread: None) -> None:
 def _require(*parts: str) -> Path:
     path = shared_data_dir().joinpath(*parts)
     if not path.exists():
-        pytest.skip(f"real data set not found at {path} (the repository's ../shared/data; set MASKWISE_DATA)")
+        pytest.skip(
+            f"real data set not found at {path} (the repository's ../shared/data; set MASKWISE_DATA)"
+        )
     return path
 
 

@@ -11,8 +11,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 # IDX type codes and the struct format of one big-endian item.
-IDX_CODES = {"uint8": (0x08, "B"), "int8": (0x09, "b"), "int16": (0x0B, "h"), "int32": (0x0C, "i"),
-             "float32": (0x0D, "f")}
+IDX_CODES = {
+    "uint8": (0x08, "B"),
+    "int8": (0x09, "b"),
+    "int16": (0x0B, "h"),
+    "int32": (0x0C, "i"),
+    "float32": (0x0D, "f"),
+}
 
 
 def idx_bytes(values: Sequence[float], shape: Sequence[int], dtype: str = "uint8") -> bytes:
@@ -34,8 +39,16 @@ def write_text(path: Path, text: str) -> Path:
     return write_bytes(path, text.encode("utf-8"))
 
 
-def write_idx_dir(root: Path, *, n_train: int = 40, n_test: int = 12, size: int = 8, classes: int = 3,
-                  gz: bool = False, test_prefix: str = "t10k") -> tuple[list[int], list[int]]:
+def write_idx_dir(
+    root: Path,
+    *,
+    n_train: int = 40,
+    n_test: int = 12,
+    size: int = 8,
+    classes: int = 3,
+    gz: bool = False,
+    test_prefix: str = "t10k",
+) -> tuple[list[int], list[int]]:
     """An MNIST-format directory of ``size x size`` images; image ``i`` of class ``c`` is a bright
     ``c``-th horizontal band plus a pixel that depends on ``i``. Returns (train labels, test labels)."""
     suffix = ".gz" if gz else ""
@@ -50,13 +63,17 @@ def write_idx_dir(root: Path, *, n_train: int = 40, n_test: int = 12, size: int 
                 img[band * size + x] = 255
             img[(i * 7) % (size * size)] = 128
             pixels += img
-        write_bytes(root / f"{prefix}-images-idx3-ubyte{suffix}", idx_bytes(pixels, (n, size, size)))
+        write_bytes(
+            root / f"{prefix}-images-idx3-ubyte{suffix}", idx_bytes(pixels, (n, size, size))
+        )
         write_bytes(root / f"{prefix}-labels-idx1-ubyte{suffix}", idx_bytes(labels, (n,)))
         labels_of[prefix] = labels
     return labels_of["train"], labels_of[test_prefix]
 
 
-def write_wav(path: Path, frames: Sequence[Sequence[int]], *, rate: int = 8000, width: int = 2) -> Path:
+def write_wav(
+    path: Path, frames: Sequence[Sequence[int]], *, rate: int = 8000, width: int = 2
+) -> Path:
     """A PCM WAV with the stdlib ``wave`` module: ``frames[t][channel]`` raw integer samples
     (unsigned for 8-bit, signed little-endian otherwise)."""
     channels = len(frames[0])
@@ -75,8 +92,14 @@ def sine(freq: float, n: int, *, rate: int = 8000, amplitude: int = 10000) -> li
     return [round(amplitude * math.sin(2 * math.pi * freq * t / rate)) for t in range(n)]
 
 
-def write_speech_dir(root: Path, *, labels: Sequence[str] = ("0", "1", "2"), speakers: Sequence[str] = ("ann", "bob"),
-                     indices: Sequence[int] = range(8), n: int = 1600) -> list[Path]:
+def write_speech_dir(
+    root: Path,
+    *,
+    labels: Sequence[str] = ("0", "1", "2"),
+    speakers: Sequence[str] = ("ann", "bob"),
+    indices: Sequence[int] = range(8),
+    n: int = 1600,
+) -> list[Path]:
     """FSDD-style ``{label}_{speaker}_{index}.wav`` tones (0.2 s at 8 kHz; label ``k`` at
     ``400 (k + 1)`` Hz, a little louder per index)."""
     paths = []
@@ -88,7 +111,9 @@ def write_speech_dir(root: Path, *, labels: Sequence[str] = ("0", "1", "2"), spe
     return paths
 
 
-def write_text_dir(root: Path, *, n_train: int = 40, n_dev: int | None = 12, n_test: int = 12) -> Path:
+def write_text_dir(
+    root: Path, *, n_train: int = 40, n_dev: int | None = 12, n_test: int = 12
+) -> Path:
     """A ``<label> <text>`` directory (train.txt, dev.txt, test.txt) with two labels, ``neg`` /
     ``pos``, each with its own words."""
     words = {"neg": ["awful", "dull", "boring", "bad"], "pos": ["great", "fun", "lovely", "good"]}
@@ -98,7 +123,9 @@ def write_text_dir(root: Path, *, n_train: int = 40, n_dev: int | None = 12, n_t
         for i in range(n):
             label = ("neg", "pos")[i % 2]
             w = words[label]
-            out.append(f"{label} the film was {w[(i + offset) % 4]} and {w[(i + offset + 1) % 4]} {i}")
+            out.append(
+                f"{label} the film was {w[(i + offset) % 4]} and {w[(i + offset + 1) % 4]} {i}"
+            )
         return "\n".join(out) + "\n"
 
     write_text(root / "train.txt", lines(n_train, 0))

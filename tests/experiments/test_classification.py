@@ -42,7 +42,9 @@ def check_run(r: RunResult, task: Any, variant: Variant) -> None:
         assert r.monitor is None
     else:
         assert r.monitor is not None
-        forwards = [row for row in r.monitor.rows if "accuracy" not in row]  # observe rows carry reliability
+        forwards = [
+            row for row in r.monitor.rows if "accuracy" not in row
+        ]  # observe rows carry reliability
         assert len(forwards) == r.steps and all("rate" in row for row in forwards)
 
 
@@ -59,12 +61,16 @@ def test_image_digits(masker: str) -> None:
     assert task.classes == [str(i) for i in range(10)]
     x = task.splits["train"].inputs
     assert x.shape == (64, 1, 8, 8)
-    assert float(x.mean()) == pytest.approx(0.0, abs=1e-5) and float(x.std()) == pytest.approx(1.0, abs=1e-5)
+    assert float(x.mean()) == pytest.approx(0.0, abs=1e-5) and float(x.std()) == pytest.approx(
+        1.0, abs=1e-5
+    )
     variant = Variant("static", 0.25 if masker != "erase" else 0.5)
     r = train_run(task, variant, 0, config=FEW)
     check_run(r, task, variant)
     if masker == "patch":  # exactly round(0.25 * 16) of the 4 x 4 grid of 2 x 2 patches
-        assert [row["masked_fraction"] for row in r.monitor.rows if "masked_fraction" in row] == [0.25] * r.steps
+        assert [row["masked_fraction"] for row in r.monitor.rows if "masked_fraction" in row] == [
+            0.25
+        ] * r.steps
 
 
 def test_image_idx_dir(tmp_path: Path) -> None:
@@ -78,7 +84,9 @@ def test_image_idx_dir(tmp_path: Path) -> None:
 
 
 def test_image_bad_arguments(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"masker must be 'patch', 'block' or 'erase' \('cutout' given\)"):
+    with pytest.raises(
+        ValueError, match=r"masker must be 'patch', 'block' or 'erase' \('cutout' given\)"
+    ):
         ImageClassification("digits", masker="cutout")
     with pytest.raises(ValueError, match=r"train_size must be in \[1, 1078\] \(5000 given\)"):
         ImageClassification("digits", train_size=5000)
@@ -152,12 +160,18 @@ def test_text_tracker_keys_are_the_unmasked_tokens(tmp_path: Path) -> None:
     write_text_dir(tmp_path, n_train=20, n_dev=4, n_test=4)
     task = _small_text(tmp_path)
     ids, y = task.fetch("train", torch.arange(8))
-    dm = DynamicMask(task.make_masker(1.0, 0), 1.0, tracker=DifficultyTracker(task.num_keys())).train()
+    dm = DynamicMask(
+        task.make_masker(1.0, 0), 1.0, tracker=DifficultyTracker(task.num_keys())
+    ).train()
     out = task.train_step(task.build_model(), dm, (ids, y), torch.device("cpu"))
     assert torch.equal(out.keys, ids)  # not the [MASK]-filled input the model saw
     assert torch.equal(out.key_valid, ids >= len(SPECIALS))
-    no_tracker = task.train_step(task.build_model(), DynamicMask(task.make_masker(1.0, 0), 1.0), (ids, y),
-                                 torch.device("cpu"))
+    no_tracker = task.train_step(
+        task.build_model(),
+        DynamicMask(task.make_masker(1.0, 0), 1.0),
+        (ids, y),
+        torch.device("cpu"),
+    )
     assert no_tracker.keys is None
 
 
@@ -172,7 +186,9 @@ def test_text_real_slice(tmp_path: Path, request: pytest.FixtureRequest, name: s
     task = _small_text(tmp_path)
     sizes = task.describe()["sizes"]
     if name == "trec":  # no dev file: 10 % of train carved
-        assert sizes == {"train": 180, "dev": 20, "test": 200} and task.classes == [str(i) for i in range(6)]
+        assert sizes == {"train": 180, "dev": 20, "test": 200} and task.classes == [
+            str(i) for i in range(6)
+        ]
     else:
         assert sizes == {"train": 200, "dev": 200, "test": 200} and task.classes == ["0", "1"]
     check_run(train_run(task, Variant("static", 0.2), 0, config=FEW), task, Variant("static", 0.2))
@@ -187,8 +203,12 @@ def _small_speech(root: Path) -> SpeechClassification:
     return SpeechClassification(root, n_mels=20, frames=16, width=8, freq_width=3, time_width=2)
 
 
-def test_speech_synthetic_dir_and_feature_cache(tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    write_speech_dir(tmp_path / "wav", labels=("0", "1", "2"), speakers=("ann", "bob"), indices=range(8))
+def test_speech_synthetic_dir_and_feature_cache(
+    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_speech_dir(
+        tmp_path / "wav", labels=("0", "1", "2"), speakers=("ann", "bob"), indices=range(8)
+    )
     task = _small_speech(tmp_path / "wav")
     # index 0-4 test (3 x 2 x 5 = 30), 5-7 train (18), of which round(0.1 * 18) = 2 dev
     assert task.describe()["sizes"] == {"train": 16, "dev": 2, "test": 30}
@@ -208,8 +228,13 @@ def test_speech_synthetic_dir_and_feature_cache(tmp_path: Path, cache_dir: Path,
 
 
 def test_speech_manifest_without_split(tmp_path: Path, cache_dir: Path) -> None:
-    paths = write_speech_dir(tmp_path / "wav", labels=("no", "yes"), speakers=("a",), indices=range(10), n=800)
-    write_text(tmp_path / "all.csv", "path,label\n" + "".join(f"wav/{p.name},{p.name.split('_')[0]}\n" for p in paths))
+    paths = write_speech_dir(
+        tmp_path / "wav", labels=("no", "yes"), speakers=("a",), indices=range(10), n=800
+    )
+    write_text(
+        tmp_path / "all.csv",
+        "path,label\n" + "".join(f"wav/{p.name},{p.name.split('_')[0]}\n" for p in paths),
+    )
     task = _small_speech(tmp_path / "all.csv")
     # 20 clips: test round(0.1 * 20) = 2, then dev round(0.1 * 18) = 2
     assert task.describe()["sizes"] == {"train": 16, "test": 2, "dev": 2}

@@ -21,19 +21,41 @@ def test_demo_fast(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "demo"
     assert main(["demo", "--fast", "--quiet", "--out", str(out)]) == 0
     r = results(out)
-    assert (r["task"], r["command"]) == ("image-classification", f"maskwise demo --fast --quiet --out {out}")
+    assert (r["task"], r["command"]) == (
+        "image-classification",
+        f"maskwise demo --fast --quiet --out {out}",
+    )
     assert r["settings"]["seeds"] == [0]  # --fast: one seed
     assert r["settings"]["data"]["sizes"]["train"] == 300
     assert sorted({run["variant"] for run in r["runs"]}) == ["dynamic", "none", "static"]
     assert all(run["steps"] == 6 for run in r["runs"])  # --fast: 6 steps per run
-    assert {p.name for p in out.iterdir()} >= {"results.json", "results.md", "curves.png", "dynamic_rate.png"}
+    assert {p.name for p in out.iterdir()} >= {
+        "results.json",
+        "results.md",
+        "curves.png",
+        "dynamic_rate.png",
+    }
     printed = capsys.readouterr().out
     assert "| variant | rate | test accuracy (%)" in printed and str(out) in printed
 
 
 def test_run_image_digits(tmp_path: Path) -> None:
     out = tmp_path / "img"
-    assert main(["run", "image-classification", "--data", "digits", "--fast", "--quiet", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "image-classification",
+                "--data",
+                "digits",
+                "--fast",
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     r = results(out)
     assert r["task"] == "image-classification" and r["settings"]["seeds"] == [0]
     assert r["settings"]["rates"] == [0.1, 0.25, 0.4]  # the task's default rates
@@ -42,42 +64,139 @@ def test_run_image_digits(tmp_path: Path) -> None:
 
 def test_run_options_reach_the_task(tmp_path: Path) -> None:
     out = tmp_path / "img"
-    assert main(["run", "image-classification", "--data", "digits", "--fast", "--quiet", "--out", str(out),
-                 "--train-size", "40", "--masker", "erase", "--masking", "none,schedule", "--rates", "0.2,0.6",
-                 "--target", "0.5", "--max-rate", "0.3", "--direction", "seed", "--no-tracker", "--epochs", "1"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "image-classification",
+                "--data",
+                "digits",
+                "--fast",
+                "--quiet",
+                "--out",
+                str(out),
+                "--train-size",
+                "40",
+                "--masker",
+                "erase",
+                "--masking",
+                "none,schedule",
+                "--rates",
+                "0.2,0.6",
+                "--target",
+                "0.5",
+                "--max-rate",
+                "0.3",
+                "--direction",
+                "seed",
+                "--no-tracker",
+                "--epochs",
+                "1",
+            ]
+        )
+        == 0
+    )
     r = results(out)
-    assert r["settings"]["data"]["sizes"]["train"] == 40 and r["settings"]["data"]["masker"] == "erase"
-    assert r["settings"]["variants"] == ["none", "schedule"] and r["settings"]["rates"] == [0.2, 0.6]
+    assert (
+        r["settings"]["data"]["sizes"]["train"] == 40 and r["settings"]["data"]["masker"] == "erase"
+    )
+    assert r["settings"]["variants"] == ["none", "schedule"] and r["settings"]["rates"] == [
+        0.2,
+        0.6,
+    ]
     ctrl = r["settings"]["controller"]
-    assert (ctrl["target"], ctrl["max_rate"], ctrl["direction"], ctrl["tracker"]) == (0.5, 0.3, "seed", False)
+    assert (ctrl["target"], ctrl["max_rate"], ctrl["direction"], ctrl["tracker"]) == (
+        0.5,
+        0.3,
+        "seed",
+        False,
+    )
     assert r["settings"]["train"]["epochs"] == 1
-    assert [(row["variant"], row["rate"]) for row in r["summary"]] == [("none", 0.0), ("schedule", 0.2), ("schedule", 0.6)]
+    assert [(row["variant"], row["rate"]) for row in r["summary"]] == [
+        ("none", 0.0),
+        ("schedule", 0.2),
+        ("schedule", 0.6),
+    ]
 
 
 def test_run_text_synthetic(tmp_path: Path) -> None:
     data = write_text_dir(tmp_path / "data", n_train=40, n_dev=None, n_test=12)
     out = tmp_path / "text"
-    assert main(["run", "text-classification", "--data", str(data), "--fast", "--quiet", "--out", str(out),
-                 "--rates", "0.2"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "text-classification",
+                "--data",
+                str(data),
+                "--fast",
+                "--quiet",
+                "--out",
+                str(out),
+                "--rates",
+                "0.2",
+            ]
+        )
+        == 0
+    )
     r = results(out)
     assert r["task"] == "text-classification"
-    assert r["settings"]["data"]["sizes"] == {"train": 36, "dev": 4, "test": 12}  # dev carved from train
-    assert [row["variant"] for row in r["summary"] if row["chosen"]] == ["none", "static", "dynamic"]
+    assert r["settings"]["data"]["sizes"] == {
+        "train": 36,
+        "dev": 4,
+        "test": 12,
+    }  # dev carved from train
+    assert [row["variant"] for row in r["summary"] if row["chosen"]] == [
+        "none",
+        "static",
+        "dynamic",
+    ]
 
 
 def test_run_speech_synthetic(tmp_path: Path, cache_dir: Path) -> None:
     data = tmp_path / "wav"
     write_speech_dir(data, labels=("0", "1"), speakers=("a",), indices=range(8), n=800)
     out = tmp_path / "speech"
-    assert main(["run", "speech-classification", "--data", str(data), "--fast", "--quiet", "--out", str(out),
-                 "--masking", "static", "--rates", "0.5"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "speech-classification",
+                "--data",
+                str(data),
+                "--fast",
+                "--quiet",
+                "--out",
+                str(out),
+                "--masking",
+                "static",
+                "--rates",
+                "0.5",
+            ]
+        )
+        == 0
+    )
     assert results(out)["settings"]["data"]["sizes"] == {"train": 5, "dev": 1, "test": 10}
 
 
 def test_run_records_its_own_command(tmp_path: Path) -> None:
     out = tmp_path / "img"
-    main(["run", "image-classification", "--data", "digits", "--fast", "--quiet", "--out", str(out),
-          "--train-size", "40", "--masking", "none"])
+    main(
+        [
+            "run",
+            "image-classification",
+            "--data",
+            "digits",
+            "--fast",
+            "--quiet",
+            "--out",
+            str(out),
+            "--train-size",
+            "40",
+            "--masking",
+            "none",
+        ]
+    )
     assert results(out)["command"].startswith("maskwise run image-classification --data digits")
 
 
@@ -96,10 +215,15 @@ def _usage_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--masking", "none,bogus"],
-         "argument --masking: variants must be among none, static, dynamic, schedule ('none,bogus' given)"),
+        (
+            ["--masking", "none,bogus"],
+            "argument --masking: variants must be among none, static, dynamic, schedule ('none,bogus' given)",
+        ),
         (["--masking", ","], "variants must be among none, static, dynamic, schedule (',' given)"),
-        (["--rates", "0.1,abc"], "argument --rates: expected comma-separated numbers ('0.1,abc' given)"),
+        (
+            ["--rates", "0.1,abc"],
+            "argument --rates: expected comma-separated numbers ('0.1,abc' given)",
+        ),
         (["--seeds", "two"], "argument --seeds: invalid int value: 'two'"),
     ],
 )
@@ -114,29 +238,89 @@ def test_unknown_task(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 @pytest.mark.parametrize("rates", ["1.5", "-0.1"])
-def test_rates_outside_zero_one_are_usage_errors(rates: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    err = _usage_error(["run", "image-classification", "--data", "digits", "--fast", "--quiet", "--train-size", "40",
-                        "--out", str(tmp_path), "--rates", rates], capsys)
+def test_rates_outside_zero_one_are_usage_errors(
+    rates: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    err = _usage_error(
+        [
+            "run",
+            "image-classification",
+            "--data",
+            "digits",
+            "--fast",
+            "--quiet",
+            "--train-size",
+            "40",
+            "--out",
+            str(tmp_path),
+            "--rates",
+            rates,
+        ],
+        capsys,
+    )
     assert rates in err
 
 
 def test_empty_rates_are_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    err = _usage_error(["run", "image-classification", "--data", "digits", "--fast", "--quiet", "--train-size", "40",
-                        "--masking", "none,static", "--out", str(tmp_path), "--rates", ","], capsys)
+    err = _usage_error(
+        [
+            "run",
+            "image-classification",
+            "--data",
+            "digits",
+            "--fast",
+            "--quiet",
+            "--train-size",
+            "40",
+            "--masking",
+            "none,static",
+            "--out",
+            str(tmp_path),
+            "--rates",
+            ",",
+        ],
+        capsys,
+    )
     assert "--rates" in err
 
 
 def test_missing_data_path(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere"
     with pytest.raises(SystemExit) as err:
-        main(["run", "text-classification", "--data", str(missing), "--fast", "--quiet", "--out", str(tmp_path)])
-    assert str(err.value.code) == (f"maskwise run text-classification: data not found at {missing} "
-                                   "(pass --data PATH).")
+        main(
+            [
+                "run",
+                "text-classification",
+                "--data",
+                str(missing),
+                "--fast",
+                "--quiet",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+    assert str(err.value.code) == (
+        f"maskwise run text-classification: data not found at {missing} (pass --data PATH)."
+    )
     assert not (tmp_path / "results.json").exists()
 
 
 def test_bad_data_files_name_the_file(tmp_path: Path) -> None:
     data = write_text_dir(tmp_path / "data", n_train=10, n_dev=None, n_test=4)
     (data / "test.txt").unlink()
-    with pytest.raises(SystemExit, match=r"maskwise run text-classification: .*data has no test file \(a file name containing 'test'\)"):
-        main(["run", "text-classification", "--data", str(data), "--fast", "--quiet", "--out", str(tmp_path / "o")])
+    with pytest.raises(
+        SystemExit,
+        match=r"maskwise run text-classification: .*data has no test file \(a file name containing 'test'\)",
+    ):
+        main(
+            [
+                "run",
+                "text-classification",
+                "--data",
+                str(data),
+                "--fast",
+                "--quiet",
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )

@@ -31,15 +31,27 @@ from tests.experiments.synth import (
 
 
 def test_find_split_files_reads_the_split_from_name_tokens(tmp_path: Path) -> None:
-    for name in ("stsa.binary.train", "TREC.test.all", "my_valid.tsv", "README.md", "SOURCE.txt", ".train.swp",
-                 "notes.txt"):
+    for name in (
+        "stsa.binary.train",
+        "TREC.test.all",
+        "my_valid.tsv",
+        "README.md",
+        "SOURCE.txt",
+        ".train.swp",
+        "notes.txt",
+    ):
         write_text(tmp_path / name, "x\n")
     (tmp_path / "train_dir").mkdir()
     found = D.find_split_files(tmp_path)
-    assert found == {"train": tmp_path / "stsa.binary.train", "test": tmp_path / "TREC.test.all",
-                     "dev": tmp_path / "my_valid.tsv"}
+    assert found == {
+        "train": tmp_path / "stsa.binary.train",
+        "test": tmp_path / "TREC.test.all",
+        "dev": tmp_path / "my_valid.tsv",
+    }
     assert D.find_split_files(tmp_path, suffixes=[".tsv", ".train"]) == {
-        "train": tmp_path / "stsa.binary.train", "dev": tmp_path / "my_valid.tsv"}
+        "train": tmp_path / "stsa.binary.train",
+        "dev": tmp_path / "my_valid.tsv",
+    }
 
 
 @pytest.mark.parametrize("dev_name", ["dev.txt", "val.txt", "valid.txt", "sst.dev"])
@@ -54,7 +66,9 @@ def test_every_dev_file_name_is_the_dev_split(tmp_path: Path, dev_name: str) -> 
 
 def test_label_lines_values_and_sorted_label_ids(tmp_path: Path) -> None:
     # numeric labels sort as numbers ("2" < "10"), then the non-numeric ones as strings
-    write_text(tmp_path / "train.txt", "10 ten apples\n2 two pears\n\nb  bee text\na DESC:manner how\n")
+    write_text(
+        tmp_path / "train.txt", "10 ten apples\n2 two pears\n\nb  bee text\na DESC:manner how\n"
+    )
     write_text(tmp_path / "dev.txt", "2 dev line\n")
     write_text(tmp_path / "test.txt", "10 test line\na another\n")
     splits, names = D.load_text_classification(tmp_path)
@@ -76,11 +90,17 @@ def test_trec_style_fine_labels_are_label_tokens(tmp_path: Path) -> None:
 
 
 def test_tsv_csv_jsonl_and_gzip_variants(tmp_path: Path) -> None:
-    write_text(tmp_path / "train.tsv", "id\tSentence\tLabel\n1\ta fine film\tpos\n2\ta bad film\tneg\n")
+    write_text(
+        tmp_path / "train.tsv", "id\tSentence\tLabel\n1\ta fine film\tpos\n2\ta bad film\tneg\n"
+    )
     write_text(tmp_path / "dev.csv", 'text,label\n"good, really",pos\n')
-    write_text(tmp_path / "test.jsonl.gz",
-               json.dumps({"question": "so bad", "label": "neg", "id": 3}) + "\n\n"
-               + json.dumps({"question": "so good", "label": "pos", "id": 4}) + "\n")
+    write_text(
+        tmp_path / "test.jsonl.gz",
+        json.dumps({"question": "so bad", "label": "neg", "id": 3})
+        + "\n\n"
+        + json.dumps({"question": "so good", "label": "pos", "id": 4})
+        + "\n",
+    )
     splits, names = D.load_text_classification(tmp_path)
     assert names == ["neg", "pos"]
     assert splits["train"].inputs == ["a fine film", "a bad film"]
@@ -91,7 +111,10 @@ def test_tsv_csv_jsonl_and_gzip_variants(tmp_path: Path) -> None:
 
 
 def test_jsonl_integer_labels_and_gzipped_label_lines(tmp_path: Path) -> None:
-    write_text(tmp_path / "train.jsonl", "\n".join(json.dumps({"text": f"t{i}", "label": i % 3}) for i in range(9)))
+    write_text(
+        tmp_path / "train.jsonl",
+        "\n".join(json.dumps({"text": f"t{i}", "label": i % 3}) for i in range(9)),
+    )
     write_text(tmp_path / "dev.txt.gz", "2 gz dev\n")
     write_text(tmp_path / "test.tsv.gz", "text\tlabel\ngz test\t1\n")
     splits, names = D.load_text_classification(tmp_path)
@@ -130,21 +153,45 @@ def _three(tmp_path: Path, train: str = "a one\nb two\n", test: str = "a three\n
     [
         ({"test.txt": "a x\n", "dev.txt": "a y\n"}, "no training file"),
         ({"train.txt": "a x\n", "dev.txt": "a y\n"}, "no test file"),
-        ({"train.txt": "a x\n", "test.txt": "a x\n", "dev.txt": "a y\n", "val.txt": "a z\n"},
-         "two files for the dev split: dev.txt, val.txt"),
-        ({"train.txt": "a one\nb\n", "test.txt": "a x\n"}, "train.txt:2: expected '<label> <text>'"),
-        ({"train.txt": "a one\n(b) two\n", "test.txt": "a x\n"}, "train.txt:2: expected '<label> <text>'"),
-        ({"train.txt": "a one\nb two\n", "test.txt": "a x\nc y\nd z\n"}, "labels ['c', 'd'] never occur in train.txt"),
+        (
+            {"train.txt": "a x\n", "test.txt": "a x\n", "dev.txt": "a y\n", "val.txt": "a z\n"},
+            "two files for the dev split: dev.txt, val.txt",
+        ),
+        (
+            {"train.txt": "a one\nb\n", "test.txt": "a x\n"},
+            "train.txt:2: expected '<label> <text>'",
+        ),
+        (
+            {"train.txt": "a one\n(b) two\n", "test.txt": "a x\n"},
+            "train.txt:2: expected '<label> <text>'",
+        ),
+        (
+            {"train.txt": "a one\nb two\n", "test.txt": "a x\nc y\nd z\n"},
+            "labels ['c', 'd'] never occur in train.txt",
+        ),
         ({"train.txt": "\n\n", "test.txt": "a x\n"}, "train.txt: no examples"),
-        ({"train.tsv": "text\tscore\nhi\t1\n", "test.txt": "a x\n"},
-         "train.tsv: no label column/field (looked for label, labels, class, category, coarse_label; found text, score)"),
+        (
+            {"train.tsv": "text\tscore\nhi\t1\n", "test.txt": "a x\n"},
+            "train.tsv: no label column/field (looked for label, labels, class, category, coarse_label; found text, score)",
+        ),
         ({"train.csv": "label\n1\n", "test.txt": "a x\n"}, "train.csv: no text column/field"),
         ({"train.csv": "", "test.txt": "a x\n"}, "train.csv: empty file"),
-        ({"train.csv": "text,label\nfine,1\nno label here\n", "test.txt": "1 x\n"}, "train.csv:3: missing the label value"),
-        ({"train.jsonl": '{"text": "a", "label": 1}\n{"text": "b", \n', "test.txt": "1 x\n"}, "train.jsonl:2: not JSON"),
-        ({"train.jsonl": '{"text": "a", "label": 1}\n{"text": "b"}\n', "test.txt": "1 x\n"},
-         "train.jsonl:2: no field 'label' (fields: text)"),
-        ({"train.jsonl": '["a", 1]\n', "test.txt": "1 x\n"}, "train.jsonl:1: expected a JSON object, got list"),
+        (
+            {"train.csv": "text,label\nfine,1\nno label here\n", "test.txt": "1 x\n"},
+            "train.csv:3: missing the label value",
+        ),
+        (
+            {"train.jsonl": '{"text": "a", "label": 1}\n{"text": "b", \n', "test.txt": "1 x\n"},
+            "train.jsonl:2: not JSON",
+        ),
+        (
+            {"train.jsonl": '{"text": "a", "label": 1}\n{"text": "b"}\n', "test.txt": "1 x\n"},
+            "train.jsonl:2: no field 'label' (fields: text)",
+        ),
+        (
+            {"train.jsonl": '["a", 1]\n', "test.txt": "1 x\n"},
+            "train.jsonl:1: expected a JSON object, got list",
+        ),
     ],
 )
 def test_bad_text_classification_dirs(tmp_path: Path, files: dict[str, str], message: str) -> None:
@@ -222,8 +269,12 @@ IDX_CASES = [
 
 
 @pytest.mark.parametrize("gz", [False, True], ids=["plain", "gz"])
-@pytest.mark.parametrize(("dtype", "values", "shape", "torch_dtype"), IDX_CASES, ids=[c[0] for c in IDX_CASES])
-def test_idx_round_trip(tmp_path: Path, gz: bool, dtype: str, values: list, shape: tuple, torch_dtype: torch.dtype) -> None:
+@pytest.mark.parametrize(
+    ("dtype", "values", "shape", "torch_dtype"), IDX_CASES, ids=[c[0] for c in IDX_CASES]
+)
+def test_idx_round_trip(
+    tmp_path: Path, gz: bool, dtype: str, values: list, shape: tuple, torch_dtype: torch.dtype
+) -> None:
     path = write_bytes(tmp_path / ("f.idx.gz" if gz else "f.idx"), idx_bytes(values, shape, dtype))
     t = D.load_idx(path)
     assert t.dtype == torch_dtype
@@ -232,7 +283,9 @@ def test_idx_round_trip(tmp_path: Path, gz: bool, dtype: str, values: list, shap
 
 def test_idx_big_endian_literal(tmp_path: Path) -> None:
     # int32 1 and 256 as big-endian bytes: a little-endian reader would give 16777216 and 65536
-    path = write_bytes(tmp_path / "f.idx", bytes([0, 0, 0x0C, 1, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 1, 0]))
+    path = write_bytes(
+        tmp_path / "f.idx", bytes([0, 0, 0x0C, 1, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 1, 0])
+    )
     assert D.load_idx(path).tolist() == [1, 256]
 
 
@@ -240,11 +293,20 @@ def test_idx_big_endian_literal(tmp_path: Path) -> None:
     ("data", "message"),
     [
         (b"\x08\x03\x00\x00" + b"\x00" * 8, "not an IDX file (bad magic number)"),
-        (bytes([0, 0, 0x0A, 1, 0, 0, 0, 1, 0]), "not an IDX file (bad magic number)"),  # unknown type code
+        (
+            bytes([0, 0, 0x0A, 1, 0, 0, 0, 1, 0]),
+            "not an IDX file (bad magic number)",
+        ),  # unknown type code
         (b"\x00\x00", "not an IDX file (bad magic number)"),
         (bytes([0, 0, 8, 3]) + struct.pack(">I", 2), "header truncated (8 bytes for 3 dimensions)"),
-        (idx_bytes(list(range(12)), (2, 2, 3))[:-1], "11 data bytes for shape (2, 2, 3) (expected 12)"),
-        (idx_bytes(list(range(12)), (2, 2, 3)) + b"\x00", "13 data bytes for shape (2, 2, 3) (expected 12)"),
+        (
+            idx_bytes(list(range(12)), (2, 2, 3))[:-1],
+            "11 data bytes for shape (2, 2, 3) (expected 12)",
+        ),
+        (
+            idx_bytes(list(range(12)), (2, 2, 3)) + b"\x00",
+            "13 data bytes for shape (2, 2, 3) (expected 12)",
+        ),
         (idx_bytes([1, 2], (2,), "int32")[:-2], "6 data bytes for shape (2,) (expected 8)"),
     ],
 )
@@ -263,14 +325,23 @@ def test_idx_gz_that_is_not_gzip(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("gz", "test_prefix"), [(False, "t10k"), (True, "t10k"), (False, "test")])
 def test_idx_dir(tmp_path: Path, gz: bool, test_prefix: str) -> None:
-    train_labels, test_labels = write_idx_dir(tmp_path, n_train=9, n_test=4, size=6, classes=3, gz=gz,
-                                              test_prefix=test_prefix)
+    train_labels, test_labels = write_idx_dir(
+        tmp_path, n_train=9, n_test=4, size=6, classes=3, gz=gz, test_prefix=test_prefix
+    )
     write_text(tmp_path / "SOURCE.txt", "not data\n")
     splits = D.load_idx_dir(tmp_path)
     assert set(splits) == {"train", "test"}
-    assert splits["train"].inputs.shape == (9, 1, 6, 6) and splits["test"].inputs.shape == (4, 1, 6, 6)
+    assert splits["train"].inputs.shape == (9, 1, 6, 6) and splits["test"].inputs.shape == (
+        4,
+        1,
+        6,
+        6,
+    )
     assert splits["train"].inputs.dtype == torch.float32
-    assert splits["train"].labels.tolist() == train_labels and splits["test"].labels.tolist() == test_labels
+    assert (
+        splits["train"].labels.tolist() == train_labels
+        and splits["test"].labels.tolist() == test_labels
+    )
     assert splits["train"].labels.dtype == torch.long
     x = splits["train"].inputs
     assert x[0, 0, 0, 0] == pytest.approx(128 / 255)  # image 0: pixel 0 overwritten with 128
@@ -298,7 +369,9 @@ def test_idx_dir_missing_file(tmp_path: Path, remove: str, message: str) -> None
 def test_idx_dir_counts_must_match(tmp_path: Path) -> None:
     write_idx_dir(tmp_path, n_train=3, n_test=3, size=4)
     write_bytes(tmp_path / "train-labels-idx1-ubyte", idx_bytes([0, 1], (2,)))
-    with pytest.raises(ValueError, match=r"train images \(3, 4, 4\) and labels \(2,\) do not match"):
+    with pytest.raises(
+        ValueError, match=r"train images \(3, 4, 4\) and labels \(2,\) do not match"
+    ):
         D.load_idx_dir(tmp_path)
     with pytest.raises(ValueError, match="is not a directory"):
         D.load_idx_dir(tmp_path / "nope")
@@ -330,7 +403,9 @@ def test_read_wav_16_bit_sine(tmp_path: Path) -> None:
     assert sr == 16000
     assert x.dtype == torch.float32 and x.shape == (200,)
     assert torch.equal(x, torch.tensor(samples, dtype=torch.float32) / 32768)
-    assert x[5] == pytest.approx(20000 * math.sin(2 * math.pi * 440 * 5 / 16000) / 32768, abs=1 / 32768)
+    assert x[5] == pytest.approx(
+        20000 * math.sin(2 * math.pi * 440 * 5 / 16000) / 32768, abs=1 / 32768
+    )
 
 
 def test_read_wav_8_bit_is_unsigned(tmp_path: Path) -> None:
@@ -381,7 +456,9 @@ def test_bad_wavs(tmp_path: Path) -> None:
         D.read_wav(tmp_path / "w24.wav")
 
 
-def naive_mel_filterbank(n_fft: int, n_mels: int, sr: int, f_min: float = 0.0, f_max: float | None = None) -> torch.Tensor:
+def naive_mel_filterbank(
+    n_fft: int, n_mels: int, sr: int, f_min: float = 0.0, f_max: float | None = None
+) -> torch.Tensor:
     """Loop reference: HTK mel points, a triangle per band over the FFT bin frequencies
     ``k * sr / n_fft``, scaled by ``2 / (upper - lower)`` (unit area in Hz)."""
     f_max = sr / 2 if f_max is None else f_max
@@ -409,9 +486,13 @@ def naive_mel_filterbank(n_fft: int, n_mels: int, sr: int, f_min: float = 0.0, f
     return fb
 
 
-@pytest.mark.parametrize(("n_fft", "n_mels", "sr", "f_min", "f_max"),
-                         [(256, 40, 8000, 0.0, None), (512, 64, 16000, 20.0, 7600.0), (64, 8, 8000, 0.0, None)])
-def test_mel_filterbank_matches_loop_reference(n_fft: int, n_mels: int, sr: int, f_min: float, f_max: float | None) -> None:
+@pytest.mark.parametrize(
+    ("n_fft", "n_mels", "sr", "f_min", "f_max"),
+    [(256, 40, 8000, 0.0, None), (512, 64, 16000, 20.0, 7600.0), (64, 8, 8000, 0.0, None)],
+)
+def test_mel_filterbank_matches_loop_reference(
+    n_fft: int, n_mels: int, sr: int, f_min: float, f_max: float | None
+) -> None:
     fb = D.mel_filterbank(n_fft, n_mels, sr, f_min, f_max)
     ref = naive_mel_filterbank(n_fft, n_mels, sr, f_min, f_max)
     assert fb.shape == (n_fft // 2 + 1, n_mels) and fb.dtype == torch.float32
@@ -433,7 +514,9 @@ def test_log_mel_shape_finite_and_peak_band(tmp_path: Path) -> None:
     assert m.shape == (40, 101)
     assert torch.isfinite(m).all()
     ref = naive_mel_filterbank(256, 40, sr)
-    assert int(m.mean(1).argmax()) == int(ref[1000 * 256 // sr].argmax())  # the band that holds 1 kHz
+    assert int(m.mean(1).argmax()) == int(
+        ref[1000 * 256 // sr].argmax()
+    )  # the band that holds 1 kHz
     short = D.log_mel(torch.zeros(50), sr, n_mels=16)
     assert short.shape[0] == 16 and short.shape[1] >= 1 and torch.isfinite(short).all()
 
@@ -444,15 +527,29 @@ def test_log_mel_shape_finite_and_peak_band(tmp_path: Path) -> None:
 
 
 def test_speech_dir_split_by_index_and_sorted_labels(tmp_path: Path) -> None:
-    write_speech_dir(tmp_path / "recordings", labels=("10", "2"), speakers=("ann",), indices=(0, 4, 5, 12), n=80)
+    write_speech_dir(
+        tmp_path / "recordings", labels=("10", "2"), speakers=("ann",), indices=(0, 4, 5, 12), n=80
+    )
     write_text(tmp_path / "README.md", "not audio\n")
     items, names = D.load_speech(tmp_path)
     rec = tmp_path / "recordings"
     assert names == ["2", "10"]
-    assert sorted(items["test"]) == sorted([(rec / "10_ann_0.wav", "10"), (rec / "10_ann_4.wav", "10"),
-                                            (rec / "2_ann_0.wav", "2"), (rec / "2_ann_4.wav", "2")])
-    assert sorted(items["train"]) == sorted([(rec / "10_ann_5.wav", "10"), (rec / "10_ann_12.wav", "10"),
-                                             (rec / "2_ann_5.wav", "2"), (rec / "2_ann_12.wav", "2")])
+    assert sorted(items["test"]) == sorted(
+        [
+            (rec / "10_ann_0.wav", "10"),
+            (rec / "10_ann_4.wav", "10"),
+            (rec / "2_ann_0.wav", "2"),
+            (rec / "2_ann_4.wav", "2"),
+        ]
+    )
+    assert sorted(items["train"]) == sorted(
+        [
+            (rec / "10_ann_5.wav", "10"),
+            (rec / "10_ann_12.wav", "10"),
+            (rec / "2_ann_5.wav", "2"),
+            (rec / "2_ann_12.wav", "2"),
+        ]
+    )
     items1, _ = D.load_speech(tmp_path, test_indices=1)
     assert sorted(p.name for p, _ in items1["test"]) == ["10_ann_0.wav", "2_ann_0.wav"]
 
@@ -460,25 +557,39 @@ def test_speech_dir_split_by_index_and_sorted_labels(tmp_path: Path) -> None:
 def test_speech_manifest_with_and_without_split(tmp_path: Path) -> None:
     write_speech_dir(tmp_path / "a", labels=("yes", "no"), speakers=("s",), indices=(1, 2), n=80)
     absolute = tmp_path / "a" / "no_s_2.wav"
-    manifest = write_text(tmp_path / "m.csv",
-                          "path,label,split\n# a comment\na/yes_s_1.wav,yes,train\na/no_s_1.wav, no ,VAL\n"
-                          f"{absolute},no,test\na/yes_s_2.wav,yes\n")
+    manifest = write_text(
+        tmp_path / "m.csv",
+        "path,label,split\n# a comment\na/yes_s_1.wav,yes,train\na/no_s_1.wav, no ,VAL\n"
+        f"{absolute},no,test\na/yes_s_2.wav,yes\n",
+    )
     items, names = D.load_speech(manifest)
     assert names == ["no", "yes"]
-    assert items == {"train": [(tmp_path / "a/yes_s_1.wav", "yes"), (tmp_path / "a/yes_s_2.wav", "yes")],
-                     "dev": [(tmp_path / "a/no_s_1.wav", "no")], "test": [(absolute, "no")]}
+    assert items == {
+        "train": [(tmp_path / "a/yes_s_1.wav", "yes"), (tmp_path / "a/yes_s_2.wav", "yes")],
+        "dev": [(tmp_path / "a/no_s_1.wav", "no")],
+        "test": [(absolute, "no")],
+    }
     plain = write_text(tmp_path / "sub" / "plain.csv", "../a/yes_s_1.wav,yes\n../a/no_s_1.wav,no\n")
     items, names = D.load_speech(plain)
     assert set(items) == {"train"}  # no split column: the caller carves dev and test
-    assert items["train"] == [(tmp_path / "sub/../a/yes_s_1.wav", "yes"), (tmp_path / "sub/../a/no_s_1.wav", "no")]
+    assert items["train"] == [
+        (tmp_path / "sub/../a/yes_s_1.wav", "yes"),
+        (tmp_path / "sub/../a/no_s_1.wav", "no"),
+    ]
 
 
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("path,label,split\na.wav,0,train\nb.wav,0,train,extra\n", "m.csv:3: expected 'path,label[,split]', got 'b.wav,0,train,extra'"),
+        (
+            "path,label,split\na.wav,0,train\nb.wav,0,train,extra\n",
+            "m.csv:3: expected 'path,label[,split]', got 'b.wav,0,train,extra'",
+        ),
         ("a.wav\n", "m.csv:1: expected 'path,label[,split]'"),
-        ("a.wav,0,train\nb.wav,0,holdout\n", "m.csv:2: unknown split 'holdout' (train, dev/val, test)"),
+        (
+            "a.wav,0,train\nb.wav,0,holdout\n",
+            "m.csv:2: unknown split 'holdout' (train, dev/val, test)",
+        ),
         ("a.wav,0,test\n", "m.csv: no training examples"),
         ("", "m.csv: no training examples"),
     ],
@@ -495,7 +606,9 @@ def test_bad_speech_dirs(tmp_path: Path) -> None:
         D.load_speech(tmp_path)
     write_speech_dir(tmp_path, labels=("1",), speakers=("a",), indices=(0, 9), n=40)
     write_wav(tmp_path / "sub" / "hello.wav", [[0]])
-    with pytest.raises(ValueError, match=r"sub/hello\.wav: name is not '\{label\}_\{speaker\}_\{index\}\.wav'"):
+    with pytest.raises(
+        ValueError, match=r"sub/hello\.wav: name is not '\{label\}_\{speaker\}_\{index\}\.wav'"
+    ):
         D.load_speech(tmp_path)
     with pytest.raises(ValueError, match="neither a directory of WAV files nor a CSV manifest"):
         D.load_speech(tmp_path / "nothing")
@@ -519,7 +632,9 @@ def test_parallel_files_plain_and_gzipped(tmp_path: Path) -> None:
 def test_parallel_files_errors(tmp_path: Path) -> None:
     src = write_text(tmp_path / "s.txt", "a\nb\nc\n")
     tgt = write_text(tmp_path / "t.txt", "x\ny\n")
-    with pytest.raises(ValueError, match=r"s\.txt has 3 lines but .*t\.txt has 2; they must be aligned"):
+    with pytest.raises(
+        ValueError, match=r"s\.txt has 3 lines but .*t\.txt has 2; they must be aligned"
+    ):
         D.load_parallel(src, tgt)
     blank = write_text(tmp_path / "b.txt", "\n \n")
     with pytest.raises(ValueError, match="no non-empty aligned lines"):
@@ -530,13 +645,19 @@ def test_parallel_files_errors(tmp_path: Path) -> None:
 
 
 def test_jsonl_pairs(tmp_path: Path) -> None:
-    lines = [{"dialogue": "hi there", "summary": "greeting", "id": 1}, {},
-             {"dialogue": ["first.", " second."], "summary": ["ref one", "ref two"]},
-             {"dialogue": "", "summary": "dropped: empty source"}]
+    lines = [
+        {"dialogue": "hi there", "summary": "greeting", "id": 1},
+        {},
+        {"dialogue": ["first.", " second."], "summary": ["ref one", "ref two"]},
+        {"dialogue": "", "summary": "dropped: empty source"},
+    ]
     text = "\n".join(json.dumps(x) if x else "" for x in lines) + "\n"
     for name in ("p.jsonl", "p.jsonl.gz"):
         path = write_text(tmp_path / name, text)
-        assert D.load_jsonl_pairs(path, "dialogue", "summary") == [("hi there", "greeting"), ("first. second.", "ref one")]
+        assert D.load_jsonl_pairs(path, "dialogue", "summary") == [
+            ("hi there", "greeting"),
+            ("first. second.", "ref one"),
+        ]
 
 
 @pytest.mark.parametrize(

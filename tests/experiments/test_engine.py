@@ -52,9 +52,17 @@ class ScriptedTask(Task):
 
     name = "scripted"
 
-    def __init__(self, *, dev_script: list[float] | None = None, final: dict[str, float] | None = None,
-                 metric: str = "accuracy", higher_is_better: bool = True, shown: str = "model",
-                 controller: ControllerConfig | None = None, dev_loss_offset: float = 0.0) -> None:
+    def __init__(
+        self,
+        *,
+        dev_script: list[float] | None = None,
+        final: dict[str, float] | None = None,
+        metric: str = "accuracy",
+        higher_is_better: bool = True,
+        shown: str = "model",
+        controller: ControllerConfig | None = None,
+        dev_loss_offset: float = 0.0,
+    ) -> None:
         self.metric, self.higher_is_better = metric, higher_is_better
         g = torch.Generator().manual_seed(0)
         self.ids = torch.randint(2, V, (32, L), generator=g)  # (N, L), never MASK
@@ -77,7 +85,9 @@ class ScriptedTask(Task):
     def train_batches(self, epoch: int, generator: torch.Generator) -> Batches:
         return Batches(len(self.ids), 8, generator, lambda i: (self.ids[i], self.labels[i]))
 
-    def train_step(self, model: nn.Module, masker: DynamicMask | None, batch: Any, device: torch.device) -> StepOutput:
+    def train_step(
+        self, model: nn.Module, masker: DynamicMask | None, batch: Any, device: torch.device
+    ) -> StepOutput:
         x, y = batch
         if masker is not None:
             x = masker(x)[0]
@@ -91,8 +101,11 @@ class ScriptedTask(Task):
     def _measure(self, model: nn.Module) -> dict[str, float]:
         logits = model(self.ids)
         loss = float(F.cross_entropy(logits, self.labels))
-        return {"accuracy": float((logits.argmax(-1) == self.labels).float().mean()), "loss": loss,
-                "perplexity": math.exp(loss)}
+        return {
+            "accuracy": float((logits.argmax(-1) == self.labels).float().mean()),
+            "loss": loss,
+            "perplexity": math.exp(loss),
+        }
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, split: str, device: torch.device) -> dict[str, float]:
@@ -129,8 +142,11 @@ CFG = TrainConfig(epochs=3, lr=0.05)
 # ----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("variant", [Variant("none"), Variant("static", 0.3), Variant("dynamic"),
-                                     Variant("schedule", 0.4)], ids=lambda v: v.label)
+@pytest.mark.parametrize(
+    "variant",
+    [Variant("none"), Variant("static", 0.3), Variant("dynamic"), Variant("schedule", 0.4)],
+    ids=lambda v: v.label,
+)
 def test_same_seed_same_run_other_seed_other_run(variant: Variant) -> None:
     a_task, b_task, c_task = ScriptedTask(), ScriptedTask(), ScriptedTask()
     a = train_run(a_task, variant, 0, config=CFG)
@@ -164,10 +180,17 @@ def test_same_seed_same_run_on_a_real_task() -> None:
 
 @pytest.mark.parametrize(
     ("script", "higher_is_better", "best"),
-    [([0.5, 0.8, 0.7], True, 2), ([0.9, 0.2, 0.3], True, 1), ([0.1, 0.2, 0.3], True, 3),
-     ([3.0, 2.0, 1.0, 4.0], False, 3), ([1.0, 2.0, 3.0, 4.0], False, 1)],
+    [
+        ([0.5, 0.8, 0.7], True, 2),
+        ([0.9, 0.2, 0.3], True, 1),
+        ([0.1, 0.2, 0.3], True, 3),
+        ([3.0, 2.0, 1.0, 4.0], False, 3),
+        ([1.0, 2.0, 3.0, 4.0], False, 1),
+    ],
 )
-def test_model_selection_keeps_the_best_dev_epoch(script: list[float], higher_is_better: bool, best: int) -> None:
+def test_model_selection_keeps_the_best_dev_epoch(
+    script: list[float], higher_is_better: bool, best: int
+) -> None:
     metric = "accuracy" if higher_is_better else "perplexity"
     task = ScriptedTask(dev_script=script, metric=metric, higher_is_better=higher_is_better)
     r = train_run(task, Variant("none"), 0, config=TrainConfig(epochs=len(script), lr=0.05))
@@ -183,17 +206,28 @@ def test_model_selection_keeps_the_best_dev_epoch(script: list[float], higher_is
 
 @pytest.mark.parametrize(
     ("metric", "higher_is_better", "final", "gap"),
-    [("accuracy", True, {"train": 0.9, "dev": 0.8, "test": 0.6}, 0.3),
-     ("accuracy", True, {"train": 0.5, "dev": 0.8, "test": 0.7}, -0.2),
-     ("perplexity", False, {"train": 5.0, "dev": 9.0, "test": 20.0}, 15.0)],
+    [
+        ("accuracy", True, {"train": 0.9, "dev": 0.8, "test": 0.6}, 0.3),
+        ("accuracy", True, {"train": 0.5, "dev": 0.8, "test": 0.7}, -0.2),
+        ("perplexity", False, {"train": 5.0, "dev": 9.0, "test": 20.0}, 15.0),
+    ],
 )
-def test_gap_is_positive_when_better_on_train(metric: str, higher_is_better: bool, final: dict[str, float],
-                                              gap: float) -> None:
-    task = ScriptedTask(metric=metric, higher_is_better=higher_is_better, final=final,
-                        dev_script=[1.0, 1.0] if metric == "perplexity" else None)
+def test_gap_is_positive_when_better_on_train(
+    metric: str, higher_is_better: bool, final: dict[str, float], gap: float
+) -> None:
+    task = ScriptedTask(
+        metric=metric,
+        higher_is_better=higher_is_better,
+        final=final,
+        dev_script=[1.0, 1.0] if metric == "perplexity" else None,
+    )
     r = train_run(task, Variant("none"), 0, config=TrainConfig(epochs=2))
     assert r.gap == pytest.approx(gap)
-    assert (r.train[metric], r.dev[metric], r.test[metric]) == (final["train"], final["dev"], final["test"])
+    assert (r.train[metric], r.dev[metric], r.test[metric]) == (
+        final["train"],
+        final["dev"],
+        final["test"],
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -203,8 +237,13 @@ def test_gap_is_positive_when_better_on_train(metric: str, higher_is_better: boo
 
 def test_max_steps_and_progress() -> None:
     calls: list[tuple[int, int]] = []
-    r = train_run(ScriptedTask(), Variant("none"), 0, config=TrainConfig(epochs=3, max_steps=6),
-                  progress=lambda step, total, msg: calls.append((step, total)))
+    r = train_run(
+        ScriptedTask(),
+        Variant("none"),
+        0,
+        config=TrainConfig(epochs=3, max_steps=6),
+        progress=lambda step, total, msg: calls.append((step, total)),
+    )
     assert (r.steps, r.epochs) == (6, 2)  # 4 steps per epoch
     assert [h["step"] for h in r.history] == [4, 6]
     assert [h["epoch"] for h in r.history] == [1, 2]
@@ -245,21 +284,38 @@ def test_static_masks_at_its_rate() -> None:
     assert [h["rate"] for h in r.history] == pytest.approx([0.3] * 3)
     fed = torch.stack(task.fed)  # (steps, B, L)
     assert abs(float((fed == MASK).float().mean()) - 0.3) < 0.06  # 1,152 tokens, sd ~0.014
-    assert statistics.fmean(row["masked_fraction"] for row in forwards) == pytest.approx(0.3, abs=0.06)
+    assert statistics.fmean(row["masked_fraction"] for row in forwards) == pytest.approx(
+        0.3, abs=0.06
+    )
     assert (r.variant, r.rate) == ("static", 0.3)
 
 
 @pytest.mark.parametrize(
     ("shown", "direction", "sign"),
-    [("right", "curriculum", +1), ("wrong", "curriculum", -1), ("right", "seed", -1), ("wrong", "seed", +1)],
+    [
+        ("right", "curriculum", +1),
+        ("wrong", "curriculum", -1),
+        ("right", "seed", -1),
+        ("wrong", "seed", +1),
+    ],
 )
 def test_dynamic_controller_moves_the_rate(shown: str, direction: str, sign: int) -> None:
     # accuracy 1 (right) or 0 (wrong) against target 0.9: each step moves the rate by max_delta
-    ctrl = ControllerConfig(initial_rate=0.3, target=0.9, direction=direction, gain=0.5, momentum=0.0,
-                            max_delta=0.01, max_rate=0.6, tracker=False)
+    ctrl = ControllerConfig(
+        initial_rate=0.3,
+        target=0.9,
+        direction=direction,
+        gain=0.5,
+        momentum=0.0,
+        max_delta=0.01,
+        max_rate=0.6,
+        tracker=False,
+    )
     task = ScriptedTask(shown=shown, controller=ctrl)
     r = train_run(task, Variant("dynamic"), 0, config=CFG)
-    assert [h["rate"] for h in r.history] == pytest.approx([0.3 + sign * 0.04 * e for e in (1, 2, 3)])
+    assert [h["rate"] for h in r.history] == pytest.approx(
+        [0.3 + sign * 0.04 * e for e in (1, 2, 3)]
+    )
     forward_rates = [row["rate"] for row in r.monitor.rows if "masked_fraction" in row]
     assert forward_rates == pytest.approx([0.3 + sign * 0.01 * s for s in range(12)])
     assert r.rate == 0.3  # the dynamic row reports the controller's initial rate
@@ -268,8 +324,15 @@ def test_dynamic_controller_moves_the_rate(shown: str, direction: str, sign: int
 
 
 def test_dynamic_gap_signal_updates_once_per_epoch() -> None:
-    ctrl = ControllerConfig(signal="loss_gap", target=0.0, initial_rate=0.2, gain=1.0, momentum=0.0,
-                            max_delta=0.05, tracker=False)
+    ctrl = ControllerConfig(
+        signal="loss_gap",
+        target=0.0,
+        initial_rate=0.2,
+        gain=1.0,
+        momentum=0.0,
+        max_delta=0.05,
+        tracker=False,
+    )
     task = ScriptedTask(controller=ctrl, dev_loss_offset=1.0)  # dev loss = train loss + 1
     r = train_run(task, Variant("dynamic"), 0, config=CFG)
     assert task.evaluated == ["dev", "train"] * 3
@@ -287,9 +350,15 @@ def test_schedule_warms_up_to_its_rate() -> None:
 
 
 def test_unknown_variant() -> None:
-    with pytest.raises(ValueError, match=r"variant must be one of \('none', 'static', 'dynamic', 'schedule'\) \('random' given\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"variant must be one of \('none', 'static', 'dynamic', 'schedule'\) \('random' given\)",
+    ):
         Variant("random")
-    assert Variant("static", 0.25).label == "static 0.25" and Variant("dynamic", 0.1).label == "dynamic"
+    assert (
+        Variant("static", 0.25).label == "static 0.25"
+        and Variant("dynamic", 0.1).label == "dynamic"
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -297,37 +366,73 @@ def test_unknown_variant() -> None:
 # ----------------------------------------------------------------------------------------------
 
 
-def _run(variant: str, rate: float, seed: int, dev: float, test: float, train: float = 0.95,
-         final_rate: float | None = None) -> RunResult:
+def _run(
+    variant: str,
+    rate: float,
+    seed: int,
+    dev: float,
+    test: float,
+    train: float = 0.95,
+    final_rate: float | None = None,
+) -> RunResult:
     hist = [{"epoch": 1.0, "step": 5.0, "train_loss": 1.0, "dev_accuracy": dev}]
     if final_rate is not None:
         hist[0]["rate"] = final_rate
-    return RunResult(task="t", variant=variant, rate=rate, seed=seed, train={"accuracy": train},
-                     dev={"accuracy": dev}, test={"accuracy": test}, gap=train - test, best_epoch=seed + 1,
-                     epochs=2, steps=10, epoch_time_s=1.0 + seed, items_per_s=100.0 * (seed + 1), history=hist)
+    return RunResult(
+        task="t",
+        variant=variant,
+        rate=rate,
+        seed=seed,
+        train={"accuracy": train},
+        dev={"accuracy": dev},
+        test={"accuracy": test},
+        gap=train - test,
+        best_epoch=seed + 1,
+        epochs=2,
+        steps=10,
+        epoch_time_s=1.0 + seed,
+        items_per_s=100.0 * (seed + 1),
+        history=hist,
+    )
 
 
 RUNS = [
-    _run("dynamic", 0.1, 0, 0.70, 0.70, final_rate=0.25), _run("dynamic", 0.1, 1, 0.72, 0.70, final_rate=0.35),
-    _run("static", 0.3, 0, 0.60, 0.95), _run("static", 0.3, 1, 0.62, 0.97),  # best test, worst dev
-    _run("static", 0.1, 0, 0.80, 0.90), _run("static", 0.1, 1, 0.80, 0.92),
-    _run("static", 0.2, 0, 0.85, 0.70), _run("static", 0.2, 1, 0.87, 0.72),  # best dev
-    _run("none", 0.0, 0, 0.70, 0.60), _run("none", 0.0, 1, 0.74, 0.64),
-    _run("schedule", 0.4, 0, 0.55, 0.50), _run("schedule", 0.2, 0, 0.50, 0.80),
+    _run("dynamic", 0.1, 0, 0.70, 0.70, final_rate=0.25),
+    _run("dynamic", 0.1, 1, 0.72, 0.70, final_rate=0.35),
+    _run("static", 0.3, 0, 0.60, 0.95),
+    _run("static", 0.3, 1, 0.62, 0.97),  # best test, worst dev
+    _run("static", 0.1, 0, 0.80, 0.90),
+    _run("static", 0.1, 1, 0.80, 0.92),
+    _run("static", 0.2, 0, 0.85, 0.70),
+    _run("static", 0.2, 1, 0.87, 0.72),  # best dev
+    _run("none", 0.0, 0, 0.70, 0.60),
+    _run("none", 0.0, 1, 0.74, 0.64),
+    _run("schedule", 0.4, 0, 0.55, 0.50),
+    _run("schedule", 0.2, 0, 0.50, 0.80),
 ]
 
 
 def test_summarise_chooses_the_best_dev_rate_not_the_best_test() -> None:
     rows = summarise(ScriptedTask(), RUNS)
     assert [(r["variant"], r["rate"]) for r in rows] == [
-        ("none", 0.0), ("static", 0.1), ("static", 0.2), ("static", 0.3), ("schedule", 0.2), ("schedule", 0.4),
-        ("dynamic", 0.1)]
+        ("none", 0.0),
+        ("static", 0.1),
+        ("static", 0.2),
+        ("static", 0.3),
+        ("schedule", 0.2),
+        ("schedule", 0.4),
+        ("dynamic", 0.1),
+    ]
     chosen = [(r["variant"], r["rate"]) for r in rows if r["chosen"]]
     assert chosen == [("none", 0.0), ("static", 0.2), ("schedule", 0.4), ("dynamic", 0.1)]
     s2 = rows[2]
     assert s2["n"] == 2
-    assert s2["dev_mean"] == pytest.approx(0.86) and s2["dev_std"] == pytest.approx(math.sqrt(2) * 0.01)
-    assert s2["test_mean"] == pytest.approx(0.71) and s2["test_std"] == pytest.approx(math.sqrt(2) * 0.01)
+    assert s2["dev_mean"] == pytest.approx(0.86) and s2["dev_std"] == pytest.approx(
+        math.sqrt(2) * 0.01
+    )
+    assert s2["test_mean"] == pytest.approx(0.71) and s2["test_std"] == pytest.approx(
+        math.sqrt(2) * 0.01
+    )
     assert s2["train_mean"] == pytest.approx(0.95) and s2["gap_mean"] == pytest.approx(0.24)
     assert s2["gap_std"] == pytest.approx(math.sqrt(2) * 0.01)
     assert s2["best_epoch_mean"] == 1.5 and s2["epoch_time_s"] == 1.5 and s2["items_per_s"] == 150.0

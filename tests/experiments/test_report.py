@@ -17,16 +17,56 @@ from maskwise.experiments.engine import TrainConfig
 from maskwise.experiments.report import SCHEMA, compare, to_markdown
 
 PNG = b"\x89PNG\r\n\x1a\n"
-TOP = {"schema", "task", "metric", "higher_is_better", "item_name", "command", "machine", "created", "settings",
-       "runs", "summary", "plots"}
-RUN = {"variant", "rate", "seed", "train", "dev", "test", "gap", "best_epoch", "epochs", "steps", "epoch_time_s",
-       "items_per_s", "history"}
-SUMMARY = {"variant", "rate", "chosen", "n", "test_mean", "test_std", "dev_mean", "dev_std", "train_mean", "gap_mean",
-           "gap_std", "best_epoch_mean", "epoch_time_s", "items_per_s"}
+TOP = {
+    "schema",
+    "task",
+    "metric",
+    "higher_is_better",
+    "item_name",
+    "command",
+    "machine",
+    "created",
+    "settings",
+    "runs",
+    "summary",
+    "plots",
+}
+RUN = {
+    "variant",
+    "rate",
+    "seed",
+    "train",
+    "dev",
+    "test",
+    "gap",
+    "best_epoch",
+    "epochs",
+    "steps",
+    "epoch_time_s",
+    "items_per_s",
+    "history",
+}
+SUMMARY = {
+    "variant",
+    "rate",
+    "chosen",
+    "n",
+    "test_mean",
+    "test_std",
+    "dev_mean",
+    "dev_std",
+    "train_mean",
+    "gap_mean",
+    "gap_std",
+    "best_epoch_mean",
+    "epoch_time_s",
+    "items_per_s",
+}
 
 
 def strict_json(text: str) -> Any:
     """JSON as the standard defines it: NaN and Infinity are not numbers there."""
+
     def reject(name: str) -> None:
         raise ValueError(f"results.json holds {name}, which is not valid JSON")
 
@@ -34,7 +74,9 @@ def strict_json(text: str) -> Any:
 
 
 @pytest.fixture(scope="module")
-def comparison(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path, TrainConfig]:
+def comparison(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[dict[str, Any], Path, TrainConfig]:
     import torch
 
     threads = torch.get_num_threads()
@@ -43,8 +85,16 @@ def comparison(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any]
         out = tmp_path_factory.mktemp("compare")
         task = ImageClassification("digits", train_size=64)
         cfg = TrainConfig(epochs=2, max_steps=3, lr=2e-3)
-        result = compare(task, variants=("none", "static", "schedule", "dynamic"), rates=(0.1, 0.3), seeds=2,
-                         out=out, config=cfg, command="maskwise test", quiet=True)
+        result = compare(
+            task,
+            variants=("none", "static", "schedule", "dynamic"),
+            rates=(0.1, 0.3),
+            seeds=2,
+            out=out,
+            config=cfg,
+            command="maskwise test",
+            quiet=True,
+        )
     finally:
         torch.set_num_threads(threads)
     return result, out, cfg
@@ -57,7 +107,11 @@ def test_results_json_schema(comparison: tuple[dict[str, Any], Path, TrainConfig
     assert set(saved) == TOP
     assert saved["schema"] == SCHEMA == "maskwise.experiments/1"
     assert (saved["task"], saved["metric"], saved["higher_is_better"], saved["item_name"]) == (
-        "image-classification", "accuracy", True, "images")
+        "image-classification",
+        "accuracy",
+        True,
+        "images",
+    )
     assert saved["command"] == "maskwise test"
     assert isinstance(saved["machine"], str) and saved["machine"]
     assert datetime.datetime.fromisoformat(saved["created"]).tzinfo is not None
@@ -75,8 +129,19 @@ def test_results_runs(comparison: tuple[dict[str, Any], Path, TrainConfig]) -> N
     # none, static x 2 rates, schedule x 2 rates, dynamic; 2 seeds each
     assert len(runs) == 12
     assert sorted((r["variant"], r["rate"], r["seed"]) for r in runs) == sorted(
-        [(v, rate, s) for v, rate in [("none", 0.0), ("static", 0.1), ("static", 0.3), ("schedule", 0.1),
-                                      ("schedule", 0.3), ("dynamic", 0.1)] for s in (0, 1)])
+        [
+            (v, rate, s)
+            for v, rate in [
+                ("none", 0.0),
+                ("static", 0.1),
+                ("static", 0.3),
+                ("schedule", 0.1),
+                ("schedule", 0.3),
+                ("dynamic", 0.1),
+            ]
+            for s in (0, 1)
+        ]
+    )
     for r in runs:
         assert RUN <= set(r)
         for split in ("train", "dev", "test"):
@@ -95,7 +160,13 @@ def test_results_runs(comparison: tuple[dict[str, Any], Path, TrainConfig]) -> N
 def test_results_summary(comparison: tuple[dict[str, Any], Path, TrainConfig]) -> None:
     summary = comparison[0]["summary"]
     assert [(row["variant"], row["rate"]) for row in summary] == [
-        ("none", 0.0), ("static", 0.1), ("static", 0.3), ("schedule", 0.1), ("schedule", 0.3), ("dynamic", 0.1)]
+        ("none", 0.0),
+        ("static", 0.1),
+        ("static", 0.3),
+        ("schedule", 0.1),
+        ("schedule", 0.3),
+        ("dynamic", 0.1),
+    ]
     for row in summary:
         assert SUMMARY <= set(row)
         assert isinstance(row["chosen"], bool) and row["n"] == 2
@@ -117,11 +188,15 @@ def test_results_markdown_and_plots(comparison: tuple[dict[str, Any], Path, Trai
         assert data.startswith(PNG) and len(data) > 1000
     md = (out / "results.md").read_text()
     assert md.startswith(to_markdown(result))
-    assert ("| variant | rate | test accuracy (%) | train - test gap (%) | dev accuracy (%) | best epoch | s / epoch "
-            "| images / s |") in md
+    assert (
+        "| variant | rate | test accuracy (%) | train - test gap (%) | dev accuracy (%) | best epoch | s / epoch "
+        "| images / s |"
+    ) in md
     assert "| variant | rate | dev accuracy (%) | test accuracy (%) | gap (%) | chosen |" in md
     assert "![curves](curves.png)" in md and "![dynamic_rate](dynamic_rate.png)" in md
     table = md.split("Sweep")[0]
-    assert sum(line.startswith("| static |") for line in table.splitlines()) == 1  # only the chosen rate
+    assert (
+        sum(line.startswith("| static |") for line in table.splitlines()) == 1
+    )  # only the chosen rate
     header = (out / "dynamic_monitor.csv").read_text().splitlines()[0].split(",")
     assert {"step", "rate", "masked_fraction"} <= set(header)

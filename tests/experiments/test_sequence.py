@@ -47,14 +47,23 @@ from tests.conftest import shared_data_dir
 
 FEW = TrainConfig(epochs=1, max_steps=3)
 TINY_LM = {"dim": 32, "heads": 2, "layers": 1, "seq_len": 32, "batch_size": 4}
-TINY_S2S = {"dim": 32, "heads": 2, "layers": 1, "batch_size": 8, "vocab_size": 200, "select_size": 8,
-            "train_eval_size": 8}
+TINY_S2S = {
+    "dim": 32,
+    "heads": 2,
+    "layers": 1,
+    "batch_size": 8,
+    "vocab_size": 200,
+    "select_size": 8,
+    "train_eval_size": 8,
+}
 
 
 def _shared(*parts: str) -> Path:
     path = shared_data_dir().joinpath(*parts)
     if not path.exists():
-        pytest.skip(f"shared data not found at {path} (the repository's ../shared/data; set MASKWISE_DATA)")
+        pytest.skip(
+            f"shared data not found at {path} (the repository's ../shared/data; set MASKWISE_DATA)"
+        )
     return path
 
 
@@ -93,20 +102,36 @@ def test_char_tokenizer_round_trip_and_unknown_characters() -> None:
 def test_read_documents_from_a_file_a_gzip_and_a_folder(tmp_path: Path) -> None:
     text = "First:\nOne line.\n\nSecond:\nTwo\nlines.\n  \nThird:\nx\n\n\n\nFourth:\ny\n"
     _write_lines(tmp_path / "a.txt", [text])
-    assert read_documents(tmp_path / "a.txt") == ["First:\nOne line.", "Second:\nTwo\nlines.", "Third:\nx", "Fourth:\ny"]
+    assert read_documents(tmp_path / "a.txt") == [
+        "First:\nOne line.",
+        "Second:\nTwo\nlines.",
+        "Third:\nx",
+        "Fourth:\ny",
+    ]
     _write_lines(tmp_path / "a.txt.gz", [text])
     assert len(read_documents(tmp_path / "a.txt.gz")) == 4
     folder = tmp_path / "docs"
     (folder / "sub").mkdir(parents=True)
-    for name, body in (("b.txt", "doc b\n\nstill b"), ("a.md", "doc a"), ("sub/c.txt", "doc c"),
-                       ("README.md", "not a document"), (".hidden", "not one either")):
+    for name, body in (
+        ("b.txt", "doc b\n\nstill b"),
+        ("a.md", "doc a"),
+        ("sub/c.txt", "doc c"),
+        ("README.md", "not a document"),
+        (".hidden", "not one either"),
+    ):
         (folder / name).write_text(body)
-    assert read_documents(folder) == ["doc a", "doc b\n\nstill b", "doc c"]  # one file, one document
+    assert read_documents(folder) == [
+        "doc a",
+        "doc b\n\nstill b",
+        "doc c",
+    ]  # one file, one document
     single = tmp_path / "single"
     single.mkdir()
     (single / "input.txt").write_text(text)
     (single / "SOURCE.txt").write_text("where it came from")
-    assert len(read_documents(single)) == 4  # a folder holding one text file: that file's paragraphs
+    assert (
+        len(read_documents(single)) == 4
+    )  # a folder holding one text file: that file's paragraphs
     (tmp_path / "two").mkdir()
     (tmp_path / "two" / "x.txt").write_text("only\n\ntwo")
     with pytest.raises(ValueError, match="need at least 3"):
@@ -141,8 +166,12 @@ def test_pieces_of_cuts_sequences_into_row_sized_predictions() -> None:
 def _random_docs(n: int, vocab: int, seed: int, max_len: int = 40) -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     lengths = torch.randint(2, max_len, (n,), generator=g).tolist()
-    return [torch.cat([torch.tensor([BOS]), torch.randint(5, vocab, (m,), generator=g), torch.tensor([EOS])])
-            for m in lengths]
+    return [
+        torch.cat(
+            [torch.tensor([BOS]), torch.randint(5, vocab, (m,), generator=g), torch.tensor([EOS])]
+        )
+        for m in lengths
+    ]
 
 
 def _segments(rows) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:  # noqa: ANN001
@@ -166,11 +195,17 @@ def test_packed_and_padded_rows_hold_the_same_pieces() -> None:
         real = rows.doc_ids >= 0
         assert torch.equal(real, rows.targets != IGNORE) and torch.equal(~real, rows.inputs == PAD)
         assert not (real[:, 1:] & ~real[:, :-1]).any()  # padding only at the end of a row
-        assert (rows.doc_ids[:, 1:] >= rows.doc_ids[:, :-1])[real[:, 1:]].all()  # non-decreasing ids
-        starts = real & torch.nn.functional.pad(rows.doc_ids[:, 1:] != rows.doc_ids[:, :-1], (1, 0), value=True)
+        assert (rows.doc_ids[:, 1:] >= rows.doc_ids[:, :-1])[
+            real[:, 1:]
+        ].all()  # non-decreasing ids
+        starts = real & torch.nn.functional.pad(
+            rows.doc_ids[:, 1:] != rows.doc_ids[:, :-1], (1, 0), value=True
+        )
         assert (rows.positions[starts] == 0).all()  # positions restart at every document
         inner = real & ~starts
-        assert (rows.positions[:, 1:][inner[:, 1:]] == rows.positions[:, :-1][inner[:, 1:]] + 1).all()
+        assert (
+            rows.positions[:, 1:][inner[:, 1:]] == rows.positions[:, :-1][inner[:, 1:]] + 1
+        ).all()
     with pytest.raises(ValueError, match=r"piece lengths must be in \[1, 4\]"):
         pack_plan([5], 4)
 
@@ -183,11 +218,15 @@ def test_packed_and_padded_rows_hold_the_same_pieces() -> None:
 def _doc_losses(model: torch.nn.Module, rows, layout: str) -> torch.Tensor:  # noqa: ANN001
     """Summed loss of every (row, document), sorted."""
     logits = model(rows.inputs, lm_spec(layout, rows.doc_ids), rows.positions)
-    loss = F.cross_entropy(logits.flatten(0, 1), rows.targets.flatten(), ignore_index=IGNORE, reduction="none")
+    loss = F.cross_entropy(
+        logits.flatten(0, 1), rows.targets.flatten(), ignore_index=IGNORE, reduction="none"
+    )
     L = rows.inputs.shape[1]
     key = (torch.arange(len(rows)).unsqueeze(1) * L + rows.doc_ids.clamp_min(0)).flatten()
     sums = torch.zeros(len(rows) * L, dtype=torch.float64).scatter_add_(0, key, loss.double())
-    counts = torch.zeros(len(rows) * L).scatter_add_(0, key, (rows.targets.flatten() != IGNORE).float())
+    counts = torch.zeros(len(rows) * L).scatter_add_(
+        0, key, (rows.targets.flatten() != IGNORE).float()
+    )
     return sums[counts > 0].sort().values
 
 
@@ -200,7 +239,9 @@ def test_packed_and_padded_batches_give_the_same_loss() -> None:
         a, b = _doc_losses(model, packed, "pack"), _doc_losses(model, padded, "pad")
     assert a.shape == b.shape == (pieces.lengths.numel(),)
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(a.sum() / packed.tokens, b.sum() / padded.tokens, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(
+        a.sum() / packed.tokens, b.sum() / padded.tokens, rtol=1e-6, atol=1e-6
+    )
 
 
 def test_no_token_attends_across_documents() -> None:
@@ -210,8 +251,10 @@ def test_no_token_attends_across_documents() -> None:
     assert int((rows.doc_ids.max(1).values >= 2).sum()) >= 2  # rows with three documents or more
     attn = model.blocks[0].attn
     seen: dict[str, torch.Tensor] = {}
-    hooks = [attn.q_proj.register_forward_hook(lambda m, i, o: seen.__setitem__("q", o)),
-             attn.k_proj.register_forward_hook(lambda m, i, o: seen.__setitem__("k", o))]
+    hooks = [
+        attn.q_proj.register_forward_hook(lambda m, i, o: seen.__setitem__("q", o)),
+        attn.k_proj.register_forward_hook(lambda m, i, o: seen.__setitem__("k", o)),
+    ]
     spec = lm_spec("pack", rows.doc_ids)
     with torch.no_grad():
         logits = model(rows.inputs, spec, rows.positions)
@@ -220,7 +263,9 @@ def test_no_token_attends_across_documents() -> None:
     B, L, H = rows.inputs.shape[0], rows.inputs.shape[1], attn.num_heads
     q, k = (seen[n].view(B, L, H, -1).transpose(1, 2) for n in "qk")
     eye = torch.eye(L).expand(B, H, L, L)
-    weights = attend(q, k, eye, spec)  # (B, H, Q, K): the attention probabilities, through the real kernel
+    weights = attend(
+        q, k, eye, spec
+    )  # (B, H, Q, K): the attention probabilities, through the real kernel
     d = rows.doc_ids
     same_doc = (d[:, :, None] == d[:, None, :]) & (d[:, :, None] >= 0)
     causal = torch.ones(L, L, dtype=torch.bool).tril()
@@ -250,7 +295,9 @@ def test_language_modeling_on_a_slice_of_tinyshakespeare(tmp_path: Path, layout:
     path = tmp_path / "slice.txt"
     path.write_text(text, encoding="utf-8")
     task = LanguageModeling(path, layout=layout, **TINY_LM)
-    assert task.metric == "perplexity" and not task.higher_is_better and task.num_keys() == task.vocab
+    assert (
+        task.metric == "perplexity" and not task.higher_is_better and task.num_keys() == task.vocab
+    )
     for variant in (Variant("none"), Variant("static", 0.2), Variant("dynamic")):
         r = train_run(task, variant, 0, config=FEW)
         assert r.steps == 3 and r.items_per_s > 0
@@ -265,7 +312,9 @@ def test_language_modeling_on_a_slice_of_tinyshakespeare(tmp_path: Path, layout:
 def test_language_modeling_on_a_folder_with_bpe_and_key_dropping(tmp_path: Path) -> None:
     for i, s in enumerate(_sentences(12, 0)):
         (tmp_path / f"doc{i:02d}.txt").write_text((s + ". ") * 8)
-    task = LanguageModeling(tmp_path, layout="pad", tokens="bpe", vocab_size=300, key_drop=True, **TINY_LM)
+    task = LanguageModeling(
+        tmp_path, layout="pad", tokens="bpe", vocab_size=300, key_drop=True, **TINY_LM
+    )
     assert task.describe()["documents"] == {"train": 10, "dev": 1, "test": 1}
     r = train_run(task, Variant("static", 0.3), 0, config=FEW)
     assert r.steps == 3 and _finite(r.test)
@@ -315,7 +364,14 @@ def test_translation_accepts_folders_gzip_and_a_file_pair(tmp_path: Path) -> Non
     raw = load_translation(tmp_path / "corpus.xx", "xx", "yy")
     assert {k: len(v) for k, v in raw.items()} == {"train": 54, "dev": 3, "test": 3}
     _write_lines(tmp_path / "other.txt", tgt)
-    assert len(load_translation(tmp_path / "corpus.xx", "xx", "yy", target_file=tmp_path / "other.txt")["train"]) == 54
+    assert (
+        len(
+            load_translation(
+                tmp_path / "corpus.xx", "xx", "yy", target_file=tmp_path / "other.txt"
+            )["train"]
+        )
+        == 54
+    )
     task = Translation(tmp_path / "corpus.xx", src_lang="xx", tgt_lang="yy", **TINY_S2S)
     assert train_run(task, Variant("static", 0.2), 0, config=FEW).steps == 3
     _write_lines(tmp_path / "short.yy", tgt[:5])
@@ -327,11 +383,27 @@ def test_translation_accepts_folders_gzip_and_a_file_pair(tmp_path: Path) -> Non
 def test_decoding_produces_text(tmp_path: Path) -> None:
     """A tiny model trained briefly on a copy task (words -> upper case) decodes to words."""
     src = _sentences(400, 2)
-    for split, sl in (("train", slice(0, 360)), ("val", slice(360, 380)), ("test", slice(380, 400))):
+    for split, sl in (
+        ("train", slice(0, 360)),
+        ("val", slice(360, 380)),
+        ("test", slice(380, 400)),
+    ):
         _write_lines(tmp_path / f"{split}.xx", src[sl])
         _write_lines(tmp_path / f"{split}.yy", [s.upper() for s in src[sl]])
-    task = Translation(tmp_path, src_lang="xx", tgt_lang="yy", dim=32, heads=2, layers=1, batch_size=16,
-                       vocab_size=200, max_src=12, max_tgt=12, select_size=20, train_eval_size=20)
+    task = Translation(
+        tmp_path,
+        src_lang="xx",
+        tgt_lang="yy",
+        dim=32,
+        heads=2,
+        layers=1,
+        batch_size=16,
+        vocab_size=200,
+        max_src=12,
+        max_tgt=12,
+        select_size=20,
+        train_eval_size=20,
+    )
     torch.manual_seed(0)
     model = task.build_model()
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
@@ -361,7 +433,9 @@ def test_greedy_decoding_with_a_cache_equals_decoding_the_whole_prefix() -> None
         memory = model.encode(src, padding(src_len))
         out, done = torch.full((6, 1), BOS), torch.zeros(6, dtype=torch.bool)
         for t in range(1, 21):
-            step = model.decode(out, memory, causal(), cross(torch.full((6,), t), src_len))[:, -1].argmax(-1)
+            step = model.decode(out, memory, causal(), cross(torch.full((6,), t), src_len))[
+                :, -1
+            ].argmax(-1)
             step = torch.where(done, PAD, step)
             out, done = torch.cat([out, step[:, None]], 1), done | (step == EOS)
             if done.all():
@@ -383,7 +457,9 @@ def test_repeated_ngram_ban_matches_a_naive_loop(n: int) -> None:
 
 def test_greedy_decoding_never_repeats_a_blocked_ngram() -> None:
     torch.manual_seed(0)
-    model = Seq2Seq(12, dim=16, heads=2, max_len=40).eval()  # a tiny vocabulary: untrained output loops
+    model = Seq2Seq(
+        12, dim=16, heads=2, max_len=40
+    ).eval()  # a tiny vocabulary: untrained output loops
     src, src_len = torch.randint(5, 12, (8, 6)), torch.full((8,), 6)
     loops = greedy_decode(model, src, src_len, 30)
     blocked = greedy_decode(model, src, src_len, 30, no_repeat_ngram=3)
@@ -391,6 +467,7 @@ def test_greedy_decoding_never_repeats_a_blocked_ngram() -> None:
     def ngrams(row: list[int]) -> list[tuple[int, ...]]:
         row = row[: row.index(EOS)] if EOS in row else [t for t in row if t != PAD]
         return [tuple(row[j : j + 3]) for j in range(len(row) - 2)]
+
     assert any(len(set(ngrams(r))) < len(ngrams(r)) for r in loops.tolist())
     assert all(len(set(ngrams(r))) == len(ngrams(r)) for r in blocked.tolist())
 
@@ -406,21 +483,43 @@ def _slice_jsonl(src: Path, dst: Path, n: int) -> Path:
     return dst
 
 
-@pytest.mark.parametrize(("name", "files", "fields"), [
-    ("scitldr", ("train.jsonl", "dev.jsonl", "test.jsonl"), ("source", "target")),
-    ("dialogsum", ("dialogsum.train.jsonl", "dialogsum.dev.jsonl", "dialogsum.test.jsonl"), ("dialogue", "summary")),
-])
-def test_summarization_on_slices_of_scitldr_and_dialogsum(tmp_path: Path, name: str, files: tuple[str, ...],
-                                                          fields: tuple[str, str]) -> None:
+@pytest.mark.parametrize(
+    ("name", "files", "fields"),
+    [
+        ("scitldr", ("train.jsonl", "dev.jsonl", "test.jsonl"), ("source", "target")),
+        (
+            "dialogsum",
+            ("dialogsum.train.jsonl", "dialogsum.dev.jsonl", "dialogsum.test.jsonl"),
+            ("dialogue", "summary"),
+        ),
+    ],
+)
+def test_summarization_on_slices_of_scitldr_and_dialogsum(
+    tmp_path: Path, name: str, files: tuple[str, ...], fields: tuple[str, str]
+) -> None:
     root = _shared("summarization", name)
     for f, n in zip(files, (60, 10, 10)):
         _slice_jsonl(root / f, tmp_path / f, n)
     task = Summarization(tmp_path, **TINY_S2S, max_src=64, max_tgt=24)
-    assert task.fields == fields and task.describe()["sizes"] == {"train": 60, "dev": 10, "test": 10}
-    assert max(len(r) for r in task.splits["test"].references) > 1  # several references at test time
+    assert task.fields == fields and task.describe()["sizes"] == {
+        "train": 60,
+        "dev": 10,
+        "test": 10,
+    }
+    assert (
+        max(len(r) for r in task.splits["test"].references) > 1
+    )  # several references at test time
     r = train_run(task, Variant("dynamic"), 0, config=FEW)
     assert r.steps == 3 and _finite(r.test)
-    assert set(r.test) == {"loss", "rouge1", "rouge2", "rougeL", "rouge1_max", "rouge2_max", "rougeL_max"}
+    assert set(r.test) == {
+        "loss",
+        "rouge1",
+        "rouge2",
+        "rougeL",
+        "rouge1_max",
+        "rouge2_max",
+        "rougeL_max",
+    }
     assert r.test["rougeL_max"] >= r.test["rougeL"] - 1e-9
 
 
@@ -435,7 +534,9 @@ def test_summarization_jsonl_fields_flags_and_single_file(tmp_path: Path) -> Non
     assert task.describe()["sizes"] == {"train": 36, "dev": 2, "test": 2}
     assert train_run(task, Variant("none"), 0, config=FEW).steps == 3
     numbered = tmp_path / "test.jsonl"
-    numbered.write_text(json.dumps({"dialogue": "a b", "summary1": "x", "summary2": "y", "summary10": "z"}) + "\n")
+    numbered.write_text(
+        json.dumps({"dialogue": "a b", "summary1": "x", "summary2": "y", "summary10": "z"}) + "\n"
+    )
     assert load_jsonl_references(numbered, "dialogue", "summary") == [("a b", ["x", "y", "z"])]
     assert detect_fields(numbered) == ("dialogue", "summary")
     with pytest.raises(ValueError, match="no field 'tldr'"):
@@ -450,7 +551,9 @@ def test_summarization_jsonl_fields_flags_and_single_file(tmp_path: Path) -> Non
 def test_bleu_on_known_pairs() -> None:
     import sacrebleu
 
-    assert bleu(["the cat sat on the mat ."], [["the cat sat on the mat ."]]) == pytest.approx(100.0)
+    assert bleu(["the cat sat on the mat ."], [["the cat sat on the mat ."]]) == pytest.approx(
+        100.0
+    )
     hyps = ["the cat sat on a mat", "a dog runs in the park"]
     refs = [["the cat sat on the mat"], ["the dog runs in a park"]]
     want = sacrebleu.corpus_bleu(hyps, [[r[0] for r in refs]]).score
@@ -464,8 +567,12 @@ def test_rouge_on_known_pairs() -> None:
     assert r["rouge1"] == pytest.approx(80.0)  # P 2/2, R 2/3
     assert r["rouge2"] == pytest.approx(100 * 2 * 1 * 0.5 / 1.5)  # P 1/1, R 1/2
     assert r["rougeL"] == pytest.approx(80.0)
-    assert rouge(["cats sitting"], [["cat sits"]])["rouge1"] == pytest.approx(100.0)  # Porter stemming
-    assert rouge(["the cat"], [["a dog", "the cat"]])["rouge1"] == pytest.approx(100.0)  # best reference
+    assert rouge(["cats sitting"], [["cat sits"]])["rouge1"] == pytest.approx(
+        100.0
+    )  # Porter stemming
+    assert rouge(["the cat"], [["a dog", "the cat"]])["rouge1"] == pytest.approx(
+        100.0
+    )  # best reference
 
 
 # ----------------------------------------------------------------------------------------------
@@ -482,17 +589,42 @@ def test_cli_runs_the_sequence_tasks(tmp_path: Path) -> None:
         _write_lines(mt / f"{split}.fr", _sentences(n, seed))
         _write_lines(mt / f"{split}.it", [s.upper() for s in _sentences(n, seed)])
     summ = tmp_path / "summ.jsonl"
-    summ.write_text("".join(json.dumps({"text": s * 3, "summary": s}) + "\n" for s in _sentences(40, 8)))
-    cases = [("language-modeling", ["--data", str(lm), "--pack", "--key-drop"]),
-             ("translation", ["--data", str(mt), "--src-lang", "fr", "--tgt-lang", "it", "--train-size", "30"]),
-             ("summarization", ["--data", str(summ)])]
+    summ.write_text(
+        "".join(json.dumps({"text": s * 3, "summary": s}) + "\n" for s in _sentences(40, 8))
+    )
+    cases = [
+        ("language-modeling", ["--data", str(lm), "--pack", "--key-drop"]),
+        (
+            "translation",
+            ["--data", str(mt), "--src-lang", "fr", "--tgt-lang", "it", "--train-size", "30"],
+        ),
+        ("summarization", ["--data", str(summ)]),
+    ]
     for task, extra in cases:
         out = tmp_path / task
-        assert main(["run", task, *extra, "--fast", "--quiet", "--masking", "none,dynamic", "--out", str(out)]) == 0
+        assert (
+            main(
+                [
+                    "run",
+                    task,
+                    *extra,
+                    "--fast",
+                    "--quiet",
+                    "--masking",
+                    "none,dynamic",
+                    "--out",
+                    str(out),
+                ]
+            )
+            == 0
+        )
         r = json.loads((out / "results.json").read_text())
         assert r["task"] == task and {run["variant"] for run in r["runs"]} == {"none", "dynamic"}
         assert all(0 < run["steps"] <= 6 for run in r["runs"])  # --fast: at most 6 steps
     r = json.loads((tmp_path / "translation" / "results.json").read_text())
     assert r["settings"]["data"]["sizes"]["train"] == 30
     r = json.loads((tmp_path / "language-modeling" / "results.json").read_text())
-    assert r["settings"]["data"]["layout"] == "pack" and "key dropping" in r["settings"]["data"]["masking"]
+    assert (
+        r["settings"]["data"]["layout"] == "pack"
+        and "key dropping" in r["settings"]["data"]["masking"]
+    )

@@ -43,7 +43,8 @@ def kwargs_id(value):
 
 
 @pytest.mark.parametrize(
-    "rate", [0.0, 0.01, 0.3, 0.5, 0.75, 1.0, "per_row"],
+    "rate",
+    [0.0, 0.01, 0.3, 0.5, 0.75, 1.0, "per_row"],
 )
 def test_mask_patches_matches_reference(rate):
     B, N = 6, 49
@@ -100,14 +101,22 @@ def test_per_row_tensor_rates():
     assert m.sum(1).tolist() == [0, 3, 6, 9, 12]
     # A 0-d tensor applies to every row; float64 rates too.
     assert mw.mask_patches(3, 12, torch.tensor(0.5)).sum(1).tolist() == [6, 6, 6]
-    assert mw.mask_patches(2, 12, torch.tensor([0.5, 0.25], dtype=torch.float64)).sum(1).tolist() == [6, 3]
+    assert mw.mask_patches(2, 12, torch.tensor([0.5, 0.25], dtype=torch.float64)).sum(
+        1
+    ).tolist() == [6, 3]
 
 
 def test_tensor_rate_draws_the_same_mask_as_the_float_rate():
     # Both paths take the top-k of the same uniforms: a per-row rate equal everywhere changes nothing.
-    for scores, hf in ((None, 1.0), (distinct_scores(7, 30, seed=8), 0.5), (distinct_scores(7, 30, seed=8), 1.0)):
+    for scores, hf in (
+        (None, 1.0),
+        (distinct_scores(7, 30, seed=8), 0.5),
+        (distinct_scores(7, 30, seed=8), 1.0),
+    ):
         a = mw.mask_patches(7, 30, 0.4, scores=scores, hard_fraction=hf, generator=seeded(9))
-        b = mw.mask_patches(7, 30, torch.full((7,), 0.4), scores=scores, hard_fraction=hf, generator=seeded(9))
+        b = mw.mask_patches(
+            7, 30, torch.full((7,), 0.4), scores=scores, hard_fraction=hf, generator=seeded(9)
+        )
         assert torch.equal(a, b)
 
 
@@ -162,8 +171,13 @@ def test_guided_mask_device_follows_scores():
 
 @settings(max_examples=60, deadline=None)
 @given(
-    B=st.integers(0, 6), N=st.integers(1, 300), rate=st.floats(0, 1), hard=st.floats(0, 1),
-    guided=st.booleans(), per_row=st.booleans(), seed=st.integers(0, 2**31),
+    B=st.integers(0, 6),
+    N=st.integers(1, 300),
+    rate=st.floats(0, 1),
+    hard=st.floats(0, 1),
+    guided=st.booleans(),
+    per_row=st.booleans(),
+    seed=st.integers(0, 2**31),
 )
 def test_property_mask_patches_exact_counts(B, N, rate, hard, guided, per_row, seed):
     scores = torch.rand(B, N, generator=seeded(seed)) if guided else None
@@ -276,7 +290,18 @@ def test_mask_blocks_matches_reference(grid, num_masked, kwargs):
 @pytest.mark.parametrize("B", [1, 5])
 @pytest.mark.parametrize(
     "grid, num_masked",
-    [(14, 0), (14, 1), (14, 15), (14, 75), (14, 98), (14, 196), ((3, 17), 10), ((17, 3), 51), (1, 1), ((1, 9), 4)],
+    [
+        (14, 0),
+        (14, 1),
+        (14, 15),
+        (14, 75),
+        (14, 98),
+        (14, 196),
+        ((3, 17), 10),
+        ((17, 3), 51),
+        (1, 1),
+        ((1, 9), 4),
+    ],
 )
 @pytest.mark.parametrize("min_block", [1, 16])
 def test_mask_blocks_exact_counts(B, grid, num_masked, min_block):
@@ -300,7 +325,9 @@ def test_mask_blocks_exact_counts(B, grid, num_masked, min_block):
 def test_mask_blocks_one_block_is_one_rectangle(grid, num_masked, aspect, shape):
     # With min_block = num_masked and a fixed aspect every rectangle has exactly num_masked cells,
     # so the first one is accepted and the mask is that single rectangle.
-    m = mw.mask_blocks(50, grid, num_masked, min_block=num_masked, aspect=aspect, rounds=20, generator=seeded(32))
+    m = mw.mask_blocks(
+        50, grid, num_masked, min_block=num_masked, aspect=aspect, rounds=20, generator=seeded(32)
+    )
     for b in range(50):
         comps = ref.components(m[b])
         assert len(comps) == 1
@@ -341,7 +368,9 @@ def _beit_masking_generator(H, W, num_masking_patches, rng, min_num=16, aspect=(
             w = int(round(math.sqrt(target_area / aspect_ratio)))
             if w < W and h < H:
                 top, left = rng.randint(0, H - h), rng.randint(0, W - w)
-                already = sum(mask[i][j] for i in range(top, top + h) for j in range(left, left + w))
+                already = sum(
+                    mask[i][j] for i in range(top, top + h) for j in range(left, left + w)
+                )
                 if 0 < h * w - already <= max_mask_patches:
                     for i in range(top, top + h):
                         for j in range(left, left + w):
@@ -375,11 +404,19 @@ def test_mask_blocks_statistics_match_beit():
     assert 0.2 < beit_miss < 0.42  # the behaviour the docstring describes (std 0.03)
 
     def largest(m):
-        return torch.tensor([max(len(c) for c in ref.components(m[b])) for b in range(B)]).float().mean().item()
+        return (
+            torch.tensor([max(len(c) for c in ref.components(m[b])) for b in range(B)])
+            .float()
+            .mean()
+            .item()
+        )
 
     assert abs(largest(ours) - largest(beit)) < 5.0
     for region in ((slice(5, 9), slice(5, 9)), (slice(0, 2), slice(0, 2))):
-        a, b = ours[:, region[0], region[1]].float().mean().item(), beit[:, region[0], region[1]].float().mean().item()
+        a, b = (
+            ours[:, region[0], region[1]].float().mean().item(),
+            beit[:, region[0], region[1]].float().mean().item(),
+        )
         assert abs(a - b) < 0.08, (region, a, b)  # measured differences 0.02; std ~0.02
     # The centre is masked far more often than the corners, as in BEiT.
     assert ours[:, 5:9, 5:9].float().mean() > 4 * ours[:, :2, :2].float().mean()
@@ -387,14 +424,25 @@ def test_mask_blocks_statistics_match_beit():
 
 @settings(max_examples=60, deadline=None)
 @given(
-    B=st.integers(0, 4), H=st.integers(1, 16), W=st.integers(1, 16), frac=st.floats(0, 1),
-    min_block=st.integers(1, 30), rounds=st.integers(0, 12), lo=st.floats(0.2, 1.0),
+    B=st.integers(0, 4),
+    H=st.integers(1, 16),
+    W=st.integers(1, 16),
+    frac=st.floats(0, 1),
+    min_block=st.integers(1, 30),
+    rounds=st.integers(0, 12),
+    lo=st.floats(0.2, 1.0),
     seed=st.integers(0, 2**31),
 )
 def test_property_mask_blocks_exact_counts(B, H, W, frac, min_block, rounds, lo, seed):
     num_masked = round(frac * H * W)
     m = mw.mask_blocks(
-        B, (H, W), num_masked, min_block=min_block, rounds=rounds, aspect=(lo, 1 / lo), generator=seeded(seed)
+        B,
+        (H, W),
+        num_masked,
+        min_block=min_block,
+        rounds=rounds,
+        aspect=(lo, 1 / lo),
+        generator=seeded(seed),
     )
     assert m.shape == (B, H, W)
     assert m.sum((1, 2)).tolist() == [num_masked] * B
@@ -402,16 +450,24 @@ def test_property_mask_blocks_exact_counts(B, H, W, frac, min_block, rounds, lo,
 
 @settings(max_examples=40, deadline=None)
 @given(
-    B=st.integers(1, 4), H=st.integers(2, 14), W=st.integers(2, 14), frac=st.floats(0, 1),
-    rounds=st.integers(1, 12), seed=st.integers(0, 2**31),
+    B=st.integers(1, 4),
+    H=st.integers(2, 14),
+    W=st.integers(2, 14),
+    frac=st.floats(0, 1),
+    rounds=st.integers(1, 12),
+    seed=st.integers(0, 2**31),
 )
 def test_property_mask_blocks_rectangles_never_exceed_the_budget(B, H, W, frac, rounds, seed):
     # Before the exact fill the rectangles never hold more than num_masked cells (the fill adds
     # cells, never removes them), checked on the reference, which is equal to maskwise.
     num_masked = round(frac * H * W)
-    m, filled = ref.mask_blocks(B, (H, W), num_masked, rounds=rounds, generator=seeded(seed), return_filled=True)
+    m, filled = ref.mask_blocks(
+        B, (H, W), num_masked, rounds=rounds, generator=seeded(seed), return_filled=True
+    )
     assert all(0 <= f <= num_masked for f in filled)
-    assert torch.equal(m, mw.mask_blocks(B, (H, W), num_masked, rounds=rounds, generator=seeded(seed)))
+    assert torch.equal(
+        m, mw.mask_blocks(B, (H, W), num_masked, rounds=rounds, generator=seeded(seed))
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -451,7 +507,9 @@ def test_mask_coarse_literal_and_per_row_rates():
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("shape, p", [((2, 3, 8, 8), 4), ((1, 1, 6, 9), 3), ((2, 2, 4, 6), 2), ((1, 3, 5, 5), 1)])
+@pytest.mark.parametrize(
+    "shape, p", [((2, 3, 8, 8), 4), ((1, 1, 6, 9), 3), ((2, 2, 4, 6), 2), ((1, 3, 5, 5), 1)]
+)
 def test_patchify_matches_reference_and_round_trips(shape, p):
     x = torch.randn(shape, generator=seeded(50))
     patches = mw.patchify(x, p)
@@ -502,12 +560,27 @@ def test_patches_to_pixels():
         (lambda: mw.unpatchify(torch.zeros(2, 4, 13), 2, 2), ValueError, r"\(2, 4, 13\)"),
         (lambda: mw.unpatchify(torch.zeros(2, 4, 12), 2, (2, 2, 1)), ValueError, r"\(2, 2, 1\)"),
         (lambda: mw.unpatchify(torch.zeros(2, 4), 2, 2), ValueError, r"\(2, 4\)"),
-        (lambda: mw.patches_to_pixels(torch.zeros(2, 16, dtype=torch.bool), 3, 2), ValueError, r"16|\(2, 16\)"),
-        (lambda: mw.patches_to_pixels(torch.zeros(2, 9, dtype=torch.bool), 3, 0), ValueError, "patch_size"),
+        (
+            lambda: mw.patches_to_pixels(torch.zeros(2, 16, dtype=torch.bool), 3, 2),
+            ValueError,
+            r"16|\(2, 16\)",
+        ),
+        (
+            lambda: mw.patches_to_pixels(torch.zeros(2, 9, dtype=torch.bool), 3, 0),
+            ValueError,
+            "patch_size",
+        ),
     ],
     ids=[
-        "patchify-not-divisible", "patchify-3d", "patchify-p0", "patchify-float-p", "unpatchify-wrong-N",
-        "unpatchify-wrong-D", "unpatchify-grid-length", "unpatchify-2d", "patches_to_pixels-wrong-N",
+        "patchify-not-divisible",
+        "patchify-3d",
+        "patchify-p0",
+        "patchify-float-p",
+        "unpatchify-wrong-N",
+        "unpatchify-wrong-D",
+        "unpatchify-grid-length",
+        "unpatchify-2d",
+        "patches_to_pixels-wrong-N",
         "patches_to_pixels-p0",
     ],
 )
@@ -558,7 +631,9 @@ def test_erase_rectangles_respect_scale_and_ratio():
         assert int(m[b].sum()) == h * w  # one filled axis-aligned rectangle
         assert h < H and w < W
         # h = round(sqrt(area * r)), w = round(sqrt(area / r)): undo the rounding by half a cell.
-        assert (h - 0.5) * (w - 0.5) <= scale[1] * H * W and (h + 0.5) * (w + 0.5) >= scale[0] * H * W
+        assert (h - 0.5) * (w - 0.5) <= scale[1] * H * W and (h + 0.5) * (w + 0.5) >= scale[
+            0
+        ] * H * W
         assert (h - 0.5) / (w + 0.5) <= ratio[1] and (h + 0.5) / (w - 0.5) >= ratio[0]
     area = m.flatten(1).float().mean(1)
     # Area fractions spread over the whole range, aspect ratios on both sides of 1.
@@ -667,7 +742,9 @@ def test_erase_bad_shapes(images, match):
 
 MASKERS = {
     "mask_patches": lambda g: mw.mask_patches(4, 49, 0.6, generator=g),
-    "guided": lambda g: mw.mask_patches(4, 49, 0.6, scores=distinct_scores(4, 49, 0), hard_fraction=0.5, generator=g),
+    "guided": lambda g: mw.mask_patches(
+        4, 49, 0.6, scores=distinct_scores(4, 49, 0), hard_fraction=0.5, generator=g
+    ),
     "mask_blocks": lambda g: mw.mask_blocks(4, 14, 75, generator=g),
     "mask_coarse": lambda g: mw.mask_coarse(4, (7, 9), 0.5, unit=2, generator=g),
     "erase": lambda g: mw.erase(torch.zeros(4, 3, 16, 16), p=1.0, value="random", generator=g),
@@ -675,7 +752,11 @@ MASKERS = {
 
 
 def _flat(result):
-    return torch.cat([t.flatten().float() for t in result]) if isinstance(result, tuple) else result.flatten().float()
+    return (
+        torch.cat([t.flatten().float() for t in result])
+        if isinstance(result, tuple)
+        else result.flatten().float()
+    )
 
 
 @pytest.mark.parametrize("name", sorted(MASKERS))
@@ -702,12 +783,16 @@ def test_keyed_generator_row_independence():
     assert torch.equal(full[1], alone[0])
     scores = distinct_scores(3, 40, seed=72)
     full = mw.mask_patches(3, 40, 0.5, scores=scores, hard_fraction=0.5, generator=kg(keys))
-    alone = mw.mask_patches(1, 40, 0.5, scores=scores[1:2], hard_fraction=0.5, generator=kg(keys[1:2]))
+    alone = mw.mask_patches(
+        1, 40, 0.5, scores=scores[1:2], hard_fraction=0.5, generator=kg(keys[1:2])
+    )
     assert torch.equal(full[1], alone[0])
     # Changing another row's scores or rate does not change row 12.
     other = scores.clone()
     other[0] = other[0].flip(0)
-    moved = mw.mask_patches(3, 40, torch.tensor([0.9, 0.5, 0.1]), scores=other, hard_fraction=0.5, generator=kg(keys))
+    moved = mw.mask_patches(
+        3, 40, torch.tensor([0.9, 0.5, 0.1]), scores=other, hard_fraction=0.5, generator=kg(keys)
+    )
     assert torch.equal(moved[1], full[1])
     # erase, with a noise fill drawn from the keyed source too.
     x = torch.randn(3, 3, 20, 20, generator=seeded(73))

@@ -19,8 +19,12 @@ def test_sample_mask_matches_reference(exact, weighted):
     valid = random_valid(7, 33, seed=0)
     weights = torch.rand(7, 33, generator=torch.Generator().manual_seed(1)) if weighted else None
     rate = torch.tensor([0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0], dtype=torch.float64)
-    got = mw.sample_mask(valid, rate, exact=exact, weights=weights, generator=torch.Generator().manual_seed(5))
-    want = ref.sample_mask(valid, rate, exact=exact, weights=weights, generator=torch.Generator().manual_seed(5))
+    got = mw.sample_mask(
+        valid, rate, exact=exact, weights=weights, generator=torch.Generator().manual_seed(5)
+    )
+    want = ref.sample_mask(
+        valid, rate, exact=exact, weights=weights, generator=torch.Generator().manual_seed(5)
+    )
     assert torch.equal(got, want)
 
 
@@ -66,7 +70,9 @@ def test_weighted_exact_prefers_heavy_and_skips_zero_weight():
     w = torch.ones(B, N)
     w[:, 0] = 0.0  # never chosen
     w[:, 1] = 9.0
-    m = mw.sample_mask(valid, 0.2, exact=True, weights=w, generator=torch.Generator().manual_seed(0))
+    m = mw.sample_mask(
+        valid, 0.2, exact=True, weights=w, generator=torch.Generator().manual_seed(0)
+    )
     assert (m.sum(1) == 2).all()
     assert not m[:, 0].any()
     # Sequential draws without replacement: P(heavy chosen) = 9/17 + 8/17 * 9/16 = 0.794;
@@ -103,7 +109,9 @@ def test_keyed_generator_row_independence():
     keys = mw.random.hash_keys(0, 0, torch.tensor([11, 12, 13]))
     full = mw.sample_mask(valid, 0.3, exact=True, generator=mw.random.KeyedGenerator(keys))
     # Row 12 alone, with less padding, gives the same mask on its valid part.
-    alone = mw.sample_mask(valid[:1, :40], 0.3, exact=True, generator=mw.random.KeyedGenerator(keys[1:2]))
+    alone = mw.sample_mask(
+        valid[:1, :40], 0.3, exact=True, generator=mw.random.KeyedGenerator(keys[1:2])
+    )
     assert torch.equal(full[1], alone[0])
 
 
@@ -156,7 +164,10 @@ def test_top_k_per_row_literal():
 
 @settings(max_examples=60, deadline=None)
 @given(
-    B=st.integers(1, 5), N=st.integers(1, 40), rate=st.floats(0, 1), exact=st.booleans(),
+    B=st.integers(1, 5),
+    N=st.integers(1, 40),
+    rate=st.floats(0, 1),
+    exact=st.booleans(),
     seed=st.integers(0, 2**31),
 )
 def test_property_never_outside_valid_and_exact_counts(B, N, rate, exact, seed):

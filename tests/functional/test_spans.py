@@ -47,8 +47,13 @@ def test_span_rate_is_unbiased(rate, distribution):
     # Every valid position is masked with probability `rate`, short rows included.
     # ~100k valid positions; spans correlate neighbours, so allow 0.012.
     valid = prefix_valid(2000, 100, seed=1)
-    m = mw.mask_spans(valid, rate, mean_length=3, distribution=distribution,
-                      generator=torch.Generator().manual_seed(2))
+    m = mw.mask_spans(
+        valid,
+        rate,
+        mean_length=3,
+        distribution=distribution,
+        generator=torch.Generator().manual_seed(2),
+    )
     assert not (m & ~valid).any()
     assert abs(m.sum().item() / valid.sum().item() - rate) < 0.012
     # The first position too (stationary start).
@@ -59,7 +64,9 @@ def test_span_lengths_follow_the_distribution():
     # Runs that touch neither row end have exactly the drawn length (gaps >= 1 keep them apart).
     valid = torch.ones(3000, 200, dtype=torch.bool)
     pmf = mw.span_length_pmf("geometric", 5, 10)
-    m = mw.mask_spans(valid, 0.15, mean_length=5, max_length=10, generator=torch.Generator().manual_seed(0))
+    m = mw.mask_spans(
+        valid, 0.15, mean_length=5, max_length=10, generator=torch.Generator().manual_seed(0)
+    )
     lengths = [e - s for row in all_runs(m) for s, e in row if s > 0 and e < 200]
     assert max(lengths) <= 10
     counts = torch.bincount(torch.tensor(lengths), minlength=11)[1:].double()
@@ -71,7 +78,9 @@ def test_span_lengths_follow_the_distribution():
 
 def test_fixed_spans_have_fixed_length():
     valid = torch.ones(200, 100, dtype=torch.bool)
-    m = mw.mask_spans(valid, 0.2, mean_length=4, distribution="fixed", generator=torch.Generator().manual_seed(0))
+    m = mw.mask_spans(
+        valid, 0.2, mean_length=4, distribution="fixed", generator=torch.Generator().manual_seed(0)
+    )
     assert {e - s for row in all_runs(m) for s, e in row if s > 0 and e < 100} == {4}
 
 
@@ -94,7 +103,9 @@ def test_rate_zero_and_one():
 def test_exact_matches_t5_arithmetic():
     valid = prefix_valid(400, 64, seed=4)
     for rate, mean in [(0.15, 3.0), (0.5, 2.0), (0.3, 8.0), (0.9, 3.0)]:
-        m = mw.mask_spans(valid, rate, mean_length=mean, exact=True, generator=torch.Generator().manual_seed(1))
+        m = mw.mask_spans(
+            valid, rate, mean_length=mean, exact=True, generator=torch.Generator().manual_seed(1)
+        )
         assert not (m & ~valid).any()
         for b in range(valid.shape[0]):
             n = int(valid[b].sum())
@@ -109,20 +120,31 @@ def test_exact_placement_is_uniform_on_short_rows():
     # mask the last 3; here every position is masked with probability 3/20 at the ends of the
     # row reduced by the span's contiguity: start s is uniform on 0..17.
     valid = torch.ones(20000, 20, dtype=torch.bool)
-    m = mw.mask_spans(valid, 0.15, mean_length=3, exact=True, generator=torch.Generator().manual_seed(0))
+    m = mw.mask_spans(
+        valid, 0.15, mean_length=3, exact=True, generator=torch.Generator().manual_seed(0)
+    )
     starts = m.float().argmax(1)
     freq = torch.bincount(starts, minlength=18).double() / starts.numel()
-    assert torch.allclose(freq, torch.full((18,), 1 / 18, dtype=torch.float64), atol=0.01)  # std 1.6e-3
+    assert torch.allclose(
+        freq, torch.full((18,), 1 / 18, dtype=torch.float64), atol=0.01
+    )  # std 1.6e-3
     # Separate spans never touch: 40 tokens at 0.5 in round(20 / 2) = 10 spans.
-    m2 = mw.mask_spans(torch.ones(500, 40, dtype=torch.bool), 0.5, mean_length=2, exact=True,
-                       generator=torch.Generator().manual_seed(1))
+    m2 = mw.mask_spans(
+        torch.ones(500, 40, dtype=torch.bool),
+        0.5,
+        mean_length=2,
+        exact=True,
+        generator=torch.Generator().manual_seed(1),
+    )
     assert all(len(ref.runs(row.tolist())) == 10 for row in m2)
 
 
 def test_exact_segmentation_is_uniform():
     # 10 noise tokens in 2 spans: the first span's length is uniform on 1..9.
     valid = torch.ones(9000, 40, dtype=torch.bool)
-    m = mw.mask_spans(valid, 0.25, mean_length=5, exact=True, generator=torch.Generator().manual_seed(0))
+    m = mw.mask_spans(
+        valid, 0.25, mean_length=5, exact=True, generator=torch.Generator().manual_seed(0)
+    )
     first = torch.tensor([ref.runs(row.tolist())[0] for row in m[:3000]])
     lengths = first[:, 1] - first[:, 0]
     freq = torch.bincount(lengths, minlength=10)[1:].double() / lengths.numel()
@@ -152,11 +174,19 @@ def test_spans_bad_input():
 
 
 @settings(max_examples=60, deadline=None)
-@given(B=st.integers(1, 5), L=st.integers(1, 50), rate=st.floats(0, 1), exact=st.booleans(),
-       mean=st.floats(1, 8), seed=st.integers(0, 10**6))
+@given(
+    B=st.integers(1, 5),
+    L=st.integers(1, 50),
+    rate=st.floats(0, 1),
+    exact=st.booleans(),
+    mean=st.floats(1, 8),
+    seed=st.integers(0, 10**6),
+)
 def test_property_spans_inside_valid(B, L, rate, exact, mean, seed):
     valid = prefix_valid(B, L, seed, min_len=0)
-    m = mw.mask_spans(valid, rate, mean_length=mean, exact=exact, generator=torch.Generator().manual_seed(seed))
+    m = mw.mask_spans(
+        valid, rate, mean_length=mean, exact=exact, generator=torch.Generator().manual_seed(seed)
+    )
     assert not (m & ~valid).any()
     if exact:
         for b in range(B):
@@ -178,8 +208,12 @@ def test_t5_corrupt_matches_reference():
     masked = mw.mask_spans(valid & (ids != 1), 0.3, generator=g)
     sentinels = list(range(199, 180, -1))
     for attention in (am, None):
-        got = mw.t5_corrupt(ids, masked, sentinel_ids=sentinels, eos_id=1, pad_id=0, attention_mask=attention)
-        want = ref.t5_corrupt(ids, masked, sentinel_ids=sentinels, eos_id=1, pad_id=0, attention_mask=attention)
+        got = mw.t5_corrupt(
+            ids, masked, sentinel_ids=sentinels, eos_id=1, pad_id=0, attention_mask=attention
+        )
+        want = ref.t5_corrupt(
+            ids, masked, sentinel_ids=sentinels, eos_id=1, pad_id=0, attention_mask=attention
+        )
         assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
 
 
@@ -201,6 +235,11 @@ def test_t5_corrupt_errors():
 
 
 def test_t5_corrupt_empty_rows():
-    x, y = mw.t5_corrupt(torch.zeros(2, 0, dtype=torch.long), torch.zeros(2, 0, dtype=torch.bool),
-                         sentinel_ids=[99], eos_id=1, pad_id=0)
+    x, y = mw.t5_corrupt(
+        torch.zeros(2, 0, dtype=torch.long),
+        torch.zeros(2, 0, dtype=torch.bool),
+        sentinel_ids=[99],
+        eos_id=1,
+        pad_id=0,
+    )
     assert x.tolist() == [[1], [1]] and y.tolist() == [[1], [1]]

@@ -88,8 +88,15 @@ def test_spec_augment_matches_reference(ndim, with_lengths, time_width, time_mas
     B, C, F, T = 6, 2, 20, 120
     x = random_spec((B, C, F, T) if ndim == 4 else (B, F, T), seed=1)
     lengths = torch.tensor([120, 97, 64, 31, 10, 0]) if with_lengths else None
-    kw = dict(freq_masks=2, freq_width=7, time_masks=time_masks, time_width=time_width,
-              max_time_masks=4, lengths=lengths, value=value)
+    kw = dict(
+        freq_masks=2,
+        freq_width=7,
+        time_masks=time_masks,
+        time_width=time_width,
+        max_time_masks=4,
+        lengths=lengths,
+        value=value,
+    )
     got = mw.spec_augment(x, **kw, generator=seeded(7))
     want_spec, want_f, want_t = ref.spec_augment(x, **kw, generator=seeded(7))
     assert torch.equal(got.freq_masked, want_f)
@@ -129,8 +136,17 @@ def test_policies_apply_the_papers_parameters(policy):
     assert torch.equal(got.spec, want[0])
     assert torch.equal(got.freq_masked, want[1]) and torch.equal(got.time_masked, want[2])
     # A policy replaces the mask arguments passed next to it.
-    over = mw.spec_augment(x, policy=policy, freq_masks=9, freq_width=1, time_masks=7, time_width=2,
-                           max_time_fraction=0.5, lengths=lengths, generator=seeded(11))
+    over = mw.spec_augment(
+        x,
+        policy=policy,
+        freq_masks=9,
+        freq_width=1,
+        time_masks=7,
+        time_width=2,
+        max_time_fraction=0.5,
+        lengths=lengths,
+        generator=seeded(11),
+    )
     assert torch.equal(over.spec, got.spec)
 
 
@@ -141,8 +157,14 @@ def test_sm_ss_cap_time_mask_width_at_a_fifth_of_the_length(policy):
     lengths[::2] = T  # half the rows are full: their cap is 60 frames, below time_width=70
     x = torch.zeros(B, 27, T)  # F >= freq_width; the content is irrelevant here
     got = mw.spec_augment(x, policy=policy, lengths=lengths, generator=seeded(1))
-    _, f, t, _, t_draws = ref.spec_augment(x, **PAPER_POLICIES[policy], lengths=lengths,
-                                           generator=seeded(1), return_draws=True, masks_only=True)
+    _, f, t, _, t_draws = ref.spec_augment(
+        x,
+        **PAPER_POLICIES[policy],
+        lengths=lengths,
+        generator=seeded(1),
+        return_draws=True,
+        masks_only=True,
+    )
     assert torch.equal(got.time_masked, t) and torch.equal(got.freq_masked, f)
     cap = [math.floor(0.2 * int(n)) for n in lengths]
     widths = [[w for _, w in draws] for draws in t_draws]
@@ -154,7 +176,9 @@ def test_sm_ss_cap_time_mask_width_at_a_fifth_of_the_length(policy):
     assert any(w == c for ws, c in zip(widths, cap) for w in ws)
     # Directly on the masks: at most two masks, each at most the cap.
     assert (got.time_masked.sum(1) <= 2 * torch.tensor(cap)).all()
-    assert all(e - s <= 2 * c for row, c in zip(got.time_masked.tolist(), cap) for s, e in runs(row))
+    assert all(
+        e - s <= 2 * c for row, c in zip(got.time_masked.tolist(), cap) for s, e in runs(row)
+    )
 
 
 def test_lb_ld_time_width_is_not_capped_by_a_fifth():
@@ -174,8 +198,16 @@ def test_output_is_input_masked_by_the_union_and_input_untouched(ndim, value):
     x[..., 0, 0] = 1e4  # an outlier on a real frame moves the mean: the fill must include it
     before = x.clone()
     lengths = torch.tensor([90, 70, 45, 12, 3])
-    out = mw.spec_augment(x, freq_masks=2, freq_width=8, time_masks=3, time_width=20,
-                          lengths=lengths, value=value, generator=seeded(3))
+    out = mw.spec_augment(
+        x,
+        freq_masks=2,
+        freq_width=8,
+        time_masks=3,
+        time_width=20,
+        lengths=lengths,
+        value=value,
+        generator=seeded(3),
+    )
     assert isinstance(out, mw.SpecAugmentResult)
     assert torch.equal(x, before)  # not modified in place
     assert out.spec.shape == x.shape and out.spec.dtype == x.dtype
@@ -185,10 +217,14 @@ def test_output_is_input_masked_by_the_union_and_input_untouched(ndim, value):
         # Mean of each row over its real frames, all channels.
         fill = torch.stack([x[b, ..., : int(n)].double().mean() for b, n in enumerate(lengths)])
         fill = fill.float().view(B, *([1] * (x.dim() - 1)))
-        torch.testing.assert_close(out.spec, union_applied(x, out.freq_masked, out.time_masked, fill))
+        torch.testing.assert_close(
+            out.spec, union_applied(x, out.freq_masked, out.time_masked, fill)
+        )
         assert abs(fill.flatten()[0].item()) > 1.0  # the outlier is in row 0's mean
     else:
-        assert torch.equal(out.spec, union_applied(x, out.freq_masked, out.time_masked, torch.tensor(value)))
+        assert torch.equal(
+            out.spec, union_applied(x, out.freq_masked, out.time_masked, torch.tensor(value))
+        )
     assert out.freq_masked.any() and out.time_masked.any()
     assert not out.time_masked[torch.arange(T) >= lengths[:, None]].any()
 
@@ -199,8 +235,16 @@ def test_mean_fill_excludes_padding_even_when_padding_is_not_finite():
     x = random_spec((3, 8, 40), seed=6)
     lengths = torch.tensor([40, 25, 10])
     x[torch.arange(40).expand(3, 8, 40) >= lengths[:, None, None]] = -float("inf")
-    out = mw.spec_augment(x, freq_masks=2, freq_width=4, time_masks=2, time_width=5,
-                          lengths=lengths, value="mean", generator=seeded(0))
+    out = mw.spec_augment(
+        x,
+        freq_masks=2,
+        freq_width=4,
+        time_masks=2,
+        time_width=5,
+        lengths=lengths,
+        value="mean",
+        generator=seeded(0),
+    )
     masked = out.freq_masked[:, :, None] | out.time_masked[:, None, :]
     fill = torch.stack([x[b, :, : int(n)].mean() for b, n in enumerate(lengths)])
     assert torch.isfinite(fill).all()
@@ -213,8 +257,15 @@ def test_time_masks_never_extend_past_lengths():
     B, T = 500, 64
     lengths = torch.randint(0, T + 1, (B,), generator=seeded(1))
     for tw in (64, 1.0):
-        out = mw.spec_augment(torch.randn(B, 10, T), freq_masks=1, freq_width=10, time_masks=5,
-                              time_width=tw, lengths=lengths, generator=seeded(2))
+        out = mw.spec_augment(
+            torch.randn(B, 10, T),
+            freq_masks=1,
+            freq_width=10,
+            time_masks=5,
+            time_width=tw,
+            lengths=lengths,
+            generator=seeded(2),
+        )
         assert not out.time_masked[torch.arange(T) >= lengths[:, None]].any()
         assert out.time_masked[lengths == T].any()  # masks do reach the end of full rows
         assert not out.time_masked[lengths == 0].any()
@@ -222,10 +273,17 @@ def test_time_masks_never_extend_past_lengths():
 
 @settings(max_examples=40, deadline=None)
 @given(
-    B=st.integers(1, 5), C=st.sampled_from([0, 1, 2]), F=st.integers(1, 12), T=st.integers(1, 40),
-    freq_masks=st.integers(0, 3), time_masks=st.one_of(st.integers(0, 4), st.floats(0, 0.5)),
-    tw_frac=st.floats(0, 1), adaptive_width=st.booleans(), max_time_fraction=st.floats(0, 1),
-    seed=st.integers(0, 2**31), data=st.data(),
+    B=st.integers(1, 5),
+    C=st.sampled_from([0, 1, 2]),
+    F=st.integers(1, 12),
+    T=st.integers(1, 40),
+    freq_masks=st.integers(0, 3),
+    time_masks=st.one_of(st.integers(0, 4), st.floats(0, 0.5)),
+    tw_frac=st.floats(0, 1),
+    adaptive_width=st.booleans(),
+    max_time_fraction=st.floats(0, 1),
+    seed=st.integers(0, 2**31),
+    data=st.data(),
 )
 def test_property_masks_inside_lengths_and_bounded(
     B, C, F, T, freq_masks, time_masks, tw_frac, adaptive_width, max_time_fraction, seed, data
@@ -234,17 +292,33 @@ def test_property_masks_inside_lengths_and_bounded(
     freq_width = data.draw(st.integers(0, F))
     time_width = tw_frac if adaptive_width else int(tw_frac * T)
     x = torch.randn((B, C, F, T) if C else (B, F, T), generator=seeded(seed))
-    out = mw.spec_augment(x, freq_masks=freq_masks, freq_width=freq_width, time_masks=time_masks,
-                          time_width=time_width, max_time_fraction=max_time_fraction, max_time_masks=3,
-                          lengths=lengths, value=-7.0, generator=seeded(seed))
+    out = mw.spec_augment(
+        x,
+        freq_masks=freq_masks,
+        freq_width=freq_width,
+        time_masks=time_masks,
+        time_width=time_width,
+        max_time_fraction=max_time_fraction,
+        max_time_masks=3,
+        lengths=lengths,
+        value=-7.0,
+        generator=seeded(seed),
+    )
     assert not out.time_masked[torch.arange(T) >= lengths[:, None]].any()
     assert (out.freq_masked.sum(1) <= freq_masks * freq_width).all()
     n_masks = time_masks if isinstance(time_masks, int) else 3
-    caps = [min(time_width if isinstance(time_width, int) else math.floor(time_width * int(n)),
-                math.floor(max_time_fraction * int(n))) for n in lengths]
+    caps = [
+        min(
+            time_width if isinstance(time_width, int) else math.floor(time_width * int(n)),
+            math.floor(max_time_fraction * int(n)),
+        )
+        for n in lengths
+    ]
     for row, cap in zip(out.time_masked.tolist(), caps):
         assert sum(row) <= n_masks * cap
-    assert torch.equal(out.spec, union_applied(x, out.freq_masked, out.time_masked, torch.tensor(-7.0)))
+    assert torch.equal(
+        out.spec, union_applied(x, out.freq_masked, out.time_masked, torch.tensor(-7.0))
+    )
 
 
 def test_rows_are_independent_with_a_keyed_generator():
@@ -253,10 +327,16 @@ def test_rows_are_independent_with_a_keyed_generator():
     lengths = [120, 37, 80, 5]
     x = random_spec((4, 2, 16, 120), seed=8)
     kw = dict(freq_masks=2, freq_width=6, time_masks=0.05, time_width=0.25, value="mean")
-    batch = mw.spec_augment(x, lengths=torch.tensor(lengths), generator=keyed(5, [10, 11, 12, 13]), **kw)
+    batch = mw.spec_augment(
+        x, lengths=torch.tensor(lengths), generator=keyed(5, [10, 11, 12, 13]), **kw
+    )
     for b, n in enumerate(lengths):
-        alone = mw.spec_augment(x[b : b + 1, ..., :n].clone(), lengths=torch.tensor([n]),
-                                generator=keyed(5, [10 + b]), **kw)
+        alone = mw.spec_augment(
+            x[b : b + 1, ..., :n].clone(),
+            lengths=torch.tensor([n]),
+            generator=keyed(5, [10 + b]),
+            **kw,
+        )
         assert torch.equal(alone.freq_masked[0], batch.freq_masked[b])
         assert torch.equal(alone.time_masked[0], batch.time_masked[b, :n])
         torch.testing.assert_close(alone.spec[0], batch.spec[b, ..., :n])
@@ -264,7 +344,9 @@ def test_rows_are_independent_with_a_keyed_generator():
     kw_int = dict(freq_masks=2, freq_width=6, time_masks=3, time_width=15)
     a = mw.spec_augment(x, generator=keyed(1, [7, 8, 9, 10]), **kw_int)
     b = mw.spec_augment(torch.cat([x[:1], -x[1:]]), generator=keyed(1, [7, 1, 2, 3]), **kw_int)
-    assert torch.equal(a.freq_masked[0], b.freq_masked[0]) and torch.equal(a.time_masked[0], b.time_masked[0])
+    assert torch.equal(a.freq_masked[0], b.freq_masked[0]) and torch.equal(
+        a.time_masked[0], b.time_masked[0]
+    )
 
 
 def test_rows_differ_with_a_torch_generator():
@@ -281,33 +363,51 @@ def test_frequency_mask_width_is_uniform_and_placement_exact():
     # (width and start together) is compared with the exact one; per band std <= 0.0035,
     # tolerance 0.015 (over 4 sigma for each of the 40 bands).
     B, F, W = 20000, 40, 10
-    out = mw.spec_augment(torch.zeros(B, F, 8), freq_masks=1, freq_width=W, time_masks=0, time_width=0,
-                          generator=seeded(0))
+    out = mw.spec_augment(
+        torch.zeros(B, F, 8),
+        freq_masks=1,
+        freq_width=W,
+        time_masks=0,
+        time_width=0,
+        generator=seeded(0),
+    )
     widths = out.freq_masked.sum(1)
     rows = out.freq_masked.tolist()
     assert all(len(runs(r)) <= 1 for r in rows[:2000])  # one mask is one contiguous band
     freq = torch.bincount(widths, minlength=W + 1).double() / B
     assert freq.shape == (W + 1,)
-    torch.testing.assert_close(freq, torch.full((W + 1,), 1 / (W + 1), dtype=torch.float64), atol=0.01, rtol=0)
-    torch.testing.assert_close(out.freq_masked.double().mean(0), coverage_profile(F, W).double(),
-                               atol=0.015, rtol=0)
+    torch.testing.assert_close(
+        freq, torch.full((W + 1,), 1 / (W + 1), dtype=torch.float64), atol=0.01, rtol=0
+    )
+    torch.testing.assert_close(
+        out.freq_masked.double().mean(0), coverage_profile(F, W).double(), atol=0.015, rtol=0
+    )
 
 
 def test_adaptive_time_width_is_uniform_up_to_the_fraction_of_each_length():
     # time_width=0.25: W_b = floor(0.25 * n_b); rows of 80 frames get W = 20, rows of 40 get 10.
     B = 20000
     lengths = torch.tensor([80, 40]).repeat(B // 2)
-    out = mw.spec_augment(torch.zeros(B, 2, 80), freq_masks=0, freq_width=0, time_masks=1,
-                          time_width=0.25, lengths=lengths, generator=seeded(1))
+    out = mw.spec_augment(
+        torch.zeros(B, 2, 80),
+        freq_masks=0,
+        freq_width=0,
+        time_masks=1,
+        time_width=0.25,
+        lengths=lengths,
+        generator=seeded(1),
+    )
     for n, W in ((80, 20), (40, 10)):
         m = out.time_masked[lengths == n]
         freq = torch.bincount(m.sum(1), minlength=W + 1).double() / m.shape[0]
         assert freq.shape == (W + 1,)  # never wider than W
         # std of each P(w) ~ sqrt(p / 10000) <= 0.003; tolerance 0.012.
-        torch.testing.assert_close(freq, torch.full((W + 1,), 1 / (W + 1), dtype=torch.float64),
-                                   atol=0.012, rtol=0)
-        torch.testing.assert_close(m[:, :n].double().mean(0), coverage_profile(n, W).double(),
-                                   atol=0.015, rtol=0)
+        torch.testing.assert_close(
+            freq, torch.full((W + 1,), 1 / (W + 1), dtype=torch.float64), atol=0.012, rtol=0
+        )
+        torch.testing.assert_close(
+            m[:, :n].double().mean(0), coverage_profile(n, W).double(), atol=0.015, rtol=0
+        )
 
 
 def test_adaptive_time_mask_count():
@@ -318,8 +418,16 @@ def test_adaptive_time_mask_count():
     B = 4000
     lengths = torch.tensor([100, 40]).repeat(B // 2)
     for cap, want in ((20, {100: 5, 40: 2}), (3, {100: 3, 40: 2})):
-        out = mw.spec_augment(torch.zeros(B, 1, 100), freq_masks=0, freq_width=0, time_masks=0.05, time_width=1,
-                              max_time_masks=cap, lengths=lengths, generator=seeded(2))
+        out = mw.spec_augment(
+            torch.zeros(B, 1, 100),
+            freq_masks=0,
+            freq_width=0,
+            time_masks=0.05,
+            time_width=1,
+            max_time_masks=cap,
+            lengths=lengths,
+            generator=seeded(2),
+        )
         for n, k in want.items():
             masked = out.time_masked[lengths == n].sum(1)
             assert masked.max().item() <= k
@@ -334,22 +442,68 @@ def test_adaptive_time_mask_count():
         (lambda: torch.zeros(2, 10, 30), dict(freq_width=11), ValueError, "11"),
         (lambda: torch.zeros(2, 10, 30), dict(freq_width=5, time_width=31), ValueError, "31"),
         (lambda: torch.zeros(2, 10, 30), dict(freq_width=5, time_width=1.5), ValueError, "1.5"),
-        (lambda: torch.zeros(2, 10, 30), dict(freq_width=5, time_width=5, lengths=torch.tensor([30, 31])),
-         ValueError, "31"),
-        (lambda: torch.zeros(2, 10, 30), dict(freq_width=5, time_width=5, lengths=torch.tensor([-1, 3])),
-         ValueError, "-1"),
-        (lambda: torch.zeros(2, 10, 30), dict(freq_width=5, time_width=5, lengths=torch.tensor([3, 4, 5])),
-         ValueError, r"\(3,\)"),
-        (lambda: torch.zeros(2, 10, 30), dict(freq_width=5, time_width=5, lengths=torch.tensor([3.0, 4.0])),
-         TypeError, "float"),
-        (lambda: torch.zeros(2, 10, 30, dtype=torch.long), dict(freq_width=5, time_width=5), TypeError, "int64"),
+        (
+            lambda: torch.zeros(2, 10, 30),
+            dict(freq_width=5, time_width=5, lengths=torch.tensor([30, 31])),
+            ValueError,
+            "31",
+        ),
+        (
+            lambda: torch.zeros(2, 10, 30),
+            dict(freq_width=5, time_width=5, lengths=torch.tensor([-1, 3])),
+            ValueError,
+            "-1",
+        ),
+        (
+            lambda: torch.zeros(2, 10, 30),
+            dict(freq_width=5, time_width=5, lengths=torch.tensor([3, 4, 5])),
+            ValueError,
+            r"\(3,\)",
+        ),
+        (
+            lambda: torch.zeros(2, 10, 30),
+            dict(freq_width=5, time_width=5, lengths=torch.tensor([3.0, 4.0])),
+            TypeError,
+            "float",
+        ),
+        (
+            lambda: torch.zeros(2, 10, 30, dtype=torch.long),
+            dict(freq_width=5, time_width=5),
+            TypeError,
+            "int64",
+        ),
         (lambda: torch.zeros(10, 30), dict(freq_width=5, time_width=5), ValueError, r"\(10, 30\)"),
-        (lambda: torch.zeros(1, 1, 1, 10, 30), dict(freq_width=5, time_width=5), ValueError, r"\(1, 1, 1, 10, 30\)"),
+        (
+            lambda: torch.zeros(1, 1, 1, 10, 30),
+            dict(freq_width=5, time_width=5),
+            ValueError,
+            r"\(1, 1, 1, 10, 30\)",
+        ),
         (lambda: torch.zeros(2, 10, 30), dict(policy="XL"), ValueError, "XL"),
-        (lambda: torch.zeros(2, 10, 30), dict(freq_width=5, time_width=5, value="median"), ValueError, "median"),
-        (lambda: torch.zeros(2, 10, 30), dict(freq_width=5, time_width=5, freq_masks=-1), ValueError, "-1"),
-        (lambda: torch.zeros(2, 10, 30), dict(freq_width=5, time_width=5, time_masks=-2), ValueError, "-2"),
-        (lambda: torch.zeros(2, 10, 30), dict(freq_width=5, time_width=5, max_time_fraction=1.2), ValueError, "1.2"),
+        (
+            lambda: torch.zeros(2, 10, 30),
+            dict(freq_width=5, time_width=5, value="median"),
+            ValueError,
+            "median",
+        ),
+        (
+            lambda: torch.zeros(2, 10, 30),
+            dict(freq_width=5, time_width=5, freq_masks=-1),
+            ValueError,
+            "-1",
+        ),
+        (
+            lambda: torch.zeros(2, 10, 30),
+            dict(freq_width=5, time_width=5, time_masks=-2),
+            ValueError,
+            "-2",
+        ),
+        (
+            lambda: torch.zeros(2, 10, 30),
+            dict(freq_width=5, time_width=5, max_time_fraction=1.2),
+            ValueError,
+            "1.2",
+        ),
     ],
 )
 def test_spec_augment_bad_input(make, kwargs, err, match):
@@ -365,7 +519,9 @@ def test_spec_augment_determinism_and_global_rng_untouched():
     assert torch.equal(torch.get_rng_state(), state)
     assert torch.equal(a.spec, b.spec) and torch.equal(a.time_masked, b.time_masked)
     c = mw.spec_augment(x, freq_width=10, time_width=30, generator=seeded(10))
-    assert not (torch.equal(a.freq_masked, c.freq_masked) and torch.equal(a.time_masked, c.time_masked))
+    assert not (
+        torch.equal(a.freq_masked, c.freq_masked) and torch.equal(a.time_masked, c.time_masked)
+    )
     # Without a generator, torch's global generator decides (reproducible under manual_seed).
     torch.manual_seed(0)
     d = mw.spec_augment(x, freq_width=10, time_width=30)
@@ -377,7 +533,9 @@ def test_spec_augment_determinism_and_global_rng_untouched():
 
 def test_spec_augment_nothing_to_mask():
     x = random_spec((3, 10, 20))
-    out = mw.spec_augment(x, freq_masks=0, time_masks=0, freq_width=5, time_width=5, generator=seeded(0))
+    out = mw.spec_augment(
+        x, freq_masks=0, time_masks=0, freq_width=5, time_width=5, generator=seeded(0)
+    )
     assert torch.equal(out.spec, x) and not out.freq_masked.any() and not out.time_masked.any()
     out = mw.spec_augment(x, freq_width=0, time_width=0, generator=seeded(0))
     assert torch.equal(out.spec, x) and not out.freq_masked.any() and not out.time_masked.any()
@@ -409,10 +567,14 @@ def test_mask_time_spans_literals():
     m = mw.mask_time_spans(torch.tensor([12]), 15, 0.0, span=10, min_spans=5, generator=seeded(0))
     assert m.int().tolist() == [[1] * 12 + [0] * 3]
     # Rows shorter than the span get nothing, whatever the rate and min_spans.
-    m = mw.mask_time_spans(torch.tensor([9, 3, 0]), 20, 1.0, span=10, min_spans=4, generator=seeded(0))
+    m = mw.mask_time_spans(
+        torch.tensor([9, 3, 0]), 20, 1.0, span=10, min_spans=4, generator=seeded(0)
+    )
     assert not m.any()
     # Rate 0 and no min_spans: nothing.
-    assert not mw.mask_time_spans(torch.full((50,), 300), 300, 0.0, span=10, generator=seeded(0)).any()
+    assert not mw.mask_time_spans(
+        torch.full((50,), 300), 300, 0.0, span=10, generator=seeded(0)
+    ).any()
     assert mw.mask_time_spans(torch.zeros(0, dtype=torch.long), 7, 0.5).shape == (0, 7)
 
 
@@ -422,7 +584,9 @@ def test_min_spans_gives_at_least_that_many_spans():
     m = mw.mask_time_spans(lengths, 50, 0.0, span=1, min_spans=3, generator=seeded(0))
     assert m.sum(1).tolist() == [3, 3, 3, 2]
     # Span 10, rate 0: 1 to 2 spans' worth of frames (they may overlap), at least one full span.
-    m = mw.mask_time_spans(torch.full((300,), 200), 200, 0.0, span=10, min_spans=2, generator=seeded(1))
+    m = mw.mask_time_spans(
+        torch.full((300,), 200), 200, 0.0, span=10, min_spans=2, generator=seeded(1)
+    )
     c = m.sum(1)
     assert (c >= 11).all() and (c <= 20).all() and (c == 20).any()
 
@@ -438,11 +602,18 @@ def test_span_count_rounds_probabilistically_and_is_unbiased():
 
 @settings(max_examples=50, deadline=None)
 @given(
-    B=st.integers(1, 6), T=st.integers(0, 60), rate=st.floats(0, 1), span=st.integers(1, 15),
-    min_spans=st.integers(0, 4), seed=st.integers(0, 2**31), data=st.data(),
+    B=st.integers(1, 6),
+    T=st.integers(0, 60),
+    rate=st.floats(0, 1),
+    span=st.integers(1, 15),
+    min_spans=st.integers(0, 4),
+    seed=st.integers(0, 2**31),
+    data=st.data(),
 )
 def test_property_spans_never_touch_padding(B, T, rate, span, min_spans, seed, data):
-    lengths = torch.tensor(data.draw(st.lists(st.integers(0, T), min_size=B, max_size=B)), dtype=torch.long)
+    lengths = torch.tensor(
+        data.draw(st.lists(st.integers(0, T), min_size=B, max_size=B)), dtype=torch.long
+    )
     m = mw.mask_time_spans(lengths, T, rate, span=span, min_spans=min_spans, generator=seeded(seed))
     assert m.shape == (B, T) and m.dtype == torch.bool
     assert not m[torch.arange(T) >= lengths[:, None]].any()
@@ -461,7 +632,9 @@ def test_a_rows_mask_does_not_depend_on_other_rows():
     keys = [3, 4, 5, 6]
     batch = mw.mask_time_spans(lengths, 1000, 0.65, generator=keyed(0, keys))
     for b in (0, 2):
-        alone = mw.mask_time_spans(lengths[b : b + 1], 1000, 0.65, generator=keyed(0, keys[b : b + 1]))
+        alone = mw.mask_time_spans(
+            lengths[b : b + 1], 1000, 0.65, generator=keyed(0, keys[b : b + 1])
+        )
         assert torch.equal(alone[0], batch[b])
 
 
@@ -473,7 +646,9 @@ def test_a_rows_mask_does_not_depend_on_the_batch_padding():
     mismatched = []
     for seed in range(20):
         alone = mw.mask_time_spans(torch.tensor([57]), 57, 0.65, generator=keyed(seed, [1]))
-        batch = mw.mask_time_spans(torch.tensor([57, 400]), 400, 0.65, generator=keyed(seed, [1, 2]))
+        batch = mw.mask_time_spans(
+            torch.tensor([57, 400]), 400, 0.65, generator=keyed(seed, [1, 2])
+        )
         if not torch.equal(alone[0], batch[0, :57]):
             mismatched.append(seed)
     assert not mismatched, f"seeds whose mask changed with the padding: {mismatched}"
@@ -498,9 +673,14 @@ def test_long_rows_keep_their_rate_next_to_short_rows():
     m = mw.mask_time_spans(lengths, 1000, 0.65, span=10, generator=seeded(5))
     long_rows = m[lengths == 1000]
     # 400 long rows: std of the mean ~1e-3; tolerance 0.006.
-    assert abs(long_rows.double().mean().item() - ref.expected_time_span_fraction(1000, 0.65, 10)) < 0.006
+    assert (
+        abs(long_rows.double().mean().item() - ref.expected_time_span_fraction(1000, 0.65, 10))
+        < 0.006
+    )
     short = m[lengths == 200][:, :200]
-    assert abs(short.double().mean().item() - ref.expected_time_span_fraction(200, 0.65, 10)) < 0.006
+    assert (
+        abs(short.double().mean().item() - ref.expected_time_span_fraction(200, 0.65, 10)) < 0.006
+    )
 
 
 def _hf_fraction(lengths_batches, T, rate, span, use_attention_mask):

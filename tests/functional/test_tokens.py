@@ -49,11 +49,23 @@ def test_mask_tokens_bad_input():
 
 
 @settings(max_examples=50, deadline=None)
-@given(B=st.integers(1, 6), L=st.integers(2, 30), rate=st.floats(0, 1), exact=st.booleans(), seed=st.integers(0, 10**6))
+@given(
+    B=st.integers(1, 6),
+    L=st.integers(2, 30),
+    rate=st.floats(0, 1),
+    exact=st.booleans(),
+    seed=st.integers(0, 10**6),
+)
 def test_property_padding_and_specials_never_masked(B, L, rate, exact, seed):
     ids, am = random_batch(B, L, seed)
-    m = mw.mask_tokens(ids, rate, special_ids=SPECIAL, attention_mask=am, exact=exact,
-                       generator=torch.Generator().manual_seed(seed))
+    m = mw.mask_tokens(
+        ids,
+        rate,
+        special_ids=SPECIAL,
+        attention_mask=am,
+        exact=exact,
+        generator=torch.Generator().manual_seed(seed),
+    )
     assert not (m & (am == 0)).any()
     assert not (m & torch.isin(ids, torch.tensor(SPECIAL))).any()
 
@@ -153,9 +165,12 @@ def test_word_ids_from_encoding_rejects_slow_encodings():
 @pytest.mark.parametrize("split", [(0.8, 0.1), (1.0, 0.0), (0.0, 1.0), (0.5, 0.5), (0.0, 0.0)])
 def test_corrupt_matches_reference(split):
     ids, am = random_batch(10, 30, seed=7)
-    masked = mw.mask_tokens(ids, 0.5, special_ids=SPECIAL, attention_mask=am,
-                            generator=torch.Generator().manual_seed(1))
-    kw = dict(mask_id=3, vocab_size=V, replace_prob=split[0], random_prob=split[1], special_ids=SPECIAL)
+    masked = mw.mask_tokens(
+        ids, 0.5, special_ids=SPECIAL, attention_mask=am, generator=torch.Generator().manual_seed(1)
+    )
+    kw = dict(
+        mask_id=3, vocab_size=V, replace_prob=split[0], random_prob=split[1], special_ids=SPECIAL
+    )
     got = mw.corrupt(ids, masked, generator=torch.Generator().manual_seed(2), **kw)
     want = ref.corrupt(ids, masked, generator=torch.Generator().manual_seed(2), **kw)
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
@@ -165,8 +180,14 @@ def test_corrupt_split_statistics_and_specials():
     # 60k masked tokens: each share has std < 0.002; tolerance 0.01.
     ids = torch.randint(4, 12, (600, 100), generator=torch.Generator().manual_seed(0))
     masked = torch.ones_like(ids, dtype=torch.bool)
-    out, labels = mw.corrupt(ids, masked, mask_id=3, vocab_size=12, special_ids=SPECIAL,
-                             generator=torch.Generator().manual_seed(1))
+    out, labels = mw.corrupt(
+        ids,
+        masked,
+        mask_id=3,
+        vocab_size=12,
+        special_ids=SPECIAL,
+        generator=torch.Generator().manual_seed(1),
+    )
     n = masked.sum().item()
     replaced = (out == 3).sum().item() / n
     kept = (out == ids).sum().item() / n
@@ -182,12 +203,22 @@ def test_corrupt_random_ids_uniform_over_allowed():
     ids = torch.full((2000, 50), 10)
     masked = torch.ones_like(ids, dtype=torch.bool)
     specials = [0, 5, 6, 19]
-    out, _ = mw.corrupt(ids, masked, mask_id=7, vocab_size=20, replace_prob=0.0, random_prob=1.0,
-                        special_ids=specials, generator=torch.Generator().manual_seed(0))
+    out, _ = mw.corrupt(
+        ids,
+        masked,
+        mask_id=7,
+        vocab_size=20,
+        replace_prob=0.0,
+        random_prob=1.0,
+        special_ids=specials,
+        generator=torch.Generator().manual_seed(0),
+    )
     counts = torch.bincount(out.flatten(), minlength=20).float() / out.numel()
     allowed = [i for i in range(20) if i not in specials + [7]]
     assert counts[specials + [7]].sum() == 0
-    assert torch.allclose(counts[allowed], torch.full((len(allowed),), 1 / len(allowed)), atol=0.003)
+    assert torch.allclose(
+        counts[allowed], torch.full((len(allowed),), 1 / len(allowed)), atol=0.003
+    )
 
 
 def test_corrupt_does_not_modify_input_and_keeps_dtype():
@@ -205,7 +236,11 @@ def test_corrupt_does_not_modify_input_and_keeps_dtype():
     [
         (dict(mask_id=None, vocab_size=10), ValueError, "mask_id"),
         (dict(mask_id=4, vocab_size=None), ValueError, "vocab_size"),
-        (dict(mask_id=4, vocab_size=10, replace_prob=0.8, random_prob=0.3), ValueError, "at most 1"),
+        (
+            dict(mask_id=4, vocab_size=10, replace_prob=0.8, random_prob=0.3),
+            ValueError,
+            "at most 1",
+        ),
         (dict(mask_id=4, vocab_size=10, replace_prob=1.2), ValueError, "1.2"),
         (dict(mask_id=4, vocab_size=2, special_ids=[0, 1]), ValueError, "No id is left"),
     ],
@@ -265,7 +300,9 @@ def test_mask_features_seed_formula_and_dims():
 
 def test_mask_features_rate_statistics_and_per_row_rates():
     x = torch.ones(4, 50000)
-    _, m = mw.mask_features(x, torch.tensor([0.0, 0.1, 0.5, 1.0]), generator=torch.Generator().manual_seed(0))
+    _, m = mw.mask_features(
+        x, torch.tensor([0.0, 0.1, 0.5, 1.0]), generator=torch.Generator().manual_seed(0)
+    )
     got = m.float().mean(1)
     assert torch.allclose(got, torch.tensor([0.0, 0.1, 0.5, 1.0]), atol=0.01)  # std <= 2.3e-3
 
@@ -296,8 +333,12 @@ def test_review_edge_cases():
         mw.sample_mask(torch.ones(1, 3, dtype=torch.bool), float("nan"))
     # Random ids must fit the ids' dtype.
     with pytest.raises(ValueError, match="int16"):
-        mw.corrupt(torch.ones(1, 3, dtype=torch.int16), torch.ones(1, 3, dtype=torch.bool),
-                   mask_id=4, vocab_size=100000)
+        mw.corrupt(
+            torch.ones(1, 3, dtype=torch.int16),
+            torch.ones(1, 3, dtype=torch.bool),
+            mask_id=4,
+            vocab_size=100000,
+        )
     # A masked inf becomes 0, not NaN.
     x = torch.tensor([[float("inf"), 1.0]])
     xm, m = mw.mask_features(x, 1.0)

@@ -95,8 +95,12 @@ def spec_augment(
     B, F, T = spec.shape[0], spec.shape[-2], spec.shape[-1]
     n = [T] * B if lengths is None else [int(v) for v in lengths]
     counts, t_widths, M = spec_augment_params(
-        n, T, time_masks=time_masks, time_width=time_width,
-        max_time_fraction=max_time_fraction, max_time_masks=max_time_masks,
+        n,
+        T,
+        time_masks=time_masks,
+        time_width=time_width,
+        max_time_fraction=max_time_fraction,
+        max_time_masks=max_time_masks,
     )
     freq = torch.zeros(B, F, dtype=torch.bool)
     time = torch.zeros(B, T, dtype=torch.bool)
@@ -118,7 +122,12 @@ def spec_augment(
     for b in range(B if not masks_only else 0):
         rows = spec[b].tolist()  # (F, T) or (C, F, T) nested lists
         if value == "mean":
-            real = [v for plane in (rows if spec.dim() == 4 else [rows]) for fr in plane for v in fr[: n[b]]]
+            real = [
+                v
+                for plane in (rows if spec.dim() == 4 else [rows])
+                for fr in plane
+                for v in fr[: n[b]]
+            ]
             fill = math.fsum(real) / len(real) if real else 0.0
         else:
             fill = float(value)
@@ -141,7 +150,9 @@ def time_span_count(n, rate, span, min_spans, eps):
     return min(max(k, min_spans), n_starts)
 
 
-def mask_time_spans(lengths, max_len, rate, *, span=10, min_spans=0, generator=None, return_starts=False):
+def mask_time_spans(
+    lengths, max_len, rate, *, span=10, min_spans=0, generator=None, return_starts=False
+):
     """wav2vec2 span masks row by row: the ``k`` allowed start frames with the largest keys, then
     the union of ``[start, start + span)``."""
     B, T = len(lengths), int(max_len)

@@ -28,7 +28,9 @@ def sample_mask(valid, rate, *, exact=False, weights=None, generator=None):
             else:
                 total = sum(float(weights[b, j]) for j in pos)
                 p = {
-                    j: min(1.0, rates[b] * len(pos) * float(weights[b, j]) / total) if total > 0 else 0.0
+                    j: min(1.0, rates[b] * len(pos) * float(weights[b, j]) / total)
+                    if total > 0
+                    else 0.0
                     for j in pos
                 }
             for j in pos:
@@ -40,7 +42,8 @@ def sample_mask(valid, rate, *, exact=False, weights=None, generator=None):
             else:
                 keyed = [
                     (math.log(float(u[b, j])) / float(weights[b, j]), j)
-                    for j in pos if float(weights[b, j]) > 0
+                    for j in pos
+                    if float(weights[b, j]) > 0
                 ]
             for _, j in sorted(keyed, reverse=True)[:k]:
                 out[b, j] = True
@@ -91,7 +94,9 @@ def word_ids_from_offsets(offsets):
     return out
 
 
-def corrupt(input_ids, masked, *, mask_id, vocab_size, replace_prob, random_prob, special_ids, generator):
+def corrupt(
+    input_ids, masked, *, mask_id, vocab_size, replace_prob, random_prob, special_ids, generator
+):
     B, L = input_ids.shape
     u = uniform((B, L), generator=generator)
     allowed = [i for i in range(vocab_size) if i not in set(special_ids) | {mask_id}]
@@ -131,7 +136,11 @@ def t5_corrupt(input_ids, masked, *, sentinel_ids, eos_id, pad_id, attention_mas
     ins, tgts = [], []
     for b in range(B):
         real = [
-            (bool(attention_mask[b, j]) if attention_mask is not None else int(input_ids[b, j]) != pad_id)
+            (
+                bool(attention_mask[b, j])
+                if attention_mask is not None
+                else int(input_ids[b, j]) != pad_id
+            )
             for j in range(L)
         ]
         toks = [(int(input_ids[b, j]), bool(masked[b, j])) for j in range(L) if real[j]]

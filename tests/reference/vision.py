@@ -39,7 +39,9 @@ def mask_patches(batch, num_patches, rate, *, scores=None, hard_fraction=1.0, ge
         if k_hard:
             by_score = sorted(range(N), key=lambda j: float(scores[b, j]), reverse=True)
             hard = by_score[:k_hard]
-        rest = sorted((j for j in range(N) if j not in hard), key=lambda j: float(u[b, j]), reverse=True)
+        rest = sorted(
+            (j for j in range(N) if j not in hard), key=lambda j: float(u[b, j]), reverse=True
+        )
         for j in hard + rest[: k - k_hard]:
             out[b, j] = True
     return out
@@ -65,8 +67,16 @@ def keep_indices(masked):
 
 
 def mask_blocks(
-    batch, grid, num_masked, *, min_block=16, max_block=None, aspect=(0.3, 1 / 0.3), rounds=10,
-    generator=None, return_filled=False,
+    batch,
+    grid,
+    num_masked,
+    *,
+    min_block=16,
+    max_block=None,
+    aspect=(0.3, 1 / 0.3),
+    rounds=10,
+    generator=None,
+    return_filled=False,
 ):
     """BEiT blocks: ``rounds`` rectangles per sample, then the exact fill next to the blocks.
 
@@ -94,7 +104,10 @@ def mask_blocks(
             top = math.floor(float(u[b, 2]) * (H - h + 1))
             left = math.floor(float(u[b, 3]) * (W - w + 1))
             new = [
-                (i, j) for i in range(top, top + h) for j in range(left, left + w) if not masked[b][i][j]
+                (i, j)
+                for i in range(top, top + h)
+                for j in range(left, left + w)
+                if not masked[b][i][j]
             ]
             if 0 < len(new) <= remaining:
                 for i, j in new:
@@ -112,7 +125,8 @@ def mask_blocks(
                     continue
                 n = sum(
                     masked[b][i + di][j + dj]
-                    for di in (-1, 0, 1) for dj in (-1, 0, 1)
+                    for di in (-1, 0, 1)
+                    for dj in (-1, 0, 1)
                     if 0 <= i + di < H and 0 <= j + dj < W
                 )
                 key = torch.tensor(float(n), dtype=torch.float32) + u[b, i * W + j]  # float32 sum
@@ -148,7 +162,9 @@ def patchify(images, patch_size):
                 for r in range(p):
                     for c in range(p):
                         for ch in range(C):
-                            out[b, i * w + j, (r * p + c) * C + ch] = images[b, ch, i * p + r, j * p + c]
+                            out[b, i * w + j, (r * p + c) * C + ch] = images[
+                                b, ch, i * p + r, j * p + c
+                            ]
     return out
 
 
@@ -168,7 +184,9 @@ def unpatchify(patches, patch_size, grid):
     return out
 
 
-def erase(images, *, p=0.5, scale=(0.02, 0.33), ratio=(0.3, 3.3), value=0.0, attempts=10, generator=None):
+def erase(
+    images, *, p=0.5, scale=(0.02, 0.33), ratio=(0.3, 3.3), value=0.0, attempts=10, generator=None
+):
     """Per-sample random erasing: the first of ``attempts`` shapes that fits, torchvision-style.
 
     Also returns, per sample, ``(top, left, h, w)`` of the erased rectangle or None.

@@ -57,20 +57,27 @@ def _flex_fn() -> Any:
     return torch.compile(flex_attention, dynamic=False)
 
 
-def _check_forced(backend: str, mask: AttentionSpec | None, q: torch.Tensor, k: torch.Tensor) -> None:
+def _check_forced(
+    backend: str, mask: AttentionSpec | None, q: torch.Tensor, k: torch.Tensor
+) -> None:
     """A forced backend must be able to express the mask: never ignore part of it silently."""
     Q, KV = q.shape[-2], k.shape[-2]
     ok = {
         "sdpa": mask is None or isinstance(mask, Full),
         "sdpa_causal": _is_causal(mask) and Q == KV,
         "sdpa_causal_lower_right": _is_causal(mask),  # Q > KV goes through the dense path
-        "varlen": mask is not None and _varlen_parts(mask) is not None and Q == KV
-        and q.device.type == "cuda" and _varlen_fn() is not None,
+        "varlen": mask is not None
+        and _varlen_parts(mask) is not None
+        and Q == KV
+        and q.device.type == "cuda"
+        and _varlen_fn() is not None,
         "flex": _flex_fn() is not None,
         "dense": True,
     }[backend]
     if not ok:
-        raise ValueError(f"backend={backend!r} cannot apply the mask {mask!r} to Q={Q}, KV={KV} on {q.device}.")
+        raise ValueError(
+            f"backend={backend!r} cannot apply the mask {mask!r} to Q={Q}, KV={KV} on {q.device}."
+        )
 
 
 def choose_backend(
@@ -105,7 +112,14 @@ def choose_backend(
             return "sdpa_causal_lower_right"
     cuda = q.device.type == "cuda"
     half = q.dtype in (torch.float16, torch.bfloat16)  # the flash varlen kernel's dtypes
-    if cuda and half and dropout_p == 0.0 and Q == KV and _varlen_parts(mask) is not None and _varlen_fn() is not None:
+    if (
+        cuda
+        and half
+        and dropout_p == 0.0
+        and Q == KV
+        and _varlen_parts(mask) is not None
+        and _varlen_fn() is not None
+    ):
         return "varlen"
     needs_grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
     if dropout_p == 0.0 and _flex_fn() is not None:
@@ -150,8 +164,14 @@ def attend(
         raise ValueError(
             f"q, k, v must be (B, H, L, D) ({tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)} given)."
         )
-    if k.shape != v.shape[:-1] + (k.shape[-1],) or q.shape[0] != k.shape[0] or q.shape[-1] != k.shape[-1]:
-        raise ValueError(f"Incompatible q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}.")
+    if (
+        k.shape != v.shape[:-1] + (k.shape[-1],)
+        or q.shape[0] != k.shape[0]
+        or q.shape[-1] != k.shape[-1]
+    ):
+        raise ValueError(
+            f"Incompatible q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}."
+        )
     H, H_kv = q.shape[1], k.shape[1]
     if H % H_kv:
         raise ValueError(f"Query heads ({H}) must be a multiple of key/value heads ({H_kv}).")
@@ -161,11 +181,15 @@ def attend(
     name = choose_backend(mask, q, k, v, dropout_p=dropout_p, backend=backend)
     Q, KV = q.shape[-2], k.shape[-2]
     if name == "sdpa" or mask is None:
-        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, scale=scale, enable_gqa=gqa)
+        return F.scaled_dot_product_attention(
+            q, k, v, dropout_p=dropout_p, scale=scale, enable_gqa=gqa
+        )
     if name == "sdpa_causal":
         if Q != KV:
             raise ValueError("sdpa_causal needs Q == KV (use sdpa_causal_lower_right).")
-        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True, scale=scale, enable_gqa=gqa)
+        return F.scaled_dot_product_attention(
+            q, k, v, dropout_p=dropout_p, is_causal=True, scale=scale, enable_gqa=gqa
+        )
     if name == "sdpa_causal_lower_right":
         from torch.nn.attention.bias import causal_lower_right
 
@@ -184,8 +208,13 @@ def attend(
 
 
 def _dense(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: AttentionSpec, scale: float | None,
-    dropout_p: float, gqa: bool,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: AttentionSpec,
+    scale: float | None,
+    dropout_p: float,
+    gqa: bool,
 ) -> torch.Tensor:
     allowed = mask.dense(q.shape[-2], k.shape[-2], device=q.device)  # (B or 1, 1, Q, KV)
     live = allowed.any(-1, keepdim=True)  # (B or 1, 1, Q, 1): rows with a key
@@ -201,7 +230,12 @@ def _dense(
 
 
 def _flex(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: AttentionSpec, scale: float | None, gqa: bool
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: AttentionSpec,
+    scale: float | None,
+    gqa: bool,
 ) -> torch.Tensor:
     block_mask = mask.block_mask(q.shape[-2], k.shape[-2], device=q.device)
     # FlexAttention already returns zeros for rows whose every key is masked.
@@ -209,7 +243,12 @@ def _flex(
 
 
 def _varlen(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: AttentionSpec, scale: float | None, gqa: bool
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: AttentionSpec,
+    scale: float | None,
+    gqa: bool,
 ) -> torch.Tensor:
     parts = _varlen_parts(mask)
     assert parts is not None
@@ -222,9 +261,16 @@ def _varlen(
         return x.transpose(1, 2).flatten(0, 1).index_select(0, idx)
 
     out = _varlen_fn()(
-        pack(q), pack(k), pack(v), cu, cu, max_len, max_len,
+        pack(q),
+        pack(k),
+        pack(v),
+        cu,
+        cu,
+        max_len,
+        max_len,
         scale=scale if scale is not None else 1.0 / math.sqrt(D),
-        window_size=(-1, 0) if is_causal else (-1, -1), enable_gqa=gqa,
+        window_size=(-1, 0) if is_causal else (-1, -1),
+        enable_gqa=gqa,
     )  # (total, H, D)
     full = torch.zeros(B * L, H, D, dtype=out.dtype, device=out.device)
     return full.index_copy(0, idx, out).view(B, L, H, D).transpose(1, 2)

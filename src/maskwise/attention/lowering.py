@@ -31,8 +31,15 @@ def _block_bounds(n: int, bs: int, device: torch.device) -> tuple[torch.Tensor, 
 
 
 def _refine(
-    spec: AttentionSpec, cand: torch.Tensor, qs: torch.Tensor, qe: torch.Tensor, ks: torch.Tensor,
-    ke: torch.Tensor, Q: int, KV: int, bs: int,
+    spec: AttentionSpec,
+    cand: torch.Tensor,
+    qs: torch.Tensor,
+    qe: torch.Tensor,
+    ks: torch.Tensor,
+    ke: torch.Tensor,
+    Q: int,
+    KV: int,
+    bs: int,
 ) -> torch.Tensor:
     """Evaluate the rule on the candidate blocks (C, 3) = (b, qb, kb): does any pair attend?"""
     device = cand.device
@@ -82,7 +89,9 @@ def build_block_mask(
     if maybe is not None:
         cand = (any_ & maybe.expand(shape)).nonzero()  # (C, 3); a host sync, once per mask
         if cand.numel():
-            any_[cand[:, 0], cand[:, 1], cand[:, 2]] = _refine(spec, cand, qs, qe, ks, ke, Q, KV, bs)
+            any_[cand[:, 0], cand[:, 1], cand[:, 2]] = _refine(
+                spec, cand, qs, qe, ks, ke, Q, KV, bs
+            )
     full = all_ & any_
     partial = any_ & ~full
     kv_num, kv_idx = _indices(partial)
@@ -94,8 +103,17 @@ def build_block_mask(
         q_num, q_idx = _indices(partial.transpose(-1, -2))
         full_q_num, full_q_idx = _indices(full.transpose(-1, -2))
         return BlockMask(
-            (Q, KV), kv_num, kv_idx, full_num, full_idx, q_num, q_idx, full_q_num, full_q_idx,
-            BLOCK_SIZE=(bs, bs), mask_mod=mod,
+            (Q, KV),
+            kv_num,
+            kv_idx,
+            full_num,
+            full_idx,
+            q_num,
+            q_idx,
+            full_q_num,
+            full_q_idx,
+            BLOCK_SIZE=(bs, bs),
+            mask_mod=mod,
         )
     except TypeError:  # a torch whose BlockMask constructor differs: the public route
         return BlockMask.from_kv_blocks(
@@ -106,13 +124,19 @@ def build_block_mask(
 # ------------------------------------------------------------------------------------------------
 # Other conventions
 # ------------------------------------------------------------------------------------------------
-def hf_bool_mask(spec: AttentionSpec, q_len: int, kv_len: int | None = None, *, device: Any = None) -> torch.Tensor:
+def hf_bool_mask(
+    spec: AttentionSpec, q_len: int, kv_len: int | None = None, *, device: Any = None
+) -> torch.Tensor:
     """Hugging Face 4-D boolean mask (B, 1, Q, KV), True = may attend."""
     return spec.dense(q_len, kv_len, device=device)
 
 
 def hf_additive_mask(
-    spec: AttentionSpec, q_len: int, kv_len: int | None = None, *, dtype: torch.dtype = torch.float32,
+    spec: AttentionSpec,
+    q_len: int,
+    kv_len: int | None = None,
+    *,
+    dtype: torch.dtype = torch.float32,
     device: Any = None,
 ) -> torch.Tensor:
     """Hugging Face 4-D additive mask (B, 1, Q, KV): 0 where allowed, ``finfo(dtype).min`` where
@@ -123,7 +147,12 @@ def hf_additive_mask(
 
 
 def mha_attn_mask_blocked(
-    spec: AttentionSpec, q_len: int, kv_len: int | None = None, *, num_heads: int = 1, device: Any = None
+    spec: AttentionSpec,
+    q_len: int,
+    kv_len: int | None = None,
+    *,
+    num_heads: int = 1,
+    device: Any = None,
 ) -> torch.Tensor:
     """``nn.MultiheadAttention``'s ``attn_mask``, True = may NOT attend: (Q, KV) for a spec
     without per-sample data, else (B * num_heads, Q, KV) (head-major within a sample, as
@@ -135,7 +164,9 @@ def mha_attn_mask_blocked(
     return blocked.expand(B, num_heads, Q, KV).reshape(B * num_heads, Q, KV)
 
 
-def mha_key_padding_mask_blocked(lengths_or_attention_mask: Any, kv_len: int | None = None) -> torch.Tensor:
+def mha_key_padding_mask_blocked(
+    lengths_or_attention_mask: Any, kv_len: int | None = None
+) -> torch.Tensor:
     """``nn.MultiheadAttention``'s ``key_padding_mask`` (B, KV), True = padding (ignored), from
     lengths (B,) (then ``kv_len`` is required) or an HF attention mask (B, KV), 1 = real."""
     x = torch.as_tensor(lengths_or_attention_mask)
@@ -183,7 +214,9 @@ def varlen_offsets(spec: AttentionSpec, seq_len: int) -> tuple[torch.Tensor, int
     starts = real & (ids != prev)
     token_index = real.flatten().nonzero().squeeze(1)
     start_flags = starts.flatten()[token_index]
-    bounds = torch.cat([start_flags.nonzero().squeeze(1), torch.tensor([token_index.numel()], device=ids.device)])
+    bounds = torch.cat(
+        [start_flags.nonzero().squeeze(1), torch.tensor([token_index.numel()], device=ids.device)]
+    )
     seqlens = bounds.diff()
     cu = torch.nn.functional.pad(seqlens.cumsum(0), (1, 0)).to(torch.int32)
     max_len = int(seqlens.max()) if seqlens.numel() else 0

@@ -128,7 +128,9 @@ class AttentionSpec:
         mask_mod.__name__ = f"maskwise_{type(self).__name__.lower().lstrip('_')}"
         return mask_mod
 
-    def dense(self, q_len: int, kv_len: int | None = None, *, device: torch.device | str | None = None) -> Tensor:
+    def dense(
+        self, q_len: int, kv_len: int | None = None, *, device: torch.device | str | None = None
+    ) -> Tensor:
         """Bool (B or 1, 1, Q, KV), True = may attend.
 
         >>> causal().dense(3).int()[0, 0].tolist()
@@ -202,7 +204,9 @@ class Full(AttentionSpec):
     def allowed(self, b: Tensor, q: Tensor, kv: Tensor, Q: int, KV: int) -> Tensor:
         return (q >= 0) & (kv >= 0)
 
-    def blocks(self, qs: Tensor, qe: Tensor, ks: Tensor, ke: Tensor, Q: int, KV: int) -> tuple[Tensor, Tensor, Tensor | None]:
+    def blocks(
+        self, qs: Tensor, qe: Tensor, ks: Tensor, ke: Tensor, Q: int, KV: int
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
         t = torch.ones(1, qs.shape[0], ks.shape[0], dtype=torch.bool, device=qs.device)
         return t, t, None
 
@@ -216,7 +220,9 @@ class Causal(AttentionSpec):
     def allowed(self, b: Tensor, q: Tensor, kv: Tensor, Q: int, KV: int) -> Tensor:
         return kv <= q + (KV - Q)
 
-    def blocks(self, qs: Tensor, qe: Tensor, ks: Tensor, ke: Tensor, Q: int, KV: int) -> tuple[Tensor, Tensor, Tensor | None]:
+    def blocks(
+        self, qs: Tensor, qe: Tensor, ks: Tensor, ke: Tensor, Q: int, KV: int
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
         o = KV - Q
         any_ = ks[None, :] <= (qe[:, None] - 1 + o)
         all_ = (ke[None, :] - 1) <= (qs[:, None] + o)
@@ -238,7 +244,9 @@ class SlidingWindow(AttentionSpec):
         p = q + (KV - Q)
         return (kv <= p) & (kv > p - self.size)
 
-    def blocks(self, qs: Tensor, qe: Tensor, ks: Tensor, ke: Tensor, Q: int, KV: int) -> tuple[Tensor, Tensor, Tensor | None]:
+    def blocks(
+        self, qs: Tensor, qe: Tensor, ks: Tensor, ke: Tensor, Q: int, KV: int
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
         o, w = KV - Q, self.size
         p_lo, p_hi = qs[:, None] + o, qe[:, None] - 1 + o  # (nQ, 1) first and last query position
         k_lo, k_hi = ks[None, :], ke[None, :] - 1
@@ -262,12 +270,18 @@ class Chunked(AttentionSpec):
             kv, self.size, rounding_mode="floor"
         )
 
-    def blocks(self, qs: Tensor, qe: Tensor, ks: Tensor, ke: Tensor, Q: int, KV: int) -> tuple[Tensor, Tensor, Tensor | None]:
+    def blocks(
+        self, qs: Tensor, qe: Tensor, ks: Tensor, ke: Tensor, Q: int, KV: int
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
         o, s = KV - Q, self.size
         cq_lo, cq_hi = (qs + o) // s, (qe - 1 + o) // s
         ck_lo, ck_hi = ks // s, (ke - 1) // s
         any_ = (cq_lo[:, None] <= ck_hi[None, :]) & (ck_lo[None, :] <= cq_hi[:, None])
-        all_ = (cq_lo == cq_hi)[:, None] & (ck_lo == ck_hi)[None, :] & (cq_lo[:, None] == ck_lo[None, :])
+        all_ = (
+            (cq_lo == cq_hi)[:, None]
+            & (ck_lo == ck_hi)[None, :]
+            & (cq_lo[:, None] == ck_lo[None, :])
+        )
         return any_.unsqueeze(0), all_.unsqueeze(0), None
 
     def __repr__(self) -> str:
@@ -326,7 +340,9 @@ class Padding(_RealPositions):
             raise ValueError(f"padding mask has length {self.real.shape[1]}, keys have {KV}.")
         if self.lengths is not None and self.lengths.device.type == "cpu" and self.lengths.numel():
             if int(self.lengths.max()) > KV:
-                raise ValueError(f"padding lengths must be <= {KV} (max {int(self.lengths.max())} given).")
+                raise ValueError(
+                    f"padding lengths must be <= {KV} (max {int(self.lengths.max())} given)."
+                )
 
     def _real_row(self, b: Tensor, pos: Tensor) -> Tensor:
         # Positions before the key sequence (queries when Q > KV) are not real.
@@ -347,7 +363,9 @@ class Padding(_RealPositions):
         assert self.lengths is not None
         return torch.arange(L, device=self.lengths.device) < self.lengths[:, None]
 
-    def blocks(self, qs: Tensor, qe: Tensor, ks: Tensor, ke: Tensor, Q: int, KV: int) -> tuple[Tensor, Tensor, Tensor | None]:
+    def blocks(
+        self, qs: Tensor, qe: Tensor, ks: Tensor, ke: Tensor, Q: int, KV: int
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
         real = self.real_positions(KV)
         o = KV - Q
         cq = self._block_counts(real, qs + o, qe + o)  # (B, nQ)
@@ -388,7 +406,9 @@ class Cross(_RealPositions):
     def _kv_ok(self, b: Tensor, kv: Tensor) -> Tensor:
         return kv < self.kv_lengths[b]
 
-    def blocks(self, qs: Tensor, qe: Tensor, ks: Tensor, ke: Tensor, Q: int, KV: int) -> tuple[Tensor, Tensor, Tensor | None]:
+    def blocks(
+        self, qs: Tensor, qe: Tensor, ks: Tensor, ke: Tensor, Q: int, KV: int
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
         ql = self.q_lengths.view(-1, 1, 1)
         kl = self.kv_lengths.view(-1, 1, 1)
         any_ = (qs.view(1, -1, 1) < ql) & (ks.view(1, 1, -1) < kl)
@@ -412,12 +432,16 @@ class PrefixLM(AttentionSpec):
 
     def _check(self, Q: int, KV: int) -> None:
         if self.prefix.device.type == "cpu" and self.prefix.numel() and int(self.prefix.max()) > KV:
-            raise ValueError(f"prefix_lengths must be <= {KV} (max {int(self.prefix.max())} given).")
+            raise ValueError(
+                f"prefix_lengths must be <= {KV} (max {int(self.prefix.max())} given)."
+            )
 
     def allowed(self, b: Tensor, q: Tensor, kv: Tensor, Q: int, KV: int) -> Tensor:
         return (kv <= q + (KV - Q)) | (kv < self.prefix[b])
 
-    def blocks(self, qs: Tensor, qe: Tensor, ks: Tensor, ke: Tensor, Q: int, KV: int) -> tuple[Tensor, Tensor, Tensor | None]:
+    def blocks(
+        self, qs: Tensor, qe: Tensor, ks: Tensor, ke: Tensor, Q: int, KV: int
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
         o = KV - Q
         p = self.prefix.view(-1, 1, 1)
         any_ = (ks[None, None, :] <= (qe[None, :, None] - 1 + o)) | (ks[None, None, :] < p)
@@ -479,7 +503,9 @@ class Documents(AttentionSpec):
         for i, row in enumerate(self._lengths):  # host-side construction from Python lists
             if sum(row) > L:
                 raise ValueError(f"row {i}: document lengths {row} sum to {sum(row)} > {L}.")
-            out[i, : sum(row)] = torch.repeat_interleave(torch.arange(len(row)), torch.tensor(row, dtype=torch.long))
+            out[i, : sum(row)] = torch.repeat_interleave(
+                torch.arange(len(row)), torch.tensor(row, dtype=torch.long)
+            )
         return out.to(device)
 
     def _check(self, Q: int, KV: int) -> None:
@@ -511,7 +537,9 @@ class Documents(AttentionSpec):
             self._cache = cache
         return cache
 
-    def blocks(self, qs: Tensor, qe: Tensor, ks: Tensor, ke: Tensor, Q: int, KV: int) -> tuple[Tensor, Tensor, Tensor | None]:
+    def blocks(
+        self, qs: Tensor, qe: Tensor, ks: Tensor, ke: Tensor, Q: int, KV: int
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
         ids = self._cached(KV)
         ranked = torch.where(ids >= 0, ids, _BIG)  # padding sorts last
         L = ranked.shape[1]
@@ -526,7 +554,11 @@ class Documents(AttentionSpec):
         lo = torch.maximum(q_lo[:, :, None], k_lo[:, None, :])
         hi = torch.minimum(q_hi[:, :, None], k_hi[:, None, :])
         any_ = (lo <= hi) & (lo < _BIG)
-        all_ = (q_lo == q_hi)[:, :, None] & (k_lo == k_hi)[:, None, :] & (q_lo[:, :, None] == k_lo[:, None, :])
+        all_ = (
+            (q_lo == q_hi)[:, :, None]
+            & (k_lo == k_hi)[:, None, :]
+            & (q_lo[:, :, None] == k_lo[:, None, :])
+        )
         all_ &= (q_lo[:, :, None] < _BIG) & ((qs + o) >= 0)[None, :, None]
         return any_, all_, None
 
@@ -553,7 +585,9 @@ class MaskMod(AttentionSpec):
     heads).
     """
 
-    def __init__(self, fn: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor], batch: int | None = None) -> None:
+    def __init__(
+        self, fn: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor], batch: int | None = None
+    ) -> None:
         if not callable(fn):
             raise TypeError(f"mask_mod must be callable ({type(fn).__name__} given).")
         self.fn = fn
@@ -609,7 +643,9 @@ class DropKeys(AttentionSpec):
         u = ((z >> 40) & ((1 << 24) - 1)).float() * 2.0**-24  # 24 uniform bits
         return u >= self.rate
 
-    def blocks(self, qs: Tensor, qe: Tensor, ks: Tensor, ke: Tensor, Q: int, KV: int) -> tuple[Tensor, Tensor, Tensor | None]:
+    def blocks(
+        self, qs: Tensor, qe: Tensor, ks: Tensor, ke: Tensor, Q: int, KV: int
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
         nq, nk = qs.shape[0], ks.shape[0]
         rate = self.rate
         t = torch.ones(1, nq, nk, dtype=torch.bool, device=qs.device)
@@ -641,7 +677,9 @@ class _And(AttentionSpec):
     def allowed(self, b: Tensor, q: Tensor, kv: Tensor, Q: int, KV: int) -> Tensor:
         return self.a.allowed(b, q, kv, Q, KV) & self.b.allowed(b, q, kv, Q, KV)
 
-    def blocks(self, qs: Tensor, qe: Tensor, ks: Tensor, ke: Tensor, Q: int, KV: int) -> tuple[Tensor, Tensor, Tensor | None]:
+    def blocks(
+        self, qs: Tensor, qe: Tensor, ks: Tensor, ke: Tensor, Q: int, KV: int
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
         any_a, all_a, maybe_a = self.a.blocks(qs, qe, ks, ke, Q, KV)
         any_b, all_b, maybe_b = self.b.blocks(qs, qe, ks, ke, Q, KV)
         # "all" of an intersection is exact; "any" is exact only where one side is full
@@ -672,7 +710,9 @@ class _Or(AttentionSpec):
     def allowed(self, b: Tensor, q: Tensor, kv: Tensor, Q: int, KV: int) -> Tensor:
         return self.a.allowed(b, q, kv, Q, KV) | self.b.allowed(b, q, kv, Q, KV)
 
-    def blocks(self, qs: Tensor, qe: Tensor, ks: Tensor, ke: Tensor, Q: int, KV: int) -> tuple[Tensor, Tensor, Tensor | None]:
+    def blocks(
+        self, qs: Tensor, qe: Tensor, ks: Tensor, ke: Tensor, Q: int, KV: int
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
         any_a, all_a, maybe_a = self.a.blocks(qs, qe, ks, ke, Q, KV)
         any_b, all_b, maybe_b = self.b.blocks(qs, qe, ks, ke, Q, KV)
         # "any" of a union is exact where each side's is (a side that is certainly non-empty
@@ -770,7 +810,8 @@ def drop_keys(rate: Any, *, seed: int = 0) -> DropKeys:
     return DropKeys(rate, seed=seed)
 
 
-def mask_mod(fn: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor], *, batch: int | None = None) -> MaskMod:
+def mask_mod(
+    fn: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor], *, batch: int | None = None
+) -> MaskMod:
     """Wrap any FlexAttention ``mask_mod`` as a spec (composable with ``&`` and ``|``)."""
     return MaskMod(fn, batch)
-

@@ -95,7 +95,9 @@ class ReliabilityController:
             raise ValueError(f"direction must be 'seed' or 'curriculum' ({direction!r} given).")
         if target is None:
             if signal not in _DEFAULT_TARGETS:
-                raise ValueError(f"target is required for signal={signal!r} (its scale depends on the task).")
+                raise ValueError(
+                    f"target is required for signal={signal!r} (its scale depends on the task)."
+                )
             target = _DEFAULT_TARGETS[signal]
         self.min_rate = check_probability("min_rate", min_rate)
         self.max_rate = check_probability("max_rate", max_rate)
@@ -103,7 +105,9 @@ class ReliabilityController:
             raise ValueError(f"min_rate must be <= max_rate ({min_rate} > {max_rate} given).")
         rate = check_probability("rate", rate)
         if not self.min_rate <= rate <= self.max_rate:
-            raise ValueError(f"rate must lie in [min_rate, max_rate] = [{min_rate}, {max_rate}] ({rate} given).")
+            raise ValueError(
+                f"rate must lie in [min_rate, max_rate] = [{min_rate}, {max_rate}] ({rate} given)."
+            )
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1) ({momentum} given).")
         if gain < 0 or max_delta <= 0:
@@ -157,14 +161,31 @@ class ReliabilityController:
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "rate": self.rate, "smoothed": self.smoothed, "updates": self.updates,
-            "signal": self.signal, "target": self.target, "gain": self.gain,
-            "min_rate": self.min_rate, "max_rate": self.max_rate, "direction": self.direction,
-            "momentum": self.momentum, "max_delta": self.max_delta, "initial_rate": self._initial_rate,
+            "rate": self.rate,
+            "smoothed": self.smoothed,
+            "updates": self.updates,
+            "signal": self.signal,
+            "target": self.target,
+            "gain": self.gain,
+            "min_rate": self.min_rate,
+            "max_rate": self.max_rate,
+            "direction": self.direction,
+            "momentum": self.momentum,
+            "max_delta": self.max_delta,
+            "initial_rate": self._initial_rate,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        for key in ("signal", "target", "gain", "min_rate", "max_rate", "direction", "momentum", "max_delta"):
+        for key in (
+            "signal",
+            "target",
+            "gain",
+            "min_rate",
+            "max_rate",
+            "direction",
+            "momentum",
+            "max_delta",
+        ):
             if key in state:
                 setattr(self, key, state[key])
         self._state.copy_(

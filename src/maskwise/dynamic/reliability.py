@@ -26,11 +26,17 @@ class Reliability(NamedTuple):
         def avg(x: torch.Tensor) -> torch.Tensor:
             return torch.where(n > 0, (x.float() * v).sum() / n.clamp_min(1), nan)
 
-        return {"loss": avg(self.loss), "accuracy": avg(self.correct), "confidence": avg(self.confidence)}
+        return {
+            "loss": avg(self.loss),
+            "accuracy": avg(self.correct),
+            "confidence": avg(self.confidence),
+        }
 
 
 @torch.no_grad()
-def reliability(logits: torch.Tensor, labels: torch.Tensor, *, ignore_index: int = -100) -> Reliability:
+def reliability(
+    logits: torch.Tensor, labels: torch.Tensor, *, ignore_index: int = -100
+) -> Reliability:
     """Per-position loss, correctness and confidence of a classifier's or LM's outputs.
 
     Uses only the logits and labels the training step already has: dynamic masking costs no

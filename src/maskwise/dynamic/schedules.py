@@ -43,7 +43,9 @@ class Schedule:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("kind") != self.kind:
-            raise ValueError(f"State of a {state.get('kind')!r} schedule given to a {self.kind!r} one.")
+            raise ValueError(
+                f"State of a {state.get('kind')!r} schedule given to a {self.kind!r} one."
+            )
         for k, v in state.items():
             if k != "kind":
                 setattr(self, k, v)

@@ -36,7 +36,9 @@ class DifficultyTracker:
     (True, 1.0)
     """
 
-    def __init__(self, num_keys: int, *, momentum: float = 0.99, device: torch.device | str | None = None) -> None:
+    def __init__(
+        self, num_keys: int, *, momentum: float = 0.99, device: torch.device | str | None = None
+    ) -> None:
         if isinstance(num_keys, bool) or not isinstance(num_keys, int) or num_keys < 1:
             raise ValueError(f"num_keys must be a positive int ({num_keys!r} given).")
         if not 0.0 <= momentum < 1.0:
@@ -53,11 +55,15 @@ class DifficultyTracker:
         self.loss, self.count = self.loss.to(device), self.count.to(device)
         return self
 
-    def update(self, keys: torch.Tensor, losses: torch.Tensor, valid: torch.Tensor | None = None) -> None:
+    def update(
+        self, keys: torch.Tensor, losses: torch.Tensor, valid: torch.Tensor | None = None
+    ) -> None:
         """Fold in ``losses`` observed at ``keys`` (same shape; ``valid`` marks entries to use,
         e.g. ``labels != -100``)."""
         if keys.shape != losses.shape:
-            raise ValueError(f"keys {tuple(keys.shape)} and losses {tuple(losses.shape)} must have one shape.")
+            raise ValueError(
+                f"keys {tuple(keys.shape)} and losses {tuple(losses.shape)} must have one shape."
+            )
         if keys.dtype.is_floating_point or keys.dtype == torch.bool:
             raise TypeError(f"keys must be integers ({keys.dtype} given).")
         k = keys.reshape(-1).to(self.device).long()

@@ -19,4 +19,12 @@ from maskwise.experiments.engine import (
 )
 from maskwise.experiments.report import compare
 
-__all__ = ["ControllerConfig", "RunResult", "Task", "TrainConfig", "Variant", "compare", "train_run"]
+__all__ = [
+    "ControllerConfig",
+    "RunResult",
+    "Task",
+    "TrainConfig",
+    "Variant",
+    "compare",
+    "train_run",
+]

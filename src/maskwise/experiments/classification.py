@@ -49,7 +49,9 @@ class _Classification(Task):
         return s.inputs[idx], s.labels[idx]
 
     def train_batches(self, epoch: int, generator: torch.Generator) -> Batches:
-        return Batches(len(self.splits["train"]), self.batch_size, generator, lambda i: self.fetch("train", i))
+        return Batches(
+            len(self.splits["train"]), self.batch_size, generator, lambda i: self.fetch("train", i)
+        )
 
     def forward(self, model: nn.Module, x: Any) -> torch.Tensor:
         return model(x)
@@ -60,7 +62,9 @@ class _Classification(Task):
     def to_device(self, x: Any, device: torch.device) -> Any:
         return x.to(device)
 
-    def train_step(self, model: nn.Module, masker: DynamicMask | None, batch: Any, device: torch.device) -> StepOutput:
+    def train_step(
+        self, model: nn.Module, masker: DynamicMask | None, batch: Any, device: torch.device
+    ) -> StepOutput:
         x, y = batch
         x, y = self.to_device(x, device), y.to(device)
         keys = self.keys_of(x) if masker is not None and masker.tracker is not None else {}
@@ -108,7 +112,9 @@ def train_wordpiece(texts: list[str], vocab_size: int) -> Any:
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, show_progress=False)
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size, special_tokens=SPECIALS, show_progress=False
+    )
     tok.train_from_iterator(texts, trainer=trainer)
     return tok
 
@@ -122,13 +128,24 @@ class TextClassification(TokenTask, _Classification):
     item_name = "examples"
     default_rates = (0.1, 0.2, 0.3)
 
-    def __init__(self, root: str | Path, *, vocab_size: int = 8000, max_len: int = 64, dim: int = 64,
-                 layers: int = 2, epochs: int = 10, seed: int = 0) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        vocab_size: int = 8000,
+        max_len: int = 64,
+        dim: int = 64,
+        layers: int = 2,
+        epochs: int = 10,
+        seed: int = 0,
+    ) -> None:
         self.splits_text, self.classes = D.load_text_classification(root, seed=seed)
         self.tokenizer = train_wordpiece(self.splits_text["train"].inputs, vocab_size)
         self.vocab = self.tokenizer.get_vocab_size()
         self.max_len, self.dim, self.layers = max_len, dim, layers
-        self.splits = {k: D.Split(self._encode(v.inputs), v.labels) for k, v in self.splits_text.items()}
+        self.splits = {
+            k: D.Split(self._encode(v.inputs), v.labels) for k, v in self.splits_text.items()
+        }
         self.train_config = TrainConfig(epochs=epochs, lr=1e-3, weight_decay=0.01)
         self.controller = ControllerConfig(target=0.9, min_rate=0.1, max_rate=0.6)
 
@@ -140,7 +157,12 @@ class TextClassification(TokenTask, _Classification):
         return ids
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "vocab": self.vocab, "max_len": self.max_len, "model": f"transformer d={self.dim} x{self.layers}"}
+        return {
+            **super().describe(),
+            "vocab": self.vocab,
+            "max_len": self.max_len,
+            "model": f"transformer d={self.dim} x{self.layers}",
+        }
 
     def fetch(self, split: str, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         ids, y = super().fetch(split, idx)
@@ -148,7 +170,9 @@ class TextClassification(TokenTask, _Classification):
         return ids[:, : max(1, width)], y
 
     def build_model(self) -> nn.Module:
-        return TextClassifier(self.vocab, len(self.classes), dim=self.dim, layers=self.layers, max_len=self.max_len)
+        return TextClassifier(
+            self.vocab, len(self.classes), dim=self.dim, layers=self.layers, max_len=self.max_len
+        )
 
     def apply_mask(self, masker: DynamicMask, ids: torch.Tensor) -> torch.Tensor:
         return masker(ids, attention_mask=ids != PAD)[0]
@@ -176,10 +200,23 @@ class ImagePatchMask(MaskModule):
     ``forward(images) -> (masked images, mask (B, N))``, ``N = (H / p) * (W / p)``.
     """
 
-    def __init__(self, rate: float, patch_size: int, *, value: float = 0.0, blocks: bool = False,
-                 min_block: int = 2, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        rate: float,
+        patch_size: int,
+        *,
+        value: float = 0.0,
+        blocks: bool = False,
+        min_block: int = 2,
+        seed: int | None = None,
+    ) -> None:
         super().__init__(rate, seed=seed)
-        self.patch_size, self.value, self.blocks, self.min_block = patch_size, value, blocks, min_block
+        self.patch_size, self.value, self.blocks, self.min_block = (
+            patch_size,
+            value,
+            blocks,
+            min_block,
+        )
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         B, _, H, W = images.shape
@@ -189,8 +226,14 @@ class ImagePatchMask(MaskModule):
             return images, torch.zeros(B, N, dtype=torch.bool, device=images.device)
         g = self.generator(images.device)
         if self.blocks:
-            mask = MF.mask_blocks(B, grid, round(self.rate * N), min_block=self.min_block, device=images.device,
-                                  generator=g).view(B, N)
+            mask = MF.mask_blocks(
+                B,
+                grid,
+                round(self.rate * N),
+                min_block=self.min_block,
+                device=images.device,
+                generator=g,
+            ).view(B, N)
         else:
             mask = MF.mask_patches(B, N, self.rate, device=images.device, generator=g)
         pixels = MF.patches_to_pixels(mask, grid, self.patch_size).unsqueeze(1)  # (B, 1, H, W)
@@ -210,9 +253,18 @@ class ImageClassification(_Classification):
     name = "image-classification"
     item_name = "images"
 
-    def __init__(self, root: str | Path = "digits", *, train_size: int | None = None, masker: str = "patch",
-                 model: str = "vit", width: int | None = None, epochs: int | None = None, dev_size: int = 2000,
-                 seed: int = 0) -> None:
+    def __init__(
+        self,
+        root: str | Path = "digits",
+        *,
+        train_size: int | None = None,
+        masker: str = "patch",
+        model: str = "vit",
+        width: int | None = None,
+        epochs: int | None = None,
+        dev_size: int = 2000,
+        seed: int = 0,
+    ) -> None:
         if model not in ("cnn", "vit"):
             raise ValueError(f"model must be 'cnn' or 'vit' ({model!r} given).")
         self.model_kind = model
@@ -237,19 +289,27 @@ class ImageClassification(_Classification):
             g = torch.Generator().manual_seed(seed + 2)
             train = train.subset(torch.randperm(len(train), generator=g)[:train_size].sort().values)
         mean, std = float(train.inputs.mean()), float(train.inputs.std())
-        self.splits = {k: D.Split((v.inputs - mean) / std, v.labels) for k, v in
-                       {"train": train, "dev": dev, "test": test}.items()}
+        self.splits = {
+            k: D.Split((v.inputs - mean) / std, v.labels)
+            for k, v in {"train": train, "dev": dev, "test": test}.items()
+        }
         self.background = (0.0 - mean) / std  # masked pixels become background (0 before scaling)
-        self.classes = [str(i) for i in range(int(max(int(s.labels.max()) for s in self.splits.values())) + 1)]
+        self.classes = [
+            str(i) for i in range(int(max(int(s.labels.max()) for s in self.splits.values())) + 1)
+        ]
         self.width = width or default_width
         self.train_config = TrainConfig(epochs=epochs or default_epochs, lr=2e-3, weight_decay=0.05)
         self.controller = ControllerConfig(target=0.9, min_rate=0.1, max_rate=0.75)
         self.default_rates = (0.1, 0.25, 0.4) if masker != "erase" else (0.25, 0.5, 0.75)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "data": self.source, "masker": self.masker_kind,
-                "patch_size": self.patch_size,
-                "model": "ViT d=64 x2" if self.model_kind == "vit" else f"CNN width {self.width}"}
+        return {
+            **super().describe(),
+            "data": self.source,
+            "masker": self.masker_kind,
+            "patch_size": self.patch_size,
+            "model": "ViT d=64 x2" if self.model_kind == "vit" else f"CNN width {self.width}",
+        }
 
     def build_model(self) -> nn.Module:
         if self.model_kind == "vit":
@@ -263,8 +323,13 @@ class ImageClassification(_Classification):
     def make_masker(self, rate: float, seed: int) -> MaskModule:
         if self.masker_kind == "erase":
             return Erase(rate, value=self.background, seed=seed)
-        return ImagePatchMask(rate, self.patch_size, value=self.background, blocks=self.masker_kind == "block",
-                              seed=seed)
+        return ImagePatchMask(
+            rate,
+            self.patch_size,
+            value=self.background,
+            blocks=self.masker_kind == "block",
+            seed=seed,
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -274,15 +339,24 @@ class ImageClassification(_Classification):
 
 def _cache_dir() -> Path:
     base = os.environ.get("MASKWISE_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "maskwise")
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "maskwise"
+    )
     return Path(base)
 
 
-def speech_features(items: list[tuple[Path, str]], labels: dict[str, int], *, n_mels: int, frames: int,
-                    cache: bool = True) -> D.Split:
+def speech_features(
+    items: list[tuple[Path, str]],
+    labels: dict[str, int],
+    *,
+    n_mels: int,
+    frames: int,
+    cache: bool = True,
+) -> D.Split:
     """Log-mel features (N, n_mels, frames) of WAV files, cropped / padded (with the clip's
     minimum) to ``frames``, cached on disk by a hash of the paths, sizes and settings."""
-    key = hashlib.sha1(repr((n_mels, frames, [(str(p), p.stat().st_size) for p, _ in items])).encode()).hexdigest()[:16]
+    key = hashlib.sha1(
+        repr((n_mels, frames, [(str(p), p.stat().st_size) for p, _ in items])).encode()
+    ).hexdigest()[:16]
     path = _cache_dir() / f"logmel-{key}.pt"
     if cache and path.is_file():
         x = torch.load(path)
@@ -317,30 +391,59 @@ class SpeechClassification(_Classification):
     item_name = "clips"
     default_rates = (0.2, 0.5, 1.0)
 
-    def __init__(self, root: str | Path, *, n_mels: int = 40, frames: int = 80, width: int = 16,
-                 epochs: int = 15, freq_width: int = 6, time_width: int = 8, seed: int = 0) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        n_mels: int = 40,
+        frames: int = 80,
+        width: int = 16,
+        epochs: int = 15,
+        freq_width: int = 6,
+        time_width: int = 8,
+        seed: int = 0,
+    ) -> None:
         items, self.classes = D.load_speech(root)
         index = {c: i for i, c in enumerate(self.classes)}
-        splits = {k: speech_features(v, index, n_mels=n_mels, frames=frames) for k, v in items.items()}
+        splits = {
+            k: speech_features(v, index, n_mels=n_mels, frames=frames) for k, v in items.items()
+        }
         if "test" not in splits:
             splits["train"], splits["test"] = D.carve(splits["train"], 0.1, seed + 1)
         if "dev" not in splits:
             splits["train"], splits["dev"] = D.carve(splits["train"], 0.1, seed)
         self.splits = splits
-        self.n_mels, self.width, self.freq_width, self.time_width = n_mels, width, freq_width, time_width
+        self.n_mels, self.width, self.freq_width, self.time_width = (
+            n_mels,
+            width,
+            freq_width,
+            time_width,
+        )
         self.train_config = TrainConfig(epochs=epochs, lr=2e-3, weight_decay=0.05)
-        self.controller = ControllerConfig(target=0.9, initial_rate=0.2, max_rate=1.0, max_delta=0.02)
+        self.controller = ControllerConfig(
+            target=0.9, initial_rate=0.2, max_rate=1.0, max_delta=0.02
+        )
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "features": f"log-mel {self.n_mels} x {self.splits['train'].inputs.shape[-1]} frames",
-                "model": f"CNN width {self.width}"}
+        return {
+            **super().describe(),
+            "features": f"log-mel {self.n_mels} x {self.splits['train'].inputs.shape[-1]} frames",
+            "model": f"CNN width {self.width}",
+        }
 
     def build_model(self) -> nn.Module:
         return SpecConvNet(self.n_mels, len(self.classes), width=self.width)
 
     def make_masker(self, rate: float, seed: int) -> MaskModule:
-        return SpecAugment(rate, freq_masks=2, freq_width=self.freq_width, time_masks=10,
-                           time_width=self.time_width, value="mean", seed=seed)
+        return SpecAugment(
+            rate,
+            freq_masks=2,
+            freq_width=self.freq_width,
+            time_masks=10,
+            time_width=self.time_width,
+            value="mean",
+            seed=seed,
+        )
 
     def apply_mask(self, masker: DynamicMask, x: torch.Tensor) -> torch.Tensor:
         return masker(x).spec

@@ -67,7 +67,11 @@ class Split:
 
     def subset(self, index: torch.Tensor) -> Split:
         idx = index.tolist()
-        inputs = self.inputs[index] if isinstance(self.inputs, torch.Tensor) else [self.inputs[i] for i in idx]
+        inputs = (
+            self.inputs[index]
+            if isinstance(self.inputs, torch.Tensor)
+            else [self.inputs[i] for i in idx]
+        )
         return Split(inputs, self.labels[index])
 
 
@@ -124,7 +128,11 @@ def find_split_files(root: str | Path, suffixes: Sequence[str] | None = None) ->
         raise ValueError(f"{root} is not a directory.")
     found: dict[str, Path] = {}
     for path in sorted(root.iterdir()):
-        if not path.is_file() or path.name.startswith(".") or path.stem.upper() in ("README", "SOURCE", "LICENSE"):
+        if (
+            not path.is_file()
+            or path.name.startswith(".")
+            or path.stem.upper() in ("README", "SOURCE", "LICENSE")
+        ):
             continue
         if suffixes is not None and not any(path.name.endswith(s) for s in suffixes):
             continue
@@ -132,7 +140,9 @@ def find_split_files(root: str | Path, suffixes: Sequence[str] | None = None) ->
         if split is None:
             continue
         if split in found:
-            raise ValueError(f"{root} has two files for the {split} split: {found[split].name}, {path.name}.")
+            raise ValueError(
+                f"{root} has two files for the {split} split: {found[split].name}, {path.name}."
+            )
         found[split] = path
     if "train" not in found:
         raise ValueError(f"{root} has no training file (a file name containing 'train').")
@@ -152,7 +162,9 @@ def _pick(fields: Iterable[str], wanted: Sequence[str], path: Path, what: str) -
     for w in wanted:
         if w in lower:
             return lower[w]
-    raise ValueError(f"{path}: no {what} column/field (looked for {', '.join(wanted)}; found {', '.join(lower)}).")
+    raise ValueError(
+        f"{path}: no {what} column/field (looked for {', '.join(wanted)}; found {', '.join(lower)})."
+    )
 
 
 def _read_text_file(path: Path) -> list[tuple[str, str]]:
@@ -174,7 +186,9 @@ def _read_text_rows(path: Path) -> list[tuple[str, str]]:
             lf = _pick(reader.fieldnames, _LABEL_FIELDS, path, "label")
             for r in reader:
                 if r[lf] is None or r[tf] is None:  # a short row: DictReader fills None
-                    raise ValueError(f"{path}:{reader.line_num}: missing the {lf if r[lf] is None else tf} value.")
+                    raise ValueError(
+                        f"{path}:{reader.line_num}: missing the {lf if r[lf] is None else tf} value."
+                    )
                 rows.append((r[lf].strip(), r[tf]))
         elif name.endswith(".jsonl"):
             tf = lf = ""
@@ -187,7 +201,9 @@ def _read_text_rows(path: Path) -> list[tuple[str, str]]:
                     lf = _pick(obj, _LABEL_FIELDS, path, "label")
                 for field in (tf, lf):
                     if field not in obj:
-                        raise ValueError(f"{path}:{i}: no field {field!r} (fields: {', '.join(obj)}).")
+                        raise ValueError(
+                            f"{path}:{i}: no field {field!r} (fields: {', '.join(obj)})."
+                        )
                 rows.append((str(obj[lf]).strip(), str(obj[tf])))
         else:
             for i, line in enumerate(f, 1):
@@ -223,7 +239,9 @@ def load_text_classification(
     index = {name: i for i, name in enumerate(names)}
     unseen = {label for label, _ in raw["test"] if label not in {lab for lab, _ in raw["train"]}}
     if unseen:
-        raise ValueError(f"{files['test']}: labels {sorted(unseen)} never occur in {files['train'].name}.")
+        raise ValueError(
+            f"{files['test']}: labels {sorted(unseen)} never occur in {files['train'].name}."
+        )
     splits = {
         split: Split([t for _, t in rows], torch.tensor([index[lab] for lab, _ in rows]))
         for split, rows in raw.items()
@@ -237,7 +255,13 @@ def load_text_classification(
 # Images
 # ----------------------------------------------------------------------------------------------
 
-_IDX_DTYPES = {0x08: torch.uint8, 0x09: torch.int8, 0x0B: torch.int16, 0x0C: torch.int32, 0x0D: torch.float32}
+_IDX_DTYPES = {
+    0x08: torch.uint8,
+    0x09: torch.int8,
+    0x0B: torch.int16,
+    0x0C: torch.int32,
+    0x0D: torch.float32,
+}
 
 
 def load_idx(path: str | Path) -> torch.Tensor:
@@ -260,7 +284,9 @@ def load_idx(path: str | Path) -> torch.Tensor:
         count *= d
     itemsize = torch.empty((), dtype=dtype).element_size()
     if len(body) != count * itemsize:
-        raise ValueError(f"{path}: {len(body)} data bytes for shape {dims} (expected {count * itemsize}).")
+        raise ValueError(
+            f"{path}: {len(body)} data bytes for shape {dims} (expected {count * itemsize})."
+        )
     t = torch.frombuffer(bytearray(body), dtype=dtype)
     if itemsize > 1:  # IDX is big-endian
         t = t.view(torch.uint8).view(-1, itemsize).flip(-1).reshape(-1).view(dtype)
@@ -286,7 +312,9 @@ def load_idx_dir(root: str | Path) -> dict[str, Split]:
             )
         x, y = load_idx(imgs[0]), load_idx(labs[0])
         if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
-            raise ValueError(f"{root}: {split} images {tuple(x.shape)} and labels {tuple(y.shape)} do not match.")
+            raise ValueError(
+                f"{root}: {split} images {tuple(x.shape)} and labels {tuple(y.shape)} do not match."
+            )
         splits[split] = Split(x.unsqueeze(1).float() / 255.0, y.long())
     return splits
 
@@ -315,11 +343,18 @@ def read_wav(path: str | Path) -> tuple[torch.Tensor, int]:
     path = Path(path)
     try:
         with wave.open(str(path), "rb") as w:
-            channels, width, sr, n = w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()
+            channels, width, sr, n = (
+                w.getnchannels(),
+                w.getsampwidth(),
+                w.getframerate(),
+                w.getnframes(),
+            )
             frames = w.readframes(n)
     except (wave.Error, EOFError, OSError) as e:
         raise ValueError(f"{path}: unreadable WAV ({e}).") from None
-    frames = frames[: len(frames) - len(frames) % (width * channels)]  # a truncated file's partial frame
+    frames = frames[
+        : len(frames) - len(frames) % (width * channels)
+    ]  # a truncated file's partial frame
     if not frames:
         raise ValueError(f"{path}: no samples.")
     if width == 1:
@@ -333,7 +368,9 @@ def read_wav(path: str | Path) -> tuple[torch.Tensor, int]:
     return x.view(-1, channels).mean(1), sr
 
 
-def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int, f_min: float = 0.0, f_max: float | None = None) -> torch.Tensor:
+def mel_filterbank(
+    n_fft: int, n_mels: int, sample_rate: int, f_min: float = 0.0, f_max: float | None = None
+) -> torch.Tensor:
     """Triangular HTK-mel filterbank (n_fft // 2 + 1, n_mels), Slaney-normalised to unit area."""
     f_max = sample_rate / 2 if f_max is None else f_max
 
@@ -344,8 +381,12 @@ def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int, f_min: float = 0.0
         return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
 
     freqs = torch.linspace(0, sample_rate / 2, n_fft // 2 + 1, dtype=torch.float64)
-    mels = torch.linspace(float(hz_to_mel(torch.tensor(f_min))), float(hz_to_mel(torch.tensor(f_max))),
-                          n_mels + 2, dtype=torch.float64)
+    mels = torch.linspace(
+        float(hz_to_mel(torch.tensor(f_min))),
+        float(hz_to_mel(torch.tensor(f_max))),
+        n_mels + 2,
+        dtype=torch.float64,
+    )
     pts = mel_to_hz(mels)
     lower, centre, upper = pts[:-2], pts[1:-1], pts[2:]
     up = (freqs[:, None] - lower) / (centre - lower)
@@ -355,16 +396,33 @@ def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int, f_min: float = 0.0
     return fb.float()
 
 
-def log_mel(wav: torch.Tensor, sample_rate: int, *, n_mels: int = 40, win_ms: float = 25.0,
-            hop_ms: float = 10.0) -> torch.Tensor:
+def log_mel(
+    wav: torch.Tensor,
+    sample_rate: int,
+    *,
+    n_mels: int = 40,
+    win_ms: float = 25.0,
+    hop_ms: float = 10.0,
+) -> torch.Tensor:
     """Log-mel spectrogram (n_mels, T) of a mono waveform: Hann-window STFT, power, mel, log."""
     win = round(sample_rate * win_ms / 1000)
     hop = round(sample_rate * hop_ms / 1000)
     n_fft = 1 << (win - 1).bit_length()
     if wav.numel() < win:
         wav = torch.nn.functional.pad(wav, (0, win - wav.numel()))
-    spec = torch.stft(wav, n_fft, hop_length=hop, win_length=win, window=torch.hann_window(win),
-                      center=True, return_complex=True).abs().pow(2)
+    spec = (
+        torch.stft(
+            wav,
+            n_fft,
+            hop_length=hop,
+            win_length=win,
+            window=torch.hann_window(win),
+            center=True,
+            return_complex=True,
+        )
+        .abs()
+        .pow(2)
+    )
     mel = mel_filterbank(n_fft, n_mels, sample_rate).T @ spec
     return torch.log(mel + 1e-6)
 
@@ -372,7 +430,9 @@ def log_mel(wav: torch.Tensor, sample_rate: int, *, n_mels: int = 40, win_ms: fl
 _FSDD_NAME = re.compile(r"^(?P<label>[^_]+)_(?P<speaker>[^_]+)_(?P<index>\d+)\.wav$", re.IGNORECASE)
 
 
-def load_speech(root: str | Path, *, test_indices: int = 5) -> tuple[dict[str, list[tuple[Path, str]]], list[str]]:
+def load_speech(
+    root: str | Path, *, test_indices: int = 5
+) -> tuple[dict[str, list[tuple[Path, str]]], list[str]]:
     """``{"train", "test"[, "dev"]}`` lists of ``(wav_path, label)`` and the sorted label names.
 
     ``root`` is a directory of ``{label}_{speaker}_{index}.wav`` files (searched recursively; the
@@ -398,7 +458,9 @@ def load_speech(root: str | Path, *, test_indices: int = 5) -> tuple[dict[str, l
             if split is None:
                 raise ValueError(f"{root}:{i}: unknown split {r[2]!r} (train, dev/val, test).")
             p = Path(r[0].strip())
-            items.setdefault(split, []).append((p if p.is_absolute() else root.parent / p, r[1].strip()))
+            items.setdefault(split, []).append(
+                (p if p.is_absolute() else root.parent / p, r[1].strip())
+            )
     elif root.is_dir():
         wavs = sorted(root.rglob("*.wav"))
         if not wavs:
@@ -433,7 +495,9 @@ def load_parallel(source: str | Path, target: str | Path) -> list[tuple[str, str
             raise ValueError(f"{path}: unreadable ({e}).") from None
     src, tgt = lines
     if len(src) != len(tgt):
-        raise ValueError(f"{source} has {len(src)} lines but {target} has {len(tgt)}; they must be aligned.")
+        raise ValueError(
+            f"{source} has {len(src)} lines but {target} has {len(tgt)}; they must be aligned."
+        )
     pairs = [(s.strip(), t.strip()) for s, t in zip(src, tgt) if s.strip() and t.strip()]
     if not pairs:
         raise ValueError(f"{source}: no non-empty aligned lines.")
@@ -446,7 +510,9 @@ def _as_text(value: object) -> str:
     return str(value).strip()
 
 
-def load_jsonl_pairs(path: str | Path, source_field: str, target_field: str) -> list[tuple[str, str]]:
+def load_jsonl_pairs(
+    path: str | Path, source_field: str, target_field: str
+) -> list[tuple[str, str]]:
     """``(source, target)`` pairs from a JSONL file; a list value (sentences, several
     references) is joined with spaces for the source and its first item is taken for the target."""
     path = Path(path)

@@ -35,7 +35,16 @@ from maskwise.dynamic import reliability as compute_reliability
 from maskwise.monitor import MaskMonitor
 from maskwise.nn import DynamicMask, MaskModule, TokenMask
 
-__all__ = ["ControllerConfig", "RunResult", "StepOutput", "Task", "TokenTask", "TrainConfig", "Variant", "train_run"]
+__all__ = [
+    "ControllerConfig",
+    "RunResult",
+    "StepOutput",
+    "Task",
+    "TokenTask",
+    "TrainConfig",
+    "Variant",
+    "train_run",
+]
 
 VARIANTS = ("none", "static", "dynamic", "schedule")
 
@@ -83,9 +92,15 @@ class ControllerConfig:
 
     def build(self) -> ReliabilityController:
         return ReliabilityController(
-            self.initial_rate, signal=self.signal, target=self.target, gain=self.gain,
-            min_rate=self.min_rate, max_rate=self.max_rate, direction=self.direction,
-            momentum=self.momentum, max_delta=self.max_delta,
+            self.initial_rate,
+            signal=self.signal,
+            target=self.target,
+            gain=self.gain,
+            min_rate=self.min_rate,
+            max_rate=self.max_rate,
+            direction=self.direction,
+            momentum=self.momentum,
+            max_delta=self.max_delta,
         )
 
 
@@ -141,7 +156,9 @@ class Task:
     def train_batches(self, epoch: int, generator: torch.Generator) -> Iterable[Any]:
         raise NotImplementedError
 
-    def train_step(self, model: nn.Module, masker: DynamicMask | None, batch: Any, device: torch.device) -> StepOutput:
+    def train_step(
+        self, model: nn.Module, masker: DynamicMask | None, batch: Any, device: torch.device
+    ) -> StepOutput:
         raise NotImplementedError
 
     @torch.no_grad()
@@ -166,7 +183,9 @@ class TokenTask(Task):
     num_specials: int = 5
 
     def make_masker(self, rate: float, seed: int) -> MaskModule:
-        return TokenMask(rate, mask_id=self.mask_id, special_ids=range(self.num_specials), seed=seed)
+        return TokenMask(
+            rate, mask_id=self.mask_id, special_ids=range(self.num_specials), seed=seed
+        )
 
     def num_keys(self) -> int:
         return self.vocab
@@ -215,8 +234,9 @@ def _better(task: Task, a: float, b: float) -> bool:
     return a > b if task.higher_is_better else a < b
 
 
-def build_masker(task: Task, variant: Variant, seed: int, total_steps: int,
-                 monitor: MaskMonitor | None) -> DynamicMask | None:
+def build_masker(
+    task: Task, variant: Variant, seed: int, total_steps: int, monitor: MaskMonitor | None
+) -> DynamicMask | None:
     """The variant's masker, always a :class:`DynamicMask` (None for ``none``)."""
     if variant.kind == "none":
         return None
@@ -230,8 +250,13 @@ def build_masker(task: Task, variant: Variant, seed: int, total_steps: int,
     n = task.num_keys()
     if cfg.tracker and n is not None:
         tracker = DifficultyTracker(n)
-    return DynamicMask(task.make_masker(cfg.initial_rate, seed), cfg.build(), tracker=tracker,
-                       temperature=cfg.temperature, monitor=monitor)
+    return DynamicMask(
+        task.make_masker(cfg.initial_rate, seed),
+        cfg.build(),
+        tracker=tracker,
+        temperature=cfg.temperature,
+        monitor=monitor,
+    )
 
 
 def _count(batches: Iterable[Any]) -> int:
@@ -263,14 +288,20 @@ def train_run(
     total = steps_per_epoch * cfg.epochs
     if cfg.max_steps is not None:
         total = min(total, cfg.max_steps)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(total, max(1, int(cfg.warmup_fraction * total))))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, _lr_lambda(total, max(1, int(cfg.warmup_fraction * total)))
+    )
     monitor = MaskMonitor() if variant.kind != "none" else None
     masker = build_masker(task, variant, seed, total, monitor)
     if masker is not None:
         masker.to(device)
         if masker.tracker is not None:
             masker.tracker.to(device)
-    gap_signal = masker is not None and masker.controller is not None and masker.controller.signal.endswith("_gap")
+    gap_signal = (
+        masker is not None
+        and masker.controller is not None
+        and masker.controller.signal.endswith("_gap")
+    )
 
     best_value, best_state, best_epoch = None, None, 0
     history: list[dict[str, float]] = []
@@ -295,7 +326,11 @@ def train_run(
                 masker.observe(reliability=rel)
                 if masker.tracker is not None and out.keys is not None:
                     # Per-example losses (classification) are shared by the example's keys.
-                    per_key = rel.loss if rel.loss.shape == out.keys.shape else rel.loss.unsqueeze(-1).expand_as(out.keys)
+                    per_key = (
+                        rel.loss
+                        if rel.loss.shape == out.keys.shape
+                        else rel.loss.unsqueeze(-1).expand_as(out.keys)
+                    )
                     masker.tracker.update(out.keys, per_key, valid=out.key_valid)
             losses.append(float(out.loss.detach()))
             items += out.items
@@ -311,8 +346,12 @@ def train_run(
         if masker is not None:
             masker.eval()
         dev = task.evaluate(model, "dev", device)
-        row = {"epoch": epoch + 1, "step": step, "train_loss": sum(losses) / max(1, len(losses)),
-               **{f"dev_{k}": v for k, v in dev.items()}}
+        row = {
+            "epoch": epoch + 1,
+            "step": step,
+            "train_loss": sum(losses) / max(1, len(losses)),
+            **{f"dev_{k}": v for k, v in dev.items()},
+        }
         if masker is not None:
             row["rate"] = masker.current_rate()
         if gap_signal:
@@ -332,14 +371,27 @@ def train_run(
     dev = task.final_metrics(model, "dev", device)
     test = task.final_metrics(model, "test", device)
     return RunResult(
-        task=task.name, variant=variant.kind, rate=variant.rate if variant.kind != "dynamic" else task.controller.initial_rate,
-        seed=seed, train=train, dev=dev, test=test, gap=gap_of(task, train, test), best_epoch=best_epoch,
-        epochs=len(history), steps=step, epoch_time_s=sum(epoch_times) / len(epoch_times),
-        items_per_s=items / train_time if train_time > 0 else float("nan"), history=history, monitor=monitor,
+        task=task.name,
+        variant=variant.kind,
+        rate=variant.rate if variant.kind != "dynamic" else task.controller.initial_rate,
+        seed=seed,
+        train=train,
+        dev=dev,
+        test=test,
+        gap=gap_of(task, train, test),
+        best_epoch=best_epoch,
+        epochs=len(history),
+        steps=step,
+        epoch_time_s=sum(epoch_times) / len(epoch_times),
+        items_per_s=items / train_time if train_time > 0 else float("nan"),
+        history=history,
+        monitor=monitor,
     )
 
 
-def batched(n: int, batch_size: int, generator: torch.Generator | None, drop_last: bool = False) -> Iterator[torch.Tensor]:
+def batched(
+    n: int, batch_size: int, generator: torch.Generator | None, drop_last: bool = False
+) -> Iterator[torch.Tensor]:
     """Index batches over ``range(n)``: shuffled with ``generator``, in order without."""
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
     stop = n - n % batch_size if drop_last else n
@@ -350,9 +402,21 @@ def batched(n: int, batch_size: int, generator: torch.Generator | None, drop_las
 class Batches:
     """A re-iterable, sized view of :func:`batched` (so the engine can count steps per epoch)."""
 
-    def __init__(self, n: int, batch_size: int, generator: torch.Generator | None, fetch: Callable[[torch.Tensor], Any],
-                 drop_last: bool = False) -> None:
-        self.n, self.batch_size, self.generator, self.fetch, self.drop_last = n, batch_size, generator, fetch, drop_last
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        generator: torch.Generator | None,
+        fetch: Callable[[torch.Tensor], Any],
+        drop_last: bool = False,
+    ) -> None:
+        self.n, self.batch_size, self.generator, self.fetch, self.drop_last = (
+            n,
+            batch_size,
+            generator,
+            fetch,
+            drop_last,
+        )
 
     def __len__(self) -> int:
         return self.n // self.batch_size if self.drop_last else math.ceil(self.n / self.batch_size)

@@ -25,18 +25,28 @@ __all__ = ["Block", "ConvNet", "DecoderLM", "Seq2Seq", "SpecConvNet", "TextClass
 class Block(nn.Module):
     """Pre-LN transformer block: ``x + attn(ln(x), mask) [+ cross(ln(x), memory)] + mlp(ln(x))``."""
 
-    def __init__(self, dim: int, heads: int, *, mlp_ratio: int = 2, dropout: float = 0.1, cross: bool = False) -> None:
+    def __init__(
+        self, dim: int, heads: int, *, mlp_ratio: int = 2, dropout: float = 0.1, cross: bool = False
+    ) -> None:
         super().__init__()
         self.ln1 = nn.LayerNorm(dim)
         self.attn = MultiheadAttention(dim, heads)
         self.ln_cross = nn.LayerNorm(dim) if cross else None
         self.cross = MultiheadAttention(dim, heads) if cross else None
         self.ln2 = nn.LayerNorm(dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), nn.GELU(), nn.Linear(mlp_ratio * dim, dim))
+        self.mlp = nn.Sequential(
+            nn.Linear(dim, mlp_ratio * dim), nn.GELU(), nn.Linear(mlp_ratio * dim, dim)
+        )
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, mask: Any = None, *, memory: torch.Tensor | None = None,
-                cross_mask: Any = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: Any = None,
+        *,
+        memory: torch.Tensor | None = None,
+        cross_mask: Any = None,
+    ) -> torch.Tensor:
         x = x + self.drop(self.attn(self.ln1(x), mask=mask))
         if self.cross is not None and self.ln_cross is not None:
             x = x + self.drop(self.cross(self.ln_cross(x), context=memory, mask=cross_mask))
@@ -63,8 +73,17 @@ class Embedding(nn.Module):
 class TextClassifier(nn.Module):
     """Transformer encoder classifier over token ids (B, L) with an HF-style attention mask."""
 
-    def __init__(self, vocab: int, classes: int, *, dim: int = 64, heads: int = 4, layers: int = 2,
-                 max_len: int = 128, dropout: float = 0.1) -> None:
+    def __init__(
+        self,
+        vocab: int,
+        classes: int,
+        *,
+        dim: int = 64,
+        heads: int = 4,
+        layers: int = 2,
+        max_len: int = 128,
+        dropout: float = 0.1,
+    ) -> None:
         super().__init__()
         self.embed = Embedding(vocab, dim, max_len, dropout)
         self.blocks = nn.ModuleList(Block(dim, heads, dropout=dropout) for _ in range(layers))
@@ -87,8 +106,16 @@ class ConvNet(nn.Module):
     """``stages`` conv stages (conv-norm-GELU x2, max-pool between stages, width doubling) and
     global average pooling: (B, C, H, W) -> logits."""
 
-    def __init__(self, in_channels: int, classes: int, *, width: int = 32, dropout: float = 0.1,
-                 norm: str = "group", stages: int = 2) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        classes: int,
+        *,
+        width: int = 32,
+        dropout: float = 0.1,
+        norm: str = "group",
+        stages: int = 2,
+    ) -> None:
         super().__init__()
 
         def make_norm(c: int) -> nn.Module:
@@ -98,8 +125,12 @@ class ConvNet(nn.Module):
 
         def stage(cin: int, cout: int) -> nn.Sequential:
             return nn.Sequential(
-                nn.Conv2d(cin, cout, 3, padding=1), make_norm(cout), nn.GELU(),
-                nn.Conv2d(cout, cout, 3, padding=1), make_norm(cout), nn.GELU(),
+                nn.Conv2d(cin, cout, 3, padding=1),
+                make_norm(cout),
+                nn.GELU(),
+                nn.Conv2d(cout, cout, 3, padding=1),
+                make_norm(cout),
+                nn.GELU(),
             )
 
         layers: list[nn.Module] = [stage(in_channels, width)]
@@ -107,7 +138,9 @@ class ConvNet(nn.Module):
             layers += [nn.MaxPool2d(2), stage(width * 2 ** (i - 1), width * 2**i)]
         self.features = nn.Sequential(*layers)
         out = width * 2 ** (stages - 1)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(out, classes))
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(out, classes)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -117,8 +150,18 @@ class ViT(nn.Module):
     """A small vision transformer: linear patch embedding, learned positions, :class:`Block` s
     (maskwise attention, no mask), mean pooling, a linear head."""
 
-    def __init__(self, in_channels: int, classes: int, *, image_size: int, patch_size: int, dim: int = 64,
-                 heads: int = 4, layers: int = 2, dropout: float = 0.1) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        classes: int,
+        *,
+        image_size: int,
+        patch_size: int,
+        dim: int = 64,
+        heads: int = 4,
+        layers: int = 2,
+        dropout: float = 0.1,
+    ) -> None:
         super().__init__()
         self.patch_size = patch_size
         n = (image_size // patch_size) ** 2
@@ -143,8 +186,15 @@ class SpecConvNet(ConvNet):
     statistics see no zero-filled inputs; in a 6-epoch, one-seed pilot on FSDD it reached 90.7 %
     test accuracy against 64.7 % with GroupNorm)."""
 
-    def __init__(self, n_mels: int, classes: int, *, width: int = 16, dropout: float = 0.1,
-                 norm: str = "batch") -> None:
+    def __init__(
+        self,
+        n_mels: int,
+        classes: int,
+        *,
+        width: int = 16,
+        dropout: float = 0.1,
+        norm: str = "batch",
+    ) -> None:
         super().__init__(1, classes, width=width, dropout=dropout, norm=norm)
         self.norm = nn.BatchNorm1d(n_mels, affine=False)
         # A stride-2 stem: the first conv runs on a quarter of the (F, T) plane (4x cheaper on CPU).
@@ -158,15 +208,27 @@ class DecoderLM(nn.Module):
     """Decoder-only transformer LM: ``forward(ids, mask_spec, positions=None) -> logits``; the
     output head is tied to the token embedding."""
 
-    def __init__(self, vocab: int, *, dim: int = 128, heads: int = 4, layers: int = 4, max_len: int = 256,
-                 dropout: float = 0.1) -> None:
+    def __init__(
+        self,
+        vocab: int,
+        *,
+        dim: int = 128,
+        heads: int = 4,
+        layers: int = 4,
+        max_len: int = 256,
+        dropout: float = 0.1,
+    ) -> None:
         super().__init__()
         self.embed = Embedding(vocab, dim, max_len, dropout)
-        self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio=4, dropout=dropout) for _ in range(layers))
+        self.blocks = nn.ModuleList(
+            Block(dim, heads, mlp_ratio=4, dropout=dropout) for _ in range(layers)
+        )
         self.ln = nn.LayerNorm(dim)
         self.bias = nn.Parameter(torch.zeros(vocab))
 
-    def forward(self, ids: torch.Tensor, mask: Any, positions: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, ids: torch.Tensor, mask: Any, positions: torch.Tensor | None = None
+    ) -> torch.Tensor:
         x = self.embed(ids, positions)
         for block in self.blocks:
             x = block(x, mask)
@@ -181,13 +243,25 @@ class Seq2Seq(nn.Module):
     the decoder, ``cross(...)`` between them.
     """
 
-    def __init__(self, vocab: int, *, dim: int = 128, heads: int = 4, enc_layers: int = 2, dec_layers: int = 2,
-                 max_len: int = 256, dropout: float = 0.1) -> None:
+    def __init__(
+        self,
+        vocab: int,
+        *,
+        dim: int = 128,
+        heads: int = 4,
+        enc_layers: int = 2,
+        dec_layers: int = 2,
+        max_len: int = 256,
+        dropout: float = 0.1,
+    ) -> None:
         super().__init__()
         self.embed = Embedding(vocab, dim, max_len, dropout)
-        self.encoder = nn.ModuleList(Block(dim, heads, mlp_ratio=4, dropout=dropout) for _ in range(enc_layers))
-        self.decoder = nn.ModuleList(Block(dim, heads, mlp_ratio=4, dropout=dropout, cross=True)
-                                     for _ in range(dec_layers))
+        self.encoder = nn.ModuleList(
+            Block(dim, heads, mlp_ratio=4, dropout=dropout) for _ in range(enc_layers)
+        )
+        self.decoder = nn.ModuleList(
+            Block(dim, heads, mlp_ratio=4, dropout=dropout, cross=True) for _ in range(dec_layers)
+        )
         self.ln_enc = nn.LayerNorm(dim)
         self.ln_dec = nn.LayerNorm(dim)
         self.bias = nn.Parameter(torch.zeros(vocab))
@@ -198,8 +272,14 @@ class Seq2Seq(nn.Module):
             x = block(x, mask)
         return self.ln_enc(x)
 
-    def decode(self, tgt: torch.Tensor, memory: torch.Tensor, mask: Any, cross_mask: Any,
-               positions: torch.Tensor | None = None) -> torch.Tensor:
+    def decode(
+        self,
+        tgt: torch.Tensor,
+        memory: torch.Tensor,
+        mask: Any,
+        cross_mask: Any,
+        positions: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         x = self.embed(tgt, positions)
         for block in self.decoder:
             x = block(x, mask, memory=memory, cross_mask=cross_mask)

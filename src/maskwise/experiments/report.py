@@ -57,8 +57,10 @@ def machine() -> str:
     except (OSError, subprocess.SubprocessError):
         pass
     gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
-    return (f"{name}, {os.cpu_count()} logical CPUs, torch {torch.__version__} "
-            f"({torch.get_num_threads()} thread{'s' if torch.get_num_threads() > 1 else ''}){gpu}, Python {platform.python_version()}")
+    return (
+        f"{name}, {os.cpu_count()} logical CPUs, torch {torch.__version__} "
+        f"({torch.get_num_threads()} thread{'s' if torch.get_num_threads() > 1 else ''}){gpu}, Python {platform.python_version()}"
+    )
 
 
 def _mean_std(xs: Sequence[float]) -> tuple[float, float]:
@@ -77,20 +79,41 @@ def summarise(task: Task, runs: Sequence[RunResult]) -> list[dict[str, Any]]:
         test_mean, test_std = _mean_std([r.test[m] for r in rs])
         dev_mean, dev_std = _mean_std([r.dev[m] for r in rs])
         gap_mean, gap_std = _mean_std([r.gap for r in rs])
-        rows.append({
-            "variant": variant, "rate": rate, "chosen": variant in ("none", "dynamic"), "n": len(rs),
-            "test_mean": test_mean, "test_std": test_std, "dev_mean": dev_mean, "dev_std": dev_std,
-            "train_mean": statistics.fmean(r.train[m] for r in rs), "gap_mean": gap_mean, "gap_std": gap_std,
-            "best_epoch_mean": statistics.fmean(r.best_epoch for r in rs),
-            "epoch_time_s": statistics.fmean(r.epoch_time_s for r in rs),
-            "items_per_s": statistics.fmean(r.items_per_s for r in rs),
-            **({"rate_final_mean": statistics.fmean(r.history[-1].get("rate", float("nan")) for r in rs)}
-               if variant == "dynamic" else {}),
-        })
+        rows.append(
+            {
+                "variant": variant,
+                "rate": rate,
+                "chosen": variant in ("none", "dynamic"),
+                "n": len(rs),
+                "test_mean": test_mean,
+                "test_std": test_std,
+                "dev_mean": dev_mean,
+                "dev_std": dev_std,
+                "train_mean": statistics.fmean(r.train[m] for r in rs),
+                "gap_mean": gap_mean,
+                "gap_std": gap_std,
+                "best_epoch_mean": statistics.fmean(r.best_epoch for r in rs),
+                "epoch_time_s": statistics.fmean(r.epoch_time_s for r in rs),
+                "items_per_s": statistics.fmean(r.items_per_s for r in rs),
+                **(
+                    {
+                        "rate_final_mean": statistics.fmean(
+                            r.history[-1].get("rate", float("nan")) for r in rs
+                        )
+                    }
+                    if variant == "dynamic"
+                    else {}
+                ),
+            }
+        )
     for variant in ("static", "schedule"):
         cands = [row for row in rows if row["variant"] == variant]
         if cands:
-            key = (lambda row: row["dev_mean"]) if task.higher_is_better else (lambda row: -row["dev_mean"])
+            key = (
+                (lambda row: row["dev_mean"])
+                if task.higher_is_better
+                else (lambda row: -row["dev_mean"])
+            )
             max(cands, key=key)["chosen"] = True
     order = {"none": 0, "static": 1, "schedule": 2, "dynamic": 3}
     rows.sort(key=lambda row: (order[row["variant"]], row["rate"]))
@@ -106,29 +129,50 @@ def to_markdown(result: dict[str, Any]) -> str:
     metric, pct = result["metric"], result["metric"] == "accuracy"
     unit = " (%)" if pct else ""
     item = result["item_name"]
-    lines = [f"### {result['task']}", "", f"Command: `{result['command']}`  ", f"Machine: {result['machine']}  ",
-             f"Data: {json.dumps(result['settings']['data'])}  ",
-             f"Seeds: {len(result['settings']['seeds'])}; rate chosen on dev; gap = train - test{unit}, "
-             "positive = better on the training data.", "",
-             f"| variant | rate | test {metric}{unit} | train - test gap{unit} | dev {metric}{unit} | best epoch | s / epoch | {item} / s |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"### {result['task']}",
+        "",
+        f"Command: `{result['command']}`  ",
+        f"Machine: {result['machine']}  ",
+        f"Data: {json.dumps(result['settings']['data'])}  ",
+        f"Seeds: {len(result['settings']['seeds'])}; rate chosen on dev; gap = train - test{unit}, "
+        "positive = better on the training data.",
+        "",
+        f"| variant | rate | test {metric}{unit} | train - test gap{unit} | dev {metric}{unit} | best epoch | s / epoch | {item} / s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for row in result["summary"]:
         if not row["chosen"]:
             continue
-        rate = "-" if row["variant"] == "none" else (
-            f"{row['rate']:g} -> {row['rate_final_mean']:.2f}" if row["variant"] == "dynamic" else f"{row['rate']:g}")
+        rate = (
+            "-"
+            if row["variant"] == "none"
+            else (
+                f"{row['rate']:g} -> {row['rate_final_mean']:.2f}"
+                if row["variant"] == "dynamic"
+                else f"{row['rate']:g}"
+            )
+        )
         lines.append(
             f"| {row['variant']} | {rate} | {_fmt(row['test_mean'], pct)} ± {_fmt(row['test_std'], pct)} | "
             f"{_fmt(row['gap_mean'], pct)} ± {_fmt(row['gap_std'], pct)} | {_fmt(row['dev_mean'], pct)} | "
-            f"{row['best_epoch_mean']:.1f} | {row['epoch_time_s']:.2f} | {row['items_per_s']:.0f} |")
+            f"{row['best_epoch_mean']:.1f} | {row['epoch_time_s']:.2f} | {row['items_per_s']:.0f} |"
+        )
     sweep = [row for row in result["summary"] if row["variant"] in ("static", "schedule")]
     if sweep:
-        lines += ["", f"Sweep (dev {metric} chooses; test shown for completeness):", "",
-                  f"| variant | rate | dev {metric}{unit} | test {metric}{unit} | gap{unit} | chosen |", "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"Sweep (dev {metric} chooses; test shown for completeness):",
+            "",
+            f"| variant | rate | dev {metric}{unit} | test {metric}{unit} | gap{unit} | chosen |",
+            "|---|---|---|---|---|---|",
+        ]
         for row in sweep:
-            lines.append(f"| {row['variant']} | {row['rate']:g} | {_fmt(row['dev_mean'], pct)} ± {_fmt(row['dev_std'], pct)} | "
-                         f"{_fmt(row['test_mean'], pct)} ± {_fmt(row['test_std'], pct)} | {_fmt(row['gap_mean'], pct)} | "
-                         f"{'yes' if row['chosen'] else ''} |")
+            lines.append(
+                f"| {row['variant']} | {row['rate']:g} | {_fmt(row['dev_mean'], pct)} ± {_fmt(row['dev_std'], pct)} | "
+                f"{_fmt(row['test_mean'], pct)} ± {_fmt(row['test_std'], pct)} | {_fmt(row['gap_mean'], pct)} | "
+                f"{'yes' if row['chosen'] else ''} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -147,7 +191,12 @@ def _plot_curves(result: dict[str, Any], path: Path) -> Path | None:
     for run in result["runs"]:
         if (run["variant"], run["rate"]) in chosen:
             groups.setdefault((run["variant"], run["rate"]), []).append(run["history"])
-    colors = {"none": "tab:gray", "static": "tab:blue", "schedule": "tab:green", "dynamic": "tab:red"}
+    colors = {
+        "none": "tab:gray",
+        "static": "tab:blue",
+        "schedule": "tab:green",
+        "dynamic": "tab:red",
+    }
     for (variant, rate), hists in groups.items():
         n = min(len(h) for h in hists)
         epochs = [hists[0][i]["epoch"] for i in range(n)]
@@ -155,9 +204,15 @@ def _plot_curves(result: dict[str, Any], path: Path) -> Path | None:
         label = variant if variant in ("none", "dynamic") else f"{variant} {rate:g}"
         ax1.plot(epochs, dev, marker="o", ms=3, color=colors[variant], label=label)
         if variant != "none":
-            rates = [statistics.fmean(h[i].get("rate", float("nan")) for h in hists) for i in range(n)]
+            rates = [
+                statistics.fmean(h[i].get("rate", float("nan")) for h in hists) for i in range(n)
+            ]
             ax2.plot(epochs, rates, marker="o", ms=3, color=colors[variant], label=label)
-    ax1.set(xlabel="epoch", ylabel=f"dev {metric}", title=f"{result['task']}: dev {metric} (mean over seeds)")
+    ax1.set(
+        xlabel="epoch",
+        ylabel=f"dev {metric}",
+        title=f"{result['task']}: dev {metric} (mean over seeds)",
+    )
     ax2.set(xlabel="epoch", ylabel="masking rate (end of epoch)", title="rate")
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
@@ -184,8 +239,13 @@ class _Progress:
                     TimeElapsedColumn,
                 )
 
-                self.rich = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     TextColumn("{task.fields[msg]}"), TimeElapsedColumn())
+                self.rich = Progress(
+                    TextColumn("{task.description}"),
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TextColumn("{task.fields[msg]}"),
+                    TimeElapsedColumn(),
+                )
             except ImportError:
                 pass
 
@@ -236,14 +296,32 @@ def compare(
     with _Progress(quiet) as progress:
         for v in jobs:
             for seed in range(seeds):
-                runs.append(train_run(task, v, seed, config=cfg, progress=progress.run(f"{v.label:<14} seed {seed}")))
+                runs.append(
+                    train_run(
+                        task,
+                        v,
+                        seed,
+                        config=cfg,
+                        progress=progress.run(f"{v.label:<14} seed {seed}"),
+                    )
+                )
     result: dict[str, Any] = {
-        "schema": SCHEMA, "task": task.name, "metric": task.metric, "higher_is_better": task.higher_is_better,
+        "schema": SCHEMA,
+        "task": task.name,
+        "metric": task.metric,
+        "higher_is_better": task.higher_is_better,
         "item_name": task.item_name,
         "command": command or "maskwise " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
-        "machine": machine(), "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "settings": {"data": task.describe(), "train": asdict(cfg), "controller": asdict(task.controller),
-                     "rates": list(rates), "seeds": list(range(seeds)), "variants": list(variants)},
+        "machine": machine(),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "settings": {
+            "data": task.describe(),
+            "train": asdict(cfg),
+            "controller": asdict(task.controller),
+            "rates": list(rates),
+            "seeds": list(range(seeds)),
+            "variants": list(variants),
+        },
         "runs": [r.to_dict() for r in runs],
         "summary": summarise(task, runs),
         "plots": {},
@@ -255,7 +333,10 @@ def compare(
         if dyn is not None and dyn.monitor is not None:
             dyn.monitor.to_csv(out / "dynamic_monitor.csv")
             try:
-                dyn.monitor.plot(out / "dynamic_rate.png", title=f"{task.name}: dynamic rate and reliability (seed {dyn.seed})")
+                dyn.monitor.plot(
+                    out / "dynamic_rate.png",
+                    title=f"{task.name}: dynamic rate and reliability (seed {dyn.seed})",
+                )
                 result["plots"]["dynamic_rate"] = "dynamic_rate.png"
             except ImportError:
                 pass

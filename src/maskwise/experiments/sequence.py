@@ -133,7 +133,9 @@ class BPETokenizer:
         try:
             from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
         except ImportError as e:  # pragma: no cover - depends on the environment
-            raise ImportError("sequence tasks need tokenizers: pip install 'maskwise[experiments]'") from e
+            raise ImportError(
+                "sequence tasks need tokenizers: pip install 'maskwise[experiments]'"
+            ) from e
         if kind == "bytes":
             tok = Tokenizer(models.BPE())
             tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -141,13 +143,19 @@ class BPETokenizer:
             alphabet = pre_tokenizers.ByteLevel.alphabet()
         elif kind == "text":
             tok = Tokenizer(models.BPE(unk_token="[UNK]"))
-            tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Metaspace(), pre_tokenizers.Punctuation()])
+            tok.pre_tokenizer = pre_tokenizers.Sequence(
+                [pre_tokenizers.Metaspace(), pre_tokenizers.Punctuation()]
+            )
             tok.decoder = decoders.Metaspace()
             alphabet = []
         else:
             raise ValueError(f"kind must be 'text' or 'bytes' ({kind!r} given).")
-        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, initial_alphabet=alphabet,
-                                      show_progress=False)
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            special_tokens=SPECIALS,
+            initial_alphabet=alphabet,
+            show_progress=False,
+        )
         tok.train_from_iterator(texts, trainer=trainer)
         self.tok = tok
 
@@ -183,8 +191,13 @@ def read_documents(path: str | Path) -> list[str]:
     if path.is_file():
         files = [path]
     elif path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and not any(s.startswith(".") for s in p.relative_to(path).parts)
-                       and p.name.split(".")[0].upper() not in _SKIP_NAMES)
+        files = sorted(
+            p
+            for p in path.rglob("*")
+            if p.is_file()
+            and not any(s.startswith(".") for s in p.relative_to(path).parts)
+            and p.name.split(".")[0].upper() not in _SKIP_NAMES
+        )
         if not files:
             raise ValueError(f"{path}: no text files.")
     else:
@@ -206,7 +219,9 @@ def read_documents(path: str | Path) -> list[str]:
     return docs
 
 
-def split_documents(docs: Sequence[str], dev_at: float = 0.85, test_at: float = 0.9) -> dict[str, list[str]]:
+def split_documents(
+    docs: Sequence[str], dev_at: float = 0.85, test_at: float = 0.9
+) -> dict[str, list[str]]:
     """Contiguous split by characters, at document boundaries: the first ``test_at`` of the text
     is for training (nanoGPT's 90 / 10 split), its last ``test_at - dev_at`` held out as dev for
     model selection; the last ``1 - test_at`` is the test split. Every split gets a document."""
@@ -217,7 +232,11 @@ def split_documents(docs: Sequence[str], dev_at: float = 0.85, test_at: float = 
     n = len(docs)
     i_test = min(max(bisect.bisect_left(starts, test_at * total), 2), n - 1)
     i_dev = min(max(bisect.bisect_left(starts, dev_at * total), 1), i_test - 1)
-    return {"train": list(docs[:i_dev]), "dev": list(docs[i_dev:i_test]), "test": list(docs[i_test:])}
+    return {
+        "train": list(docs[:i_dev]),
+        "dev": list(docs[i_dev:i_test]),
+        "test": list(docs[i_test:]),
+    }
 
 
 @dataclass
@@ -233,7 +252,9 @@ class Pieces:
         """The pieces ``index`` (in that order)."""
         starts = self.lengths.cumsum(0) - self.lengths
         lengths = self.lengths[index]
-        within = torch.arange(int(lengths.sum())) - (lengths.cumsum(0) - lengths).repeat_interleave(lengths)
+        within = torch.arange(int(lengths.sum())) - (lengths.cumsum(0) - lengths).repeat_interleave(
+            lengths
+        )
         flat = starts[index].repeat_interleave(lengths) + within
         return Pieces(self.inputs[flat], self.targets[flat], lengths)
 
@@ -277,13 +298,21 @@ class LMRows:
         return int((self.targets != IGNORE).sum())
 
 
-def place_pieces(pieces: Pieces, row_of: torch.Tensor, offset_of: torch.Tensor, doc_of: torch.Tensor,
-                  rows: int, row_len: int) -> LMRows:
+def place_pieces(
+    pieces: Pieces,
+    row_of: torch.Tensor,
+    offset_of: torch.Tensor,
+    doc_of: torch.Tensor,
+    rows: int,
+    row_len: int,
+) -> LMRows:
     """Rows holding piece ``p`` at ``(row_of[p], offset_of[p])`` as document ``doc_of[p]`` of its
     row (vectorised: one scatter per field)."""
     lengths = pieces.lengths
     start = lengths.cumsum(0) - lengths  # offset of each piece in the flat arrays
-    within = torch.arange(int(lengths.sum())) - start.repeat_interleave(lengths)  # (N,) position in piece
+    within = torch.arange(int(lengths.sum())) - start.repeat_interleave(
+        lengths
+    )  # (N,) position in piece
     r = row_of.repeat_interleave(lengths)
     c = offset_of.repeat_interleave(lengths) + within
     inputs = torch.full((rows, row_len), PAD, dtype=torch.long)
@@ -317,7 +346,9 @@ def pack_plan(lengths: Sequence[int], row_len: int) -> tuple[list[int], list[int
     """
     order = sorted(range(len(lengths)), key=lambda p: -lengths[p])
     row_of, offset_of, doc_of = [0] * len(lengths), [0] * len(lengths), [0] * len(lengths)
-    free: list[tuple[int, int]] = []  # (room left, row), sorted: the best fit is the first that fits
+    free: list[
+        tuple[int, int]
+    ] = []  # (room left, row), sorted: the best fit is the first that fits
     used: list[int] = []  # per row: positions filled
     count: list[int] = []  # per row: documents placed
     for p in order:
@@ -343,7 +374,9 @@ def pack_rows(pieces: Pieces, row_len: int) -> LMRows:
     """Pieces packed into rows of ``row_len`` by :func:`pack_plan` (several documents per row,
     padding only at the end of the few rows that are not full)."""
     row_of, offset_of, doc_of, rows = pack_plan(pieces.lengths.tolist(), row_len)
-    return place_pieces(pieces, torch.tensor(row_of), torch.tensor(offset_of), torch.tensor(doc_of), rows, row_len)
+    return place_pieces(
+        pieces, torch.tensor(row_of), torch.tensor(offset_of), torch.tensor(doc_of), rows, row_len
+    )
 
 
 def lm_spec(layout: str, doc_ids: torch.Tensor) -> AttentionSpec:
@@ -400,10 +433,24 @@ class LanguageModeling(TokenTask):
     item_name = "tokens"
     default_rates = (0.05, 0.1, 0.2)
 
-    def __init__(self, root: str | Path, *, layout: str = "stream", tokens: str = "char", vocab_size: int = 2000,
-                 seq_len: int = 64, batch_size: int = 16, train_chars: int | None = 100_000, dim: int = 96,
-                 heads: int = 4, layers: int = 3, dropout: float = 0.1, epochs: int = 10, lr: float = 1.5e-3,
-                 key_drop: bool = False) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        layout: str = "stream",
+        tokens: str = "char",
+        vocab_size: int = 2000,
+        seq_len: int = 64,
+        batch_size: int = 16,
+        train_chars: int | None = 100_000,
+        dim: int = 96,
+        heads: int = 4,
+        layers: int = 3,
+        dropout: float = 0.1,
+        epochs: int = 10,
+        lr: float = 1.5e-3,
+        key_drop: bool = False,
+    ) -> None:
         if layout not in ("stream", "pack", "pad"):
             raise ValueError(f"layout must be 'stream', 'pack' or 'pad' ({layout!r} given).")
         if tokens not in ("char", "bpe"):
@@ -421,39 +468,69 @@ class LanguageModeling(TokenTask):
         self.docs = docs
         train_text = "\n\n".join(docs["train"])
         self.tokenizer: CharTokenizer | BPETokenizer = (
-            CharTokenizer(train_text) if tokens == "char" else BPETokenizer(docs["train"], vocab_size, kind="bytes"))
+            CharTokenizer(train_text)
+            if tokens == "char"
+            else BPETokenizer(docs["train"], vocab_size, kind="bytes")
+        )
         self.vocab = self.tokenizer.get_vocab_size()
-        self.layout, self.tokens, self.seq_len, self.batch_size = layout, tokens, seq_len, batch_size
-        self.dim, self.heads, self.layers, self.dropout, self.key_drop = dim, heads, layers, dropout, key_drop
+        self.layout, self.tokens, self.seq_len, self.batch_size = (
+            layout,
+            tokens,
+            seq_len,
+            batch_size,
+        )
+        self.dim, self.heads, self.layers, self.dropout, self.key_drop = (
+            dim,
+            heads,
+            layers,
+            dropout,
+            key_drop,
+        )
         self.rows = {split: self.make_rows(d, layout) for split, d in docs.items()}
         self.chars = {split: sum(len(x) for x in d) for split, d in docs.items()}
         self.train_config = TrainConfig(epochs=epochs, lr=lr, weight_decay=0.1)
-        self.controller = ControllerConfig(target=0.36, initial_rate=0.05, max_rate=0.4, max_delta=0.005)
+        self.controller = ControllerConfig(
+            target=0.36, initial_rate=0.05, max_rate=0.4, max_delta=0.005
+        )
 
     def make_rows(self, docs: Sequence[str], layout: str) -> LMRows:
         """Rows of ``docs`` in ``layout``."""
         if layout == "stream":
             seq = self.tokenizer.encode("\n\n".join(docs) + "\n\n")
             return pad_rows(pieces_of([seq], self.seq_len), self.seq_len)
-        seqs = [torch.cat([torch.tensor([BOS]), self.tokenizer.encode(d), torch.tensor([EOS])]) for d in docs]
+        seqs = [
+            torch.cat([torch.tensor([BOS]), self.tokenizer.encode(d), torch.tensor([EOS])])
+            for d in docs
+        ]
         p = pieces_of(seqs, self.seq_len)
         return pack_rows(p, self.seq_len) if layout == "pack" else pad_rows(p, self.seq_len)
 
     def describe(self) -> dict[str, Any]:
         return {
-            "data": self.source, "layout": self.layout,
-            "characters": self.chars, "documents": {k: len(v) for k, v in self.docs.items()},
-            "rows": {k: len(v) for k, v in self.rows.items()}, "target_tokens": {k: v.tokens for k, v in self.rows.items()},
-            "tokens": f"{self.tokens} (vocab {self.vocab})", "seq_len": self.seq_len, "batch_size": self.batch_size,
+            "data": self.source,
+            "layout": self.layout,
+            "characters": self.chars,
+            "documents": {k: len(v) for k, v in self.docs.items()},
+            "rows": {k: len(v) for k, v in self.rows.items()},
+            "target_tokens": {k: v.tokens for k, v in self.rows.items()},
+            "tokens": f"{self.tokens} (vocab {self.vocab})",
+            "seq_len": self.seq_len,
+            "batch_size": self.batch_size,
             "model": f"decoder-only transformer d={self.dim} x{self.layers}, {self.heads} heads",
             "masking": "input-token noising ([MASK] replaces inputs, targets unchanged)"
-                       + (" + attention key dropping at the same rate" if self.key_drop else ""),
+            + (" + attention key dropping at the same rate" if self.key_drop else ""),
             "split": "train first 85% of characters (capped), dev 85-90%, test last 10%",
         }
 
     def build_model(self) -> nn.Module:
-        return DecoderLM(self.vocab, dim=self.dim, heads=self.heads, layers=self.layers, max_len=self.seq_len,
-                         dropout=self.dropout)
+        return DecoderLM(
+            self.vocab,
+            dim=self.dim,
+            heads=self.heads,
+            layers=self.layers,
+            max_len=self.seq_len,
+            dropout=self.dropout,
+        )
 
     def fetch(self, split: str, idx: torch.Tensor) -> tuple[torch.Tensor, ...]:
         r = self.rows[split]
@@ -461,16 +538,26 @@ class LanguageModeling(TokenTask):
         return r.inputs[idx], targets, r.doc_ids[idx], r.positions[idx], (targets != IGNORE).sum()
 
     def train_batches(self, epoch: int, generator: torch.Generator) -> Batches:
-        return Batches(len(self.rows["train"]), self.batch_size, generator, lambda i: self.fetch("train", i))
+        return Batches(
+            len(self.rows["train"]), self.batch_size, generator, lambda i: self.fetch("train", i)
+        )
 
-    def forward(self, model: nn.Module, ids: torch.Tensor, doc_ids: torch.Tensor, positions: torch.Tensor,
-                extra: AttentionSpec | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        model: nn.Module,
+        ids: torch.Tensor,
+        doc_ids: torch.Tensor,
+        positions: torch.Tensor,
+        extra: AttentionSpec | None = None,
+    ) -> torch.Tensor:
         spec = lm_spec(self.layout, doc_ids)
         if extra is not None:
             spec = spec & extra
         return model(ids, spec, positions if self.layout != "stream" else None)
 
-    def train_step(self, model: nn.Module, masker: DynamicMask | None, batch: Any, device: torch.device) -> StepOutput:
+    def train_step(
+        self, model: nn.Module, masker: DynamicMask | None, batch: Any, device: torch.device
+    ) -> StepOutput:
         n = int(batch[-1])  # counted on the host by fetch: no device sync
         ids, labels, doc_ids, pos = (t.to(device) for t in batch[:-1])
         extra = None
@@ -482,8 +569,14 @@ class LanguageModeling(TokenTask):
                 extra.step = step
         logits = self.forward(model, ids, doc_ids, pos, extra)
         loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
-        return StepOutput(loss, logits.detach(), labels, items=n, keys=labels.clamp_min(0),
-                          key_valid=labels != IGNORE)
+        return StepOutput(
+            loss,
+            logits.detach(),
+            labels,
+            items=n,
+            keys=labels.clamp_min(0),
+            key_valid=labels != IGNORE,
+        )
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, split: str, device: torch.device) -> dict[str, float]:
@@ -493,14 +586,24 @@ class LanguageModeling(TokenTask):
             *batch, n = self.fetch(split, torch.arange(i, min(R, i + EVAL_BATCH)))
             ids, labels, doc_ids, pos = (t.to(device) for t in batch)
             logits = self.forward(model, ids, doc_ids, pos)
-            total += float(F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE, reduction="sum"))
+            total += float(
+                F.cross_entropy(
+                    logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE, reduction="sum"
+                )
+            )
             correct += int((logits.argmax(-1) == labels).sum())
             count += int(n)
         loss = total / max(1, count)
-        return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "accuracy": correct / max(1, count)}
+        return {
+            "loss": loss,
+            "perplexity": math.exp(min(loss, 50.0)),
+            "accuracy": correct / max(1, count),
+        }
 
     @torch.no_grad()
-    def generate(self, model: nn.Module, prompt: str, max_new: int = 64, device: torch.device | str = "cpu") -> str:
+    def generate(
+        self, model: nn.Module, prompt: str, max_new: int = 64, device: torch.device | str = "cpu"
+    ) -> str:
         """Greedy continuation of ``prompt`` (a decoding check; sampling is not needed here)."""
         model.eval()
         ids = self.tokenizer.encode(prompt)
@@ -508,14 +611,14 @@ class LanguageModeling(TokenTask):
             ids = torch.cat([torch.tensor([BOS]), ids])
         x = ids.to(device).unsqueeze(0)
         for _ in range(max_new):
-            ctx = x[:, -self.seq_len:]
+            ctx = x[:, -self.seq_len :]
             pos = torch.arange(ctx.shape[1], device=x.device).unsqueeze(0)
             logits = self.forward(model, ctx, torch.zeros_like(ctx), pos)
             nxt = logits[:, -1].argmax(-1, keepdim=True)
             if self.layout != "stream" and int(nxt) == EOS:
                 break
             x = torch.cat([x, nxt], 1)
-        return self.tokenizer.decode(x[0, len(ids):].tolist())
+        return self.tokenizer.decode(x[0, len(ids) :].tolist())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -523,8 +626,14 @@ class LanguageModeling(TokenTask):
 # ----------------------------------------------------------------------------------------------
 
 # Known (source, target) field pairs of summarization JSONL, tried in order.
-KNOWN_FIELDS = (("source", "target"), ("dialogue", "summary"), ("document", "summary"), ("article", "highlights"),
-                ("text", "summary"), ("src", "tgt"))
+KNOWN_FIELDS = (
+    ("source", "target"),
+    ("dialogue", "summary"),
+    ("document", "summary"),
+    ("article", "highlights"),
+    ("text", "summary"),
+    ("src", "tgt"),
+)
 
 
 def _as_text(value: object) -> str:
@@ -533,7 +642,9 @@ def _as_text(value: object) -> str:
     return str(value).strip()
 
 
-def load_jsonl_references(path: str | Path, source_field: str, target_field: str) -> list[tuple[str, list[str]]]:
+def load_jsonl_references(
+    path: str | Path, source_field: str, target_field: str
+) -> list[tuple[str, list[str]]]:
     """``(source, references)`` from a JSONL file. A list source (sentences) is joined with
     spaces; the target is a string or a list of references; when ``target_field`` is absent and
     numbered fields ``{target_field}1``, ``{target_field}2``, ... are present (DialogSum's test
@@ -547,15 +658,22 @@ def load_jsonl_references(path: str | Path, source_field: str, target_field: str
                     continue
                 obj = D._json_object(line, path, i)
                 if source_field not in obj:
-                    raise ValueError(f"{path}:{i}: no field {source_field!r} (fields: {', '.join(obj)}).")
+                    raise ValueError(
+                        f"{path}:{i}: no field {source_field!r} (fields: {', '.join(obj)})."
+                    )
                 if target_field in obj:
                     t = obj[target_field]
                     refs = [_as_text(x) for x in t] if isinstance(t, list) else [_as_text(t)]
                 else:
-                    numbered = [obj[k] for k in sorted(obj, key=lambda k: (len(k), k))
-                                if k.startswith(target_field) and k[len(target_field):].isdigit()]
+                    numbered = [
+                        obj[k]
+                        for k in sorted(obj, key=lambda k: (len(k), k))
+                        if k.startswith(target_field) and k[len(target_field) :].isdigit()
+                    ]
                     if not numbered:
-                        raise ValueError(f"{path}:{i}: no field {target_field!r} (fields: {', '.join(obj)}).")
+                        raise ValueError(
+                            f"{path}:{i}: no field {target_field!r} (fields: {', '.join(obj)})."
+                        )
                     refs = [_as_text(x) for x in numbered]
                 refs = [r for r in refs if r]
                 src = _as_text(obj[source_field])
@@ -568,7 +686,9 @@ def load_jsonl_references(path: str | Path, source_field: str, target_field: str
     return out
 
 
-def detect_fields(path: str | Path, source_field: str | None = None, target_field: str | None = None) -> tuple[str, str]:
+def detect_fields(
+    path: str | Path, source_field: str | None = None, target_field: str | None = None
+) -> tuple[str, str]:
     """The (source, target) fields of a JSONL file: the given ones, else the first known pair
     present in its first object (a target ``summary`` also matches ``summary1``)."""
     path = Path(path)
@@ -589,7 +709,8 @@ def detect_fields(path: str | Path, source_field: str | None = None, target_fiel
     raise ValueError(
         f"{path}: cannot tell the source and target fields (known pairs: "
         f"{', '.join('/'.join(p) for p in KNOWN_FIELDS)}; fields: {', '.join(sorted(keys))}); "
-        "pass --source-field and --target-field.")
+        "pass --source-field and --target-field."
+    )
 
 
 def _carve_pairs(items: list, fraction: float, seed: int) -> tuple[list, list]:
@@ -598,7 +719,9 @@ def _carve_pairs(items: list, fraction: float, seed: int) -> tuple[list, list]:
     perm = torch.randperm(len(items), generator=g)
     n = max(1, round(fraction * len(items)))
     held = set(perm[:n].tolist())
-    return [x for i, x in enumerate(items) if i not in held], [x for i, x in enumerate(items) if i in held]
+    return [x for i, x in enumerate(items) if i not in held], [
+        x for i, x in enumerate(items) if i in held
+    ]
 
 
 def _complete_splits(splits: dict[str, list], seed: int) -> dict[str, list]:
@@ -610,8 +733,13 @@ def _complete_splits(splits: dict[str, list], seed: int) -> dict[str, list]:
     return splits
 
 
-def load_translation(root: str | Path, src_lang: str = "de", tgt_lang: str = "en", *,
-                     target_file: str | Path | None = None) -> dict[str, list[tuple[str, list[str]]]]:
+def load_translation(
+    root: str | Path,
+    src_lang: str = "de",
+    tgt_lang: str = "en",
+    *,
+    target_file: str | Path | None = None,
+) -> dict[str, list[tuple[str, list[str]]]]:
     """``{"train", "dev", "test"}`` of ``(source, [reference])`` from line-aligned files.
 
     ``root`` is a folder holding ``<split>.<lang>[.gz]`` files (split named ``train``,
@@ -625,7 +753,10 @@ def load_translation(root: str | Path, src_lang: str = "de", tgt_lang: str = "en
         pairs = D.load_parallel(root, tgt)
         return _complete_splits({"train": [(s, [t]) for s, t in pairs]}, 0)
     out: dict[str, list[tuple[str, list[str]]]] = {}
-    found = {lang: D.find_split_files(root, suffixes=(f".{lang}", f".{lang}.gz")) for lang in (src_lang, tgt_lang)}
+    found = {
+        lang: D.find_split_files(root, suffixes=(f".{lang}", f".{lang}.gz"))
+        for lang in (src_lang, tgt_lang)
+    }
     for split, src in found[src_lang].items():
         if split not in found[tgt_lang]:
             raise ValueError(f"{root}: {src.name} has no {tgt_lang} counterpart.")
@@ -638,16 +769,23 @@ def _swap_lang(path: Path, src_lang: str, tgt_lang: str) -> Path:
     for suffix in (f".{src_lang}.gz", f".{src_lang}"):
         if name.endswith(suffix):
             return path.with_name(name[: -len(suffix)] + suffix.replace(src_lang, tgt_lang, 1))
-    raise ValueError(f"{path}: cannot derive the target file (name does not end in .{src_lang}); pass it explicitly.")
+    raise ValueError(
+        f"{path}: cannot derive the target file (name does not end in .{src_lang}); pass it explicitly."
+    )
 
 
-def load_summarization(root: str | Path, source_field: str | None = None,
-                       target_field: str | None = None) -> tuple[dict[str, list[tuple[str, list[str]]]], tuple[str, str]]:
+def load_summarization(
+    root: str | Path, source_field: str | None = None, target_field: str | None = None
+) -> tuple[dict[str, list[tuple[str, list[str]]]], tuple[str, str]]:
     """Splits of ``(source, references)`` from JSONL: a folder with one file per split
     (``train``, ``dev`` / ``val``, ``test`` in the name) or one file (dev and test carved, 5 %
     each); and the fields used."""
     root = Path(root)
-    files = {"train": root} if root.is_file() else D.find_split_files(root, suffixes=(".jsonl", ".jsonl.gz", ".json"))
+    files = (
+        {"train": root}
+        if root.is_file()
+        else D.find_split_files(root, suffixes=(".jsonl", ".jsonl.gz", ".json"))
+    )
     fields = detect_fields(files["train"], source_field, target_field)
     splits = {split: load_jsonl_references(p, *fields) for split, p in files.items()}
     return _complete_splits(splits, 0), fields
@@ -665,8 +803,10 @@ def bleu(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> floa
 
     counts = {len(r) for r in references}
     if len(counts) > 1 or len(references) != len(hypotheses):
-        raise ValueError(f"bleu needs one list of references per hypothesis, all of one length "
-                         f"({len(hypotheses)} hypotheses, reference counts {sorted(counts)} given).")
+        raise ValueError(
+            f"bleu needs one list of references per hypothesis, all of one length "
+            f"({len(hypotheses)} hypotheses, reference counts {sorted(counts)} given)."
+        )
     streams = [list(r) for r in zip(*references)]
     return float(sacrebleu.corpus_bleu(list(hypotheses), streams).score)
 
@@ -735,8 +875,9 @@ def repeated_ngram_ban(out: torch.Tensor, n: int, vocab: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def greedy_decode(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_len: int,
-                  no_repeat_ngram: int = 0) -> torch.Tensor:
+def greedy_decode(
+    model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_len: int, no_repeat_ngram: int = 0
+) -> torch.Tensor:
     """Greedy (argmax) decoding with a key/value cache: (B, <= max_len) ids after ``[BOS]``,
     ``PAD`` after a row's ``[EOS]``; stops once every row has ended. With ``no_repeat_ngram=n``
     a token that would repeat an ``n``-gram of the row's output is never chosen
@@ -753,24 +894,36 @@ def greedy_decode(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_
     B, dev = src.shape[0], src.device
     cross_spec = cross(torch.ones(B, dtype=torch.long, device=dev), src_len)
     layers: list[tuple[Block, MultiheadAttention, MultiheadAttention, nn.LayerNorm]] = []
-    cache: list[list[torch.Tensor]] = []  # per layer: cross k, v (B, Hkv, S, Dh); self k, v (B, Hkv, t, Dh)
+    cache: list[
+        list[torch.Tensor]
+    ] = []  # per layer: cross k, v (B, Hkv, S, Dh); self k, v (B, Hkv, t, Dh)
     for block in cast(Sequence[Block], model.decoder):
         sa, ca, ln_cross = block.attn, block.cross, block.ln_cross
         assert ca is not None and ln_cross is not None  # decoder blocks have cross-attention
         layers.append((block, sa, ca, ln_cross))
         empty = memory.new_zeros(B, sa.num_kv_heads, 0, sa.head_dim)
-        cache.append([_heads(ca.k_proj, memory, ca.num_kv_heads, ca.head_dim),
-                      _heads(ca.v_proj, memory, ca.num_kv_heads, ca.head_dim), empty, empty])
+        cache.append(
+            [
+                _heads(ca.k_proj, memory, ca.num_kv_heads, ca.head_dim),
+                _heads(ca.v_proj, memory, ca.num_kv_heads, ca.head_dim),
+                empty,
+                empty,
+            ]
+        )
     tok = torch.full((B,), BOS, dtype=torch.long, device=dev)
     done = torch.zeros(B, dtype=torch.bool, device=dev)
     out: list[torch.Tensor] = []
     for t in range(max_len):
-        x = model.embed(tok[:, None], torch.full((1,), t, dtype=torch.long, device=dev))  # (B, 1, E)
+        x = model.embed(
+            tok[:, None], torch.full((1,), t, dtype=torch.long, device=dev)
+        )  # (B, 1, E)
         for (block, sa, ca, ln_cross), c in zip(layers, cache):
             h = block.ln1(x)
             c[2] = torch.cat([c[2], _heads(sa.k_proj, h, sa.num_kv_heads, sa.head_dim)], 2)
             c[3] = torch.cat([c[3], _heads(sa.v_proj, h, sa.num_kv_heads, sa.head_dim)], 2)
-            o = attend(_heads(sa.q_proj, h, sa.num_heads, sa.head_dim), c[2], c[3], None)  # (B, H, 1, Dh)
+            o = attend(
+                _heads(sa.q_proj, h, sa.num_heads, sa.head_dim), c[2], c[3], None
+            )  # (B, H, 1, Dh)
             x = x + sa.out_proj(o.transpose(1, 2).reshape(B, 1, -1))
             h = ln_cross(x)
             o = attend(_heads(ca.q_proj, h, ca.num_heads, ca.head_dim), c[0], c[1], cross_spec)
@@ -796,9 +949,21 @@ class LengthBatches:
     throughput counts real tokens only), while every batch is still a random draw of the data.
     """
 
-    def __init__(self, lengths: torch.Tensor, batch_size: int, generator: torch.Generator,
-                 fetch: Any, pool: int = 50) -> None:
-        self.lengths, self.batch_size, self.generator, self.fetch, self.pool = lengths, batch_size, generator, fetch, pool
+    def __init__(
+        self,
+        lengths: torch.Tensor,
+        batch_size: int,
+        generator: torch.Generator,
+        fetch: Any,
+        pool: int = 50,
+    ) -> None:
+        self.lengths, self.batch_size, self.generator, self.fetch, self.pool = (
+            lengths,
+            batch_size,
+            generator,
+            fetch,
+            pool,
+        )
 
     def __len__(self) -> int:
         return math.ceil(self.lengths.numel() / self.batch_size)
@@ -836,9 +1001,23 @@ class _Seq2SeqTask(TokenTask):
     splits: dict[str, PairSplit]
     source: str
 
-    def _setup(self, raw: dict[str, list[tuple[str, list[str]]]], *, train_size: int | None, vocab_size: int,
-               max_src: int, max_tgt: int, dim: int, heads: int, layers: int, dropout: float, batch_size: int,
-               select_size: int, train_eval_size: int, max_eval: int | None) -> None:
+    def _setup(
+        self,
+        raw: dict[str, list[tuple[str, list[str]]]],
+        *,
+        train_size: int | None,
+        vocab_size: int,
+        max_src: int,
+        max_tgt: int,
+        dim: int,
+        heads: int,
+        layers: int,
+        dropout: float,
+        batch_size: int,
+        select_size: int,
+        train_eval_size: int,
+        max_eval: int | None,
+    ) -> None:
         if train_size is not None:
             raw["train"] = raw["train"][:train_size]
         if max_eval is not None:
@@ -848,7 +1027,13 @@ class _Seq2SeqTask(TokenTask):
         self.tokenizer = BPETokenizer(texts, vocab_size, kind="text")
         self.vocab = self.tokenizer.get_vocab_size()
         self.max_src, self.max_tgt = max_src, max_tgt
-        self.dim, self.heads, self.layers, self.dropout, self.batch_size = dim, heads, layers, dropout, batch_size
+        self.dim, self.heads, self.layers, self.dropout, self.batch_size = (
+            dim,
+            heads,
+            layers,
+            dropout,
+            batch_size,
+        )
         self.select_size, self.train_eval_size = select_size, train_eval_size
         self.splits = {k: self._encode(v) for k, v in raw.items()}
 
@@ -870,25 +1055,41 @@ class _Seq2SeqTask(TokenTask):
             tgt_in[i, : len(t) + 1] = torch.tensor([BOS] + t)
             labels[i, : len(t) + 1] = torch.tensor(t + [EOS])
             src_len[i], tgt_len[i] = len(s), len(t) + 1
-        return PairSplit(src, src_len, tgt_in, labels, tgt_len, [s for s, _ in items], [r for _, r in items])
+        return PairSplit(
+            src, src_len, tgt_in, labels, tgt_len, [s for s, _ in items], [r for _, r in items]
+        )
 
     def describe(self) -> dict[str, Any]:
         return {
-            "data": self.source, "sizes": {k: len(v) for k, v in self.splits.items()},
+            "data": self.source,
+            "sizes": {k: len(v) for k, v in self.splits.items()},
             "target_tokens": {k: int(v.tgt_len.sum()) for k, v in self.splits.items()},
             "tokens": f"joint BPE (vocab {self.vocab}), trained on the training split",
-            "max_src": self.max_src, "max_tgt": self.max_tgt, "batch_size": self.batch_size,
+            "max_src": self.max_src,
+            "max_tgt": self.max_tgt,
+            "batch_size": self.batch_size,
             "model": f"encoder-decoder transformer d={self.dim} x{self.layers}+{self.layers}, {self.heads} heads",
             "masking": "[MASK] over source tokens and decoder inputs, one rate",
             "decoding": f"greedy, at most {self.max_tgt} tokens"
-                        + (f", no repeated {self.no_repeat_ngram}-grams of tokens" if self.no_repeat_ngram else ""),
+            + (
+                f", no repeated {self.no_repeat_ngram}-grams of tokens"
+                if self.no_repeat_ngram
+                else ""
+            ),
             "selection": f"dev {self.metric} on the first {self.select_size} dev items each epoch",
             "train_metrics_on": f"the first {self.train_eval_size} training items",
         }
 
     def build_model(self) -> nn.Module:
-        return Seq2Seq(self.vocab, dim=self.dim, heads=self.heads, enc_layers=self.layers, dec_layers=self.layers,
-                       max_len=max(self.max_src, self.max_tgt + 1), dropout=self.dropout)
+        return Seq2Seq(
+            self.vocab,
+            dim=self.dim,
+            heads=self.heads,
+            enc_layers=self.layers,
+            dec_layers=self.layers,
+            max_len=max(self.max_src, self.max_tgt + 1),
+            dropout=self.dropout,
+        )
 
     def fetch(self, split: str, idx: torch.Tensor) -> tuple[torch.Tensor, ...]:
         s = self.splits[split]
@@ -899,17 +1100,28 @@ class _Seq2SeqTask(TokenTask):
     def train_batches(self, epoch: int, generator: torch.Generator) -> LengthBatches:
         s = self.splits["train"]
         # sort key: source length, then target length
-        return LengthBatches(s.src_len * (self.max_tgt + 1) + s.tgt_len, self.batch_size, generator,
-                             lambda i: self.fetch("train", i))
+        return LengthBatches(
+            s.src_len * (self.max_tgt + 1) + s.tgt_len,
+            self.batch_size,
+            generator,
+            lambda i: self.fetch("train", i),
+        )
 
     @staticmethod
-    def logits(model: Any, src: torch.Tensor, src_len: torch.Tensor, tgt_in: torch.Tensor,
-               tgt_len: torch.Tensor) -> torch.Tensor:
+    def logits(
+        model: Any,
+        src: torch.Tensor,
+        src_len: torch.Tensor,
+        tgt_in: torch.Tensor,
+        tgt_len: torch.Tensor,
+    ) -> torch.Tensor:
         """Teacher-forced logits (B, T, V) under the three masks."""
         memory = model.encode(src, padding(src_len))
         return model.decode(tgt_in, memory, causal() & padding(tgt_len), cross(tgt_len, src_len))
 
-    def train_step(self, model: nn.Module, masker: DynamicMask | None, batch: Any, device: torch.device) -> StepOutput:
+    def train_step(
+        self, model: nn.Module, masker: DynamicMask | None, batch: Any, device: torch.device
+    ) -> StepOutput:
         n = int(batch[-1].sum())  # target tokens, counted on the host
         src, src_len, tgt_in, labels, tgt_len = (t.to(device) for t in batch)
         if masker is not None:
@@ -918,31 +1130,55 @@ class _Seq2SeqTask(TokenTask):
             src, tgt_in = both.split([src.shape[1], tgt_in.shape[1]], 1)
         logits = self.logits(model, src, src_len, tgt_in, tgt_len)
         loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
-        return StepOutput(loss, logits.detach(), labels, items=n, keys=labels.clamp_min(0), key_valid=labels != IGNORE)
+        return StepOutput(
+            loss,
+            logits.detach(),
+            labels,
+            items=n,
+            keys=labels.clamp_min(0),
+            key_valid=labels != IGNORE,
+        )
 
     @torch.no_grad()
-    def loss_of(self, model: nn.Module, split: str, device: torch.device, limit: int | None = None) -> float:
+    def loss_of(
+        self, model: nn.Module, split: str, device: torch.device, limit: int | None = None
+    ) -> float:
         n = len(self.splits[split]) if limit is None else min(limit, len(self.splits[split]))
         total, count = 0.0, 0
         for i in range(0, n, 4 * EVAL_BATCH):
             idx = torch.arange(i, min(n, i + 4 * EVAL_BATCH))
             src, src_len, tgt_in, labels, tgt_len = (t.to(device) for t in self.fetch(split, idx))
             logits = self.logits(model, src, src_len, tgt_in, tgt_len)
-            total += float(F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE, reduction="sum"))
+            total += float(
+                F.cross_entropy(
+                    logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE, reduction="sum"
+                )
+            )
             count += int(tgt_len.sum())
         return total / max(1, count)
 
     @torch.no_grad()
-    def decode(self, model: nn.Module, split: str, device: torch.device, limit: int | None = None,
-               batch_size: int = 512) -> list[str]:
+    def decode(
+        self,
+        model: nn.Module,
+        split: str,
+        device: torch.device,
+        limit: int | None = None,
+        batch_size: int = 512,
+    ) -> list[str]:
         """Greedy outputs of the first ``limit`` items of ``split``, detokenised."""
         model.eval()
         n = len(self.splits[split]) if limit is None else min(limit, len(self.splits[split]))
         texts: list[str] = []
         for i in range(0, n, batch_size):
             src, src_len, *_ = self.fetch(split, torch.arange(i, min(n, i + batch_size)))
-            ids = greedy_decode(cast(Seq2Seq, model), src.to(device), src_len.to(device), self.max_tgt,
-                                no_repeat_ngram=self.no_repeat_ngram).tolist()
+            ids = greedy_decode(
+                cast(Seq2Seq, model),
+                src.to(device),
+                src_len.to(device),
+                self.max_tgt,
+                no_repeat_ngram=self.no_repeat_ngram,
+            ).tolist()
             rows = [r[: r.index(EOS)] if EOS in r else r for r in ids]
             texts += self.tokenizer.decode_batch(rows)
         return texts
@@ -950,7 +1186,9 @@ class _Seq2SeqTask(TokenTask):
     def score(self, hypotheses: list[str], references: list[list[str]]) -> dict[str, float]:
         raise NotImplementedError
 
-    def _metrics(self, model: nn.Module, split: str, device: torch.device, limit: int | None) -> dict[str, float]:
+    def _metrics(
+        self, model: nn.Module, split: str, device: torch.device, limit: int | None
+    ) -> dict[str, float]:
         hyps = self.decode(model, split, device, limit)
         refs = self.splits[split].references[: len(hyps)]
         return {"loss": self.loss_of(model, split, device, limit), **self.score(hyps, refs)}
@@ -961,7 +1199,9 @@ class _Seq2SeqTask(TokenTask):
         return self._metrics(model, split, device, self.select_size)
 
     def final_metrics(self, model: nn.Module, split: str, device: torch.device) -> dict[str, float]:
-        return self._metrics(model, split, device, self.train_eval_size if split == "train" else None)
+        return self._metrics(
+            model, split, device, self.train_eval_size if split == "train" else None
+        )
 
 
 class Translation(_Seq2SeqTask):
@@ -983,18 +1223,49 @@ class Translation(_Seq2SeqTask):
     metric = "bleu"
     higher_is_better = True
 
-    def __init__(self, root: str | Path, *, src_lang: str = "de", tgt_lang: str = "en",
-                 target_file: str | Path | None = None, train_size: int | None = 4000, vocab_size: int = 3000,
-                 max_src: int = 40, max_tgt: int = 40, dim: int = 96, heads: int = 4, layers: int = 2,
-                 dropout: float = 0.1, batch_size: int = 32, epochs: int = 6, lr: float = 2e-3,
-                 select_size: int = 300, train_eval_size: int = 500, max_eval: int | None = None) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        src_lang: str = "de",
+        tgt_lang: str = "en",
+        target_file: str | Path | None = None,
+        train_size: int | None = 4000,
+        vocab_size: int = 3000,
+        max_src: int = 40,
+        max_tgt: int = 40,
+        dim: int = 96,
+        heads: int = 4,
+        layers: int = 2,
+        dropout: float = 0.1,
+        batch_size: int = 32,
+        epochs: int = 6,
+        lr: float = 2e-3,
+        select_size: int = 300,
+        train_eval_size: int = 500,
+        max_eval: int | None = None,
+    ) -> None:
         self.source = f"{root} ({src_lang}->{tgt_lang})"
         raw = load_translation(root, src_lang, tgt_lang, target_file=target_file)
-        self._setup(raw, train_size=train_size, vocab_size=vocab_size, max_src=max_src, max_tgt=max_tgt, dim=dim,
-                    heads=heads, layers=layers, dropout=dropout, batch_size=batch_size, select_size=select_size,
-                    train_eval_size=train_eval_size, max_eval=max_eval)
+        self._setup(
+            raw,
+            train_size=train_size,
+            vocab_size=vocab_size,
+            max_src=max_src,
+            max_tgt=max_tgt,
+            dim=dim,
+            heads=heads,
+            layers=layers,
+            dropout=dropout,
+            batch_size=batch_size,
+            select_size=select_size,
+            train_eval_size=train_eval_size,
+            max_eval=max_eval,
+        )
         self.train_config = TrainConfig(epochs=epochs, lr=lr, weight_decay=0.01)
-        self.controller = ControllerConfig(target=0.32, initial_rate=0.1, max_rate=0.5, max_delta=0.005)
+        self.controller = ControllerConfig(
+            target=0.32, initial_rate=0.1, max_rate=0.5, max_delta=0.005
+        )
 
     def score(self, hypotheses: list[str], references: list[list[str]]) -> dict[str, float]:
         return {"bleu": bleu(hypotheses, references)}
@@ -1028,19 +1299,50 @@ class Summarization(_Seq2SeqTask):
     metric = "rougeL"
     higher_is_better = True
 
-    def __init__(self, root: str | Path, *, source_field: str | None = None, target_field: str | None = None,
-                 train_size: int | None = 2000, vocab_size: int = 3000, max_src: int = 128, max_tgt: int = 40,
-                 dim: int = 96, heads: int = 4, layers: int = 2, dropout: float = 0.1, batch_size: int = 16,
-                 epochs: int = 4, lr: float = 2e-3, select_size: int = 100, train_eval_size: int = 300,
-                 max_eval: int | None = None, no_repeat_ngram: int = 4) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        source_field: str | None = None,
+        target_field: str | None = None,
+        train_size: int | None = 2000,
+        vocab_size: int = 3000,
+        max_src: int = 128,
+        max_tgt: int = 40,
+        dim: int = 96,
+        heads: int = 4,
+        layers: int = 2,
+        dropout: float = 0.1,
+        batch_size: int = 16,
+        epochs: int = 4,
+        lr: float = 2e-3,
+        select_size: int = 100,
+        train_eval_size: int = 300,
+        max_eval: int | None = None,
+        no_repeat_ngram: int = 4,
+    ) -> None:
         self.no_repeat_ngram = no_repeat_ngram
         raw, self.fields = load_summarization(root, source_field, target_field)
         self.source = f"{root} ({self.fields[0]} -> {self.fields[1]})"
-        self._setup(raw, train_size=train_size, vocab_size=vocab_size, max_src=max_src, max_tgt=max_tgt, dim=dim,
-                    heads=heads, layers=layers, dropout=dropout, batch_size=batch_size, select_size=select_size,
-                    train_eval_size=train_eval_size, max_eval=max_eval)
+        self._setup(
+            raw,
+            train_size=train_size,
+            vocab_size=vocab_size,
+            max_src=max_src,
+            max_tgt=max_tgt,
+            dim=dim,
+            heads=heads,
+            layers=layers,
+            dropout=dropout,
+            batch_size=batch_size,
+            select_size=select_size,
+            train_eval_size=train_eval_size,
+            max_eval=max_eval,
+        )
         self.train_config = TrainConfig(epochs=epochs, lr=lr, weight_decay=0.01)
-        self.controller = ControllerConfig(target=0.14, initial_rate=0.1, max_rate=0.5, max_delta=0.005)
+        self.controller = ControllerConfig(
+            target=0.14, initial_rate=0.1, max_rate=0.5, max_delta=0.005
+        )
 
     def score(self, hypotheses: list[str], references: list[list[str]]) -> dict[str, float]:
         first = rouge(hypotheses, [r[:1] for r in references])
@@ -1061,14 +1363,20 @@ def make_task(task_name: str, data: str, args: argparse.Namespace) -> Task:
         return default if value is None else value
 
     if task_name == "language-modeling":
-        kwargs: dict[str, Any] = {"layout": "pack" if arg("pack", False) else "stream", "tokens": arg("tokens", "char"),
-                                  "key_drop": bool(arg("key_drop", False))}
+        kwargs: dict[str, Any] = {
+            "layout": "pack" if arg("pack", False) else "stream",
+            "tokens": arg("tokens", "char"),
+            "key_drop": bool(arg("key_drop", False)),
+        }
         if arg("train_size") is not None:
             kwargs["train_chars"] = arg("train_size")
         return LanguageModeling(data, **kwargs)
     if task_name == "translation":
-        kwargs = {"src_lang": arg("src_lang", "de"), "tgt_lang": arg("tgt_lang", "en"),
-                  "target_file": arg("target_file")}
+        kwargs = {
+            "src_lang": arg("src_lang", "de"),
+            "tgt_lang": arg("tgt_lang", "en"),
+            "target_file": arg("target_file"),
+        }
         if arg("train_size") is not None:
             kwargs["train_size"] = arg("train_size")
         return Translation(data, **kwargs)
@@ -1077,5 +1385,6 @@ def make_task(task_name: str, data: str, args: argparse.Namespace) -> Task:
         if arg("train_size") is not None:
             kwargs["train_size"] = arg("train_size")
         return Summarization(data, **kwargs)
-    raise ValueError(f"unknown sequence task {task_name!r} (language-modeling, translation, summarization).")
-
+    raise ValueError(
+        f"unknown sequence task {task_name!r} (language-modeling, translation, summarization)."
+    )

@@ -58,7 +58,11 @@ def mask_features(
             raise ValueError(
                 f"A tensor rate must have shape (B,) = ({x.shape[0]},) ({tuple(rate.shape)} given)."
             )
-        if rate.device.type == "cpu" and rate.numel() and not bool(((rate >= 0) & (rate <= 1)).all()):
+        if (
+            rate.device.type == "cpu"
+            and rate.numel()
+            and not bool(((rate >= 0) & (rate <= 1)).all())
+        ):
             raise ValueError(f"Every rate must be between 0.0 and 1.0 ({rate.tolist()} given).")
         p = rate.to(device=x.device, dtype=torch.float32).reshape(-1, *([1] * (x.dim() - 1)))
     else:

@@ -104,9 +104,13 @@ def mask_patches(
     hard_fraction = check_probability("hard_fraction", hard_fraction)
     if scores is not None:
         if not isinstance(scores, torch.Tensor) or not scores.is_floating_point():
-            raise TypeError(f"scores must be a float tensor ({getattr(scores, 'dtype', type(scores))} given).")
+            raise TypeError(
+                f"scores must be a float tensor ({getattr(scores, 'dtype', type(scores))} given)."
+            )
         if scores.shape != (B, N):
-            raise ValueError(f"scores must have shape (B, N) = ({B}, {N}) ({tuple(scores.shape)} given).")
+            raise ValueError(
+                f"scores must have shape (B, N) = ({B}, {N}) ({tuple(scores.shape)} given)."
+            )
         device = scores.device if device is None else device
     device = torch.device("cpu") if device is None else torch.device(device)
     u = uniform((B, N), generator=generator, device=device)
@@ -210,7 +214,11 @@ def mask_blocks(
     B = _check_batch(batch)
     if isinstance(rounds, bool) or not isinstance(rounds, numbers.Integral) or rounds < 0:
         raise ValueError(f"rounds must be an int >= 0 ({rounds!r} given).")
-    if isinstance(num_masked, bool) or not isinstance(num_masked, numbers.Integral) or not 0 <= num_masked <= H * W:
+    if (
+        isinstance(num_masked, bool)
+        or not isinstance(num_masked, numbers.Integral)
+        or not 0 <= num_masked <= H * W
+    ):
         raise ValueError(f"num_masked must be an int in [0, {H * W}] ({num_masked!r} given).")
     min_block = _check_positive_int("min_block", min_block)
     max_block = num_masked if max_block is None else _check_positive_int("max_block", max_block)
@@ -308,7 +316,9 @@ def unpatchify(patches: torch.Tensor, patch_size: int, grid: int | Sequence[int]
     p = _check_positive_int("patch_size", patch_size)
     h, w = _check_grid(grid)
     if not isinstance(patches, torch.Tensor) or patches.dim() != 3:
-        raise ValueError(f"patches must be (B, N, D) ({tuple(getattr(patches, 'shape', ()))} given).")
+        raise ValueError(
+            f"patches must be (B, N, D) ({tuple(getattr(patches, 'shape', ()))} given)."
+        )
     B, N, D = patches.shape
     if N != h * w or D % (p * p):
         raise ValueError(
@@ -319,13 +329,17 @@ def unpatchify(patches: torch.Tensor, patch_size: int, grid: int | Sequence[int]
     return x.permute(0, 5, 1, 3, 2, 4).reshape(B, C, h * p, w * p)
 
 
-def patches_to_pixels(masked: torch.Tensor, grid: int | Sequence[int], patch_size: int) -> torch.Tensor:
+def patches_to_pixels(
+    masked: torch.Tensor, grid: int | Sequence[int], patch_size: int
+) -> torch.Tensor:
     """Expand a patch mask (B, N) or (B, H, W) to pixels (B, H * p, W * p), e.g. to mask the
     input image of a CNN: ``images.masked_fill(patches_to_pixels(m, grid, p)[:, None], 0)``."""
     h, w = _check_grid(grid)
     p = _check_positive_int("patch_size", patch_size)
     if not isinstance(masked, torch.Tensor) or masked.dtype != torch.bool:
-        raise TypeError(f"masked must be a bool tensor ({getattr(masked, 'dtype', type(masked))} given).")
+        raise TypeError(
+            f"masked must be a bool tensor ({getattr(masked, 'dtype', type(masked))} given)."
+        )
     if tuple(masked.shape[1:]) not in ((h * w,), (h, w)):
         raise ValueError(
             f"masked must be (B, {h * w}) or (B, {h}, {w}) for grid {h}x{w} ({tuple(masked.shape)} given)."
@@ -389,7 +403,12 @@ def erase(
     B, H, W = images.shape[0], images.shape[-2], images.shape[-1]
     device = images.device
     u = uniform((B, 4 * attempts + 1), generator=generator, device=device).double()
-    ua, ur, ut, ul = u[:, :attempts], u[:, attempts : 2 * attempts], u[:, 2 * attempts : 3 * attempts], u[:, 3 * attempts : 4 * attempts]
+    ua, ur, ut, ul = (
+        u[:, :attempts],
+        u[:, attempts : 2 * attempts],
+        u[:, 2 * attempts : 3 * attempts],
+        u[:, 3 * attempts : 4 * attempts],
+    )
     area = H * W * (s_lo + ua * (s_hi - s_lo))  # (B, attempts)
     aspect = torch.exp(math.log(r_lo) + ur * (math.log(r_hi) - math.log(r_lo)))
     h = torch.round(torch.sqrt(area * aspect)).long()
@@ -408,7 +427,9 @@ def erase(
     m = masked if images.dim() == 3 else masked.unsqueeze(1)  # broadcast over channels
     if isinstance(value, str):
         if value != "random":
-            raise ValueError(f"value must be a number, per-channel values or 'random' ({value!r} given).")
+            raise ValueError(
+                f"value must be a number, per-channel values or 'random' ({value!r} given)."
+            )
         if isinstance(generator, KeyedGenerator):
             u1 = uniform(images.shape, generator=generator, device=device)
             u2 = uniform(images.shape, generator=generator, device=device)

@@ -10,7 +10,9 @@ from maskwise.random import KeyedGenerator, uniform
 __all__ = ["sample_mask", "top_k_per_row"]
 
 
-def top_k_per_row(scores: torch.Tensor, k: torch.Tensor, *, k_max: int | None = None) -> torch.Tensor:
+def top_k_per_row(
+    scores: torch.Tensor, k: torch.Tensor, *, k_max: int | None = None
+) -> torch.Tensor:
     """Bool mask of the ``k[b]`` highest ``scores[b]`` in every row, ``k`` varying per row.
 
     With ``k_max`` (a bound on ``k`` known without reading it, e.g. from the rate and the

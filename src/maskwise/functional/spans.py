@@ -50,7 +50,9 @@ def span_length_pmf(
             )
         return w / w.sum()
     if distribution not in _DISTRIBUTIONS:
-        raise ValueError(f"distribution must be one of {_DISTRIBUTIONS} or a sequence ({distribution!r} given).")
+        raise ValueError(
+            f"distribution must be one of {_DISTRIBUTIONS} or a sequence ({distribution!r} given)."
+        )
     if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
         raise ValueError(f"max_length must be an int >= 1 ({max_length!r} given).")
     check_mean_length(mean_length)
@@ -141,11 +143,15 @@ def mask_spans(
     device = valid.device
     r = as_rate(rate, B, device)  # (B, 1) float64
     n = valid.sum(1)  # (B,) valid positions per row
-    pos_c = (valid.long().cumsum(1) - 1).clamp_min(0)  # (B, L) index of each valid position among valid ones
+    pos_c = (valid.long().cumsum(1) - 1).clamp_min(
+        0
+    )  # (B, L) index of each valid position among valid ones
     if exact:
         cover = _t5_cover(n, r.squeeze(1), float(mean_length), L, generator)
     else:
-        key = distribution if isinstance(distribution, str) else tuple(float(w) for w in distribution)
+        key = (
+            distribution if isinstance(distribution, str) else tuple(float(w) for w in distribution)
+        )
         tables = _span_tables(key, float(mean_length), max_length, str(device))
         cover = _renewal_cover(r, tables, L, generator)
     return cover.gather(1, pos_c) & valid
@@ -203,7 +209,10 @@ def _renewal_cover(
 
 
 def _t5_cover(
-    n: torch.Tensor, r: torch.Tensor, mean_length: float, L: int,
+    n: torch.Tensor,
+    r: torch.Tensor,
+    mean_length: float,
+    L: int,
     generator: torch.Generator | KeyedGenerator | None,
 ) -> torch.Tensor:
     """(B, L) cover in valid-position coordinates: T5's counts, spans at random places."""
@@ -275,7 +284,11 @@ def t5_corrupt(
     ([[10, 99, 13, 98, 1]], [[99, 11, 12, 98, 14, 1]])
     """
     inputs, targets, _, _ = t5_corrupt_with_lengths(
-        input_ids, masked, sentinel_ids=sentinel_ids, eos_id=eos_id, pad_id=pad_id,
+        input_ids,
+        masked,
+        sentinel_ids=sentinel_ids,
+        eos_id=eos_id,
+        pad_id=pad_id,
         attention_mask=attention_mask,
     )
     return inputs, targets
@@ -325,7 +338,9 @@ def t5_corrupt_with_lengths(
         last_real = torch.where(real, pos, -1).max(1).values.clamp_min(0).unsqueeze(1)  # (B, 1)
         ends_eos = (ids.gather(1, last_real) == eos_id) & real.gather(1, last_real)
         ends_eos = (ends_eos & ~masked.gather(1, last_real)).squeeze(1)
-    sentinel_at = sentinels[span_id.clamp_max(max(sentinels.numel() - 1, 0))] if sentinels.numel() else ids
+    sentinel_at = (
+        sentinels[span_id.clamp_max(max(sentinels.numel() - 1, 0))] if sentinels.numel() else ids
+    )
 
     # Inputs: unmasked tokens, plus one sentinel at the start of every span.
     keep = real & (~masked | starts)
@@ -337,7 +352,9 @@ def t5_corrupt_with_lengths(
     width = int(in_len.max()) if B else 0
     inputs = torch.full((B, width + 1), pad_id, dtype=torch.long, device=device)
     inputs.scatter_(1, torch.where(keep, in_pos, width), in_vals)
-    inputs.scatter_(1, torch.where(add_eos, n_in, width).unsqueeze(1), torch.full((B, 1), eos_id, device=device))
+    inputs.scatter_(
+        1, torch.where(add_eos, n_in, width).unsqueeze(1), torch.full((B, 1), eos_id, device=device)
+    )
     inputs = inputs[:, :width]
 
     # Targets: for span k, sentinel k then its tokens; EOS last.

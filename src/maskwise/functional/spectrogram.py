@@ -51,7 +51,11 @@ class SpecAugmentResult(NamedTuple):
 def _lengths(lengths: torch.Tensor | None, B: int, T: int, device: torch.device) -> torch.Tensor:
     if lengths is None:
         return torch.full((B,), T, dtype=torch.long, device=device)
-    if not isinstance(lengths, torch.Tensor) or lengths.dtype.is_floating_point or lengths.dim() != 1:
+    if (
+        not isinstance(lengths, torch.Tensor)
+        or lengths.dtype.is_floating_point
+        or lengths.dim() != 1
+    ):
         raise TypeError(
             f"lengths must be an integer tensor of shape (B,) "
             f"({getattr(lengths, 'dtype', type(lengths))} {tuple(getattr(lengths, 'shape', ()))} given)."
@@ -84,8 +88,13 @@ def interval_mask(starts: torch.Tensor, widths: torch.Tensor, size: int) -> torc
 
 
 def _axis_masks(
-    n_masks: torch.Tensor, max_masks: int, max_width: torch.Tensor, length: torch.Tensor, size: int,
-    generator: Generator, device: torch.device,
+    n_masks: torch.Tensor,
+    max_masks: int,
+    max_width: torch.Tensor,
+    length: torch.Tensor,
+    size: int,
+    generator: Generator,
+    device: torch.device,
 ) -> torch.Tensor:
     """(B, size) union of ``n_masks[b]`` intervals of width uniform in [0, max_width[b]], each
     starting uniformly where it fits in [0, length[b])."""
@@ -153,7 +162,9 @@ def spec_augment(
     """
     if policy is not None:
         if policy not in SPEC_AUGMENT_POLICIES:
-            raise ValueError(f"policy must be one of {sorted(SPEC_AUGMENT_POLICIES)} ({policy!r} given).")
+            raise ValueError(
+                f"policy must be one of {sorted(SPEC_AUGMENT_POLICIES)} ({policy!r} given)."
+            )
         p = SPEC_AUGMENT_POLICIES[policy]
         freq_masks, freq_width = p["freq_masks"], p["freq_width"]
         time_masks, time_width = p["time_masks"], p["time_width"]
@@ -170,7 +181,11 @@ def spec_augment(
         raise TypeError(f"spec must be a float tensor ({spec.dtype} given).")
     B, F, T = spec.shape[0], spec.shape[-2], spec.shape[-1]
     device = spec.device
-    for name, v in (("freq_masks", freq_masks), ("freq_width", freq_width), ("max_time_masks", max_time_masks)):
+    for name, v in (
+        ("freq_masks", freq_masks),
+        ("freq_width", freq_width),
+        ("max_time_masks", max_time_masks),
+    ):
         if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0:
             raise ValueError(f"{name} must be an int >= 0 ({v!r} given).")
     if freq_width > F:
@@ -179,7 +194,9 @@ def spec_augment(
     n = _lengths(lengths, B, T, device)
 
     if isinstance(time_width, bool) or not isinstance(time_width, numbers.Real) or time_width < 0:
-        raise ValueError(f"time_width must be an int (frames) or a float fraction >= 0 ({time_width!r} given).")
+        raise ValueError(
+            f"time_width must be an int (frames) or a float fraction >= 0 ({time_width!r} given)."
+        )
     if isinstance(time_width, numbers.Integral):
         if time_width > T:
             raise ValueError(f"time_width={time_width} is larger than the time axis ({T}).")
@@ -198,8 +215,13 @@ def spec_augment(
         n_time = torch.floor(float(time_masks) * n.double()).long().clamp_max(m_time)
 
     f_masked = _axis_masks(
-        torch.full_like(n, int(freq_masks)), int(freq_masks), torch.full_like(n, int(freq_width)),
-        torch.full_like(n, F), F, generator, device,
+        torch.full_like(n, int(freq_masks)),
+        int(freq_masks),
+        torch.full_like(n, int(freq_width)),
+        torch.full_like(n, F),
+        F,
+        generator,
+        device,
     )  # (B, F)
     t_masked = _axis_masks(n_time, m_time, w_time, n, T, generator, device)  # (B, T)
 
@@ -260,7 +282,9 @@ def mask_time_spans(
     if isinstance(max_len, bool) or not isinstance(max_len, numbers.Integral) or max_len < 0:
         raise ValueError(f"max_len must be an int >= 0 ({max_len!r} given).")
     if not isinstance(lengths, torch.Tensor):
-        raise TypeError(f"lengths must be an integer tensor of shape (B,) ({type(lengths).__name__} given).")
+        raise TypeError(
+            f"lengths must be an integer tensor of shape (B,) ({type(lengths).__name__} given)."
+        )
     device = lengths.device
     n = _lengths(lengths, lengths.shape[0] if lengths.dim() == 1 else -1, int(max_len), device)
     rate = check_probability("rate", rate)

@@ -260,7 +260,9 @@ def corrupt(
     """
     check_long("input_ids", input_ids, dim=None)
     if not isinstance(masked, torch.Tensor) or masked.dtype != torch.bool:
-        raise TypeError(f"masked must be a bool tensor ({getattr(masked, 'dtype', type(masked))} given).")
+        raise TypeError(
+            f"masked must be a bool tensor ({getattr(masked, 'dtype', type(masked))} given)."
+        )
     if masked.shape != input_ids.shape:
         raise ValueError(
             f"masked must have the shape of input_ids {tuple(input_ids.shape)} "
@@ -273,12 +275,17 @@ def corrupt(
     allowed = None
     if random_prob > 0:
         if vocab_size is None or int(vocab_size) <= 0:
-            raise ValueError(f"vocab_size must be a positive int when random_prob > 0 ({vocab_size!r} given).")
+            raise ValueError(
+                f"vocab_size must be a positive int when random_prob > 0 ({vocab_size!r} given)."
+            )
         values = special_ids.tolist() if isinstance(special_ids, torch.Tensor) else special_ids
         excluded = {int(i) for i in values}
         if mask_id is not None:
             excluded.add(int(mask_id))
-        if not input_ids.is_floating_point() and int(vocab_size) - 1 > torch.iinfo(input_ids.dtype).max:
+        if (
+            not input_ids.is_floating_point()
+            and int(vocab_size) - 1 > torch.iinfo(input_ids.dtype).max
+        ):
             raise ValueError(
                 f"vocab_size={vocab_size} does not fit input_ids of dtype {input_ids.dtype} "
                 f"(max {torch.iinfo(input_ids.dtype).max}); use int64 ids."

@@ -61,7 +61,9 @@ class MaskwiseCallback(TrainerCallback):
             if callable(getattr(c, "set_step", None)):
                 c.set_step(int(state.global_step))
 
-    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    def on_log(
+        self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any
+    ) -> None:
         if logs is None or "loss" not in logs:
             return
         loss = float(logs["loss"])
@@ -94,40 +96,78 @@ class MaskwiseTrainer(Trainer):
     ``DifficultyTracker`` keyed by the input token ids), ``monitor`` (a ``MaskMonitor``).
     """
 
-    def __init__(self, *args: Any, controller: Any = None, tracker: Any = None, monitor: Any = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        controller: Any = None,
+        tracker: Any = None,
+        monitor: Any = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
-        self.maskwise_controller, self.maskwise_tracker, self.maskwise_monitor = controller, tracker, monitor
+        self.maskwise_controller, self.maskwise_tracker, self.maskwise_monitor = (
+            controller,
+            tracker,
+            monitor,
+        )
         self._attention: Any = None
 
     def compute_loss(  # type: ignore[override]
-        self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
+        self,
+        model: Any,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: Any = None,
     ) -> Any:
         loss, outputs = super().compute_loss(
             model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch
         )
         labels = inputs.get("labels")
         self._attention = inputs.get("attention_mask")
-        logits = getattr(outputs, "logits", None) if not isinstance(outputs, dict) else outputs.get("logits")
-        if model.training and labels is not None and logits is not None and logits.shape[:-1] == labels.shape:
+        logits = (
+            getattr(outputs, "logits", None)
+            if not isinstance(outputs, dict)
+            else outputs.get("logits")
+        )
+        if (
+            model.training
+            and labels is not None
+            and logits is not None
+            and logits.shape[:-1] == labels.shape
+        ):
             self._observe(logits, labels, inputs.get("input_ids"))
         return (loss, outputs) if return_outputs else loss
 
-    def _observe(self, logits: torch.Tensor, labels: torch.Tensor, input_ids: torch.Tensor | None) -> None:
+    def _observe(
+        self, logits: torch.Tensor, labels: torch.Tensor, input_ids: torch.Tensor | None
+    ) -> None:
         r = reliability(logits, labels)
         c = self.maskwise_controller
         if c is not None and not c.signal.endswith("_gap"):
             field = {"accuracy": "correct", "confidence": "confidence", "loss": "loss"}[c.signal]
             c.update(torch.where(r.valid, getattr(r, field).float(), float("nan")))
-        if self.maskwise_tracker is not None and input_ids is not None and input_ids.shape == labels.shape:
+        if (
+            self.maskwise_tracker is not None
+            and input_ids is not None
+            and input_ids.shape == labels.shape
+        ):
             # The label is the original token; key difficulty by it.
             self.maskwise_tracker.update(torch.where(r.valid, labels, 0), r.loss, valid=r.valid)
         if self.maskwise_monitor is not None:
             rate = float(c.rate) if c is not None else None
             # The targets are the masked positions; keys: the original token there, else the input.
-            keys = labels if input_ids is None or input_ids.shape != labels.shape else torch.where(r.valid, labels, input_ids)
+            keys = (
+                labels
+                if input_ids is None or input_ids.shape != labels.shape
+                else torch.where(r.valid, labels, input_ids)
+            )
             self.maskwise_monitor.record(
-                int(self.state.global_step), rate=rate, mask=r.valid, valid=self._attention,
-                reliability=r, keys=keys,
+                int(self.state.global_step),
+                rate=rate,
+                mask=r.valid,
+                valid=self._attention,
+                reliability=r,
+                keys=keys,
             )
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:

@@ -40,7 +40,9 @@ class MaskwiseLightningCallback(Callback):
         for c in self.collators:
             c.set_epoch(int(trainer.current_epoch))
 
-    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         step = int(trainer.global_step)
         for c in self.collators:
             if callable(getattr(c, "set_step", None)):
@@ -59,8 +61,14 @@ class MaskwiseLightningCallback(Callback):
             else:
                 field = {"accuracy": "correct", "confidence": "confidence"}[c.signal]
                 c.update(torch.where(r.valid, getattr(r, field).float(), float("nan")))
-        rate = float(c.rate) if c is not None else (float(self.collators[0].rate) if self.collators else None)
+        rate = (
+            float(c.rate)
+            if c is not None
+            else (float(self.collators[0].rate) if self.collators else None)
+        )
         if rate is not None:
             pl_module.log("maskwise_rate", rate, on_step=True, prog_bar=False)
         if self.monitor is not None:
-            self.monitor.record(step, rate=rate, reliability=r, loss=loss if loss is not None else math.nan)
+            self.monitor.record(
+                step, rate=rate, reliability=r, loss=loss if loss is not None else math.nan
+            )
