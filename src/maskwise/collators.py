@@ -42,7 +42,8 @@ import torch
 from torch.utils.data import Dataset, get_worker_info
 
 from maskwise import functional as F
-from maskwise._checks import check_mean_length, check_probability, check_split, not_special
+from maskwise._checks import check_mean_length, check_split, not_special
+from maskwise.dynamic.rates import check_rate_source, resolve_rate
 from maskwise.random import KeyedGenerator, distributed_rank, hash_keys, seed_from_global
 
 __all__ = ["IndexedDataset", "MLMCollator", "T5Collator", "pad_examples"]
@@ -222,20 +223,18 @@ class _MaskingCollator:
         source = self._source
         if source is None:
             return float(self._state.values[0])
-        if hasattr(source, "update"):  # a controller: its rate is in shared memory
-            return float(source.rate)
-        return float(source(int(self._state.values[2])))
+        return resolve_rate(source, int(self._state.values[2]))
 
     @rate.setter
     def rate(self, value: Any) -> None:
-        """A float, a schedule (``rate(step)``, stepped by :meth:`set_step`) or a controller."""
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            self._source = None
-            self._state.values[0] = check_probability("rate", value)
-        elif callable(value):
+        """A rate source: a float, a schedule (``rate(step)``, stepped by :meth:`set_step`) or a
+        controller."""
+        value = check_rate_source(value)
+        if callable(value):
             self._source = value
         else:
-            raise TypeError(f"rate must be a float, a schedule or a controller ({value!r} given).")
+            self._source = None
+            self._state.values[0] = value
 
     @property
     def step(self) -> int:

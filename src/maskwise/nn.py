@@ -17,6 +17,9 @@ from torch import nn
 
 from maskwise import functional as F
 from maskwise._checks import check_probability, check_split
+from maskwise.dynamic.feedback import feed
+from maskwise.dynamic.rates import check_rate_source, controller_of, resolve_rate
+from maskwise.dynamic.reliability import reliability as compute_reliability
 from maskwise.functional.features import mask_shape
 from maskwise.random import DeviceGenerators
 
@@ -647,12 +650,8 @@ class DynamicMask(nn.Module):
             raise TypeError(
                 f"masker must be a maskwise MaskModule ({type(masker).__name__} given)."
             )
-        if not (isinstance(rate, (int, float)) or callable(rate)):
-            raise TypeError(
-                f"rate must be a float, a schedule or a controller ({type(rate).__name__} given)."
-            )
         self.masker = masker
-        self.rate_source = rate
+        self.rate_source = check_rate_source(rate)
         self.tracker, self.temperature, self.monitor = tracker, temperature, monitor
         self.step: torch.Tensor
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
@@ -662,12 +661,12 @@ class DynamicMask(nn.Module):
 
     @property
     def controller(self) -> Any:
-        return self.rate_source if hasattr(self.rate_source, "update") else None
+        """The rate source when it is a controller (it can be fed back), else None."""
+        return controller_of(self.rate_source)
 
     def current_rate(self) -> float:
-        if isinstance(self.rate_source, (int, float)):
-            return float(self.rate_source)
-        return float(self.rate_source(int(self.step)))
+        """The rate the next training forward uses."""
+        return resolve_rate(self.rate_source, int(self.step))
 
     def forward(self, x: Any, *args: Any, keys: torch.Tensor | None = None, **kwargs: Any) -> Any:
         if not self.training:
@@ -695,24 +694,21 @@ class DynamicMask(nn.Module):
         *,
         reliability: Any = None,
         keys: torch.Tensor | None = None,
+        key_valid: torch.Tensor | None = None,
         ignore_index: int = -100,
     ) -> float:
-        """Feed back the reliability of the latest predictions; returns the rate to come."""
-        from maskwise.dynamic import reliability as compute
+        """Feed back the reliability of the latest predictions; returns the rate to come.
 
+        Updates the controller with its signal and the tracker with the per-position losses at
+        ``keys`` (see :func:`maskwise.dynamic.feed`: ``keys`` may have one more trailing
+        dimension than ``labels``, sharing each example's loss among its keys; ``key_valid``
+        marks the keys that count).
+        """
         if reliability is None:
             if logits is None or labels is None:
                 raise ValueError("observe needs logits and labels, or reliability=.")
-            reliability = compute(logits, labels, ignore_index=ignore_index)
-        controller = self.controller
-        if controller is not None and not controller.signal.endswith("_gap"):
-            field = {"accuracy": "correct", "confidence": "confidence", "loss": "loss"}[
-                controller.signal
-            ]
-            values = getattr(reliability, field).float()
-            controller.update(torch.where(reliability.valid, values, float("nan")))
-        if self.tracker is not None and keys is not None:
-            self.tracker.update(keys, reliability.loss, valid=reliability.valid)
+            reliability = compute_reliability(logits, labels, ignore_index=ignore_index)
+        feed(self.controller, self.tracker, reliability=reliability, keys=keys, key_valid=key_valid)
         if self.monitor is not None:
             self.monitor.record(int(self.step), rate=self.current_rate(), reliability=reliability)
         return self.current_rate()

@@ -4,13 +4,23 @@
   :func:`cosine_decay`, :func:`linear_decay`: ``schedule(step) -> rate``;
 * :class:`ReliabilityController`: ``update(reliability) -> rate``;
 * :class:`DifficultyTracker`: running loss per key -> sampling weights;
-* :func:`reliability`: per-position loss, correctness, confidence from logits and labels.
+* :func:`reliability`: per-position loss, correctness, confidence from logits and labels;
+* rate sources (:mod:`~maskwise.dynamic.rates`): a float, a schedule or a controller, read by
+  :func:`resolve_rate`; :func:`feed` takes a training step's outputs to a controller and tracker.
 
 Use them through :class:`maskwise.nn.DynamicMask`, the collators (``rate=`` a schedule or a
 controller), or directly as the ``rate`` of any functional masker.
 """
 
 from maskwise.dynamic.controller import ReliabilityController
+from maskwise.dynamic.feedback import GAP_SIGNALS, feed, signal_values
+from maskwise.dynamic.rates import (
+    Controller,
+    RateSource,
+    check_rate_source,
+    controller_of,
+    resolve_rate,
+)
 from maskwise.dynamic.reliability import Reliability, reliability
 from maskwise.dynamic.schedules import (
     Schedule,
@@ -24,15 +34,23 @@ from maskwise.dynamic.schedules import (
 from maskwise.dynamic.tracker import DifficultyTracker
 
 __all__ = [
+    "GAP_SIGNALS",
+    "Controller",
     "DifficultyTracker",
+    "RateSource",
     "Reliability",
     "ReliabilityController",
     "Schedule",
+    "check_rate_source",
     "constant",
+    "controller_of",
     "cosine",
     "cosine_decay",
+    "feed",
     "linear",
     "linear_decay",
     "reliability",
+    "resolve_rate",
+    "signal_values",
     "step",
 ]

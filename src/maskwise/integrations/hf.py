@@ -18,13 +18,12 @@ logits instead::
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 from transformers import Trainer, TrainerCallback
 
-from maskwise.dynamic import reliability
+from maskwise.dynamic import feed, reliability
 
 __all__ = ["MaskwiseCallback", "MaskwiseTrainer"]
 
@@ -67,9 +66,7 @@ class MaskwiseCallback(TrainerCallback):
         if logs is None or "loss" not in logs:
             return
         loss = float(logs["loss"])
-        c = self.controller
-        if c is not None and getattr(c, "signal", None) == "loss" and math.isfinite(loss):
-            c.update(loss)
+        feed(self.controller, loss=loss)  # only a "loss" controller can use the logged loss
         rate = self._rate()
         if rate is not None:
             logs["maskwise_rate"] = rate
@@ -143,16 +140,13 @@ class MaskwiseTrainer(Trainer):
     ) -> None:
         r = reliability(logits, labels)
         c = self.maskwise_controller
-        if c is not None and not c.signal.endswith("_gap"):
-            field = {"accuracy": "correct", "confidence": "confidence", "loss": "loss"}[c.signal]
-            c.update(torch.where(r.valid, getattr(r, field).float(), float("nan")))
-        if (
-            self.maskwise_tracker is not None
-            and input_ids is not None
-            and input_ids.shape == labels.shape
-        ):
-            # The label is the original token; key difficulty by it.
-            self.maskwise_tracker.update(torch.where(r.valid, labels, 0), r.loss, valid=r.valid)
+        # The label is the original token: the tracker keys difficulty by it.
+        keys = (
+            labels.clamp_min(0)
+            if input_ids is not None and input_ids.shape == labels.shape
+            else None
+        )
+        feed(c, self.maskwise_tracker, reliability=r, keys=keys)
         if self.maskwise_monitor is not None:
             rate = float(c.rate) if c is not None else None
             # The targets are the masked positions; keys: the original token there, else the input.

@@ -15,10 +15,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import torch
 from lightning.pytorch.callbacks import Callback
 
-from maskwise.dynamic import reliability
+from maskwise.dynamic import feed, reliability
 
 __all__ = ["MaskwiseLightningCallback"]
 
@@ -48,19 +47,13 @@ class MaskwiseLightningCallback(Callback):
             if callable(getattr(c, "set_step", None)):
                 c.set_step(step)
         c = self.controller
-        r = None
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        logits = labels = None
         if isinstance(outputs, dict) and "logits" in outputs and "labels" in outputs:
-            r = reliability(outputs["logits"], outputs["labels"])
-        if c is not None and not c.signal.endswith("_gap"):
-            if c.signal == "loss" or r is None:
-                if c.signal == "loss" and loss is not None:
-                    value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
-                    if math.isfinite(value):
-                        c.update(value)
-            else:
-                field = {"accuracy": "correct", "confidence": "confidence"}[c.signal]
-                c.update(torch.where(r.valid, getattr(r, field).float(), float("nan")))
+            logits, labels = outputs["logits"], outputs["labels"]
+        r = feed(c, logits=logits, labels=labels, loss=loss)
+        if r is None and logits is not None and labels is not None and self.monitor is not None:
+            r = reliability(logits, labels)
         rate = (
             float(c.rate)
             if c is not None
