@@ -17,6 +17,7 @@ from torch import nn
 
 from maskwise import functional as F
 from maskwise._checks import check_probability, check_split
+from maskwise.attention.modules import MultiheadAttention  # noqa: F401  (maskwise.nn's alias)
 from maskwise.dynamic.feedback import feed
 from maskwise.dynamic.rates import check_rate_source, controller_of, resolve_rate
 from maskwise.dynamic.reliability import reliability as compute_reliability
@@ -512,94 +513,6 @@ class TimeSpanMask(_FillMixin, MaskModule):
         return (
             f"rate={self.rate}, span={self.span}, min_spans={self.min_spans}, "
             f"mask_token={self.mask_token is not None}, seed={self.generators.seed}"
-        )
-
-
-class MultiheadAttention(nn.Module):
-    """Multi-head attention whose mask is a :mod:`maskwise.attention` spec.
-
-    Self-attention (``forward(x, mask=spec)``) or cross-attention
-    (``forward(x, context=memory, mask=cross(...))``), with grouped-query attention when
-    ``num_kv_heads < num_heads``. The kernel is chosen by :func:`maskwise.attention.attend`:
-    SDPA's causal kernel for ``causal()``, FlexAttention or variable-length kernels for
-    structured masks where available, dense SDPA otherwise. Query rows with nothing to attend
-    (padding) get zeros from the attention, so their output is ``out_proj``'s bias.
-
-    Args:
-        embed_dim: model width E.
-        num_heads: query heads H (E must be divisible by H).
-        num_kv_heads: key/value heads (default H; must divide H).
-        dropout: attention dropout in training.
-        bias: biases in the projections.
-        kdim: width of ``context`` for cross-attention (default E).
-
-    Shapes: ``x`` (B, L, E), ``context`` (B, S, kdim) -> (B, L, E).
-
-    >>> from maskwise.attention import causal, padding
-    >>> attn = MultiheadAttention(32, 4, num_kv_heads=2)
-    >>> x = torch.randn(2, 10, 32)
-    >>> attn(x, mask=causal() & padding(torch.tensor([10, 7]))).shape
-    torch.Size([2, 10, 32])
-    """
-
-    def __init__(
-        self,
-        embed_dim: int,
-        num_heads: int,
-        *,
-        num_kv_heads: int | None = None,
-        dropout: float = 0.0,
-        bias: bool = True,
-        kdim: int | None = None,
-    ) -> None:
-        super().__init__()
-        if embed_dim % num_heads:
-            raise ValueError(
-                f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})."
-            )
-        num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
-        if num_heads % num_kv_heads:
-            raise ValueError(
-                f"num_heads ({num_heads}) must be a multiple of num_kv_heads ({num_kv_heads})."
-            )
-        self.embed_dim, self.num_heads, self.num_kv_heads = embed_dim, num_heads, num_kv_heads
-        self.head_dim = embed_dim // num_heads
-        self.dropout = check_probability("dropout", dropout)
-        kdim = embed_dim if kdim is None else kdim
-        self.q_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
-        self.k_proj = nn.Linear(kdim, num_kv_heads * self.head_dim, bias=bias)
-        self.v_proj = nn.Linear(kdim, num_kv_heads * self.head_dim, bias=bias)
-        self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        *,
-        context: torch.Tensor | None = None,
-        mask: Any = None,
-        backend: str = "auto",
-    ) -> torch.Tensor:
-        from maskwise.attention import attend
-
-        B, L, _ = x.shape
-        src = x if context is None else context
-        S = src.shape[1]
-        q = (
-            self.q_proj(x).view(B, L, self.num_heads, self.head_dim).transpose(1, 2)
-        )  # (B, H, L, Dh)
-        k = (
-            self.k_proj(src).view(B, S, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        )  # (B, Hkv, S, Dh)
-        v = self.v_proj(src).view(B, S, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        out = attend(
-            q, k, v, mask, dropout_p=self.dropout if self.training else 0.0, backend=backend
-        )
-        return self.out_proj(out.transpose(1, 2).reshape(B, L, self.embed_dim))
-
-    def extra_repr(self) -> str:
-        return (
-            f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, "
-            f"num_kv_heads={self.num_kv_heads}, dropout={self.dropout}"
         )
 
 

@@ -279,7 +279,8 @@ def test_varlen_offsets_rejects_left_padding_and_holes() -> None:
         A.causal(),
         A.full(),
         A.sliding_window(3),
-        A.causal() & A.padding(torch.tensor([3])),
+        A.sliding_window(2) & A.padding(torch.tensor([3])),
+        A.padding(torch.tensor([3])) & A.documents([[2, 1]]),
         A.cross(torch.tensor([2]), torch.tensor([3])),
         A.mask_mod(lambda b, h, q, kv: q >= kv),
     ],
@@ -288,6 +289,20 @@ def test_varlen_offsets_rejects_left_padding_and_holes() -> None:
 def test_varlen_offsets_rejects_other_specs(spec: A.AttentionSpec) -> None:
     with pytest.raises(TypeError, match="padding\\(\\) or documents\\(\\)"):
         varlen_offsets(spec, 3)
+
+
+@pytest.mark.parametrize(
+    "segments",
+    [A.padding(torch.tensor([3, 1])), A.documents([[2, 1], [1]])],
+    ids=repr,
+)
+def test_varlen_offsets_of_causal_segments_are_the_segments(segments: A.AttentionSpec) -> None:
+    # varlen kernels take causality as a flag: the offsets are those of the segments alone.
+    want = varlen_offsets(segments, 4)
+    for spec in (A.causal() & segments, segments & A.causal() & A.full()):
+        got = varlen_offsets(spec, 4)
+        assert got[0].tolist() == want[0].tolist() and got[1] == want[1]
+        assert got[2].tolist() == want[2].tolist()
 
 
 def test_varlen_offsets_checks_lengths() -> None:

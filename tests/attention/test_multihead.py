@@ -1,4 +1,4 @@
-"""``maskwise.nn.MultiheadAttention``: projections around ``attend`` with a spec as mask.
+"""``maskwise.attention.MultiheadAttention`` (also ``maskwise.nn.MultiheadAttention``): projections around ``attend`` with a spec as mask.
 
 ``forward(x, mask=spec)`` is self-attention, ``forward(x, context=memory, mask=cross(...))``
 cross-attention; ``num_kv_heads < num_heads`` is grouped-query attention. A query row with no key
@@ -13,7 +13,7 @@ import torch
 
 from maskwise import attention as A
 from maskwise.attention import attend
-from maskwise.nn import MultiheadAttention
+from maskwise.attention import KVCache, MultiheadAttention
 from tests.reference import attention as R
 
 
@@ -161,3 +161,82 @@ def test_extra_repr() -> None:
     assert (
         "embed_dim=32" in r and "num_heads=4" in r and "num_kv_heads=2" in r and "dropout=0.1" in r
     )
+
+
+def test_nn_alias_is_the_attention_module() -> None:
+    import maskwise.nn
+
+    assert maskwise.nn.MultiheadAttention is MultiheadAttention
+
+
+# ----------------------------------------------------------------------------------------------
+# key/value cache
+
+
+@pytest.mark.parametrize("num_kv_heads", [4, 2])
+@pytest.mark.parametrize("prefill", [1, 4])
+def test_cached_decoding_equals_full_causal_attention(
+    x: torch.Tensor, num_kv_heads: int, prefill: int
+) -> None:
+    """A prefill of ``prefill`` tokens under causal(), then one token a call: each output equals
+    the full-sequence causal output at that position."""
+    m = MultiheadAttention(32, 4, num_kv_heads=num_kv_heads).eval()
+    B, L, _ = x.shape
+    with torch.no_grad():
+        want = m(x, mask=A.causal())
+        m.setup_cache(B, L)
+        outs = [m(x[:, :prefill], mask=A.causal())]
+        outs += [m(x[:, t : t + 1]) for t in range(prefill, L)]
+    got = torch.cat(outs, 1)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert m.cache is not None and m.cache.size == L
+
+
+def test_cached_cross_attention_projects_context_once(x: torch.Tensor) -> None:
+    m = MultiheadAttention(32, 4, kdim=12).eval()
+    memory = torch.randn(3, 5, 12)
+    spec = A.cross(torch.ones(3, dtype=torch.long), torch.tensor([5, 3, 1]))
+    with torch.no_grad():
+        want = torch.cat([m(x[:, t : t + 1], context=memory, mask=spec) for t in range(4)], 1)
+        m.setup_cache(3, 5)
+        calls = []
+        handle = m.k_proj.register_forward_hook(lambda *_: calls.append(1))
+        got = torch.cat([m(x[:, t : t + 1], context=memory, mask=spec) for t in range(4)], 1)
+        handle.remove()
+    torch.testing.assert_close(got, want)
+    assert len(calls) == 1  # the memory's keys were projected once, then read from the cache
+
+
+def test_reset_and_remove_cache(x: torch.Tensor) -> None:
+    m = MultiheadAttention(32, 4).eval()
+    with torch.no_grad():
+        m.setup_cache(3, 9)
+        first = m(x[:, :3], mask=A.causal())
+        m.reset_cache()
+        assert m.cache is not None and m.cache.size == 0
+        again = m(x[:, :3], mask=A.causal())  # a new sequence: no keys of the old one
+        m.remove_cache()
+        plain = m(x[:, :3], mask=A.causal())
+    torch.testing.assert_close(first, again)
+    torch.testing.assert_close(first, plain)
+    assert m.cache is None
+
+
+def test_cache_overflow_and_mismatch_raise(x: torch.Tensor) -> None:
+    m = MultiheadAttention(32, 4).eval()
+    m.setup_cache(3, 4)
+    with torch.no_grad():
+        m(x[:, :4], mask=A.causal())
+        with pytest.raises(ValueError, match="holds 4 positions; 5 needed"):
+            m(x[:, 4:5])
+    cache = KVCache(2, 4, num_kv_heads=2, head_dim=8)
+    with pytest.raises(ValueError, match="do not fit the cache"):
+        cache.update(torch.zeros(3, 2, 1, 8), torch.zeros(3, 2, 1, 8))
+    assert cache.size == 0  # nothing written
+
+
+def test_cache_buffers_are_not_saved() -> None:
+    m = MultiheadAttention(32, 4)
+    keys = set(m.state_dict())
+    m.setup_cache(2, 8)
+    assert set(m.state_dict()) == keys

@@ -1,4 +1,10 @@
-"""Attention masks: one spec per mask, lowered to every backend, and ``attend``.
+"""Attention masks: one spec per mask, lowered to every backend, ``attend`` and the module.
+
+Layers, each importing only those above it: ``base`` (the :class:`MaskRule` protocol, index
+grids, :class:`Structure`) -> ``lowering`` (dense, ``mask_mod``, ``BlockMask``, varlen, HF and
+MHA converters) -> ``spec`` (``AttentionSpec``, ``&`` / ``|``) -> ``positional``, ``batched``,
+``dropkey`` (the specs) -> ``specs`` (the factories) -> ``attend`` -> ``modules``
+(``MultiheadAttention``, ``KVCache``).
 
 >>> from maskwise.attention import causal, documents
 >>> spec = causal() & documents([[3, 2]])
@@ -7,6 +13,7 @@
 """
 
 from maskwise.attention.attend import BACKENDS, attend, choose_backend
+from maskwise.attention.base import BlockFlags, Blocks, MaskRule, Pairs, Structure
 from maskwise.attention.lowering import (
     build_block_mask,
     hf_additive_mask,
@@ -15,6 +22,7 @@ from maskwise.attention.lowering import (
     mha_key_padding_mask_blocked,
     varlen_offsets,
 )
+from maskwise.attention.modules import KVCache, MultiheadAttention
 from maskwise.attention.specs import (
     AttentionSpec,
     Causal,
@@ -42,16 +50,23 @@ from maskwise.attention.specs import (
 __all__ = [
     "BACKENDS",
     "AttentionSpec",
+    "BlockFlags",
+    "Blocks",
     "Causal",
     "Chunked",
     "Cross",
     "Documents",
     "DropKeys",
     "Full",
+    "KVCache",
+    "MaskRule",
     "MaskMod",
+    "MultiheadAttention",
     "Padding",
+    "Pairs",
     "PrefixLM",
     "SlidingWindow",
+    "Structure",
     "attend",
     "build_block_mask",
     "causal",

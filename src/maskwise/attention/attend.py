@@ -9,8 +9,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from maskwise.attention.base import Structure
 from maskwise.attention.lowering import varlen_offsets
-from maskwise.attention.specs import AttentionSpec, Causal, Documents, Full, Padding, _And
+from maskwise.attention.spec import AttentionSpec
 
 __all__ = ["BACKENDS", "attend", "choose_backend"]
 
@@ -22,21 +23,23 @@ BACKENDS = ("sdpa", "sdpa_causal", "sdpa_causal_lower_right", "varlen", "flex", 
 _CPU_FLEX_MIN_PAIRS = 2048 * 2048
 
 
-def _is_causal(spec: AttentionSpec | None) -> bool:
-    return isinstance(spec, Causal)
+def _structure(mask: AttentionSpec | None) -> Structure | None:
+    """The mask's fused-kernel form (no mask: ``Structure()``, i.e. full)."""
+    return Structure() if mask is None else mask.structure
 
 
-def _varlen_parts(spec: AttentionSpec) -> tuple[AttentionSpec, bool] | None:
-    """(padding or documents spec, causal) when the spec is one of those, alone or & causal()."""
-    if isinstance(spec, (Padding, Documents)):
-        return spec, False
-    if isinstance(spec, _And):
-        a, b = spec.a, spec.b
-        if isinstance(a, Causal) and isinstance(b, (Padding, Documents)):
-            return b, True
-        if isinstance(b, Causal) and isinstance(a, (Padding, Documents)):
-            return a, True
-    return None
+def _is_full(s: Structure | None) -> bool:
+    return s is not None and s.is_full
+
+
+def _is_causal(s: Structure | None) -> bool:
+    """Exactly the causal mask (no segments)."""
+    return s is not None and s.causal and s.segments is None
+
+
+def _is_segments(s: Structure | None) -> bool:
+    """Segments (padding or packed documents), with or without causal: varlen's form."""
+    return s is not None and s.segments is not None
 
 
 @functools.lru_cache(maxsize=1)
@@ -58,16 +61,15 @@ def _flex_fn() -> Any:
 
 
 def _check_forced(
-    backend: str, mask: AttentionSpec | None, q: torch.Tensor, k: torch.Tensor
+    backend: str, s: Structure | None, mask: AttentionSpec | None, q: torch.Tensor, k: torch.Tensor
 ) -> None:
     """A forced backend must be able to express the mask: never ignore part of it silently."""
     Q, KV = q.shape[-2], k.shape[-2]
     ok = {
-        "sdpa": mask is None or isinstance(mask, Full),
-        "sdpa_causal": _is_causal(mask) and Q == KV,
-        "sdpa_causal_lower_right": _is_causal(mask),  # Q > KV goes through the dense path
-        "varlen": mask is not None
-        and _varlen_parts(mask) is not None
+        "sdpa": _is_full(s),
+        "sdpa_causal": _is_causal(s) and Q == KV,
+        "sdpa_causal_lower_right": _is_causal(s),  # Q > KV goes through the dense path
+        "varlen": _is_segments(s)
         and Q == KV
         and q.device.type == "cuda"
         and _varlen_fn() is not None,
@@ -91,35 +93,32 @@ def choose_backend(
 ) -> str:
     """The backend :func:`attend` uses for these inputs (inspectable for tests and logs).
 
-    ``auto`` picks, in order: ``sdpa`` (no mask or :func:`full`), ``sdpa_causal`` (plain causal,
-    Q == KV), ``sdpa_causal_lower_right`` (plain causal, Q < KV), ``varlen`` (padding or packed
-    documents, alone or with causal, on CUDA without dropout), ``flex`` (compiled FlexAttention
-    with the spec's BlockMask: on CUDA without dropout, or on CPU for inference on long
-    sequences), and ``dense`` (SDPA with the dense boolean mask) as the last resort.
+    The choice reads the mask's :attr:`~maskwise.attention.AttentionSpec.structure` (the form
+    a fused kernel can express), never its class. ``auto`` picks, in order: ``sdpa`` (no mask,
+    or a mask that allows everything), ``sdpa_causal`` (exactly causal, Q == KV),
+    ``sdpa_causal_lower_right`` (exactly causal, Q < KV), ``varlen`` (segments: padding or
+    packed documents, alone or with causal, on CUDA in half precision without dropout),
+    ``flex`` (compiled FlexAttention with the spec's BlockMask: on CUDA without dropout, or on
+    CPU for inference on long sequences), and ``dense`` (SDPA with the dense boolean mask) as
+    the last resort.
     """
+    s = _structure(mask)
     if backend != "auto":
         if backend not in BACKENDS:
             raise ValueError(f"backend must be 'auto' or one of {BACKENDS} ({backend!r} given).")
-        _check_forced(backend, mask, q, k)
+        _check_forced(backend, s, mask, q, k)
         return backend
-    if mask is None or isinstance(mask, Full):
+    if _is_full(s):
         return "sdpa"
     Q, KV = q.shape[-2], k.shape[-2]
-    if _is_causal(mask):
+    if _is_causal(s):
         if Q == KV:
             return "sdpa_causal"
         if Q < KV:
             return "sdpa_causal_lower_right"
     cuda = q.device.type == "cuda"
     half = q.dtype in (torch.float16, torch.bfloat16)  # the flash varlen kernel's dtypes
-    if (
-        cuda
-        and half
-        and dropout_p == 0.0
-        and Q == KV
-        and _varlen_parts(mask) is not None
-        and _varlen_fn() is not None
-    ):
+    if cuda and half and dropout_p == 0.0 and Q == KV and _is_segments(s) and _varlen_fn():
         return "varlen"
     needs_grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
     if dropout_p == 0.0 and _flex_fn() is not None:
@@ -180,7 +179,7 @@ def attend(
     gqa = H != H_kv
     name = choose_backend(mask, q, k, v, dropout_p=dropout_p, backend=backend)
     Q, KV = q.shape[-2], k.shape[-2]
-    if name == "sdpa" or mask is None:
+    if name == "sdpa" or mask is None:  # a forced kernel with no mask: plain attention
         return F.scaled_dot_product_attention(
             q, k, v, dropout_p=dropout_p, scale=scale, enable_gqa=gqa
         )
@@ -250,11 +249,10 @@ def _varlen(
     scale: float | None,
     gqa: bool,
 ) -> torch.Tensor:
-    parts = _varlen_parts(mask)
-    assert parts is not None
-    spec, is_causal = parts
+    s = mask.structure
+    assert s is not None
     B, H, L, D = q.shape
-    cu, max_len, idx = varlen_offsets(spec.to(q.device), L)
+    cu, max_len, idx = varlen_offsets(mask.to(q.device), L)
     cu = cu.to(q.device)
 
     def pack(x: torch.Tensor) -> torch.Tensor:  # (B, h, L, D) -> (total, h, D)
@@ -269,7 +267,7 @@ def _varlen(
         max_len,
         max_len,
         scale=scale if scale is not None else 1.0 / math.sqrt(D),
-        window_size=(-1, 0) if is_causal else (-1, -1),
+        window_size=(-1, 0) if s.causal else (-1, -1),
         enable_gqa=gqa,
     )  # (total, H, D)
     full = torch.zeros(B * L, H, D, dtype=out.dtype, device=out.device)

@@ -1,62 +1,107 @@
-"""Lowering specs to FlexAttention ``BlockMask``, and converters to other mask conventions.
+"""Lowerings: a spec to every mask format, each in one place.
 
-Names say what they return: ``*_allowed`` = True may attend (SDPA, FlexAttention, Hugging Face
-4-D bool masks); ``*_blocked`` = True may not (``nn.MultiheadAttention``'s ``attn_mask`` and
-``key_padding_mask``).
+Every function here reads a spec only through :class:`~maskwise.attention.base.MaskRule`:
+
+* :func:`dense_mask`: the bool (B or 1, 1, Q, KV) mask, True = may attend (SDPA);
+* :func:`mask_mod_of`: the FlexAttention ``mask_mod``;
+* :func:`build_block_mask`: the FlexAttention ``BlockMask``, built from the structure;
+* :func:`varlen_offsets`: ``cu_seqlens`` for variable-length kernels;
+* the converters to Hugging Face and ``nn.MultiheadAttention`` conventions. Names say what they
+  return: ``*_allowed`` / ``hf_bool_mask`` = True may attend; ``*_blocked`` = True may not
+  (``nn.MultiheadAttention``'s ``attn_mask`` and ``key_padding_mask``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from maskwise.attention.specs import AttentionSpec, Documents, Padding, _check_size, _device_of
+from maskwise.attention.base import Blocks, MaskRule, Pairs, check_size
 
 __all__ = [
     "build_block_mask",
+    "dense_mask",
     "hf_additive_mask",
     "hf_bool_mask",
+    "mask_mod_of",
     "mha_attn_mask_blocked",
     "mha_key_padding_mask_blocked",
     "varlen_offsets",
 ]
 
-_REFINE_CHUNK = 512  # blocks whose rule is evaluated at once when refining
+Tensor = torch.Tensor
+MaskModFn = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
+_REFINE_CHUNK = 512  # tiles whose rule is evaluated at once when refining
 
 
-def _block_bounds(n: int, bs: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def _prepare(
+    spec: MaskRule, q_len: int, kv_len: int | None, device: torch.device | str | None
+) -> tuple[MaskRule, int, int, torch.device]:
+    """Checked lengths and the spec on its device: the common start of every lowering."""
+    Q = check_size("q_len", q_len)
+    KV = Q if kv_len is None else check_size("kv_len", kv_len)
+    if device is not None:
+        spec = spec.to(device)
+    spec.check(Q, KV)
+    return spec, Q, KV, torch.device(device) if device is not None else spec.device
+
+
+# ------------------------------------------------------------------------------------------------
+# Dense and mask_mod
+# ------------------------------------------------------------------------------------------------
+def dense_mask(
+    spec: MaskRule, q_len: int, kv_len: int | None = None, *, device: Any = None
+) -> Tensor:
+    """Bool (B or 1, 1, Q, KV), True = may attend (see ``AttentionSpec.dense``)."""
+    spec, Q, KV, dev = _prepare(spec, q_len, kv_len, device)
+    B = spec.batch or 1
+    b = torch.arange(B, device=dev).view(B, 1, 1, 1)
+    q = torch.arange(Q, device=dev).view(1, 1, Q, 1)
+    kv = torch.arange(KV, device=dev).view(1, 1, 1, KV)
+    return spec.allowed(Pairs(b, q, kv, Q, KV)).expand(B, 1, Q, KV)
+
+
+def mask_mod_of(spec: MaskRule, q_len: int | None = None, kv_len: int | None = None) -> MaskModFn:
+    """FlexAttention ``mask_mod(b, h, q_idx, kv_idx)`` of ``spec`` for ``q_len`` queries over
+    ``kv_len`` keys (both None: equal lengths, as FlexAttention's own masks assume)."""
+    Q = KV = 0 if q_len is None else q_len
+    if kv_len is not None:
+        KV = kv_len
+
+    def mask_mod(b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
+        return spec.allowed(Pairs(b, q_idx, kv_idx, Q, KV))
+
+    mask_mod.__name__ = f"maskwise_{type(spec).__name__.lower().lstrip('_')}"
+    return mask_mod
+
+
+# ------------------------------------------------------------------------------------------------
+# FlexAttention BlockMask
+# ------------------------------------------------------------------------------------------------
+def _block_bounds(n: int, bs: int, device: torch.device) -> tuple[Tensor, Tensor]:
     starts = torch.arange(0, n, bs, device=device)
     return starts, (starts + bs).clamp_max(n)
 
 
-def _refine(
-    spec: AttentionSpec,
-    cand: torch.Tensor,
-    qs: torch.Tensor,
-    qe: torch.Tensor,
-    ks: torch.Tensor,
-    ke: torch.Tensor,
-    Q: int,
-    KV: int,
-    bs: int,
-) -> torch.Tensor:
-    """Evaluate the rule on the candidate blocks (C, 3) = (b, qb, kb): does any pair attend?"""
-    device = cand.device
-    out = torch.zeros(cand.shape[0], dtype=torch.bool, device=device)
-    r = torch.arange(bs, device=device)
+def _refine(spec: MaskRule, cand: Tensor, grid: Blocks, bs: int) -> Tensor:
+    """Evaluate the rule on the candidate tiles (C, 3) = (b, qb, kb): does any pair attend?"""
+    qs, qe, ks, ke, Q, KV = grid
+    out = torch.zeros(cand.shape[0], dtype=torch.bool, device=cand.device)
+    r = torch.arange(bs, device=cand.device)
     for i in range(0, cand.shape[0], _REFINE_CHUNK):  # bounded memory: chunk x bs x bs
         c = cand[i : i + _REFINE_CHUNK]
         b, qb, kb = c[:, 0].view(-1, 1, 1), c[:, 1], c[:, 2]
         q = (qs[qb].view(-1, 1) + r).view(-1, bs, 1)  # (c, bs, 1)
         kv = (ks[kb].view(-1, 1) + r).view(-1, 1, bs)  # (c, 1, bs)
         inside = (q < qe[qb].view(-1, 1, 1)) & (kv < ke[kb].view(-1, 1, 1))
-        ok = spec.allowed(b, q.clamp_max(Q - 1), kv.clamp_max(KV - 1), Q, KV) & inside
+        ok = spec.allowed(Pairs(b, q.clamp_max(Q - 1), kv.clamp_max(KV - 1), Q, KV)) & inside
         out[i : i + _REFINE_CHUNK] = ok.flatten(1).any(1)
     return out
 
 
-def _indices(flags: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _indices(flags: Tensor) -> tuple[Tensor, Tensor]:
     """(num_blocks (B, 1, nQ) int32, indices (B, 1, nQ, nK) int32: flagged blocks first)."""
     num = flags.sum(-1, dtype=torch.int32)
     order = (~flags).to(torch.uint8).argsort(dim=-1, stable=True).to(torch.int32)
@@ -64,39 +109,34 @@ def _indices(flags: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def build_block_mask(
-    spec: AttentionSpec,
+    spec: MaskRule,
     q_len: int,
     kv_len: int | None = None,
     *,
     device: torch.device | str | None = None,
     block_size: int = 128,
 ) -> Any:
-    """See :meth:`AttentionSpec.block_mask`."""
+    """FlexAttention ``BlockMask`` of ``spec`` (see ``AttentionSpec.block_mask``)."""
     from torch.nn.attention.flex_attention import BlockMask
 
-    Q = _check_size("q_len", q_len)
-    KV = Q if kv_len is None else _check_size("kv_len", kv_len)
-    bs = _check_size("block_size", block_size)
-    spec = spec.to(device) if device is not None else spec
-    spec._check(Q, KV)
-    device = _device_of(spec, device)
-    qs, qe = _block_bounds(Q, bs, device)
-    ks, ke = _block_bounds(KV, bs, device)
-    any_, all_, maybe = spec.blocks(qs, qe, ks, ke, Q, KV)
-    B = max(any_.shape[0], all_.shape[0], spec.batch or 1)
+    spec, Q, KV, dev = _prepare(spec, q_len, kv_len, device)
+    bs = check_size("block_size", block_size)
+    qs, qe = _block_bounds(Q, bs, dev)
+    ks, ke = _block_bounds(KV, bs, dev)
+    grid = Blocks(qs, qe, ks, ke, Q, KV)
+    flags = spec.blocks(grid)
+    B = max(flags.any.shape[0], flags.all.shape[0], spec.batch or 1)
     shape = (B, qs.shape[0], ks.shape[0])
-    any_, all_ = any_.expand(shape).clone(), all_.expand(shape)
-    if maybe is not None:
-        cand = (any_ & maybe.expand(shape)).nonzero()  # (C, 3); a host sync, once per mask
+    any_, all_ = flags.any.expand(shape).clone(), flags.all.expand(shape)
+    if flags.maybe is not None:
+        cand = (any_ & flags.maybe.expand(shape)).nonzero()  # (C, 3); a host sync, once per mask
         if cand.numel():
-            any_[cand[:, 0], cand[:, 1], cand[:, 2]] = _refine(
-                spec, cand, qs, qe, ks, ke, Q, KV, bs
-            )
+            any_[cand[:, 0], cand[:, 1], cand[:, 2]] = _refine(spec, cand, grid, bs)
     full = all_ & any_
     partial = any_ & ~full
     kv_num, kv_idx = _indices(partial)
     full_num, full_idx = _indices(full)
-    mod = spec.mask_mod_for(Q, KV)
+    mod = mask_mod_of(spec, Q, KV)
     try:
         # The query-side indices (for the backward pass) straight from the same flags:
         # from_kv_blocks would rebuild the block grid from the indices and sort it again.
@@ -122,42 +162,90 @@ def build_block_mask(
 
 
 # ------------------------------------------------------------------------------------------------
+# Variable-length kernels
+# ------------------------------------------------------------------------------------------------
+def varlen_offsets(spec: MaskRule, seq_len: int) -> tuple[Tensor, int, Tensor]:
+    """Offsets for variable-length kernels (FlashAttention's ``*_varlen_func``,
+    ``torch.nn.attention.varlen.varlen_attn``) from a spec whose structure is segments
+    (:func:`~maskwise.attention.padding`, :func:`~maskwise.attention.documents`, alone or with
+    :func:`~maskwise.attention.causal`).
+
+    The real tokens of the (B, L) batch, row by row, form one packed stream of ``total`` tokens;
+    every sequence (a row's real tokens, or a document) is a contiguous piece.
+
+    Returns:
+        ``(cu_seqlens, max_seqlen, token_index)``: int32 (N + 1,) cumulative sequence lengths,
+        the longest sequence, and int64 (total,) flat indices into ``B * L`` of the packed
+        tokens (pack with ``x.flatten(0, 1)[token_index]``, unpack by ``index_copy``).
+        Reads a few numbers on the host (sizes are data-dependent).
+
+    >>> from maskwise.attention import documents
+    >>> cu, mx, idx = varlen_offsets(documents([[2, 3], [4]]), 5)
+    >>> cu.tolist(), mx, idx.tolist()
+    ([0, 2, 5, 9], 4, [0, 1, 2, 3, 4, 5, 6, 7, 8])
+    """
+    L = check_size("seq_len", seq_len)
+    structure = spec.structure
+    if structure is None or structure.segments is None:
+        raise TypeError(
+            f"varlen_offsets takes a padding() or documents() spec, alone or & causal() "
+            f"({spec!r} given)."
+        )
+    spec.check(L, L)
+    ids = structure.segments(L)  # (B, L), -1: no segment
+    real = ids >= 0
+    if bool((real.long().diff(dim=1) > 0).any()):
+        raise ValueError("varlen_offsets needs right padding (real tokens first in each row).")
+    # A sequence starts at every real token whose segment differs from its left neighbour's.
+    prev = torch.nn.functional.pad(ids, (1, 0), value=-2)[:, :-1]
+    starts = real & (ids != prev)
+    token_index = real.flatten().nonzero().squeeze(1)
+    start_flags = starts.flatten()[token_index]
+    total = torch.tensor([token_index.numel()], device=ids.device)
+    bounds = torch.cat([start_flags.nonzero().squeeze(1), total])
+    seqlens = bounds.diff()
+    cu = torch.nn.functional.pad(seqlens.cumsum(0), (1, 0)).to(torch.int32)
+    max_len = int(seqlens.max()) if seqlens.numel() else 0
+    return cu, max_len, token_index
+
+
+# ------------------------------------------------------------------------------------------------
 # Other conventions
 # ------------------------------------------------------------------------------------------------
 def hf_bool_mask(
-    spec: AttentionSpec, q_len: int, kv_len: int | None = None, *, device: Any = None
-) -> torch.Tensor:
+    spec: MaskRule, q_len: int, kv_len: int | None = None, *, device: Any = None
+) -> Tensor:
     """Hugging Face 4-D boolean mask (B, 1, Q, KV), True = may attend."""
-    return spec.dense(q_len, kv_len, device=device)
+    return dense_mask(spec, q_len, kv_len, device=device)
 
 
 def hf_additive_mask(
-    spec: AttentionSpec,
+    spec: MaskRule,
     q_len: int,
     kv_len: int | None = None,
     *,
     dtype: torch.dtype = torch.float32,
     device: Any = None,
-) -> torch.Tensor:
+) -> Tensor:
     """Hugging Face 4-D additive mask (B, 1, Q, KV): 0 where allowed, ``finfo(dtype).min`` where
     blocked (what ``_prepare_4d_causal_attention_mask`` returns)."""
-    allowed = spec.dense(q_len, kv_len, device=device)
+    allowed = dense_mask(spec, q_len, kv_len, device=device)
     out = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
     return out.masked_fill_(~allowed, torch.finfo(dtype).min)
 
 
 def mha_attn_mask_blocked(
-    spec: AttentionSpec,
+    spec: MaskRule,
     q_len: int,
     kv_len: int | None = None,
     *,
     num_heads: int = 1,
     device: Any = None,
-) -> torch.Tensor:
+) -> Tensor:
     """``nn.MultiheadAttention``'s ``attn_mask``, True = may NOT attend: (Q, KV) for a spec
     without per-sample data, else (B * num_heads, Q, KV) (head-major within a sample, as
     ``nn.MultiheadAttention`` expects)."""
-    blocked = ~spec.dense(q_len, kv_len, device=device)  # (B, 1, Q, KV)
+    blocked = ~dense_mask(spec, q_len, kv_len, device=device)  # (B, 1, Q, KV)
     if spec.batch is None:
         return blocked[0, 0]
     B, _, Q, KV = blocked.shape
@@ -166,7 +254,7 @@ def mha_attn_mask_blocked(
 
 def mha_key_padding_mask_blocked(
     lengths_or_attention_mask: Any, kv_len: int | None = None
-) -> torch.Tensor:
+) -> Tensor:
     """``nn.MultiheadAttention``'s ``key_padding_mask`` (B, KV), True = padding (ignored), from
     lengths (B,) (then ``kv_len`` is required) or an HF attention mask (B, KV), 1 = real."""
     x = torch.as_tensor(lengths_or_attention_mask)
@@ -177,52 +265,3 @@ def mha_key_padding_mask_blocked(
     if x.numel() and x.device.type == "cpu" and (int(x.max()) > kv_len or int(x.min()) < 0):
         raise ValueError(f"lengths must lie in [0, {kv_len}] ({x.tolist()} given).")
     return torch.arange(kv_len, device=x.device) >= x.long().view(-1, 1)
-
-
-def varlen_offsets(spec: AttentionSpec, seq_len: int) -> tuple[torch.Tensor, int, torch.Tensor]:
-    """Offsets for variable-length kernels (FlashAttention's ``*_varlen_func``,
-    ``torch.nn.attention.varlen.varlen_attn``) from a :func:`padding` or :func:`documents` spec.
-
-    The real tokens of the (B, L) batch, row by row, form one packed stream of
-    ``total`` tokens; every sequence (a row's real tokens, or a document) is a contiguous piece.
-
-    Returns:
-        ``(cu_seqlens, max_seqlen, token_index)``: int32 (N + 1,) cumulative sequence lengths,
-        the longest sequence, and int64 (total,) flat indices into ``B * L`` of the packed
-        tokens (pack with ``x.flatten(0, 1)[token_index]``, unpack by ``index_copy``).
-        Reads a few numbers on the host (sizes are data-dependent).
-
-    >>> cu, mx, idx = varlen_offsets(documents([[2, 3], [4]]), 5)
-    >>> cu.tolist(), mx, idx.tolist()
-    ([0, 2, 5, 9], 4, [0, 1, 2, 3, 4, 5, 6, 7, 8])
-    """
-    L = _check_size("seq_len", seq_len)
-    if isinstance(spec, (Documents, Padding)):
-        spec._check(L, L)
-    if isinstance(spec, Documents):
-        ids = spec.doc_ids(L)
-    elif isinstance(spec, Padding):
-        ids = torch.where(spec.real_positions(L), 0, -1)
-        if spec.real is not None and bool((spec.real.long().diff(dim=1) > 0).any()):
-            raise ValueError("varlen_offsets needs right padding (real tokens first in each row).")
-    else:
-        raise TypeError(f"varlen_offsets takes a padding() or documents() spec ({spec!r} given).")
-    B = ids.shape[0]
-    real = ids >= 0
-    # A sequence starts at every real token whose document differs from its left neighbour's.
-    prev = torch.nn.functional.pad(ids, (1, 0), value=-2)[:, :-1]
-    starts = real & (ids != prev)
-    token_index = real.flatten().nonzero().squeeze(1)
-    start_flags = starts.flatten()[token_index]
-    bounds = torch.cat(
-        [start_flags.nonzero().squeeze(1), torch.tensor([token_index.numel()], device=ids.device)]
-    )
-    seqlens = bounds.diff()
-    cu = torch.nn.functional.pad(seqlens.cumsum(0), (1, 0)).to(torch.int32)
-    max_len = int(seqlens.max()) if seqlens.numel() else 0
-    del B
-    return cu, max_len, token_index
-
-
-# imported for the doctest namespace
-from maskwise.attention.specs import documents  # noqa: E402,F401

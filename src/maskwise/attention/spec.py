@@ -1,0 +1,244 @@
+"""``AttentionSpec``: the base of every mask, its composition with ``&`` / ``|``, and ``mask_mod``.
+
+A spec says which query may attend which key (True = may attend, as SDPA's boolean
+``attn_mask`` and FlexAttention's ``mask_mod``). Every spec defines
+
+* ``allowed(at: Pairs)``: the rule, on broadcastable integer tensors; it is the FlexAttention
+  ``mask_mod``, the dense mask, and the reference for everything else;
+* ``blocks(at: Blocks)``: for each (query block, key block) tile, whether *any* and whether
+  *all* of its pairs are allowed, from the structure alone (interval arithmetic on lengths,
+  offsets and document ranges), so a ``BlockMask`` never needs a dense Q x KV tensor;
+* ``structure``: the form a fused kernel can express (causal, segments), or None.
+
+The lowerings in :mod:`maskwise.attention.lowering` turn any spec into every format; the methods
+below are their entry points.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+
+from maskwise.attention.base import BlockFlags, Blocks, Pairs, Structure
+from maskwise.attention.lowering import build_block_mask, dense_mask, mask_mod_of
+
+__all__ = ["AttentionSpec", "MaskMod", "merge_batch"]
+
+Tensor = torch.Tensor
+MaskModFn = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
+
+
+def merge_batch(a: int | None, b: int | None) -> int | None:
+    """The batch size of two combined specs (None: no per-sample data)."""
+    if a is not None and b is not None and a != b:
+        raise ValueError(f"Cannot combine specs for batch sizes {a} and {b}.")
+    return a if a is not None else b
+
+
+class AttentionSpec:
+    """Base class: combine with ``&`` / ``|``; lower with :meth:`dense`, :meth:`block_mask`,
+    :attr:`mask_mod`. Subclasses implement :meth:`allowed` and, where they know their block
+    structure, :meth:`blocks` and :attr:`structure`."""
+
+    #: rows of per-sample data (None: the same mask for every sample)
+    batch: int | None = None
+
+    # -- the rule ------------------------------------------------------------------------------
+    def allowed(self, at: Pairs) -> Tensor:
+        raise NotImplementedError
+
+    def blocks(self, at: Blocks) -> BlockFlags:
+        """Per-tile flags; the default knows nothing: every tile is a "maybe"."""
+        t = at.ones()
+        return BlockFlags(t, ~t, t)
+
+    @property
+    def structure(self) -> Structure | None:
+        """The fused-kernel form of the spec (None: only the general kernels express it)."""
+        return None
+
+    def check(self, Q: int, KV: int) -> None:
+        """Raise a ``ValueError`` if the spec's data do not fit these lengths."""
+
+    # -- tensors and devices ---------------------------------------------------------------------
+    def tensors(self) -> Iterator[Tensor]:
+        """Every tensor the spec (and the specs it combines) holds."""
+        for value in vars(self).values():
+            if isinstance(value, torch.Tensor):
+                yield value
+            elif isinstance(value, AttentionSpec):
+                yield from value.tensors()
+
+    @property
+    def device(self) -> torch.device:
+        for t in self.tensors():
+            return t.device
+        return torch.device("cpu")
+
+    def to(self, device: torch.device | str) -> AttentionSpec:
+        """The same spec with its tensors on ``device`` (``self`` when nothing moves)."""
+        device = torch.device(device)
+        moved = {}
+        for name, value in vars(self).items():
+            if isinstance(value, (torch.Tensor, AttentionSpec)):
+                new = value.to(device)
+                if new is not value:
+                    moved[name] = new
+        if not moved:
+            return self
+        out = copy.copy(self)
+        vars(out).update(moved)
+        return out
+
+    # -- composition ---------------------------------------------------------------------------
+    def __and__(self, other: Any) -> AttentionSpec:
+        return And(self, as_spec(other))
+
+    def __or__(self, other: Any) -> AttentionSpec:
+        return Or(self, as_spec(other))
+
+    # -- lowering ------------------------------------------------------------------------------
+    @property
+    def mask_mod(self) -> MaskModFn:
+        """FlexAttention ``mask_mod(b, h, q_idx, kv_idx)`` for ``Q == KV``
+        (use :meth:`mask_mod_for` when the lengths differ)."""
+        return mask_mod_of(self)
+
+    def mask_mod_for(self, q_len: int | None, kv_len: int | None) -> MaskModFn:
+        """FlexAttention ``mask_mod`` for ``q_len`` queries over ``kv_len`` keys."""
+        return mask_mod_of(self, q_len, kv_len)
+
+    def dense(
+        self, q_len: int, kv_len: int | None = None, *, device: torch.device | str | None = None
+    ) -> Tensor:
+        """Bool (B or 1, 1, Q, KV), True = may attend.
+
+        >>> from maskwise.attention import causal
+        >>> causal().dense(3).int()[0, 0].tolist()
+        [[1, 0, 0], [1, 1, 0], [1, 1, 1]]
+        """
+        return dense_mask(self, q_len, kv_len, device=device)
+
+    def block_mask(
+        self,
+        q_len: int,
+        kv_len: int | None = None,
+        *,
+        device: torch.device | str | None = None,
+        block_size: int = 128,
+    ) -> Any:
+        """FlexAttention ``BlockMask`` built from the structure: O((Q/bs) x (KV/bs)) memory.
+
+        Each (query block, key block) is classified empty / full / partial analytically
+        (compositions combine their parts' classifications); only blocks that a composition
+        cannot classify exactly have the rule evaluated on them. No dense Q x KV tensor and no
+        ``torch.compile``.
+        """
+        return build_block_mask(self, q_len, kv_len, device=device, block_size=block_size)
+
+
+def as_spec(x: Any) -> AttentionSpec:
+    """A spec from a spec or a FlexAttention ``mask_mod`` callable."""
+    if isinstance(x, AttentionSpec):
+        return x
+    if callable(x):
+        return MaskMod(x)
+    raise TypeError(f"Cannot combine an attention spec with {type(x).__name__}.")
+
+
+class MaskMod(AttentionSpec):
+    """Any FlexAttention ``mask_mod(b, h, q_idx, kv_idx) -> bool`` as a spec.
+
+    Its block structure is unknown, so :meth:`block_mask` evaluates it on every block (as
+    ``create_block_mask`` does, in chunks). The head index passed is 0 (specs are shared by all
+    heads).
+    """
+
+    def __init__(self, fn: MaskModFn, batch: int | None = None) -> None:
+        if not callable(fn):
+            raise TypeError(f"mask_mod must be callable ({type(fn).__name__} given).")
+        self.fn = fn
+        self.batch = batch
+
+    def allowed(self, at: Pairs) -> Tensor:
+        h = torch.zeros((), dtype=torch.long, device=at.q.device)
+        return self.fn(at.b, h, at.q, at.kv)
+
+    def __repr__(self) -> str:
+        return f"mask_mod({getattr(self.fn, '__name__', 'fn')})"
+
+
+class And(AttentionSpec):
+    """Both specs allow the pair (``a & b``)."""
+
+    def __init__(self, a: AttentionSpec, b: AttentionSpec) -> None:
+        self.a, self.b = a, b
+        self.batch = merge_batch(a.batch, b.batch)
+
+    def check(self, Q: int, KV: int) -> None:
+        self.a.check(Q, KV)
+        self.b.check(Q, KV)
+
+    def allowed(self, at: Pairs) -> Tensor:
+        return self.a.allowed(at) & self.b.allowed(at)
+
+    def blocks(self, at: Blocks) -> BlockFlags:
+        fa, fb = self.a.blocks(at), self.b.blocks(at)
+        # "all" of an intersection is exact; "any" is exact only where one side is full
+        # (two partial blocks may not overlap), or both sides are certainly empty.
+        any_, all_ = fa.any & fb.any, fa.all & fb.all
+        maybe = any_ & ~fa.all & ~fb.all
+        for m in (fa.maybe, fb.maybe):
+            if m is not None:
+                maybe = maybe | (any_ & m)
+        return BlockFlags(any_, all_, maybe)
+
+    @property
+    def structure(self) -> Structure | None:
+        sa, sb = self.a.structure, self.b.structure
+        if sa is None or sb is None or (sa.segments is not None and sb.segments is not None):
+            return None
+        return Structure(sa.causal or sb.causal, sa.segments or sb.segments)
+
+    def __repr__(self) -> str:
+        return f"({self.a!r} & {self.b!r})"
+
+
+class Or(AttentionSpec):
+    """Either spec allows the pair (``a | b``)."""
+
+    def __init__(self, a: AttentionSpec, b: AttentionSpec) -> None:
+        self.a, self.b = a, b
+        self.batch = merge_batch(a.batch, b.batch)
+
+    def check(self, Q: int, KV: int) -> None:
+        self.a.check(Q, KV)
+        self.b.check(Q, KV)
+
+    def allowed(self, at: Pairs) -> Tensor:
+        return self.a.allowed(at) | self.b.allowed(at)
+
+    def blocks(self, at: Blocks) -> BlockFlags:
+        fa, fb = self.a.blocks(at), self.b.blocks(at)
+        # "any" of a union is exact where each side's is (a side that is certainly non-empty
+        # settles it); "all" may miss blocks that the two parts cover only together, which
+        # costs evaluating the rule on a block that needed none, never a wrong result.
+        sure_a = fa.any if fa.maybe is None else fa.any & ~fa.maybe
+        sure_b = fb.any if fb.maybe is None else fb.any & ~fb.maybe
+        maybe = None
+        if fa.maybe is not None or fb.maybe is not None:
+            maybe = (fa.any | fb.any) & ~sure_a & ~sure_b
+        return BlockFlags(fa.any | fb.any, fa.all | fb.all, maybe)
+
+    @property
+    def structure(self) -> Structure | None:
+        for s in (self.a.structure, self.b.structure):
+            if s is not None and s.is_full:  # a side that allows everything
+                return s
+        return None
+
+    def __repr__(self) -> str:
+        return f"({self.a!r} | {self.b!r})"
