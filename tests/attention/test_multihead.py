@@ -12,8 +12,7 @@ import pytest
 import torch
 
 from maskwise import attention as A
-from maskwise.attention import attend
-from maskwise.attention import KVCache, MultiheadAttention
+from maskwise.attention import KVCache, MultiheadAttention, attend
 from tests.reference import attention as R
 
 

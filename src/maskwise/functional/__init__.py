@@ -29,6 +29,7 @@ from maskwise.functional.spectrogram import (
     interval_mask,
     mask_time_spans,
     spec_augment,
+    spec_augment_policy,
 )
 from maskwise.functional.tokens import (
     corrupt,
@@ -54,6 +55,7 @@ __all__ = [
     "patches_to_pixels",
     "patchify",
     "spec_augment",
+    "spec_augment_policy",
     "unpatchify",
     "lm_labels",
     "mask_features",

@@ -21,6 +21,7 @@ __all__ = [
     "interval_mask",
     "mask_time_spans",
     "spec_augment",
+    "spec_augment_policy",
 ]
 
 Generator = torch.Generator | KeyedGenerator | None
@@ -109,6 +110,25 @@ def _axis_masks(
     return interval_mask(start, torch.where(live, width, 0), size)
 
 
+def spec_augment_policy(policy: str, frames: int | None = None) -> dict[str, Any]:
+    """The mask settings of one of the paper's policies (:data:`SPEC_AUGMENT_POLICIES`), with
+    the time width capped at ``frames``: the paper's T is for utterances of seconds, so on
+    shorter clips a mask may cover the clip but not more (an explicit int ``time_width`` larger
+    than the time axis is an error instead).
+
+    >>> spec_augment_policy("LD", frames=60)["time_width"]
+    60
+    """
+    if policy not in SPEC_AUGMENT_POLICIES:
+        raise ValueError(
+            f"policy must be one of {sorted(SPEC_AUGMENT_POLICIES)} ({policy!r} given)."
+        )
+    settings = dict(SPEC_AUGMENT_POLICIES[policy])
+    if frames is not None:
+        settings["time_width"] = min(settings["time_width"], frames)
+    return settings
+
+
 def spec_augment(
     spec: torch.Tensor,
     *,
@@ -161,18 +181,11 @@ def spec_augment(
     (torch.Size([4, 80, 300]), torch.Size([4, 80]), False)
     """
     if policy is not None:
-        if policy not in SPEC_AUGMENT_POLICIES:
-            raise ValueError(
-                f"policy must be one of {sorted(SPEC_AUGMENT_POLICIES)} ({policy!r} given)."
-            )
-        p = SPEC_AUGMENT_POLICIES[policy]
+        frames = spec.shape[-1] if isinstance(spec, torch.Tensor) and spec.dim() >= 3 else None
+        p = spec_augment_policy(policy, frames)
         freq_masks, freq_width = p["freq_masks"], p["freq_width"]
         time_masks, time_width = p["time_masks"], p["time_width"]
         max_time_fraction = p["max_time_fraction"]
-        if isinstance(spec, torch.Tensor) and spec.dim() >= 3:
-            # The paper's T is for utterances of seconds; on shorter clips it is capped at the
-            # clip (an explicit int time_width larger than the time axis is an error instead).
-            time_width = min(time_width, spec.shape[-1])
     if not isinstance(spec, torch.Tensor) or spec.dim() not in (3, 4):
         raise ValueError(
             f"spec must be (B, F, T) or (B, C, F, T) ({tuple(getattr(spec, 'shape', ()))} given)."

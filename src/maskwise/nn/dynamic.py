@@ -1,0 +1,132 @@
+"""``DynamicMask``: any masking module with a rate from a float, a schedule or a controller."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from maskwise.dynamic.feedback import feed
+from maskwise.dynamic.rates import check_rate_source, controller_of, resolve_rate
+from maskwise.dynamic.reliability import reliability as compute_reliability
+from maskwise.nn.base import MaskModule
+
+__all__ = ["DynamicMask"]
+
+
+class DynamicMask(nn.Module):
+    """Make any maskwise masking module dynamic: its rate comes from a float, a schedule or a
+    :class:`~maskwise.dynamic.ReliabilityController`, fed back by :meth:`observe`.
+
+    ``forward(x, *args, **kwargs)`` sets ``masker.rate`` from the rate source, calls the masker
+    and returns what it returns (``(x_masked, mask)``; a ``SpecAugmentResult`` for
+    :class:`SpecAugment`); in eval the masker is the identity. With a
+    :class:`~maskwise.dynamic.DifficultyTracker`, maskers that take ``weights`` (``TokenMask``)
+    get per-key sampling weights (keys: ``keys=`` or, for integer inputs, the input itself).
+    :meth:`observe` takes the step's logits and labels (or a precomputed
+    :class:`~maskwise.dynamic.Reliability`): it updates the controller with the chosen signal
+    and the tracker with the per-position losses. No extra forward pass, no hard-coded device.
+
+    Args:
+        masker: a :class:`MaskModule` (``TokenMask``, ``FeatureMask``, ``PatchMask``,
+            ``BlockPatchMask``, ``Erase``, ``SpecAugment``, ``TimeSpanMask``).
+        rate: a float, a schedule (``rate(step)``) or a controller.
+        tracker: optional difficulty tracker (per-key sampling weights).
+        temperature: the tracker's weight temperature (negative: hard keys masked less).
+        monitor: optional :class:`~maskwise.monitor.MaskMonitor` fed at every training forward
+            and observe.
+
+    The step (training forwards so far) is a buffer, saved in ``state_dict``.
+
+    >>> from maskwise.dynamic import ReliabilityController
+    >>> from maskwise.nn import TokenMask
+    >>> dm = DynamicMask(TokenMask(0.3, mask_id=3, seed=0), ReliabilityController(0.3, target=0.5))
+    >>> ids = torch.randint(4, 50, (8, 16))
+    >>> noisy, mask = dm(ids)
+    >>> logits, labels = torch.randn(8, 16, 50), ids.masked_fill(~mask, -100)
+    >>> 0.0 <= dm.observe(logits, labels) <= 0.9
+    True
+    """
+
+    def __init__(
+        self,
+        masker: MaskModule,
+        rate: Any,
+        *,
+        tracker: Any = None,
+        temperature: float = 1.0,
+        monitor: Any = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(masker, MaskModule):
+            raise TypeError(
+                f"masker must be a maskwise MaskModule ({type(masker).__name__} given)."
+            )
+        self.masker = masker
+        self.rate_source = check_rate_source(rate)
+        self.tracker, self.temperature, self.monitor = tracker, temperature, monitor
+        self.step: torch.Tensor
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))
+        import inspect
+
+        self._takes_weights = "weights" in inspect.signature(masker.forward).parameters
+
+    @property
+    def controller(self) -> Any:
+        """The rate source when it is a controller (it can be fed back), else None."""
+        return controller_of(self.rate_source)
+
+    def current_rate(self) -> float:
+        """The rate the next training forward uses."""
+        return resolve_rate(self.rate_source, int(self.step))
+
+    def forward(self, x: Any, *args: Any, keys: torch.Tensor | None = None, **kwargs: Any) -> Any:
+        if not self.training:
+            return self.masker(x, *args, **kwargs)
+        rate = self.current_rate()
+        self.masker.rate = rate
+        if self.tracker is not None and self._takes_weights and "weights" not in kwargs:
+            k = keys if keys is not None else x
+            if isinstance(k, torch.Tensor) and not k.dtype.is_floating_point:
+                kwargs["weights"] = self.tracker.weights(k, temperature=self.temperature)
+        out = self.masker(x, *args, **kwargs)
+        if self.monitor is not None:
+            # Maskers return (x, mask), or a result with a .mask (SpecAugmentResult).
+            mask = getattr(out, "mask", None)
+            if mask is None and isinstance(out, tuple) and len(out) == 2:
+                mask = out[1]
+            self.monitor.record(int(self.step), rate=rate, mask=mask)
+        self.step += 1
+        return out
+
+    def observe(
+        self,
+        logits: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        *,
+        reliability: Any = None,
+        keys: torch.Tensor | None = None,
+        key_valid: torch.Tensor | None = None,
+        ignore_index: int = -100,
+    ) -> float:
+        """Feed back the reliability of the latest predictions; returns the rate to come.
+
+        Updates the controller with its signal and the tracker with the per-position losses at
+        ``keys`` (see :func:`maskwise.dynamic.feed`: ``keys`` may have one more trailing
+        dimension than ``labels``, sharing each example's loss among its keys; ``key_valid``
+        marks the keys that count).
+        """
+        if reliability is None:
+            if logits is None or labels is None:
+                raise ValueError("observe needs logits and labels, or reliability=.")
+            reliability = compute_reliability(logits, labels, ignore_index=ignore_index)
+        feed(self.controller, self.tracker, reliability=reliability, keys=keys, key_valid=key_valid)
+        if self.monitor is not None:
+            self.monitor.record(int(self.step), rate=self.current_rate(), reliability=reliability)
+        return self.current_rate()
+
+    def extra_repr(self) -> str:
+        return (
+            f"rate={self.rate_source!r}, tracker={self.tracker is not None}, step={int(self.step)}"
+        )

@@ -1,0 +1,139 @@
+"""Text and feature masking modules: :class:`TokenMask`, :class:`FeatureMask`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+
+from maskwise import functional as F
+from maskwise._checks import check_split
+from maskwise.functional.features import mask_shape
+from maskwise.nn.base import MaskModule
+
+__all__ = ["FeatureMask", "TokenMask"]
+
+
+class FeatureMask(MaskModule):
+    """Zero a random ``rate`` of a tensor's entries (or of whole slices): ``x * (1 - mask)``.
+
+    See :func:`maskwise.functional.mask_features`.
+
+    Args:
+        rate: probability that an entry (or a slice along ``dims``) is masked.
+        dims: dimensions that share a mask, e.g. ``-1`` masks whole feature vectors.
+        seed: seed of the module's generator (None: drawn from torch's global generator).
+
+    >>> m = FeatureMask(0.5, dims=-1, seed=0)
+    >>> x_masked, mask = m(torch.ones(2, 4, 8))
+    >>> mask.shape
+    torch.Size([2, 4, 1])
+    >>> _ = m.eval(); bool(m(torch.ones(2, 4, 8))[1].any())
+    False
+    """
+
+    def __init__(
+        self, rate: float, *, dims: int | Sequence[int] | None = None, seed: int | None = None
+    ) -> None:
+        super().__init__(rate, seed=seed)
+        if dims is not None and not (
+            isinstance(dims, int) or all(isinstance(d, int) for d in dims)
+        ):
+            raise TypeError(f"dims must be an int, a sequence of ints or None ({dims!r} given).")
+        self.dims = dims
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.training or self.rate == 0.0:
+            shape = mask_shape(x.shape, self.dims)
+            return x, torch.zeros(shape, dtype=torch.bool, device=x.device)
+        return F.mask_features(x, self.rate, dims=self.dims, generator=self.generator(x.device))
+
+    def extra_repr(self) -> str:
+        return f"rate={self.rate}, dims={self.dims}, seed={self.generators.seed}"
+
+
+class TokenMask(MaskModule):
+    """Mask tokens of ``input_ids`` in training: choose with :func:`~maskwise.functional.mask_tokens`,
+    replace with :func:`~maskwise.functional.corrupt`.
+
+    By default every chosen token becomes ``mask_id`` (``replace_prob=1``, input-token noising);
+    pass ``replace_prob=0.8, random_prob=0.1, vocab_size=V`` for BERT's 80/10/10.
+
+    Args:
+        rate: fraction of maskable tokens to mask.
+        mask_id: id written over masked tokens.
+        special_ids: ids never masked (and never drawn as random replacements).
+        vocab_size: vocabulary size, needed when ``random_prob > 0``.
+        replace_prob: probability that a masked token becomes ``mask_id``.
+        random_prob: probability that it becomes a random token.
+        exact: exact count per row instead of Bernoulli draws.
+        seed: seed of the module's generator.
+
+    ``forward(input_ids, attention_mask=None, weights=None) -> (input_ids_masked, mask)``
+    (``weights``: optional per-token sampling weights, e.g. from a
+    :class:`~maskwise.dynamic.DifficultyTracker`); the loss targets of masked-token prediction
+    are ``input_ids.masked_fill(~mask, -100)``.
+
+    >>> tm = TokenMask(1.0, mask_id=4, special_ids=[0, 1], seed=0)
+    >>> tm(torch.tensor([[1, 7, 8, 0]]))[0].tolist()
+    [[1, 4, 4, 0]]
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        *,
+        mask_id: int,
+        special_ids: Iterable[int] = (),
+        vocab_size: int | None = None,
+        replace_prob: float = 1.0,
+        random_prob: float = 0.0,
+        exact: bool = False,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(rate, seed=seed)
+        self.mask_id = int(mask_id)
+        self.special_ids = tuple(int(i) for i in special_ids)
+        self.vocab_size = vocab_size
+        self.replace_prob, self.random_prob = check_split(replace_prob, random_prob)
+        if self.random_prob > 0 and vocab_size is None:
+            raise ValueError("vocab_size is required when random_prob > 0 (None given).")
+        self.exact = exact
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        weights: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.training or self.rate == 0.0:
+            return input_ids, torch.zeros(
+                input_ids.shape, dtype=torch.bool, device=input_ids.device
+            )
+        g = self.generator(input_ids.device)
+        mask = F.mask_tokens(
+            input_ids,
+            self.rate,
+            special_ids=self.special_ids,
+            attention_mask=attention_mask,
+            exact=self.exact,
+            weights=weights,
+            generator=g,
+        )
+        out, _ = F.corrupt(
+            input_ids,
+            mask,
+            mask_id=self.mask_id,
+            vocab_size=self.vocab_size,
+            replace_prob=self.replace_prob,
+            random_prob=self.random_prob,
+            special_ids=self.special_ids,
+            generator=g,
+        )
+        return out, mask
+
+    def extra_repr(self) -> str:
+        return (
+            f"rate={self.rate}, mask_id={self.mask_id}, replace_prob={self.replace_prob}, "
+            f"random_prob={self.random_prob}, exact={self.exact}, seed={self.generators.seed}"
+        )
