@@ -964,7 +964,7 @@ def test_index_is_dropped_by_default(make) -> None:
 
 
 def test_streams_differ_by_rank(monkeypatch) -> None:
-    import maskwise.collators as collators
+    import maskwise.collators.base as collators
 
     examples = [list(range(10, 60))] * 4
     masks = []
