@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python benchmarks/attention.py            # default: --repeats 30 --attn-repeats 7 --budget 3, all parts
+    python benchmarks/attention.py  # default: --repeats 30 --attn-repeats 7 --budget 3, all parts
 
 Inputs are random tensors and document lengths made here with fixed seeds. Nothing is written
 but Inductor's compile cache, which goes to a fresh temporary directory (removed at the end) so
@@ -481,7 +481,8 @@ def part1(args: argparse.Namespace) -> list[str]:
         mw_kib, eager_kib = rss_extra_kib("maskwise", L), rss_extra_kib("eager", L)
         print(
             f"RSS cross-check (fresh subprocess, documents, L={L}, peak RSS during the call "
-            f"minus RSS before it): maskwise {fmt_bytes(None if mw_kib is None else mw_kib * 1024)}, "
+            f"minus RSS before it): maskwise "
+            f"{fmt_bytes(None if mw_kib is None else mw_kib * 1024)}, "
             f"eager create_block_mask {fmt_bytes(None if eager_kib is None else eager_kib * 1024)}"
         )
         print()
@@ -581,8 +582,8 @@ def part2(args: argparse.Namespace, threads: int) -> list[str]:
     torch.set_num_threads(threads)
     B, H, D = 2, 8, 64
     print(
-        f"## Part 2: attention forward on CPU (torch threads {torch.get_num_threads()}, B={B}, H={H}, "
-        f"D={D}, float32, no_grad; median of {args.attn_repeats} runs)"
+        f"## Part 2: attention forward on CPU (torch threads {torch.get_num_threads()}, "
+        f"B={B}, H={H}, D={D}, float32, no_grad; median of {args.attn_repeats} runs)"
     )
     print()
     rows: list[tuple[str, ...]] = []
@@ -926,7 +927,8 @@ def part3(args: argparse.Namespace) -> list[str]:
         "‡ plain causal attention, not this mask: a speed reference only. flex: compiled "
         "FlexAttention, BlockMask from create_block_mask with the peer's own idiomatic "
         "mask_mod (q >= kv, & ids[b, q] == ids[b, kv], & q - kv < 256), built once outside "
-        "the timed call. varlen: varlen_attn on pre-packed (tokens, H, D) leaves with precomputed offsets. "
+        "the timed call. varlen: varlen_attn on pre-packed (tokens, H, D) leaves with "
+        "precomputed offsets. "
         "attend: (B, H, L, D) in and out, its mask lowering (BlockMask, varlen offsets and "
         "packing) inside the timed call. Peak extra memory: torch.cuda.max_memory_allocated "
         "during one call minus the memory allocated before it (the new q/k/v gradients included)."
@@ -1021,9 +1023,12 @@ def _run(args: argparse.Namespace) -> None:
     )
     print(f"machine: {machine()}; load average at start {os.getloadavg()[0]:.2f}")
     print()
-    print(
-        f"Inductor cache: {'default (warm: compile times depend on earlier runs)' if args.warm_cache else 'fresh temporary directory (cold compiles)'}"
+    inductor_cache = (
+        "default (warm: compile times depend on earlier runs)"
+        if args.warm_cache
+        else "fresh temporary directory (cold compiles)"
     )
+    print(f"Inductor cache: {inductor_cache}")
     print()
     summary: list[str] = []
     took: list[str] = []

@@ -1,4 +1,4 @@
-"""Dynamic masking overhead: a masked-LM training step with a static and a dynamic mask, side by side.
+"""Dynamic masking overhead: a masked-LM training step, static and dynamic mask side by side.
 
 Run from the repository root::
 
@@ -353,7 +353,8 @@ def breakdown(batches: list[torch.Tensor], repeats: int) -> tuple[dict[str, floa
     ka = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in ka)
     lines = [
-        f"observe() profile, (B, L, V) logits, top ops by self CPU time (total {total / 1e3:.1f} ms): "
+        f"observe() profile, (B, L, V) logits, top ops by self CPU time "
+        f"(total {total / 1e3:.1f} ms): "
         + ", ".join(f"{e.key} {e.self_cpu_time_total / 1e3:.2f} ms ({e.count}x)" for e in ka[:5])
     ]
     counts = []
@@ -435,11 +436,13 @@ def main(argv: list[str] | None = None) -> None:
     print(f"machine: {machine()}; load average at start {os.getloadavg()[0]:.2f}")
     print(f"data: {source}")
     print(
-        f"model: {LAYERS}-layer pre-LN encoder, d_model {D_MODEL}, {HEADS} heads, FFN {FFN}, vocab {VOCAB} "
-        f"(tied MLM head), batch {BATCH}x{SEQ}, AdamW; TokenMask rate {RATE}, all masked tokens -> [MASK]"
+        f"model: {LAYERS}-layer pre-LN encoder, d_model {D_MODEL}, {HEADS} heads, FFN {FFN}, "
+        f"vocab {VOCAB} (tied MLM head), batch {BATCH}x{SEQ}, AdamW; TokenMask rate {RATE}, "
+        f"all masked tokens -> [MASK]"
     )
     print(
-        f"{args.steps} timed steps per variant after {args.warmup} warm-up steps, interleaved step by step; "
+        f"{args.steps} timed steps per variant after {args.warmup} warm-up steps, "
+        f"interleaved step by step; "
         f"step time = mean over {PHASES} step phases of the median step time"
     )
     print()
@@ -495,7 +498,8 @@ def main(argv: list[str] | None = None) -> None:
         notes.append(
             f"{n_threads} thread(s): masked share of maskable tokens "
             + ", ".join(f"{k} {statistics.fmean(v.masked):.3f}" for k, v in zip(keys, variants))
-            + f"; MLM loss over the timed steps {base.losses[0]:.2f} -> {base.losses[-1]:.2f} (static)"
+            + f"; MLM loss over the timed steps {base.losses[0]:.2f} -> "
+            + f"{base.losses[-1]:.2f} (static)"
             + f"; load average {os.getloadavg()[0]:.2f}"
         )
         del variants
@@ -523,7 +527,8 @@ def main(argv: list[str] | None = None) -> None:
     for n_threads, res, lines, a in breakdowns:
         print()
         print(
-            f"Breakdown of the dynamic variant's extra work, {n_threads} thread(s), measured separately "
+            f"Breakdown of the dynamic variant's extra work, {n_threads} thread(s), "
+            f"measured separately "
             f"(median of {args.repeats} interleaved calls; % of the static step, {a:.1f} ms):"
         )
         print()
@@ -536,7 +541,8 @@ def main(argv: list[str] | None = None) -> None:
             - res["forward: TokenMask(ids) (static, for reference)"]
         )
         print(
-            f"| forward: DynamicMask(ids) - TokenMask(ids) | {extra:.3f} | {extra / a * 100:.2f} % |"
+            f"| forward: DynamicMask(ids) - TokenMask(ids) | {extra:.3f} | "
+            f"{extra / a * 100:.2f} % |"
         )
         print()
         for label, obs in (
@@ -547,7 +553,8 @@ def main(argv: list[str] | None = None) -> None:
             room = TARGET * a - extra
             k_min = math.ceil(obs / room) if room > 0 else None
             print(
-                f"predicted overhead, observe on {label} every k steps = (observe / k + forward extra) / static: "
+                f"predicted overhead, observe on {label} every k steps = "
+                f"(observe / k + forward extra) / static: "
                 + ", ".join(f"k={k} {v * 100:.2f} %" for k, v in per_k.items())
                 + (f"; <= 2 % from k = {k_min}" if k_min else "; > 2 % for every k")
             )
@@ -555,7 +562,8 @@ def main(argv: list[str] | None = None) -> None:
             print(line)
     print()
     print(
-        f"total time {time.perf_counter() - t_start:.0f} s; load average at end {os.getloadavg()[0]:.2f}"
+        f"total time {time.perf_counter() - t_start:.0f} s; "
+        f"load average at end {os.getloadavg()[0]:.2f}"
     )
 
 

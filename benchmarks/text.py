@@ -235,7 +235,8 @@ def main(argv: list[str] | None = None) -> None:
     assert V == tok.get_vocab_size() and special_ids == [0, 1, 2, 3, 4] and mask_id == 4
 
     print(
-        f"torch {torch.__version__}, transformers {transformers.__version__}, numpy {np.__version__}, "
+        f"torch {torch.__version__}, transformers {transformers.__version__}, "
+        f"numpy {np.__version__}, "
         f"torch threads {torch.get_num_threads()}"
     )
     print(f"machine: {machine()}; load average at start {os.getloadavg()[0]:.2f}")
@@ -454,7 +455,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     print("Masked share of the maskable tokens (one call each): " + ", ".join(shares) + ".")
     print(
-        f"total time {time.perf_counter() - t_start:.0f} s; load average at end {os.getloadavg()[0]:.2f}"
+        f"total time {time.perf_counter() - t_start:.0f} s; "
+        f"load average at end {os.getloadavg()[0]:.2f}"
     )
 
 

@@ -79,12 +79,12 @@ def load_timm_random_erasing(wheel_dir: Path, tmp: Path):
 
 
 class BeitMaskingGenerator:
-    """BEiT's ``MaskingGenerator`` (microsoft/unilm, beit/masking_generator.py), one sample per call.
+    """BEiT's ``MaskingGenerator`` (microsoft/unilm, beit/masking_generator.py).
 
-    As in BEiT pre-training: ``min_num_patches=16`` (``--min_mask_patches_per_block``),
-    ``max_num_patches=None`` (= the number of cells to mask), aspect (0.3, 1/0.3), Python's
-    ``random`` for the draws, a numpy int array for the mask. Only ``np.int`` (removed from numpy)
-    became ``int``.
+    One sample per call. As in BEiT pre-training: ``min_num_patches=16``
+    (``--min_mask_patches_per_block``), ``max_num_patches=None`` (= the number of cells to mask),
+    aspect (0.3, 1/0.3), Python's ``random`` for the draws, a numpy int array for the mask. Only
+    ``np.int`` (removed from numpy) became ``int``.
     """
 
     def __init__(
@@ -140,7 +140,9 @@ class BeitMaskingGenerator:
 
 
 def beit_batch(gen: BeitMaskingGenerator, batch: int) -> torch.Tensor:
-    """One BEiT mask per sample (as the dataset's ``__getitem__`` does), stacked to bool (B, H, W)."""
+    """One BEiT mask per sample (as the dataset's ``__getitem__`` does), stacked to bool
+    (B, H, W).
+    """
     return torch.from_numpy(np.stack([gen() for _ in range(batch)])).bool()
 
 
@@ -465,7 +467,8 @@ def main(argv: list[str] | None = None) -> None:
 
     t_start = time.perf_counter()
     print(
-        f"torch {torch.__version__}, transformers {transformers.__version__}, numpy {np.__version__}, "
+        f"torch {torch.__version__}, transformers {transformers.__version__}, "
+        f"numpy {np.__version__}, "
         f"torch threads {torch.get_num_threads()}"
     )
     print(
@@ -510,7 +513,8 @@ def main(argv: list[str] | None = None) -> None:
     for n in run.notes:
         print(n + ".")
     print(
-        f"total time {time.perf_counter() - t_start:.0f} s; load average at end {os.getloadavg()[0]:.2f}"
+        f"total time {time.perf_counter() - t_start:.0f} s; "
+        f"load average at end {os.getloadavg()[0]:.2f}"
     )
 
 

@@ -73,7 +73,8 @@ def test_spec_augment_module_rate_scales_the_number_of_time_masks(
 
 
 def test_spec_augment_module_rate_half_means_one_time_mask():
-    # time_width=1: a mask is one frame or empty, and 2 masks could cover 2 frames; one covers at most 1.
+    # time_width=1: a mask is one frame or empty, and 2 masks could cover 2 frames; one covers at
+    # most 1.
     x = torch.zeros(2000, 4, 50)
     half = mw.nn.SpecAugment(0.5, freq_masks=0, freq_width=0, time_masks=2, time_width=1, seed=0)(x)
     full = mw.nn.SpecAugment(1.0, freq_masks=0, freq_width=0, time_masks=2, time_width=1, seed=0)(x)

@@ -121,8 +121,8 @@ class KeyedGenerator:
         shape = tuple(int(s) for s in shape)
         if len(shape) == 0 or shape[0] != self.keys.shape[0]:
             raise ValueError(
-                f"A KeyedGenerator with {self.keys.shape[0]} keys draws shapes (B={self.keys.shape[0]}, ...) "
-                f"({shape} requested)."
+                f"A KeyedGenerator with {self.keys.shape[0]} keys draws shapes "
+                f"(B={self.keys.shape[0]}, ...) ({shape} requested)."
             )
         device = self.keys.device if device is None else torch.device(device)
         keys = self.keys.to(device)
@@ -197,7 +197,9 @@ def distributed_rank() -> int:
 
 
 def seed_from_global() -> int:
-    """A 62-bit seed drawn from torch's global generator (reproducible under ``torch.manual_seed``)."""
+    """A 62-bit seed drawn from torch's global generator (reproducible under
+    ``torch.manual_seed``).
+    """
     return int(torch.randint(0, 2**62, (), dtype=torch.long))
 
 

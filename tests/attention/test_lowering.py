@@ -91,7 +91,9 @@ def test_mha_attn_mask_literal_and_shapes() -> None:
 
 
 def _mha_and_attend(spec, Q: int, KV: int, *, key_padding: torch.Tensor | None = None):
-    """(torch MHA output, attend output with the same weights) for x (B, Q, E), memory (B, KV, E)."""
+    """(torch MHA output, attend output with the same weights) for x (B, Q, E), memory
+    (B, KV, E).
+    """
     torch.manual_seed(0)
     B, E, H = 3, 16, 4
     mha = torch.nn.MultiheadAttention(E, H, batch_first=True).eval()

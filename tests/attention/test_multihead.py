@@ -1,9 +1,9 @@
-"""``maskwise.attention.MultiheadAttention`` (also ``maskwise.nn.MultiheadAttention``): projections around ``attend`` with a spec as mask.
+"""``maskwise.attention.MultiheadAttention``: projections around ``attend`` with a spec as mask.
 
-``forward(x, mask=spec)`` is self-attention, ``forward(x, context=memory, mask=cross(...))``
-cross-attention; ``num_kv_heads < num_heads`` is grouped-query attention. A query row with no key
-(padding) gets zeros from ``attend``, so its output is ``out_proj(0)``: the out_proj bias. Dropout
-acts in training only.
+Also ``maskwise.nn.MultiheadAttention``. ``forward(x, mask=spec)`` is self-attention,
+``forward(x, context=memory, mask=cross(...))`` cross-attention; ``num_kv_heads < num_heads`` is
+grouped-query attention. A query row with no key (padding) gets zeros from ``attend``, so its
+output is ``out_proj(0)``: the out_proj bias. Dropout acts in training only.
 """
 
 from __future__ import annotations

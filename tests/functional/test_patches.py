@@ -107,7 +107,8 @@ def test_per_row_tensor_rates():
 
 
 def test_tensor_rate_draws_the_same_mask_as_the_float_rate():
-    # Both paths take the top-k of the same uniforms: a per-row rate equal everywhere changes nothing.
+    # Both paths take the top-k of the same uniforms: a per-row rate equal everywhere changes
+    # nothing.
     for scores, hf in (
         (None, 1.0),
         (distinct_scores(7, 30, seed=8), 0.5),

@@ -45,7 +45,8 @@ def test_exact_counts_round_half_even():
 
 
 def test_bernoulli_rate_statistics():
-    # 200k valid positions: std of the masked fraction is sqrt(.15 * .85 / 2e5) ~ 8e-4; 5 sigma = 0.004.
+    # 200k valid positions: std of the masked fraction is sqrt(.15 * .85 / 2e5) ~ 8e-4;
+    # 5 sigma = 0.004.
     valid = random_valid(400, 625, seed=3)
     m = mw.sample_mask(valid, 0.15, generator=torch.Generator().manual_seed(0))
     assert not (m & ~valid).any()

@@ -721,7 +721,7 @@ def test_masked_fraction_agrees_with_transformers(use_attention_mask):
     assert abs(got - want) < 0.008, (got, want)
 
 
-# ---------------------------------------------------------------- mask_time_spans: errors, determinism
+# ------------------------------------------------------------- mask_time_spans: errors, determinism
 @pytest.mark.parametrize(
     "lengths, max_len, rate, kwargs, err, match",
     [

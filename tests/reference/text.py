@@ -170,7 +170,9 @@ def t5_corrupt(input_ids, masked, *, sentinel_ids, eos_id, pad_id, attention_mas
 
 
 def t5_counts(n, rate, mean_length):
-    """T5's arithmetic as maskwise applies it: (noise tokens, noise spans) for ``n`` valid tokens."""
+    """T5's arithmetic as maskwise applies it: (noise tokens, noise spans) for ``n`` valid
+    tokens.
+    """
     n_noise = round(rate * n)
     if n_noise == 0:
         return 0, 0

@@ -161,7 +161,8 @@ def attend(
     """
     if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
         raise ValueError(
-            f"q, k, v must be (B, H, L, D) ({tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)} given)."
+            f"q, k, v must be (B, H, L, D) "
+            f"({tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)} given)."
         )
     if (
         k.shape != v.shape[:-1] + (k.shape[-1],)

@@ -58,7 +58,8 @@ class KVCache(nn.Module):
         end = self.size + k.shape[2]
         if end > self.max_len:
             raise ValueError(
-                f"the cache holds {self.max_len} positions; {end} needed (setup_cache(max_len=...))."
+                f"the cache holds {self.max_len} positions; {end} needed "
+                f"(setup_cache(max_len=...))."
             )
         self.k[:, :, self.size : end] = k
         self.v[:, :, self.size : end] = v

@@ -57,7 +57,8 @@ def check_rate_source(value: Any, name: str = "rate") -> RateSource:
     if callable(value):
         return value
     raise TypeError(
-        f"{name} must be a float, a schedule or a controller ({type(value).__name__} {value!r} given)."
+        f"{name} must be a float, a schedule or a controller "
+        f"({type(value).__name__} {value!r} given)."
     )
 
 

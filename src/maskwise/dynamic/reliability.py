@@ -46,13 +46,16 @@ def reliability(
         logits: (..., C).
         labels: (...) integer class ids, ``ignore_index`` where there is no target.
 
-    >>> r = reliability(torch.tensor([[2.0, 0.0], [0.0, 3.0], [1.0, 1.0]]), torch.tensor([0, 0, -100]))
+    >>> r = reliability(
+    ...     torch.tensor([[2.0, 0.0], [0.0, 3.0], [1.0, 1.0]]), torch.tensor([0, 0, -100])
+    ... )
     >>> r.correct.tolist(), r.valid.tolist(), round(float(r.mean()["accuracy"]), 2)
     ([True, False, False], [True, True, False], 0.5)
     """
     if logits.shape[:-1] != labels.shape:
         raise ValueError(
-            f"logits (..., C) must match labels (...) ({tuple(logits.shape)} and {tuple(labels.shape)} given)."
+            f"logits (..., C) must match labels (...) "
+            f"({tuple(logits.shape)} and {tuple(labels.shape)} given)."
         )
     valid = labels != ignore_index
     safe = torch.where(valid, labels, 0).long()

@@ -126,7 +126,8 @@ class step(Schedule):  # noqa: N801
         milestones = [int(m) for m in milestones]
         if len(rates) != len(milestones) + 1:
             raise ValueError(
-                f"step needs one more rate than milestones ({len(rates)} rates, {len(milestones)} milestones given)."
+                f"step needs one more rate than milestones "
+                f"({len(rates)} rates, {len(milestones)} milestones given)."
             )
         if milestones != sorted(milestones):
             raise ValueError(f"milestones must be increasing ({milestones} given).")

@@ -119,4 +119,7 @@ class DifficultyTracker:
         self.count = count
 
     def __repr__(self) -> str:
-        return f"DifficultyTracker(num_keys={self.num_keys}, momentum={self.momentum}, seen={int((self.count > 0).sum())})"
+        return (
+            f"DifficultyTracker(num_keys={self.num_keys}, momentum={self.momentum}, "
+            f"seen={int((self.count > 0).sum())})"
+        )

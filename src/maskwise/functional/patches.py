@@ -342,7 +342,8 @@ def patches_to_pixels(
         )
     if tuple(masked.shape[1:]) not in ((h * w,), (h, w)):
         raise ValueError(
-            f"masked must be (B, {h * w}) or (B, {h}, {w}) for grid {h}x{w} ({tuple(masked.shape)} given)."
+            f"masked must be (B, {h * w}) or (B, {h}, {w}) for grid {h}x{w} "
+            f"({tuple(masked.shape)} given)."
         )
     m = masked.reshape(masked.shape[0], h, w)
     return m.repeat_interleave(p, dim=1).repeat_interleave(p, dim=2)
@@ -390,7 +391,8 @@ def erase(
     """
     if not isinstance(images, torch.Tensor) or images.dim() not in (3, 4):
         raise ValueError(
-            f"images must be (B, C, H, W) or (B, H, W) ({tuple(getattr(images, 'shape', ()))} given)."
+            f"images must be (B, C, H, W) or (B, H, W) "
+            f"({tuple(getattr(images, 'shape', ()))} given)."
         )
     p = check_probability("p", p)
     s_lo, s_hi = _check_range("scale", scale)

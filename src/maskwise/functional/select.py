@@ -90,7 +90,8 @@ def sample_mask(
     if weights is not None:
         if not isinstance(weights, torch.Tensor) or not weights.is_floating_point():
             raise TypeError(
-                f"weights must be a floating point tensor ({getattr(weights, 'dtype', type(weights))} given)."
+                f"weights must be a floating point tensor "
+                f"({getattr(weights, 'dtype', type(weights))} given)."
             )
         if weights.shape != valid.shape:
             raise ValueError(

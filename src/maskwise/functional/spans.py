@@ -311,7 +311,8 @@ def t5_corrupt_with_lengths(
     check_bool_2d("masked", masked)
     if masked.shape != input_ids.shape:
         raise ValueError(
-            f"masked must have the shape of input_ids {tuple(input_ids.shape)} ({tuple(masked.shape)} given)."
+            f"masked must have the shape of input_ids {tuple(input_ids.shape)} "
+            f"({tuple(masked.shape)} given)."
         )
     B, L = input_ids.shape
     device = input_ids.device
@@ -329,7 +330,8 @@ def t5_corrupt_with_lengths(
     max_spans = int(n_spans.max()) if B else 0
     if max_spans > sentinels.numel():
         raise ValueError(
-            f"A row has {max_spans} masked spans but only {sentinels.numel()} sentinel ids were given."
+            f"A row has {max_spans} masked spans but only {sentinels.numel()} "
+            f"sentinel ids were given."
         )
     if L == 0:
         ends_eos = torch.zeros(B, dtype=torch.bool, device=device)

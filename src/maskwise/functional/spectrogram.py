@@ -59,7 +59,8 @@ def _lengths(lengths: torch.Tensor | None, B: int, T: int, device: torch.device)
     ):
         raise TypeError(
             f"lengths must be an integer tensor of shape (B,) "
-            f"({getattr(lengths, 'dtype', type(lengths))} {tuple(getattr(lengths, 'shape', ()))} given)."
+            f"({getattr(lengths, 'dtype', type(lengths))} "
+            f"{tuple(getattr(lengths, 'shape', ()))} given)."
         )
     if lengths.shape[0] != B:
         raise ValueError(f"lengths must have shape (B,) = ({B},) ({tuple(lengths.shape)} given).")
@@ -75,7 +76,9 @@ def interval_mask(starts: torch.Tensor, widths: torch.Tensor, size: int) -> torc
 
     A difference array and a cumulative sum: O(B * (M + size)), no (B, M, size) tensor.
 
-    >>> interval_mask(torch.tensor([[1, 2], [0, 0]]), torch.tensor([[2, 3], [0, 1]]), 6).int().tolist()
+    >>> interval_mask(
+    ...     torch.tensor([[1, 2], [0, 0]]), torch.tensor([[2, 3], [0, 1]]), 6
+    ... ).int().tolist()
     [[0, 1, 1, 1, 1, 0], [1, 0, 0, 0, 0, 0]]
     """
     B = starts.shape[0]

@@ -200,7 +200,9 @@ def word_ids_from_offsets(
     Returns:
         int64 (B, L).
 
-    >>> offsets = torch.tensor([[[0, 0], [0, 3], [3, 5], [6, 9], [0, 0]]])  # [CLS] un ##fit for [SEP]
+    >>> offsets = torch.tensor(
+    ...     [[[0, 0], [0, 3], [3, 5], [6, 9], [0, 0]]]  # [CLS] un ##fit for [SEP]
+    ... )
     >>> word_ids_from_offsets(offsets).tolist()
     [[-1, 0, 0, 1, -1]]
     """
@@ -318,7 +320,9 @@ def corrupt(
 
 @functools.lru_cache(maxsize=32)
 def _allowed_ids(vocab_size: int, excluded: tuple[int, ...], device: str) -> torch.Tensor:
-    """Ascending int64 ids of ``[0, vocab_size)`` minus ``excluded`` (cached: built once per setup)."""
+    """Ascending int64 ids of ``[0, vocab_size)`` minus ``excluded`` (cached: built once per
+    setup).
+    """
     keep = torch.ones(vocab_size, dtype=torch.bool)
     ex = [i for i in excluded if 0 <= i < vocab_size]
     if ex:
@@ -364,11 +368,13 @@ def lm_labels(
     if prompt_mask is not None:
         if not isinstance(prompt_mask, torch.Tensor) or prompt_mask.dtype != torch.bool:
             raise TypeError(
-                f"prompt_mask must be a bool tensor ({getattr(prompt_mask, 'dtype', type(prompt_mask))} given)."
+                f"prompt_mask must be a bool tensor "
+                f"({getattr(prompt_mask, 'dtype', type(prompt_mask))} given)."
             )
         if prompt_mask.shape != input_ids.shape:
             raise ValueError(
-                f"prompt_mask must have shape {tuple(input_ids.shape)} ({tuple(prompt_mask.shape)} given)."
+                f"prompt_mask must have shape {tuple(input_ids.shape)} "
+                f"({tuple(prompt_mask.shape)} given)."
             )
         ignore = ignore | prompt_mask.to(input_ids.device)
     if prompt_lengths is not None:

@@ -7,7 +7,8 @@
     trainer = lightning.Trainer(callbacks=[callback])
 
 The ``LightningModule``'s ``training_step`` returns the loss; to steer the controller by
-accuracy or confidence instead, return a dict ``{"loss": loss, "logits": logits, "labels": labels}``.
+accuracy or confidence instead, return a dict
+``{"loss": loss, "logits": logits, "labels": labels}``.
 """
 
 from __future__ import annotations

@@ -53,8 +53,8 @@ class FeatureMask(MaskModule):
 
 
 class TokenMask(MaskModule):
-    """Mask tokens of ``input_ids`` in training: choose with :func:`~maskwise.functional.mask_tokens`,
-    replace with :func:`~maskwise.functional.corrupt`.
+    """Mask tokens of ``input_ids`` in training: choose with
+    :func:`~maskwise.functional.mask_tokens`, replace with :func:`~maskwise.functional.corrupt`.
 
     By default every chosen token becomes ``mask_id`` (``replace_prob=1``, input-token noising);
     pass ``replace_prob=0.8, random_prob=0.1, vocab_size=V`` for BERT's 80/10/10.

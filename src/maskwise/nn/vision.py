@@ -161,7 +161,8 @@ class Erase(MaskModule):
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if not isinstance(images, torch.Tensor) or images.dim() not in (3, 4):
             raise ValueError(
-                f"images must be (B, C, H, W) or (B, H, W) ({tuple(getattr(images, 'shape', ()))} given)."
+                f"images must be (B, C, H, W) or (B, H, W) "
+                f"({tuple(getattr(images, 'shape', ()))} given)."
             )
         if not self.training or self.rate == 0.0:
             B, H, W = images.shape[0], images.shape[-2], images.shape[-1]
