@@ -6,7 +6,7 @@ Run from the repository root::
 
 Data: the first training documents of tiny-shakespeare (``--data``; speeches separated by blank
 lines), characters, each document ``[BOS] text [EOS]`` cut into pieces of at most ``--row-len``
-next-token predictions (:func:`maskwise.experiments.sequence.pieces_of`). The two layouts hold
+next-token predictions (:func:`maskwise.packing.pieces_of`). The two layouts hold
 exactly the same pieces:
 
 * ``packed``: pieces packed into rows of ``--row-len`` by best-fit decreasing, attention mask
@@ -40,28 +40,18 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import fmt_ms, machine  # noqa: E402
 
+from maskwise.experiments.data import read_documents, split_documents  # noqa: E402
 from maskwise.experiments.models import DecoderLM  # noqa: E402
-from maskwise.experiments.sequence import (  # noqa: E402
-    BOS,
-    EOS,
-    IGNORE,
-    CharTokenizer,
-    LMRows,
-    lm_spec,
-    pack_plan,
-    pad_rows,
-    pieces_of,
-    place_pieces,
-    read_documents,
-    split_documents,
-)
+from maskwise.experiments.tasks.lm import lm_spec  # noqa: E402
+from maskwise.experiments.tokenizers import BOS, EOS, IGNORE, CharTokenizer  # noqa: E402
+from maskwise.packing import PackedRows, pack_plan, pad_rows, pieces_of, place_pieces  # noqa: E402
 
 DEFAULT_DATA = (
     Path(__file__).resolve().parents[2] / "shared" / "data" / "lm" / "tinyshakespeare" / "input.txt"
 )
 
 
-def batches(args: argparse.Namespace) -> tuple[list[tuple[LMRows, LMRows]], int]:
+def batches(args: argparse.Namespace) -> tuple[list[tuple[PackedRows, PackedRows]], int]:
     """``steps + warmup`` pairs (packed batch, padded batch of the same pieces); vocab size."""
     docs = split_documents(read_documents(args.data))["train"]
     tok = CharTokenizer("\n\n".join(docs))
@@ -101,7 +91,9 @@ def batches(args: argparse.Namespace) -> tuple[list[tuple[LMRows, LMRows]], int]
     return out, tok.get_vocab_size()
 
 
-def step(model: torch.nn.Module, opt: torch.optim.Optimizer, rows: LMRows, layout: str) -> float:
+def step(
+    model: torch.nn.Module, opt: torch.optim.Optimizer, rows: PackedRows, layout: str
+) -> float:
     logits = model(rows.inputs, lm_spec(layout, rows.doc_ids), rows.positions)
     loss = F.cross_entropy(logits.flatten(0, 1), rows.targets.flatten(), ignore_index=IGNORE)
     opt.zero_grad(set_to_none=True)
@@ -147,12 +139,13 @@ def main(argv: list[str] | None = None) -> None:
     real = [p.tokens for p, _ in data[args.warmup :]]
     tokens = statistics.fmean(real)
     print(
-        f"# Packing vs padding each document to the row length ({machine()}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} thread(s))"
+        "# Packing vs padding each document to the row length "
+        f"({machine()}, torch {torch.__version__}, {torch.get_num_threads()} thread(s))"
     )
     print(
-        f"DecoderLM d {args.dim} x {args.layers}, rows of {args.row_len}, {args.batch} packed rows per batch; "
-        f"{args.steps} timed steps after {args.warmup} warm-up steps; same documents per step.\n"
+        f"DecoderLM d {args.dim} x {args.layers}, rows of {args.row_len}, "
+        f"{args.batch} packed rows per batch; {args.steps} timed steps after {args.warmup} "
+        "warm-up steps; same documents per step.\n"
     )
     print("| step | loss packed | loss padded | abs diff |")
     print("|---|---|---|---|")
@@ -162,7 +155,8 @@ def main(argv: list[str] | None = None) -> None:
     diff = max(abs(a - b) for a, b in zip(losses["packed"], losses["padded"]))
     print(f"\nlargest loss difference over the run: {diff:.2e}\n")
     print(
-        "| layout | rows per batch | real tokens / row positions | median step (ms) | real tokens / s |"
+        "| layout | rows per batch | real tokens / row positions | median step (ms) "
+        "| real tokens / s |"
     )
     print("|---|---|---|---|---|")
     tps = {}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import shared_data_dir
+from tests.experiments.synth import shared
 
 
 @pytest.fixture(autouse=True)
@@ -19,33 +19,24 @@ def _one_thread(one_thread: None) -> None:
     """Every test here runs on one torch thread (see ``one_thread`` in tests/conftest.py)."""
 
 
-def _require(*parts: str) -> Path:
-    path = shared_data_dir().joinpath(*parts)
-    if not path.exists():
-        pytest.skip(
-            f"real data set not found at {path} (the repository's ../shared/data; set MASKWISE_DATA)"
-        )
-    return path
-
-
 @pytest.fixture
 def trec_dir() -> Path:
-    return _require("text", "trec")
+    return shared("text", "trec")
 
 
 @pytest.fixture
 def sst2_dir() -> Path:
-    return _require("text", "sst2")
+    return shared("text", "sst2")
 
 
 @pytest.fixture
 def fsdd_dir() -> Path:
-    return _require("speech", "fsdd")
+    return shared("speech", "fsdd")
 
 
 @pytest.fixture
 def fashion_mnist_dir() -> Path:
-    return _require("image", "fashion_mnist")
+    return shared("image", "fashion_mnist")
 
 
 @pytest.fixture

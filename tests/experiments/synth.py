@@ -1,14 +1,33 @@
 """Writers of small files in every format the experiment loaders accept, built with the standard
-library only (``struct``, ``wave``, ``gzip``), independently of the loaders they test."""
+library only (``struct``, ``wave``, ``gzip``), independently of the loaders they test; and the
+path of a real data set (the test is skipped without it)."""
 
 from __future__ import annotations
 
 import gzip
 import math
+import random
 import struct
 import wave
 from collections.abc import Sequence
 from pathlib import Path
+
+import pytest
+
+from tests.conftest import shared_data_dir
+
+
+def shared(*parts: str) -> Path:
+    """A path under the real data sets (``$MASKWISE_DATA`` or ../shared/data); skips the test,
+    naming the path, when it is missing."""
+    path = shared_data_dir().joinpath(*parts)
+    if not path.exists():
+        pytest.skip(
+            f"real data set not found at {path} "
+            "(the repository's ../shared/data; set MASKWISE_DATA)"
+        )
+    return path
+
 
 # IDX type codes and the struct format of one big-endian item.
 IDX_CODES = {
@@ -50,7 +69,9 @@ def write_idx_dir(
     test_prefix: str = "t10k",
 ) -> tuple[list[int], list[int]]:
     """An MNIST-format directory of ``size x size`` images; image ``i`` of class ``c`` is a bright
-    ``c``-th horizontal band plus a pixel that depends on ``i``. Returns (train labels, test labels)."""
+    ``c``-th horizontal band plus a pixel that depends on ``i``.
+
+    Returns (train labels, test labels)."""
     suffix = ".gz" if gz else ""
     labels_of = {}
     for prefix, n in (("train", n_train), (test_prefix, n_test)):
@@ -133,3 +154,17 @@ def write_text_dir(
         write_text(root / "dev.txt", lines(n_dev, 1))
     write_text(root / "test.txt", lines(n_test, 2))
     return root
+
+
+WORDS = "red green blue cat dog bird runs jumps sits fast slow the a on under".split()
+
+
+def sentences(n: int, seed: int) -> list[str]:
+    """``n`` seeded sentences of 3-7 of :data:`WORDS`."""
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 7))) for _ in range(n)]
+
+
+def write_lines(path: Path, lines: list[str]) -> Path:
+    """One line per item, gzipped when the name ends in ``.gz``."""
+    return write_bytes(path, ("\n".join(lines) + "\n").encode())

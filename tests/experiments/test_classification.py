@@ -13,15 +13,12 @@ import pytest
 import torch
 
 from maskwise.experiments import data as D
-from maskwise.experiments.classification import (
-    PAD,
-    SPECIALS,
-    ImageClassification,
-    ImagePatchMask,
-    SpeechClassification,
-    TextClassification,
-)
+from maskwise.experiments.data import audio
 from maskwise.experiments.engine import RunResult, TrainConfig, Variant, train_run
+from maskwise.experiments.tasks.image import ImageClassification, ImagePatchMask
+from maskwise.experiments.tasks.speech import SpeechClassification
+from maskwise.experiments.tasks.text import TextClassification, trim_padding
+from maskwise.experiments.tokenizers import PAD, WORDPIECE_SPECIALS
 from maskwise.nn import DynamicMask
 from tests.experiments.synth import write_idx_dir, write_speech_dir, write_text, write_text_dir
 
@@ -30,7 +27,9 @@ FEW = TrainConfig(epochs=1, max_steps=3)
 
 def check_run(r: RunResult, task: Any, variant: Variant) -> None:
     """A short run's result: one epoch of at most 3 steps, metrics of every split in range."""
-    steps = min(3, math.ceil(len(task.splits["train"]) / task.batch_size))  # batches of 32
+    steps = min(
+        3, math.ceil(len(task.splits["train"]) / task.classifier.batch_size)
+    )  # batches of 32
     assert (r.steps, r.epochs, r.best_epoch) == (steps, 1, 1)
     assert r.variant == variant.kind
     for split in (r.train, r.dev, r.test):
@@ -99,7 +98,8 @@ def test_image_patch_mask() -> None:
     pm = ImagePatchMask(0.25, 2, value=-1.0, seed=0)
     out, mask = pm(images)
     assert mask.shape == (2, 16) and mask.sum(1).tolist() == [4, 4]
-    # expand the (B, 16) patch mask to pixels by a loop: patch n covers rows 2(n // 4) .. +1, cols 2(n % 4) .. +1
+    # expand the (B, 16) patch mask to pixels by a loop: patch n covers rows 2(n // 4) .. +1,
+    # columns 2(n % 4) .. +1
     pix = torch.zeros(2, 3, 8, 8, dtype=torch.bool)
     for b in range(2):
         for n in range(16):
@@ -138,6 +138,8 @@ def test_text_synthetic_dir(tmp_path: Path) -> None:
     ids = task.splits["train"].inputs
     assert ids.shape == (40, 16) and ids.dtype == torch.long
     assert (ids[:, 0] != PAD).all()  # every example has tokens; padding only at the end
+    batch, _ = task.classifier.fetch("train", torch.arange(8))  # cut to its longest example
+    assert torch.equal(batch, trim_padding(ids[:8])) and (batch[:, -1] != PAD).any()
     for variant in (Variant("static", 0.3), Variant("dynamic")):
         check_run(train_run(task, variant, 0, config=FEW), task, variant)
 
@@ -145,13 +147,13 @@ def test_text_synthetic_dir(tmp_path: Path) -> None:
 def test_text_masking_spares_padding_and_special_tokens(tmp_path: Path) -> None:
     write_text_dir(tmp_path, n_train=20, n_dev=4, n_test=4)
     task = _small_text(tmp_path)
-    ids, _ = task.fetch("train", torch.arange(8))
+    ids, _ = task.classifier.fetch("train", torch.arange(8))
     ids = ids.clone()
-    ids[0, 0] = SPECIALS.index("[CLS]")
-    masked = task.apply_mask(DynamicMask(task.make_masker(1.0, 0), 1.0), ids)
-    keep = ids < len(SPECIALS)  # padding and special tokens
+    ids[0, 0] = WORDPIECE_SPECIALS.index("[CLS]")
+    masked = task.masking.apply(DynamicMask(task.make_masker(1.0, 0), 1.0), ids)
+    keep = ids < len(WORDPIECE_SPECIALS)  # padding and special tokens
     assert torch.equal(masked[keep], ids[keep])
-    assert (masked[~keep] == task.mask_id).all()
+    assert (masked[~keep] == task.masking.mask_id).all()
 
 
 def test_text_tracker_keys_are_the_unmasked_tokens(tmp_path: Path) -> None:
@@ -159,13 +161,13 @@ def test_text_tracker_keys_are_the_unmasked_tokens(tmp_path: Path) -> None:
 
     write_text_dir(tmp_path, n_train=20, n_dev=4, n_test=4)
     task = _small_text(tmp_path)
-    ids, y = task.fetch("train", torch.arange(8))
+    ids, y = task.classifier.fetch("train", torch.arange(8))
     dm = DynamicMask(
         task.make_masker(1.0, 0), 1.0, tracker=DifficultyTracker(task.num_keys())
     ).train()
     out = task.train_step(task.build_model(), dm, (ids, y), torch.device("cpu"))
     assert torch.equal(out.keys, ids)  # not the [MASK]-filled input the model saw
-    assert torch.equal(out.key_valid, ids >= len(SPECIALS))
+    assert torch.equal(out.key_valid, ids >= len(WORDPIECE_SPECIALS))
     no_tracker = task.train_step(
         task.build_model(),
         DynamicMask(task.make_masker(1.0, 0), 1.0),
@@ -221,7 +223,7 @@ def test_speech_synthetic_dir_and_feature_cache(
     def no_reading(path: object) -> None:
         raise AssertionError(f"read {path} although its features are cached")
 
-    monkeypatch.setattr(D, "read_wav", no_reading)
+    monkeypatch.setattr(audio, "read_wav", no_reading)
     again = _small_speech(tmp_path / "wav")
     assert torch.equal(again.splits["test"].inputs, task.splits["test"].inputs)
     assert torch.equal(again.splits["train"].inputs, task.splits["train"].inputs)

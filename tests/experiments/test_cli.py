@@ -1,5 +1,7 @@
 """The ``maskwise`` command through ``maskwise.cli.main``: ``demo --fast`` and ``run`` for a few
-steps write their results; bad arguments stop with a message that names the bad value."""
+steps write their results (every task); ``--help`` lists the registered tasks and each task's own
+options; bad arguments and missing data stop with a message that names the bad value or what to
+set."""
 
 from __future__ import annotations
 
@@ -10,14 +12,24 @@ from typing import Any
 import pytest
 
 from maskwise.cli import main
-from tests.experiments.synth import write_speech_dir, write_text_dir
+from maskwise.experiments import registry
+from tests.experiments.synth import (
+    sentences,
+    write_lines,
+    write_speech_dir,
+    write_text_dir,
+)
 
 
 def results(out: Path) -> dict[str, Any]:
     return json.loads((out / "results.json").read_text())
 
 
-def test_demo_fast(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_fast(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MASKWISE_DATA", raising=False)  # the demo needs no data
+    monkeypatch.chdir(tmp_path)  # and no ../shared/data next to the working directory
     out = tmp_path / "demo"
     assert main(["demo", "--fast", "--quiet", "--out", str(out)]) == 0
     r = results(out)
@@ -217,7 +229,8 @@ def _usage_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
     [
         (
             ["--masking", "none,bogus"],
-            "argument --masking: variants must be among none, static, dynamic, schedule ('none,bogus' given)",
+            "argument --masking: variants must be among none, static, dynamic, schedule "
+            "('none,bogus' given)",
         ),
         (["--masking", ","], "variants must be among none, static, dynamic, schedule (',' given)"),
         (
@@ -234,7 +247,39 @@ def test_bad_arguments(args: list[str], message: str, capsys: pytest.CaptureFixt
 
 def test_unknown_task(capsys: pytest.CaptureFixture[str]) -> None:
     err = _usage_error(["run", "image-segmentation"], capsys)
-    assert "argument task: invalid choice: 'image-segmentation'" in err
+    assert "argument TASK: invalid choice: 'image-segmentation'" in err
+    assert "'text-classification'" in err  # the choices are the registered tasks
+
+
+def test_options_of_another_task_are_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    err = _usage_error(["run", "text-classification", "--pack"], capsys)
+    assert "unrecognized arguments: --pack" in err
+
+
+def _help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit) as err:
+        main([*argv, "--help"])
+    assert err.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_run_help_lists_the_registered_tasks(capsys: pytest.CaptureFixture[str]) -> None:
+    out = _help(["run"], capsys)
+    for spec in registry.specs():
+        assert spec.name in out and spec.help.split(" (")[0] in out
+    assert "MASKWISE_DATA" in out
+
+
+@pytest.mark.parametrize("name", registry.names())
+def test_run_task_help_shows_its_own_options(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    out = _help(["run", name], capsys)
+    spec = registry.get(name)
+    for opt in spec.options:
+        assert opt.flag in out
+    others = {o.flag for s in registry.specs() if s.name != name for o in s.options}
+    assert not [flag for flag in others - {o.flag for o in spec.options} if flag in out]
+    assert "--data" in out and "--masking" in out and "--seeds" in out
+    assert " ".join(spec.data.split()) in " ".join(out.split())  # its default data
 
 
 @pytest.mark.parametrize("rates", ["1.5", "-0.1"])
@@ -287,22 +332,39 @@ def test_empty_rates_are_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixt
 def test_missing_data_path(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere"
     with pytest.raises(SystemExit) as err:
-        main(
-            [
-                "run",
-                "text-classification",
-                "--data",
-                str(missing),
-                "--fast",
-                "--quiet",
-                "--out",
-                str(tmp_path),
-            ]
-        )
-    assert str(err.value.code) == (
-        f"maskwise run text-classification: data not found at {missing} (pass --data PATH)."
+        main(["run", "text-classification", "--data", str(missing), "--fast", "--quiet"])
+    message = str(err.value.code)
+    assert message.startswith(
+        f"maskwise run text-classification: data not found at {missing} (--data). "
+        "Data that fits: SST-2 (GLUE)"
     )
     assert not (tmp_path / "results.json").exists()
+
+
+def test_no_data_says_what_to_set_and_which_data_set_fits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MASKWISE_DATA", raising=False)
+    with pytest.raises(SystemExit) as err:
+        main(["run", "speech-classification", "--fast", "--quiet", "--out", str(tmp_path)])
+    message = str(err.value.code)
+    assert message.startswith(
+        "maskwise run speech-classification: no data: pass --data PATH, or set MASKWISE_DATA "
+        "to a folder that holds speech/fsdd/."
+    )
+    assert "Free Spoken Digit Dataset" in message
+    monkeypatch.setenv("MASKWISE_DATA", str(tmp_path))
+    with pytest.raises(SystemExit, match=r"data not found at .*speech/fsdd \(MASKWISE_DATA="):
+        main(["run", "speech-classification", "--fast", "--quiet", "--out", str(tmp_path)])
+
+
+def test_maskwise_data_is_the_default_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_text_dir(tmp_path / "root" / "text" / "sst2", n_train=20, n_dev=None, n_test=6)
+    monkeypatch.setenv("MASKWISE_DATA", str(tmp_path / "root"))
+    out = tmp_path / "out"
+    argv = ["run", "text-classification", "--fast", "--quiet", "--masking", "none"]
+    assert main([*argv, "--out", str(out)]) == 0
+    assert results(out)["settings"]["data"]["sizes"] == {"train": 18, "dev": 2, "test": 6}
 
 
 def test_bad_data_files_name_the_file(tmp_path: Path) -> None:
@@ -310,7 +372,8 @@ def test_bad_data_files_name_the_file(tmp_path: Path) -> None:
     (data / "test.txt").unlink()
     with pytest.raises(
         SystemExit,
-        match=r"maskwise run text-classification: .*data has no test file \(a file name containing 'test'\)",
+        match=r"maskwise run text-classification: .*data has no test file "
+        r"\(a file name containing 'test'\)",
     ):
         main(
             [
@@ -324,3 +387,34 @@ def test_bad_data_files_name_the_file(tmp_path: Path) -> None:
                 str(tmp_path / "o"),
             ]
         )
+
+
+def test_cli_runs_the_sequence_tasks(tmp_path: Path) -> None:
+    lm = tmp_path / "lm.txt"
+    lm.write_text("\n\n".join(f"SPEAKER {i}:\n" + s for i, s in enumerate(sentences(30, 4))))
+    mt = tmp_path / "mt"
+    for split, n, seed in (("train", 40, 5), ("val", 6, 6), ("test", 6, 7)):
+        write_lines(mt / f"{split}.fr", sentences(n, seed))
+        write_lines(mt / f"{split}.it", [s.upper() for s in sentences(n, seed)])
+    summ = tmp_path / "summ.jsonl"
+    summ.write_text(
+        "".join(json.dumps({"text": s * 3, "summary": s}) + "\n" for s in sentences(40, 8))
+    )
+    cases = [
+        ("language-modeling", ["--data", str(lm), "--pack", "--key-drop"]),
+        (
+            "translation",
+            ["--data", str(mt), "--src-lang", "fr", "--tgt-lang", "it", "--train-size", "30"],
+        ),
+        ("summarization", ["--data", str(summ)]),
+    ]
+    for task, extra in cases:
+        out = tmp_path / task
+        argv = ["run", task, *extra, "--fast", "--quiet", "--masking", "none,dynamic"]
+        assert main([*argv, "--out", str(out)]) == 0
+        r = results(out)
+        assert r["task"] == task and {run["variant"] for run in r["runs"]} == {"none", "dynamic"}
+        assert all(0 < run["steps"] <= 6 for run in r["runs"])  # --fast: at most 6 steps
+    assert results(tmp_path / "translation")["settings"]["data"]["sizes"]["train"] == 30
+    data = results(tmp_path / "language-modeling")["settings"]["data"]
+    assert data["layout"] == "pack" and "key dropping" in data["masking"]

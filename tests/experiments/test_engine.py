@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from maskwise.experiments.batching import Batches
 from maskwise.experiments.engine import (
-    Batches,
     ControllerConfig,
     RunResult,
     StepOutput,
@@ -41,7 +41,7 @@ class Bag(nn.Module):
         return self.emb(ids)
 
 
-class ScriptedTask(Task):
+class ScriptedTask:
     """32 examples of 12 token ids, 4 batches of 8 per epoch.
 
     ``dev_script``: the dev metric ``evaluate`` reports at each epoch (the weights at that moment
@@ -51,6 +51,8 @@ class ScriptedTask(Task):
     """
 
     name = "scripted"
+    item_name = "examples"
+    default_rates = (0.1, 0.2, 0.3)
 
     def __init__(
         self,
@@ -69,18 +71,24 @@ class ScriptedTask(Task):
         self.labels = self.ids[:, 0] % 2
         self.dev_script, self.final, self.shown = dev_script, final, shown
         self.dev_loss_offset = dev_loss_offset
-        if controller is not None:
-            self.controller = controller
+        self.controller = controller or ControllerConfig()
+        self.train_config = TrainConfig()
         self.epoch_weights: list[torch.Tensor] = []
         self.final_weights: torch.Tensor | None = None
         self.fed: list[torch.Tensor] = []  # the (masked) ids of every training step
         self.evaluated: list[str] = []
+
+    def describe(self) -> dict[str, Any]:
+        return {}
 
     def build_model(self) -> nn.Module:
         return Bag()
 
     def make_masker(self, rate: float, seed: int) -> MaskModule:
         return TokenMask(rate, mask_id=MASK, seed=seed)
+
+    def num_keys(self) -> None:
+        return None
 
     def train_batches(self, epoch: int, generator: torch.Generator) -> Batches:
         return Batches(len(self.ids), 8, generator, lambda i: (self.ids[i], self.labels[i]))
@@ -127,6 +135,10 @@ class ScriptedTask(Task):
         return m
 
 
+def test_a_task_is_anything_with_the_protocol() -> None:
+    assert isinstance(ScriptedTask(), Task)  # no base class: the attributes and methods
+
+
 def _untimed(r: RunResult) -> dict[str, Any]:
     d = r.to_dict()
     for k in TIMING:
@@ -162,7 +174,7 @@ def test_same_seed_same_run_other_seed_other_run(variant: Variant) -> None:
 
 
 def test_same_seed_same_run_on_a_real_task() -> None:
-    from maskwise.experiments.classification import ImageClassification
+    from maskwise.experiments.tasks.image import ImageClassification
 
     task = ImageClassification("digits", train_size=64)
     cfg = TrainConfig(epochs=1, max_steps=3)
@@ -352,7 +364,8 @@ def test_schedule_warms_up_to_its_rate() -> None:
 def test_unknown_variant() -> None:
     with pytest.raises(
         ValueError,
-        match=r"variant must be one of \('none', 'static', 'dynamic', 'schedule'\) \('random' given\)",
+        match=r"variant must be one of \('none', 'static', 'dynamic', 'schedule'\) "
+        r"\('random' given\)",
     ):
         Variant("random")
     assert (

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from maskwise.experiments.classification import ImageClassification
 from maskwise.experiments.engine import TrainConfig
 from maskwise.experiments.report import SCHEMA, compare, to_markdown
+from maskwise.experiments.tasks.image import ImageClassification
 
 PNG = b"\x89PNG\r\n\x1a\n"
 TOP = {
@@ -189,8 +189,8 @@ def test_results_markdown_and_plots(comparison: tuple[dict[str, Any], Path, Trai
     md = (out / "results.md").read_text()
     assert md.startswith(to_markdown(result))
     assert (
-        "| variant | rate | test accuracy (%) | train - test gap (%) | dev accuracy (%) | best epoch | s / epoch "
-        "| images / s |"
+        "| variant | rate | test accuracy (%) | train - test gap (%) | dev accuracy (%) "
+        "| best epoch | s / epoch | images / s |"
     ) in md
     assert "| variant | rate | dev accuracy (%) | test accuracy (%) | gap (%) | chosen |" in md
     assert "![curves](curves.png)" in md and "![dynamic_rate](dynamic_rate.png)" in md

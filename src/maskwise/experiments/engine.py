@@ -23,24 +23,22 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
 
 from maskwise.dynamic import DifficultyTracker, ReliabilityController, linear
-from maskwise.dynamic import reliability as compute_reliability
 from maskwise.monitor import MaskMonitor
-from maskwise.nn import DynamicMask, MaskModule, TokenMask
+from maskwise.nn import DynamicMask, MaskModule
 
 __all__ = [
     "ControllerConfig",
     "RunResult",
     "StepOutput",
     "Task",
-    "TokenTask",
     "TrainConfig",
     "Variant",
     "train_run",
@@ -128,67 +126,69 @@ class StepOutput:
     key_valid: torch.Tensor | None = None
 
 
-class Task:
-    """Base class of an experiment task. Subclasses set the attributes and implement the methods."""
+@runtime_checkable
+class Task(Protocol):
+    """What the engine needs from an experiment task.
 
-    name: str = ""
-    metric: str = "accuracy"
-    higher_is_better: bool = True
-    item_name: str = "examples"
-    default_rates: tuple[float, ...] = (0.1, 0.2, 0.3)
-    controller: ControllerConfig = ControllerConfig()
-    train_config: TrainConfig = TrainConfig()
+    A task is any object with these attributes and methods (tasks hold their configs per
+    instance; they share code by holding small parts, e.g.
+    :class:`~maskwise.experiments.tasks.parts.Classifier`, not by inheriting from each other).
+
+    Attributes:
+        name: the task's name (``maskwise run NAME``).
+        metric: the metric of model selection and of the report (a key of :meth:`evaluate`).
+        higher_is_better: whether a larger ``metric`` is better (False for perplexity).
+        item_name: what the throughput counts (``"examples"``, ``"tokens"``...).
+        default_rates: the static rates swept when none are given.
+        controller: the dynamic variant's controller settings.
+        train_config: the training settings.
+    """
+
+    name: str
+    metric: str
+    higher_is_better: bool
+    item_name: str
+    default_rates: tuple[float, ...]
+    controller: ControllerConfig
+    train_config: TrainConfig
 
     def describe(self) -> dict[str, Any]:
         """Data set sizes and settings, for the report."""
-        return {}
+        ...
 
     def build_model(self) -> nn.Module:
-        raise NotImplementedError
+        """A freshly initialised model (the engine seeds torch before calling it)."""
+        ...
 
     def make_masker(self, rate: float, seed: int) -> MaskModule:
-        raise NotImplementedError
+        """The input masker at ``rate``, seeded with ``seed``."""
+        ...
 
     def num_keys(self) -> int | None:
         """Number of distinct keys for a difficulty tracker (None: the masker takes no weights)."""
-        return None
+        ...
 
     def train_batches(self, epoch: int, generator: torch.Generator) -> Iterable[Any]:
-        raise NotImplementedError
+        """The training batches of ``epoch`` in the order drawn with ``generator`` (sized, or
+        re-iterable so the engine can count them)."""
+        ...
 
     def train_step(
         self, model: nn.Module, masker: DynamicMask | None, batch: Any, device: torch.device
     ) -> StepOutput:
-        raise NotImplementedError
+        """Mask the batch (when ``masker`` is given), run the model, return the loss and what the
+        controller and tracker need."""
+        ...
 
-    @torch.no_grad()
     def evaluate(self, model: nn.Module, split: str, device: torch.device) -> dict[str, float]:
-        """Metrics of ``split`` (``train``, ``dev``, ``test``); must contain ``self.metric`` and
-        ``loss``."""
-        raise NotImplementedError
+        """Metrics of ``split`` (``train``, ``dev``, ``test``) after an epoch; must contain
+        ``self.metric`` and ``loss``."""
+        ...
 
     def final_metrics(self, model: nn.Module, split: str, device: torch.device) -> dict[str, float]:
-        """Metrics measured once on the selected model (default: :meth:`evaluate`); tasks with an
-        expensive metric (decoding + BLEU) compute it here only."""
-        return self.evaluate(model, split, device)
-
-
-class TokenTask(Task):
-    """A task over token ids whose first five ids are special (padding, unknown, two markers,
-    ``[MASK]`` = 4): inputs are masked by :class:`~maskwise.nn.TokenMask` (special ids never
-    masked) and the difficulty tracker keys are the ``vocab`` token ids."""
-
-    vocab: int
-    mask_id: int = 4
-    num_specials: int = 5
-
-    def make_masker(self, rate: float, seed: int) -> MaskModule:
-        return TokenMask(
-            rate, mask_id=self.mask_id, special_ids=range(self.num_specials), seed=seed
-        )
-
-    def num_keys(self) -> int:
-        return self.vocab
+        """Metrics measured once on the selected model (tasks with an expensive metric, e.g.
+        decoding + BLEU, compute it fully here only; others return :meth:`evaluate`)."""
+        ...
 
 
 @dataclass
@@ -321,17 +321,10 @@ def train_run(
             opt.step()
             sched.step()
             if masker is not None and (masker.controller is not None or masker.tracker is not None):
-                # The controller and the monitor (observe() leaves gap signals to the epoch end).
-                rel = compute_reliability(out.logits, out.labels)
-                masker.observe(reliability=rel)
-                if masker.tracker is not None and out.keys is not None:
-                    # Per-example losses (classification) are shared by the example's keys.
-                    per_key = (
-                        rel.loss
-                        if rel.loss.shape == out.keys.shape
-                        else rel.loss.unsqueeze(-1).expand_as(out.keys)
-                    )
-                    masker.tracker.update(out.keys, per_key, valid=out.key_valid)
+                # The controller, the tracker and the monitor, from the step's own outputs (gap
+                # signals are left to the epoch end); per-example losses are shared by the
+                # example's keys.
+                masker.observe(out.logits, out.labels, keys=out.keys, key_valid=out.key_valid)
             losses.append(float(out.loss.detach()))
             items += out.items
             step += 1
@@ -354,7 +347,7 @@ def train_run(
         }
         if masker is not None:
             row["rate"] = masker.current_rate()
-        if gap_signal:
+        if gap_signal and masker is not None and masker.controller is not None:
             tr = task.evaluate(model, "train", device)
             masker.controller.update(tr["loss"], dev["loss"])
             row["rate_next"] = masker.current_rate()
@@ -387,40 +380,3 @@ def train_run(
         history=history,
         monitor=monitor,
     )
-
-
-def batched(
-    n: int, batch_size: int, generator: torch.Generator | None, drop_last: bool = False
-) -> Iterator[torch.Tensor]:
-    """Index batches over ``range(n)``: shuffled with ``generator``, in order without."""
-    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
-    stop = n - n % batch_size if drop_last else n
-    for i in range(0, stop, batch_size):
-        yield order[i : i + batch_size]
-
-
-class Batches:
-    """A re-iterable, sized view of :func:`batched` (so the engine can count steps per epoch)."""
-
-    def __init__(
-        self,
-        n: int,
-        batch_size: int,
-        generator: torch.Generator | None,
-        fetch: Callable[[torch.Tensor], Any],
-        drop_last: bool = False,
-    ) -> None:
-        self.n, self.batch_size, self.generator, self.fetch, self.drop_last = (
-            n,
-            batch_size,
-            generator,
-            fetch,
-            drop_last,
-        )
-
-    def __len__(self) -> int:
-        return self.n // self.batch_size if self.drop_last else math.ceil(self.n / self.batch_size)
-
-    def __iter__(self) -> Iterator[Any]:
-        for idx in batched(self.n, self.batch_size, self.generator, self.drop_last):
-            yield self.fetch(idx)

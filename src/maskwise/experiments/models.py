@@ -7,17 +7,19 @@
 * :class:`ConvNet`: a small CNN for images (two conv stages, global average pooling);
 * :class:`SpecConvNet`: the same idea for log-mel spectrograms (B, F, T);
 * :class:`DecoderLM` and :class:`Seq2Seq`: decoder-only and encoder-decoder transformers for
-  the sequence tasks.
+  the sequence tasks, with key/value caches for decoding (``setup_caches`` / ``reset_caches`` /
+  ``remove_caches``, held by their :class:`~maskwise.nn.SpecAttention` modules).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, cast
 
 import torch
 from torch import nn
 
-from maskwise.nn import MultiheadAttention
+from maskwise.nn import SpecAttention
 
 __all__ = ["Block", "ConvNet", "DecoderLM", "Seq2Seq", "SpecConvNet", "TextClassifier", "ViT"]
 
@@ -30,9 +32,9 @@ class Block(nn.Module):
     ) -> None:
         super().__init__()
         self.ln1 = nn.LayerNorm(dim)
-        self.attn = MultiheadAttention(dim, heads)
+        self.attn = SpecAttention(dim, heads)
         self.ln_cross = nn.LayerNorm(dim) if cross else None
-        self.cross = MultiheadAttention(dim, heads) if cross else None
+        self.cross = SpecAttention(dim, heads) if cross else None
         self.ln2 = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(
             nn.Linear(dim, mlp_ratio * dim), nn.GELU(), nn.Linear(mlp_ratio * dim, dim)
@@ -51,6 +53,30 @@ class Block(nn.Module):
         if self.cross is not None and self.ln_cross is not None:
             x = x + self.drop(self.cross(self.ln_cross(x), context=memory, mask=cross_mask))
         return x + self.drop(self.mlp(self.ln2(x)))
+
+    def setup_cache(self, batch_size: int, max_len: int, context_len: int | None = None) -> None:
+        """Key/value caches for decoding: ``max_len`` positions of self-attention, and
+        ``context_len`` positions of memory for the cross-attention (if the block has one)."""
+        self.attn.setup_cache(batch_size, max_len)
+        if self.cross is not None:
+            if context_len is None:
+                raise ValueError("a block with cross-attention needs context_len for its cache.")
+            self.cross.setup_cache(batch_size, context_len)
+
+    def reset_cache(self) -> None:
+        for attn in (self.attn, self.cross):
+            if attn is not None:
+                attn.reset_cache()
+
+    def remove_cache(self) -> None:
+        for attn in (self.attn, self.cross):
+            if attn is not None:
+                attn.remove_cache()
+
+
+def _blocks(layers: Iterable[nn.Module]) -> list[Block]:
+    """The :class:`Block` s of a ``ModuleList`` (which types its items as ``Module``)."""
+    return [cast(Block, b) for b in layers]
 
 
 class Embedding(nn.Module):
@@ -198,7 +224,9 @@ class SpecConvNet(ConvNet):
         super().__init__(1, classes, width=width, dropout=dropout, norm=norm)
         self.norm = nn.BatchNorm1d(n_mels, affine=False)
         # A stride-2 stem: the first conv runs on a quarter of the (F, T) plane (4x cheaper on CPU).
-        self.features[0][0] = nn.Conv2d(1, width, 3, stride=2, padding=1)
+        stem = self.features[0]
+        assert isinstance(stem, nn.Sequential)  # ConvNet's first stage
+        stem[0] = nn.Conv2d(1, width, 3, stride=2, padding=1)
 
     def forward(self, spec: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         return super().forward(self.norm(spec).unsqueeze(1))
@@ -206,7 +234,12 @@ class SpecConvNet(ConvNet):
 
 class DecoderLM(nn.Module):
     """Decoder-only transformer LM: ``forward(ids, mask_spec, positions=None) -> logits``; the
-    output head is tied to the token embedding."""
+    output head is tied to the token embedding.
+
+    Incremental decoding: after :meth:`setup_caches`, each forward appends its tokens' keys and
+    values to every layer's cache; ``mask`` is then for the new tokens x every cached position
+    (``causal()`` for a prompt, None for one new token) and ``positions`` must be given.
+    """
 
     def __init__(
         self,
@@ -234,6 +267,19 @@ class DecoderLM(nn.Module):
             x = block(x, mask)
         return nn.functional.linear(self.ln(x), self.embed.tok.weight, self.bias)
 
+    def setup_caches(self, batch_size: int, max_len: int) -> None:
+        """Key/value caches of ``max_len`` positions in every layer."""
+        for block in _blocks(self.blocks):
+            block.setup_cache(batch_size, max_len)
+
+    def reset_caches(self) -> None:
+        for block in _blocks(self.blocks):
+            block.reset_cache()
+
+    def remove_caches(self) -> None:
+        for block in _blocks(self.blocks):
+            block.remove_cache()
+
 
 class Seq2Seq(nn.Module):
     """Encoder-decoder transformer with a shared (joint) vocabulary and tied embeddings.
@@ -241,6 +287,10 @@ class Seq2Seq(nn.Module):
     ``encode(src, src_mask_spec) -> memory``; ``decode(tgt_in, memory, self_spec, cross_spec) ->
     logits``. The masks are maskwise specs: ``padding`` in the encoder, ``causal() & padding`` in
     the decoder, ``cross(...)`` between them.
+
+    Incremental decoding: after :meth:`setup_caches`, each ``decode`` appends its tokens' keys and
+    values to the decoder's self-attention caches (``self_spec`` is then for the new tokens x every
+    cached position: None for one new token) and the cross-attention projects ``memory`` once.
     """
 
     def __init__(
@@ -284,3 +334,16 @@ class Seq2Seq(nn.Module):
         for block in self.decoder:
             x = block(x, mask, memory=memory, cross_mask=cross_mask)
         return nn.functional.linear(self.ln_dec(x), self.embed.tok.weight, self.bias)
+
+    def setup_caches(self, batch_size: int, max_len: int, memory_len: int) -> None:
+        """Decoder caches: ``max_len`` decoded positions, ``memory_len`` encoder positions."""
+        for block in _blocks(self.decoder):
+            block.setup_cache(batch_size, max_len, memory_len)
+
+    def reset_caches(self) -> None:
+        for block in _blocks(self.decoder):
+            block.reset_cache()
+
+    def remove_caches(self) -> None:
+        for block in _blocks(self.decoder):
+            block.remove_cache()

@@ -57,9 +57,11 @@ def machine() -> str:
     except (OSError, subprocess.SubprocessError):
         pass
     gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    threads = torch.get_num_threads()
     return (
         f"{name}, {os.cpu_count()} logical CPUs, torch {torch.__version__} "
-        f"({torch.get_num_threads()} thread{'s' if torch.get_num_threads() > 1 else ''}){gpu}, Python {platform.python_version()}"
+        f"({threads} thread{'s' if threads > 1 else ''}){gpu}, "
+        f"Python {platform.python_version()}"
     )
 
 
@@ -73,7 +75,7 @@ def summarise(task: Task, runs: Sequence[RunResult]) -> list[dict[str, Any]]:
     groups: dict[tuple[str, float], list[RunResult]] = {}
     for r in runs:
         groups.setdefault((r.variant, r.rate), []).append(r)
-    rows = []
+    rows: list[dict[str, Any]] = []
     m = task.metric
     for (variant, rate), rs in groups.items():
         test_mean, test_std = _mean_std([r.test[m] for r in rs])
@@ -124,6 +126,16 @@ def _fmt(x: float, pct: bool) -> str:
     return f"{100 * x:.2f}" if pct else f"{x:.3f}"
 
 
+def _spread(row: dict[str, Any], name: str, pct: bool) -> str:
+    """``mean ± std`` of ``row``'s ``{name}_mean`` and ``{name}_std``."""
+    return f"{_fmt(row[f'{name}_mean'], pct)} ± {_fmt(row[f'{name}_std'], pct)}"
+
+
+def _cells(*cells: str) -> str:
+    """One Markdown table row."""
+    return "| " + " | ".join(cells) + " |"
+
+
 def to_markdown(result: dict[str, Any]) -> str:
     """The comparison table (chosen rows), the sweep table and the settings, as Markdown."""
     metric, pct = result["metric"], result["metric"] == "accuracy"
@@ -138,7 +150,16 @@ def to_markdown(result: dict[str, Any]) -> str:
         f"Seeds: {len(result['settings']['seeds'])}; rate chosen on dev; gap = train - test{unit}, "
         "positive = better on the training data.",
         "",
-        f"| variant | rate | test {metric}{unit} | train - test gap{unit} | dev {metric}{unit} | best epoch | s / epoch | {item} / s |",
+        _cells(
+            "variant",
+            "rate",
+            f"test {metric}{unit}",
+            f"train - test gap{unit}",
+            f"dev {metric}{unit}",
+            "best epoch",
+            "s / epoch",
+            f"{item} / s",
+        ),
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in result["summary"]:
@@ -154,9 +175,16 @@ def to_markdown(result: dict[str, Any]) -> str:
             )
         )
         lines.append(
-            f"| {row['variant']} | {rate} | {_fmt(row['test_mean'], pct)} ± {_fmt(row['test_std'], pct)} | "
-            f"{_fmt(row['gap_mean'], pct)} ± {_fmt(row['gap_std'], pct)} | {_fmt(row['dev_mean'], pct)} | "
-            f"{row['best_epoch_mean']:.1f} | {row['epoch_time_s']:.2f} | {row['items_per_s']:.0f} |"
+            _cells(
+                row["variant"],
+                rate,
+                _spread(row, "test", pct),
+                _spread(row, "gap", pct),
+                _fmt(row["dev_mean"], pct),
+                f"{row['best_epoch_mean']:.1f}",
+                f"{row['epoch_time_s']:.2f}",
+                f"{row['items_per_s']:.0f}",
+            )
         )
     sweep = [row for row in result["summary"] if row["variant"] in ("static", "schedule")]
     if sweep:
@@ -169,9 +197,14 @@ def to_markdown(result: dict[str, Any]) -> str:
         ]
         for row in sweep:
             lines.append(
-                f"| {row['variant']} | {row['rate']:g} | {_fmt(row['dev_mean'], pct)} ± {_fmt(row['dev_std'], pct)} | "
-                f"{_fmt(row['test_mean'], pct)} ± {_fmt(row['test_std'], pct)} | {_fmt(row['gap_mean'], pct)} | "
-                f"{'yes' if row['chosen'] else ''} |"
+                _cells(
+                    row["variant"],
+                    f"{row['rate']:g}",
+                    _spread(row, "dev", pct),
+                    _spread(row, "test", pct),
+                    _fmt(row["gap_mean"], pct),
+                    "yes" if row["chosen"] else "",
+                )
             )
     return "\n".join(lines) + "\n"
 
@@ -254,7 +287,7 @@ class _Progress:
             self.rich.__enter__()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *exc: Any) -> None:
         if self.rich is not None:
             self.rich.__exit__(*exc)
 

@@ -1,0 +1,46 @@
+"""Text generation metrics, from the reference libraries: BLEU (sacrebleu) and ROUGE
+(rouge-score). Both need the ``experiments`` extra and are imported on use."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = ["bleu", "rouge"]
+
+
+def bleu(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> float:
+    """Corpus BLEU, 0-100 (sacrebleu defaults: 13a tokenisation, case-sensitive).
+
+    Args:
+        hypotheses: one detokenised output per item.
+        references: the references of each item (every item must have the same number).
+    """
+    import sacrebleu
+
+    counts = {len(r) for r in references}
+    if len(counts) > 1 or len(references) != len(hypotheses):
+        raise ValueError(
+            f"bleu needs one list of references per hypothesis, all of one length "
+            f"({len(hypotheses)} hypotheses, reference counts {sorted(counts)} given)."
+        )
+    streams = [list(r) for r in zip(*references)]  # sacrebleu: one stream per reference index
+    return float(sacrebleu.corpus_bleu(list(hypotheses), streams).score)
+
+
+def rouge(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> dict[str, float]:
+    """Mean ROUGE-1 / 2 / L F1, 0-100 (rouge-score, Porter stemming).
+
+    With several references an item scores its best one (``score_multi``, as SciTLDR's
+    evaluation).
+    """
+    from rouge_score import rouge_scorer
+
+    keys = ("rouge1", "rouge2", "rougeL")
+    scorer = rouge_scorer.RougeScorer(list(keys), use_stemmer=True)
+    sums = dict.fromkeys(keys, 0.0)
+    for hyp, refs in zip(hypotheses, references):
+        s = scorer.score_multi(list(refs), hyp) if len(refs) > 1 else scorer.score(refs[0], hyp)
+        for k in keys:
+            sums[k] += s[k].fmeasure
+    n = max(1, len(hypotheses))
+    return {k: 100.0 * v / n for k, v in sums.items()}

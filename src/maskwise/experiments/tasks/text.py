@@ -1,0 +1,140 @@
+"""Text classification: a small transformer encoder over WordPiece tokens, input tokens masked
+by ``[MASK]``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from maskwise.experiments.batching import Batches
+from maskwise.experiments.data import Split, load_text_classification
+from maskwise.experiments.engine import ControllerConfig, StepOutput, TrainConfig
+from maskwise.experiments.models import TextClassifier
+from maskwise.experiments.registry import TaskSpec
+from maskwise.experiments.tasks.parts import Classifier, TokenMasking
+from maskwise.experiments.tokenizers import PAD, train_wordpiece
+from maskwise.nn import DynamicMask, MaskModule
+
+__all__ = ["SPEC", "TextClassification", "trim_padding"]
+
+
+def trim_padding(ids: torch.Tensor) -> torch.Tensor:
+    """``ids`` (B, L) cut to its longest row (padding ``PAD`` only at the end of a row).
+
+    >>> trim_padding(torch.tensor([[5, 6, 0, 0], [7, 0, 0, 0]])).tolist()
+    [[5, 6], [7, 0]]
+    """
+    width = int((ids != PAD).sum(1).max())
+    return ids[:, : max(1, width)]
+
+
+class TextClassification:
+    """Sentence classification with a small transformer encoder.
+
+    Input tokens are masked (replaced by ``[MASK]``; padding and special tokens never masked).
+    The dynamic variant adds per-token difficulty weights: the running loss of the examples a
+    token occurs in.
+
+    Args:
+        root: a folder of split files (see :mod:`maskwise.experiments.data.text`).
+        vocab_size: the WordPiece vocabulary, trained on the training split.
+        max_len: tokens kept per sentence.
+        dim, layers: the encoder's width and depth.
+        epochs: training epochs.
+        seed: the seed of the dev split carved from train when there is none.
+    """
+
+    name = "text-classification"
+    metric = "accuracy"
+    higher_is_better = True
+    item_name = "examples"
+    default_rates: tuple[float, ...] = (0.1, 0.2, 0.3)
+
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        vocab_size: int = 8000,
+        max_len: int = 64,
+        dim: int = 64,
+        layers: int = 2,
+        epochs: int = 10,
+        seed: int = 0,
+    ) -> None:
+        texts, self.classes = load_text_classification(root, seed=seed)
+        self.tokenizer = train_wordpiece(texts["train"].texts, vocab_size)
+        self.vocab = self.tokenizer.get_vocab_size()
+        self.max_len, self.dim, self.layers = max_len, dim, layers
+        self.splits = {k: Split(self.encode(v.texts), v.labels) for k, v in texts.items()}
+        self.masking = TokenMasking(self.vocab)
+        self.classifier = Classifier(
+            self.splits,
+            forward=self.forward,
+            apply_mask=self.masking.apply,
+            keys_of=self.masking.input_keys,
+            prepare=trim_padding,
+        )
+        self.train_config = TrainConfig(epochs=epochs, lr=1e-3, weight_decay=0.01)
+        self.controller = ControllerConfig(target=0.9, min_rate=0.1, max_rate=0.6)
+
+    def encode(self, texts: list[str]) -> torch.Tensor:
+        """(N, max_len) token ids, padded with ``PAD``; an empty text becomes ``[UNK]``."""
+        ids = torch.zeros(len(texts), self.max_len, dtype=torch.long)
+        for i, enc in enumerate(self.tokenizer.encode_batch(texts, add_special_tokens=False)):
+            row = enc.ids[: self.max_len] or [1]
+            ids[i, : len(row)] = torch.tensor(row)
+        return ids
+
+    @staticmethod
+    def forward(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+        return model(ids, ids != PAD)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "sizes": self.classifier.sizes(),
+            "classes": len(self.classes),
+            "vocab": self.vocab,
+            "max_len": self.max_len,
+            "model": f"transformer d={self.dim} x{self.layers}",
+        }
+
+    def build_model(self) -> nn.Module:
+        return TextClassifier(
+            self.vocab, len(self.classes), dim=self.dim, layers=self.layers, max_len=self.max_len
+        )
+
+    def make_masker(self, rate: float, seed: int) -> MaskModule:
+        return self.masking.make_masker(rate, seed)
+
+    def num_keys(self) -> int:
+        return self.masking.vocab
+
+    def train_batches(self, epoch: int, generator: torch.Generator) -> Batches:
+        return self.classifier.train_batches(generator)
+
+    def train_step(
+        self, model: nn.Module, masker: DynamicMask | None, batch: Any, device: torch.device
+    ) -> StepOutput:
+        return self.classifier.train_step(model, masker, batch, device)
+
+    def evaluate(self, model: nn.Module, split: str, device: torch.device) -> dict[str, float]:
+        return self.classifier.evaluate(model, split, device)
+
+    def final_metrics(self, model: nn.Module, split: str, device: torch.device) -> dict[str, float]:
+        return self.classifier.evaluate(model, split, device)
+
+
+SPEC = TaskSpec(
+    name="text-classification",
+    help="sentence classification (transformer encoder, [MASK] token masking)",
+    description="Classify sentences with a small transformer encoder over a WordPiece "
+    "vocabulary trained on the training split; masking replaces input tokens by [MASK].",
+    build=TextClassification,
+    data="text/sst2",
+    dataset="SST-2 (GLUE) or TREC-6 as '<label> <text>' lines, one file per split with "
+    "train / dev / test in its name (.tsv, .csv and .jsonl with text and label fields also "
+    "work)",
+)

@@ -1,0 +1,104 @@
+"""maskwise.experiments.decoding: greedy decoding with the attention modules' key/value caches
+gives exactly the tokens of re-running the whole prefix; no-repeat-n-gram blocking against a
+naive loop; the caches are removed afterwards."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from maskwise.attention import causal, cross, padding
+from maskwise.experiments.decoding import greedy_decode, greedy_generate, repeated_ngram_ban
+from maskwise.experiments.models import DecoderLM, Seq2Seq
+from maskwise.experiments.tokenizers import BOS, EOS, PAD
+from maskwise.nn import SpecAttention
+
+
+def _no_caches(model: torch.nn.Module) -> bool:
+    return all(m.cache is None for m in model.modules() if isinstance(m, SpecAttention))
+
+
+def _sharpen(model: torch.nn.Module, factor: float = 8.0) -> torch.nn.Module:
+    """Larger weights: logits far apart, so argmax ties (float noise) cannot flip a token."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(factor)
+    return model.eval()
+
+
+def test_greedy_decoding_with_a_cache_equals_decoding_the_whole_prefix() -> None:
+    torch.manual_seed(0)
+    model = Seq2Seq(60, dim=32, heads=4, max_len=32).eval()
+    src = torch.randint(5, 60, (6, 9))
+    src_len = torch.tensor([9, 3, 5, 1, 9, 7])
+    fast = greedy_decode(model, src, src_len, 20)
+    assert _no_caches(model)
+    with torch.no_grad():  # naive reference: re-decode the whole prefix at every step
+        memory = model.encode(src, padding(src_len))
+        out, done = torch.full((6, 1), BOS), torch.zeros(6, dtype=torch.bool)
+        for t in range(1, 21):
+            cross_mask = cross(torch.full((6,), t), src_len)
+            step = model.decode(out, memory, causal(), cross_mask)[:, -1].argmax(-1)
+            step = torch.where(done, PAD, step)
+            out, done = torch.cat([out, step[:, None]], 1), done | (step == EOS)
+            if done.all():
+                break
+    assert torch.equal(fast, out[:, 1:])
+
+
+@pytest.mark.parametrize(("prompt_len", "max_new"), [(1, 12), (5, 20), (12, 6)])
+def test_greedy_generation_with_a_cache_equals_rerunning_the_window(
+    prompt_len: int, max_new: int
+) -> None:
+    torch.manual_seed(prompt_len)
+    max_len = 10
+    model = _sharpen(DecoderLM(40, dim=32, heads=4, layers=2, max_len=max_len))
+    prompt = torch.randint(5, 40, (3, prompt_len))
+    fast = greedy_generate(model, prompt, max_new, max_len=max_len)
+    assert fast.shape == (3, max_new) and _no_caches(model)
+    x = prompt
+    with torch.no_grad():  # reference: the last max_len tokens, positions 0.., every step
+        for _ in range(max_new):
+            ctx = x[:, -max_len:]
+            logits = model(ctx, causal(), torch.arange(ctx.shape[1]))
+            x = torch.cat([x, logits[:, -1].argmax(-1, keepdim=True)], 1)
+    assert torch.equal(fast, x[:, prompt_len:])
+
+
+def test_greedy_generation_stops_each_row_at_eos() -> None:
+    torch.manual_seed(0)
+    model = _sharpen(DecoderLM(8, dim=16, heads=2, layers=1, max_len=16))
+    prompt = torch.randint(0, 8, (16, 2))
+    free = greedy_generate(model, prompt, 10, max_len=16)
+    ended = greedy_generate(model, prompt, 10, max_len=16, eos_id=EOS)
+    for row_free, row in zip(free.tolist(), ended.tolist()):
+        n = row_free.index(EOS) + 1 if EOS in row_free else len(row_free)
+        assert row[:n] == row_free[:n] and all(t == PAD for t in row[n:])
+    assert ended.shape[1] <= 10
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_repeated_ngram_ban_matches_a_naive_loop(n: int) -> None:
+    g = torch.Generator().manual_seed(n)
+    out = torch.randint(0, 4, (16, 9), generator=g)
+    ban = repeated_ngram_ban(out, n, 6)
+    for b, row in enumerate(out.tolist()):  # naive reference
+        seen = {tuple(row[j : j + n]) for j in range(len(row) - n + 1)}
+        tail = tuple(row[len(row) - n + 1 :]) if n > 1 else ()
+        banned = {g_[-1] for g_ in seen if g_[:-1] == tail}
+        assert set(ban[b].nonzero().flatten().tolist()) == banned
+
+
+def test_greedy_decoding_never_repeats_a_blocked_ngram() -> None:
+    torch.manual_seed(0)
+    model = Seq2Seq(12, dim=16, heads=2, max_len=40).eval()  # a tiny vocabulary: output loops
+    src, src_len = torch.randint(5, 12, (8, 6)), torch.full((8,), 6)
+    loops = greedy_decode(model, src, src_len, 30)
+    blocked = greedy_decode(model, src, src_len, 30, no_repeat_ngram=3)
+
+    def ngrams(row: list[int]) -> list[tuple[int, ...]]:
+        row = row[: row.index(EOS)] if EOS in row else [t for t in row if t != PAD]
+        return [tuple(row[j : j + 3]) for j in range(len(row) - 2)]
+
+    assert any(len(set(ngrams(r))) < len(ngrams(r)) for r in loops.tolist())
+    assert all(len(set(ngrams(r))) == len(ngrams(r)) for r in blocked.tolist())
