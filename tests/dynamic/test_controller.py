@@ -5,6 +5,7 @@ DifficultyTracker.sync and the per-rank mask streams are checked too."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 import traceback
@@ -16,7 +17,12 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from maskwise.dynamic import DifficultyTracker, ReliabilityController
+from maskwise.dynamic import (
+    CONTROLLER_DEFAULTS,
+    ControllerDefaults,
+    DifficultyTracker,
+    ReliabilityController,
+)
 
 STATE_KEYS = ("rate", "smoothed", "updates")
 
@@ -67,6 +73,35 @@ def same_state(a: ReliabilityController, b: ReliabilityController) -> bool:
 
 
 # --------------------------------------------------------------------------------------------
+# the defaults: one named set
+
+
+def test_defaults_are_one_named_set() -> None:
+    d = CONTROLLER_DEFAULTS
+    assert isinstance(d, ControllerDefaults)
+    assert (d.signal, d.target, d.direction) == ("accuracy", 0.9, "curriculum")
+    assert (d.gain, d.momentum, d.max_delta) == (0.05, 0.9, 0.01)
+    assert (d.rate, d.min_rate, d.max_rate) == (0.1, 0.1, 0.6)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        d.gain = 1.0  # type: ignore[misc]
+    # A controller built without settings takes exactly these.
+    c = ReliabilityController(d.rate)
+    explicit = ReliabilityController(d.rate, **d.kwargs())
+    assert c.state_dict() == pytest.approx(explicit.state_dict(), nan_ok=True)
+    for name, value in d.kwargs().items():
+        assert getattr(c, name) == value, name
+    # Confidence shares the accuracy target; gaps default to 0.
+    assert ReliabilityController(0.2, signal="confidence").target == 0.9
+    assert ReliabilityController(0.2, signal="loss_gap").target == 0.0
+
+
+def test_default_rate_bounds_are_explained_when_a_rate_is_outside() -> None:
+    with pytest.raises(ValueError, match=r"\[0.1, 0.6\].*0.05 given.*min_rate"):
+        ReliabilityController(0.05)
+    assert ReliabilityController(0.05, min_rate=0.0).rate == 0.05
+
+
+# --------------------------------------------------------------------------------------------
 # the control law, literally
 
 
@@ -74,10 +109,12 @@ def test_docstring_law_literal() -> None:
     c = ReliabilityController(
         0.3, signal="accuracy", target=0.7, gain=0.5, momentum=0.0, max_delta=1.0
     )
-    assert c.update(0.9) == pytest.approx(0.2)  # e = 0.2, d = 0.1, seed: rate - d
+    assert c.update(0.9) == pytest.approx(0.4)  # e = 0.2, d = 0.1, curriculum: rate + d
     assert c.update(0.5) == pytest.approx(0.3)  # e = -0.2
-    # With smoothing: s_1 = x_1, s_t = m s_{t-1} + (1 - m) x_t.
-    c = ReliabilityController(0.5, target=0.6, gain=0.5, momentum=0.75, max_delta=1.0)
+    # The seed rule, with smoothing: s_1 = x_1, s_t = m s_{t-1} + (1 - m) x_t.
+    c = ReliabilityController(
+        0.5, target=0.6, gain=0.5, momentum=0.75, max_delta=1.0, direction="seed"
+    )
     assert math.isnan(c.smoothed) and c.updates == 0
     c.update(1.0)
     assert c.smoothed == pytest.approx(1.0) and c.rate == pytest.approx(0.5 - 0.5 * 0.4)
@@ -90,7 +127,9 @@ def test_docstring_law_literal() -> None:
 
 
 def test_update_clips_the_change_to_max_delta_literal() -> None:
-    c = ReliabilityController(0.5, target=0.6, gain=10.0, momentum=0.0, max_delta=0.05)
+    c = ReliabilityController(
+        0.5, target=0.6, gain=10.0, momentum=0.0, max_delta=0.05, direction="seed"
+    )
     assert c.update(1.0) == pytest.approx(0.45)
     assert c.update(0.0) == pytest.approx(0.5)
 
@@ -229,7 +268,7 @@ def test_loss_signal_needs_a_target() -> None:
 def test_loss_signal_direction() -> None:
     # Loss above the target = unreliable: the seed rule masks more, curriculum masks less.
     seed = ReliabilityController(
-        0.3, signal="loss", target=2.0, gain=0.1, momentum=0.0, max_delta=1.0
+        0.3, signal="loss", target=2.0, gain=0.1, momentum=0.0, max_delta=1.0, direction="seed"
     )
     assert seed.update(3.0) == pytest.approx(0.4)
     assert seed.update(1.0) == pytest.approx(0.3)  # loss below target: reliable, less masking
@@ -246,7 +285,7 @@ def test_loss_signal_direction() -> None:
     assert cur.update(1.0) == pytest.approx(0.3)
     # Falling loss (learning) with the seed rule: the rate rises while the loss is high, then falls.
     c = ReliabilityController(
-        0.3, signal="loss", target=1.0, gain=0.1, momentum=0.5, max_delta=0.05
+        0.3, signal="loss", target=1.0, gain=0.1, momentum=0.5, max_delta=0.05, direction="seed"
     )
     rates = feed(c, [3.0] * 10 + [0.2] * 30)
     assert rates[9] > 0.3 and rates[-1] < rates[9]
@@ -407,7 +446,9 @@ def _child(c: ReliabilityController, go: Any, done: Any, queue: Any) -> None:
 
 def test_shared_rate_is_seen_by_a_forked_process() -> None:
     ctx = mp.get_context("fork")
-    c = ReliabilityController(0.3, target=0.5, gain=1.0, momentum=0.0, max_delta=1.0)
+    c = ReliabilityController(
+        0.3, target=0.5, gain=1.0, momentum=0.0, max_delta=1.0, direction="seed", max_rate=0.9
+    )
     go, done, queue = ctx.Event(), ctx.Event(), ctx.Queue()
     p = ctx.Process(target=_child, args=(c, go, done, queue))
     p.start()
@@ -527,7 +568,7 @@ def test_sync_averages_controllers_across_ranks(gloo_results: dict[int, dict[str
     before = [gloo_results[r]["controller_before"] for r in (0, 1)]
     after = [gloo_results[r]["controller_after"] for r in (0, 1)]
     # Different measurements: different states before the sync.
-    assert before[0]["rate"] < 0.5 < before[1]["rate"]
+    assert before[1]["rate"] < 0.5 < before[0]["rate"]  # curriculum: reliable -> more
     # Identical after, equal to the mean of the ranks' states.
     assert after[0] == after[1]
     assert after[0]["rate"] == pytest.approx((before[0]["rate"] + before[1]["rate"]) / 2)

@@ -92,7 +92,9 @@ def test_rate_from_a_schedule() -> None:
 
 
 def test_rate_from_a_controller() -> None:
-    c = ReliabilityController(0.1, target=0.5, gain=1.0, momentum=0.0, max_delta=1.0)
+    c = ReliabilityController(
+        0.1, target=0.5, gain=1.0, momentum=0.0, max_delta=1.0, direction="seed"
+    )
     spec = causal() & drop_keys(c, seed=0)
     before = dropped_share(spec, causal(), 96)
     c.update(0.0)  # unreliable: more dropping, 0.1 -> 0.6
@@ -173,11 +175,12 @@ def test_attend_with_causal_and_drop_keys_has_no_nan(backend: str, rate: float) 
     out = attend(q, k, v, spec, backend=backend)
     assert out.shape == (2, 4, 48, 16)
     assert torch.isfinite(out).all()
-    allowed = spec.dense(48)
-    empty = ~allowed[0, 0].any(-1)  # queries whose every key was dropped
+    allowed = spec.dense(48, batch=2)  # attend draws a pattern per sample
+    assert not torch.equal(allowed[0], allowed[1])
+    empty = ~allowed[:, 0].any(-1)  # (B, Q): queries whose every key was dropped
     if rate == 0.9:
         assert empty.any()  # query 0 sees one key, dropped with probability 0.9
-    assert (out[:, :, empty] == 0).all()
+    assert (out.transpose(1, 2)[empty] == 0).all()
     assert torch.allclose(out, reference_attention(q, k, v, allowed), atol=1e-5)
     # Gradients are finite too.
     qg = q.clone().requires_grad_()

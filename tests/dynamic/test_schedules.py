@@ -1,5 +1,6 @@
-"""Rate schedules: literal values, clipping beyond the horizon, the MLM decays of Yang et al.
-(2022), pickling, state dicts and argument errors."""
+"""Rate schedules: literal values, exact endpoints, clipping beyond the horizon, the MLM decays
+of Yang et al. (2022), pickling, state dicts (and those saved by earlier versions) and argument
+errors."""
 
 from __future__ import annotations
 
@@ -28,8 +29,8 @@ SCHEDULES = {
     "linear": lambda: linear(0.1, 0.5, 100),
     "cosine": lambda: cosine(0.4, 0.0, 100),
     "step": lambda: step([0.1, 0.2, 0.3], [100, 200]),
-    "cosine_decay": lambda: cosine_decay(0.15, 1000),
-    "linear_decay": lambda: linear_decay(0.15, 1000),
+    "cosine_decay": lambda: cosine_decay(0.32, 1000),
+    "linear_decay": lambda: linear_decay(0.3, 1000),
 }
 PROBE_STEPS = [-5, 0, 1, 7, 50, 99, 100, 101, 250, 999, 1000, 1001, 10**6]
 
@@ -84,37 +85,63 @@ def test_step_values() -> None:
     assert step([0.4], [])(123) == 0.4
 
 
-def test_cosine_decay_is_the_published_formula() -> None:
-    """p_t = p (1 + cos(pi t / T)) + 0.02 (Yang et al., 2022), 0.02 after T."""
-    p, T = 0.15, 1000
-    s = cosine_decay(p, T)
-    for t in (0, 1, 123, 250, 500, 750, 999, 1000):
-        assert s(t) == pytest.approx(p * (1 + math.cos(math.pi * t / T)) + 0.02, abs=1e-12)
-    assert s(0) == pytest.approx(0.32)
-    assert s(500) == pytest.approx(0.17)
-    assert s(1000) == pytest.approx(0.02)
-    assert s(5000) == pytest.approx(0.02)  # clipped beyond the horizon
-    assert s(-7) == s(0)
-    # Monotone decreasing over the horizon.
+def test_cosine_decay_starts_at_its_argument() -> None:
+    """From start to floor along half a cosine: cosine_decay(0.3, T) starts at 0.3."""
+    s = cosine_decay(0.3, 1000)
+    assert s(0) == 0.3 and s(-7) == 0.3
+    assert s(1000) == 0.02 and s(5000) == 0.02  # the floor, beyond the horizon too
+    assert s(500) == pytest.approx(0.16)
+    for t in (1, 123, 250, 750, 999):
+        assert s(t) == pytest.approx(0.02 + 0.28 * (1 + math.cos(math.pi * t / 1000)) / 2)
     values = [s(t) for t in range(0, 1001, 50)]
     assert all(a > b for a, b in zip(values, values[1:]))
-    # Clipped to 1 when 2p + floor > 1; the floor is configurable.
-    assert cosine_decay(0.6, 10)(0) == 1.0
-    assert cosine_decay(0.6, 10)(10) == pytest.approx(0.02)
-    assert cosine_decay(0.15, 10, floor=0.0)(10) == pytest.approx(0.0, abs=1e-12)
+    assert cosine_decay(0.15, 10, floor=0.0)(10) == 0.0
+    # The same schedule as cosine(start, floor, steps).
+    c = cosine(0.3, 0.02, 1000)
+    assert all(s(t) == c(t) for t in PROBE_STEPS)
 
 
-def test_linear_decay_is_the_published_formula() -> None:
-    """p_t = 2p (1 - t / T) (Yang et al., 2022), 0 after T."""
+def test_cosine_decay_reaches_the_published_formula() -> None:
+    """Yang et al. (2022): p_t = p (1 + cos(pi t / T)) + 0.02, i.e. cosine_decay(2p + 0.02, T)."""
     p, T = 0.15, 1000
-    s = linear_decay(p, T)
+    s = cosine_decay(2 * p + 0.02, T)
+    for t in (0, 1, 123, 250, 500, 750, 999, 1000, 5000):
+        want = p * (1 + math.cos(math.pi * min(t, T) / T)) + 0.02
+        assert s(t) == pytest.approx(want, abs=1e-12)
+    assert (s(0), round(s(500), 12), s(1000)) == (0.32, 0.17, 0.02)
+
+
+def test_linear_decay_starts_at_its_argument_and_reaches_the_published_formula() -> None:
+    """start (1 - t / T); Yang et al.'s 2p (1 - t / T) is linear_decay(2p, T)."""
+    p, T = 0.15, 1000
+    s = linear_decay(2 * p, T)
     for t in (0, 1, 123, 250, 500, 750, 999, 1000):
         assert s(t) == pytest.approx(2 * p * (1 - t / T), abs=1e-12)
     assert (s(0), s(500), s(1000)) == (0.3, 0.15, 0.0)
     assert s(1001) == 0.0 and s(10**6) == 0.0
     assert s(-1) == 0.3
-    assert linear_decay(0.6, 10)(0) == 1.0  # clipped to 1
-    assert linear_decay(0.6, 10)(5) == pytest.approx(0.6)
+    assert linear_decay(0.6, 10)(0) == 0.6
+    assert linear_decay(0.6, 10, floor=0.1)(10) == 0.1
+
+
+@pytest.mark.parametrize(
+    ("make", "old_state"),
+    [
+        (
+            lambda: cosine_decay(0.32, 1000),
+            {"kind": "cosine_decay", "rate": 0.15, "steps": 1000, "floor": 0.02},
+        ),
+        (lambda: linear_decay(0.3, 1000), {"kind": "linear_decay", "rate": 0.15, "steps": 1000}),
+    ],
+)
+def test_a_state_saved_by_an_earlier_version_keeps_its_meaning(make, old_state: dict) -> None:
+    """Earlier versions took p (cosine_decay(0.15, T) started at 0.32): their checkpoints
+    resume the same schedule."""
+    want = make()
+    got = cosine_decay(0.5, 7) if old_state["kind"] == "cosine_decay" else linear_decay(0.5, 7)
+    got.load_state_dict(old_state)
+    assert [got(t) for t in PROBE_STEPS] == pytest.approx([want(t) for t in PROBE_STEPS])
+    assert got.state_dict() == pytest.approx(want.state_dict())
 
 
 @pytest.mark.parametrize("name", sorted(SCHEDULES))
@@ -141,8 +168,8 @@ def test_interpolating_schedules_stay_between_start_and_end(
     s = linear(start, end, steps) if kind == "linear" else cosine(start, end, steps)
     lo, hi = min(start, end), max(start, end)
     assert lo - 1e-9 <= s(t) <= hi + 1e-9
-    assert s(max(t, steps)) == pytest.approx(end, abs=1e-9)
-    assert s(min(t, 0)) == pytest.approx(start, abs=1e-9)
+    assert s(max(t, steps)) == end  # the endpoints exactly
+    assert s(min(t, 0)) == start
 
 
 # --------------------------------------------------------------------------------------------
@@ -217,8 +244,10 @@ def test_repr_names_the_settings() -> None:
         (lambda: cosine_decay(0.15, 0), ValueError, "0"),
         (lambda: cosine_decay(1.5, 10), ValueError, "1.5"),
         (lambda: cosine_decay(0.15, 10, floor=2.0), ValueError, "2.0"),
+        (lambda: cosine_decay(0.01, 10), ValueError, r"floor must be <= start \(0.02 > 0.01"),
         (lambda: linear_decay(0.15, 1.0), ValueError, "1.0"),
         (lambda: linear_decay(-0.15, 10), ValueError, "-0.15"),
+        (lambda: linear_decay(0.1, 10, floor=0.2), ValueError, r"0.2 > 0.1"),
     ],
 )
 def test_bad_settings_raise_with_the_value(make, exc: type[Exception], shown: str) -> None:

@@ -317,3 +317,70 @@ def test_state_dict_round_trip() -> None:
 def test_bad_input_raises_with_the_value(make, exc: type[Exception], shown: str) -> None:
     with pytest.raises(exc, match=shown):
         make()
+
+
+# --------------------------------------------------------------------------------------------
+# sync() under torch.distributed (gloo, 2 ranks): idempotent, as the controller's
+
+SYNCS = 200
+
+
+def _sync_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    import traceback
+    from pathlib import Path
+
+    import torch.distributed as dist
+
+    out = Path(out_dir)
+    try:
+        dist.init_process_group(
+            "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world
+        )
+        g = torch.Generator().manual_seed(rank)
+        t = DifficultyTracker(6, momentum=0.9)
+        observed = torch.zeros(6)  # observations made on this rank
+        history = []
+        for i in range(SYNCS):
+            if i % 2 == 0:  # every other sync: new observations on both ranks
+                keys = torch.randint(0, 6, (8,), generator=g)
+                t.update(keys, torch.rand(8, generator=g) * (rank + 1))
+                observed += torch.bincount(keys, minlength=6).float()
+            t.sync()
+            history.append((t.loss.clone(), t.count.clone()))
+        total = observed.clone()
+        dist.all_reduce(total)
+        torch.save({"history": history, "total": total}, out / f"rank{rank}.pt")
+    except BaseException:
+        (out / f"rank{rank}.err").write_text(traceback.format_exc())
+        raise
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def test_sync_is_idempotent_over_many_syncs(tmp_path) -> None:
+    import torch.distributed as dist
+    import torch.multiprocessing as mp
+
+    if not dist.is_available() or not dist.is_gloo_available():
+        pytest.skip("torch.distributed with gloo is not available")
+    error: BaseException | None = None
+    try:
+        mp.spawn(_sync_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2)
+    except BaseException as e:  # the rank's traceback is in its .err file
+        error = e
+    errors = {p.name: p.read_text() for p in sorted(tmp_path.glob("rank*.err"))}
+    assert not errors and error is None, (error, errors)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    for (l0, c0), (l1, c1) in zip(r0["history"], r1["history"]):
+        assert torch.equal(l0, l1) and torch.equal(c0, c1)  # every rank holds the same state
+        assert torch.isfinite(l0).all() and torch.isfinite(c0).all()
+    # The count is the number of observations made on all ranks, however often they synced.
+    assert torch.equal(r0["history"][-1][1], r0["total"])
+    # A sync with nothing new observed since the last changes nothing.
+    for i in range(1, SYNCS, 2):
+        assert torch.equal(r0["history"][i][0], r0["history"][i - 1][0])
+        assert torch.equal(r0["history"][i][1], r0["history"][i - 1][1])
+    final = DifficultyTracker(6)
+    final.load_state_dict({"loss": r0["history"][-1][0], "count": r0["total"], "momentum": 0.9})
+    assert torch.isfinite(final.weights(torch.arange(6))).all()

@@ -28,8 +28,8 @@ def _empty(B: int, Q: int, KV: int) -> list:
     return [[[[False] * KV for _ in range(Q)]] for _ in range(B)]
 
 
-def _done(out: list) -> Tensor:
-    return torch.tensor(out, dtype=torch.bool)
+def _done(out: list, Q: int, KV: int) -> Tensor:
+    return torch.tensor(out, dtype=torch.bool).view(len(out), 1, Q, KV)  # B may be 0
 
 
 def _rows(x: Sequence[int] | Tensor) -> list[int]:
@@ -42,7 +42,7 @@ def full(Q: int, KV: int) -> Tensor:
     for i in range(Q):
         for j in range(KV):
             out[0][0][i][j] = True
-    return _done(out)
+    return _done(out, Q, KV)
 
 
 def causal(Q: int, KV: int) -> Tensor:
@@ -52,7 +52,7 @@ def causal(Q: int, KV: int) -> Tensor:
         p = i + KV - Q
         for j in range(KV):
             out[0][0][i][j] = j <= p
-    return _done(out)
+    return _done(out, Q, KV)
 
 
 def sliding_window(size: int, Q: int, KV: int) -> Tensor:
@@ -62,7 +62,7 @@ def sliding_window(size: int, Q: int, KV: int) -> Tensor:
         p = i + KV - Q
         for j in range(KV):
             out[0][0][i][j] = p - size + 1 <= j <= p
-    return _done(out)
+    return _done(out, Q, KV)
 
 
 def chunked(size: int, Q: int, KV: int) -> Tensor:
@@ -73,7 +73,7 @@ def chunked(size: int, Q: int, KV: int) -> Tensor:
         for j in range(KV):
             # Python's // floors, so a negative position is in chunk -1, which has no key.
             out[0][0][i][j] = p // size == j // size
-    return _done(out)
+    return _done(out, Q, KV)
 
 
 def real_tokens(lengths_or_attention_mask: Sequence | Tensor, L: int) -> list[list[bool]]:
@@ -96,7 +96,7 @@ def padding(lengths_or_attention_mask: Sequence | Tensor, Q: int, KV: int) -> Te
             p = i + KV - Q
             for j in range(KV):
                 out[b][0][i][j] = p >= 0 and row[p] and row[j]
-    return _done(out)
+    return _done(out, Q, KV)
 
 
 def cross(
@@ -109,7 +109,7 @@ def cross(
         for i in range(Q):
             for j in range(KV):
                 out[b][0][i][j] = i < ql[b] and j < kl[b]
-    return _done(out)
+    return _done(out, Q, KV)
 
 
 def prefix_lm(prefix_lengths: Sequence[int] | Tensor, Q: int, KV: int) -> Tensor:
@@ -121,7 +121,7 @@ def prefix_lm(prefix_lengths: Sequence[int] | Tensor, Q: int, KV: int) -> Tensor
             p = i + KV - Q
             for j in range(KV):
                 out[b][0][i][j] = j < n or j <= p
-    return _done(out)
+    return _done(out, Q, KV)
 
 
 def doc_ids(doc_ids_or_lengths: Sequence | Tensor, L: int) -> list[list[int]]:
@@ -149,7 +149,7 @@ def documents(doc_ids_or_lengths: Sequence | Tensor, Q: int, KV: int) -> Tensor:
             p = i + KV - Q
             for j in range(KV):
                 out[b][0][i][j] = p >= 0 and row[p] >= 0 and row[p] == row[j]
-    return _done(out)
+    return _done(out, Q, KV)
 
 
 def from_mask_mod(
@@ -162,7 +162,7 @@ def from_mask_mod(
         for i in range(Q):
             for j in range(KV):
                 out[b][0][i][j] = bool(fn(torch.tensor(b), h, torch.tensor(i), torch.tensor(j)))
-    return _done(out)
+    return _done(out, Q, KV)
 
 
 def attention(
@@ -197,6 +197,8 @@ def attention(
                 weights = torch.exp(scores - scores.max())
                 weights = weights / weights.sum()
                 rows.append(weights @ v[b, hk, idx])  # (D_v,)
+    if not rows:  # an empty batch (or no query, no head)
+        return torch.zeros(B, H, Q, v.shape[-1], dtype=torch.float64)
     return torch.stack(rows).view(B, H, Q, v.shape[-1])
 
 
@@ -207,4 +209,4 @@ def by_rule(B: int, Q: int, KV: int, rule: Callable[[int, int, int], bool]) -> T
         for i in range(Q):
             for j in range(KV):
                 out[b][0][i][j] = bool(rule(b, i, j))
-    return _done(out)
+    return _done(out, Q, KV)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from maskwise.attention.base import Structure
 from maskwise.attention.lowering import varlen_offsets
-from maskwise.attention.spec import AttentionSpec
+from maskwise.attention.spec import AttentionSpec, MaskMod, MaskModFn, with_batch
 
 __all__ = ["BACKENDS", "attend", "choose_backend"]
 
@@ -21,6 +21,27 @@ BACKENDS = ("sdpa", "sdpa_causal", "sdpa_causal_lower_right", "varlen", "flex", 
 # On CPU, compiled FlexAttention has forward only and a compile cost of tens of seconds per new
 # shape; it pays off only for long sequences.
 _CPU_FLEX_MIN_PAIRS = 2048 * 2048
+
+
+def _as_mask(mask: Any) -> AttentionSpec | None:
+    """A spec, a FlexAttention ``mask_mod`` function (wrapped) or None; anything else is a
+    ``TypeError`` that says how to wrap it."""
+    if mask is None or isinstance(mask, AttentionSpec):
+        return mask
+    if isinstance(mask, torch.Tensor):
+        raise TypeError(
+            f"mask must be an attention spec from maskwise.attention, a mask_mod function or "
+            f"None (a torch.Tensor of shape {tuple(mask.shape)} and dtype {mask.dtype} given). "
+            f"Wrap a dense bool mask `allowed` (B, 1, Q, KV), True = may attend, as "
+            f"mask_mod(lambda b, h, q, kv: allowed[b, 0, q, kv], batch=B); an HF attention_mask "
+            f"(B, L) as padding(attention_mask)."
+        )
+    if callable(mask):
+        return MaskMod(mask)
+    raise TypeError(
+        f"mask must be an attention spec from maskwise.attention, a mask_mod function or None "
+        f"({type(mask).__name__} {mask!r} given)."
+    )
 
 
 def _structure(mask: AttentionSpec | None) -> Structure | None:
@@ -83,7 +104,7 @@ def _check_forced(
 
 
 def choose_backend(
-    mask: AttentionSpec | None,
+    mask: AttentionSpec | MaskModFn | None,
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
@@ -93,7 +114,8 @@ def choose_backend(
 ) -> str:
     """The backend :func:`attend` uses for these inputs (inspectable for tests and logs).
 
-    The choice reads the mask's :attr:`~maskwise.attention.AttentionSpec.structure` (the form
+    ``mask`` is what :func:`attend` takes. The choice reads the mask's
+    :attr:`~maskwise.attention.AttentionSpec.structure` (the form
     a fused kernel can express), never its class. ``auto`` picks, in order: ``sdpa`` (no mask,
     or a mask that allows everything), ``sdpa_causal`` (exactly causal, Q == KV),
     ``sdpa_causal_lower_right`` (exactly causal, Q < KV), ``varlen`` (segments: padding or
@@ -102,6 +124,7 @@ def choose_backend(
     CPU for inference on long sequences), and ``dense`` (SDPA with the dense boolean mask) as
     the last resort.
     """
+    mask = _as_mask(mask)
     s = _structure(mask)
     if backend != "auto":
         if backend not in BACKENDS:
@@ -133,7 +156,7 @@ def attend(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
-    mask: AttentionSpec | None = None,
+    mask: AttentionSpec | MaskModFn | None = None,
     *,
     scale: float | None = None,
     dropout_p: float = 0.0,
@@ -144,14 +167,19 @@ def attend(
     Args:
         q: (B, H, Q, D).
         k, v: (B, H_kv, KV, D); ``H_kv`` may divide ``H`` (grouped-query attention).
-        mask: a spec from :mod:`maskwise.attention` (True = may attend), or None.
+        mask: a spec from :mod:`maskwise.attention` (True = may attend), a FlexAttention
+            ``mask_mod(b, h, q_idx, kv_idx)`` function, or None. A tensor is refused with a
+            ``TypeError`` that says how to wrap it: a dense bool mask ``allowed`` (B, 1, Q, KV)
+            is ``mask_mod(lambda b, h, q, kv: allowed[b, 0, q, kv], batch=B)``.
         scale: softmax scale, default ``1 / sqrt(D)``.
         dropout_p: attention dropout (training only; pass 0 in eval).
         backend: ``"auto"`` or one of :data:`BACKENDS` (see :func:`choose_backend`).
 
     Returns:
         (B, H, Q, D). Query rows with no key to attend (padding, empty documents) are zeros on
-        every backend, never NaN, and so are their gradients.
+        every backend, never NaN, and so are their gradients. An empty batch (B = 0) gives an
+        empty result. Specs whose pattern differs per sample without per-sample data
+        (``drop_keys``) are lowered for the B samples of ``q``: each sample its own pattern.
 
     >>> from maskwise.attention import causal, padding
     >>> q = k = v = torch.randn(2, 4, 6, 8)
@@ -175,12 +203,19 @@ def attend(
     H, H_kv = q.shape[1], k.shape[1]
     if H % H_kv:
         raise ValueError(f"Query heads ({H}) must be a multiple of key/value heads ({H_kv}).")
-    if mask is not None and mask.batch is not None and mask.batch != q.shape[0]:
-        raise ValueError(f"The mask is for batch size {mask.batch}, q has {q.shape[0]}.")
+    spec = _as_mask(mask)
+    B, Q, KV = q.shape[0], q.shape[-2], k.shape[-2]
+    if spec is not None and spec.batch is not None and spec.batch != B:
+        raise ValueError(f"The mask is for batch size {spec.batch}, q has {B}.")
+    if spec is not None and spec.per_sample and spec.batch is None:
+        spec = with_batch(spec, B)  # e.g. drop_keys: a pattern per sample on every path
     gqa = H != H_kv
-    name = choose_backend(mask, q, k, v, dropout_p=dropout_p, backend=backend)
-    Q, KV = q.shape[-2], k.shape[-2]
-    if name == "sdpa" or mask is None:  # a forced kernel with no mask: plain attention
+    name = choose_backend(spec, q, k, v, dropout_p=dropout_p, backend=backend)
+    if B == 0:  # nothing to attend; the lengths are still checked, the graph kept
+        if spec is not None:
+            spec.check(Q, KV)
+        return F.scaled_dot_product_attention(q, k, v, scale=scale, enable_gqa=gqa)
+    if name == "sdpa" or spec is None:  # a forced kernel with no mask: plain attention
         return F.scaled_dot_product_attention(
             q, k, v, dropout_p=dropout_p, scale=scale, enable_gqa=gqa
         )
@@ -194,17 +229,17 @@ def attend(
         from torch.nn.attention.bias import causal_lower_right
 
         if Q > KV:  # early queries would have no key; the dense path zeroes them
-            return _dense(q, k, v, mask, scale, dropout_p, gqa)
+            return _dense(q, k, v, spec, scale, dropout_p, gqa)
         if gqa:  # the causal bias does not take enable_gqa
             k, v = (x.repeat_interleave(H // H_kv, dim=1) for x in (k, v))
         return F.scaled_dot_product_attention(
             q, k, v, attn_mask=causal_lower_right(Q, KV), dropout_p=dropout_p, scale=scale
         )
     if name == "varlen":
-        return _varlen(q, k, v, mask, scale, gqa)
+        return _varlen(q, k, v, spec, scale, gqa)
     if name == "flex":
-        return _flex(q, k, v, mask, scale, gqa)
-    return _dense(q, k, v, mask, scale, dropout_p, gqa)
+        return _flex(q, k, v, spec, scale, gqa)
+    return _dense(q, k, v, spec, scale, dropout_p, gqa)
 
 
 def _dense(

@@ -34,8 +34,11 @@ def check_size(name: str, value: Any) -> int:
 
 
 def lengths_tensor(name: str, lengths: Any) -> Tensor:
-    """(B,) int64 lengths from a tensor or a list; non-negative (checked on CPU)."""
+    """(B,) int64 lengths from a tensor or a list (B may be 0); non-negative (checked on
+    CPU)."""
     t = lengths if isinstance(lengths, torch.Tensor) else torch.as_tensor(lengths)
+    if not isinstance(lengths, torch.Tensor) and t.numel() == 0:
+        t = t.long()  # an empty list (an empty batch): torch.as_tensor makes it float
     if t.dtype.is_floating_point or t.dtype == torch.bool or t.dim() != 1:
         raise TypeError(
             f"{name} must be integers of shape (B,) ({t.dtype} {tuple(t.shape)} given)."

@@ -47,7 +47,7 @@ class Padding(AttentionSpec):
             self.real = t.bool()
             self.batch = t.shape[0]
         else:
-            self.lengths = lengths_tensor("lengths", t)
+            self.lengths = lengths_tensor("lengths", x)
             self.batch = self.lengths.shape[0]
 
     def check(self, Q: int, KV: int) -> None:

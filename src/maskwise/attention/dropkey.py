@@ -26,6 +26,11 @@ class DropKeys(AttentionSpec):
     and no B x H x Q x K tensor is made (the dense fallback makes a B x 1 x Q x K one). Combine
     with a structural mask: ``causal() & drop_keys(0.1)``.
 
+    The spec holds no per-sample data, so it does not know B: :func:`~maskwise.attention.attend`
+    lowers it for the batch of its inputs (every sample its own pattern, on every backend);
+    ``dense(L)`` / ``block_mask(L)`` called directly need ``batch=B`` for that, and give one
+    row (sample 0's pattern, for all) without it.
+
     ``rate`` is a rate source (:mod:`maskwise.dynamic.rates`: a float, a schedule or a
     controller), read at :attr:`step` when the mask is lowered; call :meth:`advance` once per
     training step for a new pattern. Use it in training only (pass the structural mask alone in
@@ -34,6 +39,8 @@ class DropKeys(AttentionSpec):
     For ``rate <= 0.5`` a block counts as non-empty without evaluating it: a block with every
     one of its ``block_size**2`` pairs dropped has probability ``rate ** (block_size**2)``.
     """
+
+    per_sample = True  # the pattern depends on the sample index b
 
     def __init__(self, rate: Any, *, seed: int = 0) -> None:
         self.rate_source = check_rate_source(rate)

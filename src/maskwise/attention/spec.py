@@ -22,10 +22,10 @@ from typing import Any
 
 import torch
 
-from maskwise.attention.base import BlockFlags, Blocks, Pairs, Structure
+from maskwise.attention.base import BlockFlags, Blocks, Pairs, Structure, check_size
 from maskwise.attention.lowering import build_block_mask, dense_mask, mask_mod_of
 
-__all__ = ["AttentionSpec", "MaskMod", "merge_batch"]
+__all__ = ["AttentionSpec", "MaskMod", "merge_batch", "with_batch"]
 
 Tensor = torch.Tensor
 MaskModFn = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
@@ -45,6 +45,9 @@ class AttentionSpec:
 
     #: rows of per-sample data (None: the same mask for every sample)
     batch: int | None = None
+    #: True when the rule depends on the sample index although the spec holds no per-sample
+    #: data (random key dropping): lowered for ``batch=B``, every sample gets its own pattern
+    per_sample: bool = False
 
     # -- the rule ------------------------------------------------------------------------------
     def allowed(self, at: Pairs) -> Tensor:
@@ -112,15 +115,29 @@ class AttentionSpec:
         return mask_mod_of(self, q_len, kv_len)
 
     def dense(
-        self, q_len: int, kv_len: int | None = None, *, device: torch.device | str | None = None
+        self,
+        q_len: int,
+        kv_len: int | None = None,
+        *,
+        device: torch.device | str | None = None,
+        batch: int | None = None,
     ) -> Tensor:
         """Bool (B or 1, 1, Q, KV), True = may attend.
+
+        ``batch`` lowers the spec for that many samples (B rows); it is needed only for specs
+        whose pattern differs per sample without per-sample data (:attr:`per_sample`, e.g.
+        ``drop_keys``), which otherwise give one row (sample 0's pattern). A spec for an empty
+        batch gives a (0, 1, Q, KV) mask.
 
         >>> from maskwise.attention import causal
         >>> causal().dense(3).int()[0, 0].tolist()
         [[1, 0, 0], [1, 1, 0], [1, 1, 1]]
         """
-        return dense_mask(self, q_len, kv_len, device=device)
+        spec = with_batch(self, batch)
+        if spec.batch == 0:
+            spec, Q, KV, dev = _prepare_empty(spec, q_len, kv_len, device)
+            return torch.zeros(0, 1, Q, KV, dtype=torch.bool, device=dev)
+        return dense_mask(spec, q_len, kv_len, device=device)
 
     def block_mask(
         self,
@@ -129,15 +146,72 @@ class AttentionSpec:
         *,
         device: torch.device | str | None = None,
         block_size: int = 128,
+        batch: int | None = None,
     ) -> Any:
         """FlexAttention ``BlockMask`` built from the structure: O((Q/bs) x (KV/bs)) memory.
 
         Each (query block, key block) is classified empty / full / partial analytically
         (compositions combine their parts' classifications); only blocks that a composition
         cannot classify exactly have the rule evaluated on them. No dense Q x KV tensor and no
-        ``torch.compile``.
+        ``torch.compile``. ``batch``: as in :meth:`dense`.
         """
-        return build_block_mask(self, q_len, kv_len, device=device, block_size=block_size)
+        spec = with_batch(self, batch)
+        if spec.batch == 0:
+            return _empty_block_mask(spec, q_len, kv_len, device, block_size)
+        return build_block_mask(spec, q_len, kv_len, device=device, block_size=block_size)
+
+
+def with_batch(spec: AttentionSpec, batch: int | None) -> AttentionSpec:
+    """``spec`` lowered for ``batch`` samples (``spec`` itself when ``batch`` is None or is
+    already its batch size).
+
+    >>> from maskwise.attention import causal, padding
+    >>> with_batch(causal(), 3).dense(2).shape
+    torch.Size([3, 1, 2, 2])
+    >>> with_batch(padding([2, 1]), 3)
+    Traceback (most recent call last):
+    ...
+    ValueError: The spec is for batch size 2 (batch=3 given).
+    """
+    if batch is None or batch == spec.batch:
+        return spec
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 0:
+        raise ValueError(f"batch must be an int >= 0 ({batch!r} given).")
+    if spec.batch is not None:
+        raise ValueError(f"The spec is for batch size {spec.batch} (batch={batch} given).")
+    return _WithBatch(spec, batch)
+
+
+def _prepare_empty(
+    spec: AttentionSpec, q_len: int, kv_len: int | None, device: torch.device | str | None
+) -> tuple[AttentionSpec, int, int, torch.device]:
+    """The checks every lowering makes, for a spec of an empty batch (nothing to evaluate)."""
+    Q = check_size("q_len", q_len)
+    KV = Q if kv_len is None else check_size("kv_len", kv_len)
+    if device is not None:
+        spec = spec.to(device)
+    spec.check(Q, KV)
+    return spec, Q, KV, torch.device(device) if device is not None else spec.device
+
+
+def _empty_block_mask(
+    spec: AttentionSpec,
+    q_len: int,
+    kv_len: int | None,
+    device: torch.device | str | None,
+    block_size: int,
+) -> Any:
+    """The ``BlockMask`` of an empty batch: (0, 1, nQ, nK) block tables, no block listed."""
+    from torch.nn.attention.flex_attention import BlockMask
+
+    spec, Q, KV, dev = _prepare_empty(spec, q_len, kv_len, device)
+    bs = check_size("block_size", block_size)
+    nq, nk = -(-Q // bs), -(-KV // bs)
+    num = torch.zeros(0, 1, nq, dtype=torch.int32, device=dev)
+    idx = torch.zeros(0, 1, nq, nk, dtype=torch.int32, device=dev)
+    return BlockMask.from_kv_blocks(
+        num, idx, num, idx, BLOCK_SIZE=bs, mask_mod=spec.mask_mod_for(Q, KV), seq_lengths=(Q, KV)
+    )
 
 
 def as_spec(x: Any) -> AttentionSpec:
@@ -178,6 +252,10 @@ class And(AttentionSpec):
         self.a, self.b = a, b
         self.batch = merge_batch(a.batch, b.batch)
 
+    @property
+    def per_sample(self) -> bool:  # type: ignore[override]
+        return self.a.per_sample or self.b.per_sample
+
     def check(self, Q: int, KV: int) -> None:
         self.a.check(Q, KV)
         self.b.check(Q, KV)
@@ -214,6 +292,10 @@ class Or(AttentionSpec):
         self.a, self.b = a, b
         self.batch = merge_batch(a.batch, b.batch)
 
+    @property
+    def per_sample(self) -> bool:  # type: ignore[override]
+        return self.a.per_sample or self.b.per_sample
+
     def check(self, Q: int, KV: int) -> None:
         self.a.check(Q, KV)
         self.b.check(Q, KV)
@@ -242,3 +324,32 @@ class Or(AttentionSpec):
 
     def __repr__(self) -> str:
         return f"({self.a!r} | {self.b!r})"
+
+
+class _WithBatch(AttentionSpec):
+    """A spec without per-sample data, lowered for ``batch`` samples (see :func:`with_batch`):
+    the same rule, evaluated for sample indices ``0 .. batch - 1``."""
+
+    def __init__(self, spec: AttentionSpec, batch: int) -> None:
+        self.spec = spec
+        self.batch = batch
+
+    @property
+    def per_sample(self) -> bool:  # type: ignore[override]
+        return self.spec.per_sample
+
+    def check(self, Q: int, KV: int) -> None:
+        self.spec.check(Q, KV)
+
+    def allowed(self, at: Pairs) -> Tensor:
+        return self.spec.allowed(at)
+
+    def blocks(self, at: Blocks) -> BlockFlags:
+        return self.spec.blocks(at)
+
+    @property
+    def structure(self) -> Structure | None:
+        return self.spec.structure
+
+    def __repr__(self) -> str:
+        return f"with_batch({self.spec!r}, {self.batch})"

@@ -2,7 +2,8 @@
 
 * schedules: :func:`constant`, :func:`linear`, :func:`cosine`, :func:`step`,
   :func:`cosine_decay`, :func:`linear_decay`: ``schedule(step) -> rate``;
-* :class:`ReliabilityController`: ``update(reliability) -> rate``;
+* :class:`ReliabilityController`: ``update(reliability) -> rate``, with the defaults
+  :data:`CONTROLLER_DEFAULTS` (the settings ``maskwise run`` uses);
 * :class:`DifficultyTracker`: running loss per key -> sampling weights;
 * :func:`reliability`: per-position loss, correctness, confidence from logits and labels;
 * rate sources (:mod:`~maskwise.dynamic.rates`): a float, a schedule or a controller, read by
@@ -12,7 +13,11 @@ Use them through :class:`maskwise.nn.DynamicMask`, the collators (``rate=`` a sc
 controller), or directly as the ``rate`` of any functional masker.
 """
 
-from maskwise.dynamic.controller import ReliabilityController
+from maskwise.dynamic.controller import (
+    CONTROLLER_DEFAULTS,
+    ControllerDefaults,
+    ReliabilityController,
+)
 from maskwise.dynamic.feedback import GAP_SIGNALS, feed, signal_values
 from maskwise.dynamic.rates import (
     Controller,
@@ -34,8 +39,10 @@ from maskwise.dynamic.schedules import (
 from maskwise.dynamic.tracker import DifficultyTracker
 
 __all__ = [
+    "CONTROLLER_DEFAULTS",
     "GAP_SIGNALS",
     "Controller",
+    "ControllerDefaults",
     "DifficultyTracker",
     "RateSource",
     "Reliability",

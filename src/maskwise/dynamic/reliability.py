@@ -44,7 +44,9 @@ def reliability(
 
     Args:
         logits: (..., C).
-        labels: (...) integer class ids, ``ignore_index`` where there is no target.
+        labels: (...) integer class ids in ``[0, C)``, ``ignore_index`` where there is no
+            target. Other values raise a ``ValueError`` on CPU; on other devices, where checking
+            them would sync, they count as no target.
 
     >>> r = reliability(
     ...     torch.tensor([[2.0, 0.0], [0.0, 3.0], [1.0, 1.0]]), torch.tensor([0, 0, -100])
@@ -57,7 +59,20 @@ def reliability(
             f"logits (..., C) must match labels (...) "
             f"({tuple(logits.shape)} and {tuple(labels.shape)} given)."
         )
+    if labels.dtype.is_floating_point or labels.dtype == torch.bool:
+        raise TypeError(f"labels must be integer class ids ({labels.dtype} given).")
+    C = logits.shape[-1]
     valid = labels != ignore_index
+    in_range = (labels >= 0) & (labels < C)
+    if labels.device.type == "cpu":
+        bad = valid & ~in_range
+        if bool(bad.any()):
+            raise ValueError(
+                f"labels must be class ids in [0, {C}) or ignore_index={ignore_index} "
+                f"({labels[bad].unique().tolist()[:5]} given)."
+            )
+    else:  # reading them would sync: a label out of range is no target (as ignore_index)
+        valid = valid & in_range
     safe = torch.where(valid, labels, 0).long()
     logp = torch.log_softmax(logits.detach().float(), dim=-1)
     best, pred = logp.max(dim=-1)

@@ -1,7 +1,8 @@
 """Rate schedules: picklable callables ``schedule(step) -> rate`` with ``state_dict()``.
 
 A schedule is a pure function of the step, so DataLoader workers that read the step from
-shared memory compute the same rate as the training process.
+shared memory compute the same rate as the training process. Every schedule returns its
+endpoints exactly: ``start`` at step 0 and before, ``end`` at ``steps`` and after.
 """
 
 from __future__ import annotations
@@ -28,6 +29,28 @@ def _check_steps(steps: int) -> int:
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int ({steps!r} given).")
     return steps
+
+
+def _progress(step: int, steps: int) -> float | None:
+    """``step / steps`` strictly inside (0, 1), or None at an endpoint (step <= 0 or >= steps),
+    where a schedule returns its endpoint itself rather than a float computed from it."""
+    if step <= 0 or step >= steps:
+        return None
+    return step / steps
+
+
+def _lerp(start: float, end: float, t: float | None, step: int) -> float:
+    """``start`` -> ``end`` linearly in ``t``; the endpoints exactly."""
+    if t is None:
+        return start if step <= 0 else end
+    return round(start + (end - start) * t, 12)
+
+
+def _half_cosine(start: float, end: float, t: float | None, step: int) -> float:
+    """``start`` -> ``end`` along half a cosine in ``t``; the endpoints exactly."""
+    if t is None:
+        return start if step <= 0 else end
+    return end + (start - end) * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
 class Schedule:
@@ -87,8 +110,7 @@ class linear(Schedule):  # noqa: N801
         self.steps = _check_steps(steps)
 
     def __call__(self, step: int) -> float:
-        t = min(max(step, 0), self.steps) / self.steps
-        return round(self.start + (self.end - self.start) * t, 12)
+        return _lerp(self.start, self.end, _progress(step, self.steps), step)
 
 
 class cosine(Schedule):  # noqa: N801
@@ -97,6 +119,8 @@ class cosine(Schedule):  # noqa: N801
     >>> s = cosine(0.4, 0.0, 100)
     >>> s(0), round(s(50), 6), s(100)
     (0.4, 0.2, 0.0)
+    >>> cosine(0.1, 0.7, 3)(0)   # endpoints are exact (0.1 + 0.6 would not be)
+    0.1
     """
 
     kind = "cosine"
@@ -107,8 +131,7 @@ class cosine(Schedule):  # noqa: N801
         self.steps = _check_steps(steps)
 
     def __call__(self, step: int) -> float:
-        t = min(max(step, 0), self.steps) / self.steps
-        return self.end + (self.start - self.end) * 0.5 * (1.0 + math.cos(math.pi * t))
+        return _half_cosine(self.start, self.end, _progress(step, self.steps), step)
 
 
 class step(Schedule):  # noqa: N801
@@ -137,42 +160,79 @@ class step(Schedule):  # noqa: N801
         return self.rates[bisect.bisect_right(self.milestones, step)]
 
 
-class cosine_decay(Schedule):  # noqa: N801
-    """Masking-ratio decay for MLM (Yang et al., 2022): ``p_t = p (1 + cos(pi t / T)) + 0.02``,
-    from ``2p + 0.02`` down to ``0.02`` at ``t = T`` (and after), clipped to [0, 1].
+def _load_decay(state: dict[str, Any]) -> dict[str, Any]:
+    """A decay's state saved when it took ``rate`` = p (starting at ``2 p + floor``), in
+    today's terms (the same schedule while that start is <= 1)."""
+    state = dict(state)
+    if "rate" in state and "start" not in state:
+        p = float(state.pop("rate"))
+        state.setdefault("floor", 0.0)
+        state["start"] = min(1.0, 2.0 * p + float(state["floor"]))
+    return state
 
-    >>> s = cosine_decay(0.15, 1000)
-    >>> round(s(0), 4), round(s(500), 4), round(s(1000), 4)
+
+class cosine_decay(Schedule):  # noqa: N801
+    """Masking-ratio decay for MLM: ``start`` at step 0 down to ``floor`` at ``steps`` (and
+    after) along half a cosine, ``p_t = floor + (start - floor) (1 + cos(pi t / T)) / 2``.
+
+    Yang et al. (2022) write their cosine decay as ``p (1 + cos(pi t / T)) + 0.02`` with
+    ``p = 0.15``: that is ``cosine_decay(2 * p + 0.02, T) = cosine_decay(0.32, T)``. (Earlier
+    versions took that ``p``, so ``cosine_decay(0.3, T)`` started at 0.62; a state dict saved
+    by them loads with its meaning kept.) ``cosine_decay(start, T, floor=f)`` is
+    ``cosine(start, f, T)``.
+
+    >>> s = cosine_decay(0.32, 1000)
+    >>> s(0), round(s(500), 4), s(1000)
     (0.32, 0.17, 0.02)
     """
 
     kind = "cosine_decay"
 
-    def __init__(self, rate: float, steps: int, floor: float = 0.02) -> None:
-        self.rate = check_probability("rate", rate)
+    def __init__(self, start: float, steps: int, floor: float = 0.02) -> None:
+        self.start = check_probability("start", start)
         self.steps = _check_steps(steps)
         self.floor = check_probability("floor", floor)
+        if self.floor > self.start:
+            raise ValueError(
+                f"floor must be <= start ({floor} > {start} given); a rising schedule is "
+                f"linear(start, end, steps) or cosine(start, end, steps)."
+            )
 
     def __call__(self, step: int) -> float:
-        t = min(max(step, 0), self.steps) / self.steps
-        return min(1.0, self.rate * (1.0 + math.cos(math.pi * t)) + self.floor)
+        return _half_cosine(self.start, self.floor, _progress(step, self.steps), step)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(_load_decay(state))
 
 
 class linear_decay(Schedule):  # noqa: N801
-    """Masking-ratio decay for MLM (Yang et al., 2022): ``p_t = 2p (1 - t / T)``, clipped to
-    [0, 1] (0 after ``T``).
+    """Masking-ratio decay for MLM: ``start`` at step 0 down to ``floor`` at ``steps`` (and
+    after), linearly.
 
-    >>> s = linear_decay(0.15, 1000)
+    Yang et al. (2022) write their linear decay as ``2p (1 - t / T)`` with ``p = 0.15``: that is
+    ``linear_decay(2 * p, T) = linear_decay(0.3, T)``. (Earlier versions took that ``p``; a
+    state dict saved by them loads with its meaning kept.) ``linear_decay(start, T,
+    floor=f)`` is ``linear(start, f, T)``.
+
+    >>> s = linear_decay(0.3, 1000)
     >>> s(0), s(500), s(1000)
     (0.3, 0.15, 0.0)
     """
 
     kind = "linear_decay"
 
-    def __init__(self, rate: float, steps: int) -> None:
-        self.rate = check_probability("rate", rate)
+    def __init__(self, start: float, steps: int, floor: float = 0.0) -> None:
+        self.start = check_probability("start", start)
         self.steps = _check_steps(steps)
+        self.floor = check_probability("floor", floor)
+        if self.floor > self.start:
+            raise ValueError(
+                f"floor must be <= start ({floor} > {start} given); a rising schedule is "
+                f"linear(start, end, steps) or cosine(start, end, steps)."
+            )
 
     def __call__(self, step: int) -> float:
-        t = min(max(step, 0), self.steps) / self.steps
-        return min(1.0, round(2.0 * self.rate * (1.0 - t), 12))
+        return _lerp(self.start, self.floor, _progress(step, self.steps), step)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(_load_decay(state))

@@ -15,7 +15,9 @@ class DifficultyTracker:
     ``update(keys, losses)`` folds in one batch: for every key present, the batch mean of its
     losses ``m_k`` enters ``ema_k = momentum * ema_k + (1 - momentum) * m_k`` (the first
     observation of a key sets ``ema_k = m_k``). One ``scatter_add`` per update, on any device, no
-    host sync.
+    host sync. Non-finite losses (NaN, or +-inf: e.g. a ``-inf`` logit at the label, common with
+    vocabulary-masked logits) are ignored, like out-of-range keys and entries that ``valid``
+    marks False: one of them must not turn every weight into NaN.
 
     ``weights(keys, temperature)`` turns difficulty into sampling weights for
     ``sample_mask(weights=...)``: ``w = exp(clip((ema_k - mean) / (std * temperature), -10, 10))``
@@ -46,6 +48,8 @@ class DifficultyTracker:
         self.num_keys, self.momentum = num_keys, float(momentum)
         self.loss = torch.zeros(num_keys, device=device)  # EMA loss per key
         self.count = torch.zeros(num_keys, device=device)  # observations per key
+        # The counts at the last sync(): what every rank has already merged.
+        self._synced = torch.zeros(num_keys, device=device)
 
     @property
     def device(self) -> torch.device:
@@ -53,6 +57,7 @@ class DifficultyTracker:
 
     def to(self, device: torch.device | str) -> DifficultyTracker:
         self.loss, self.count = self.loss.to(device), self.count.to(device)
+        self._synced = self._synced.to(device)
         return self
 
     def update(
@@ -68,12 +73,12 @@ class DifficultyTracker:
             raise TypeError(f"keys must be integers ({keys.dtype} given).")
         k = keys.reshape(-1).to(self.device).long()
         x = losses.detach().reshape(-1).to(self.device, torch.float32)
-        ok = (k >= 0) & (k < self.num_keys) & ~x.isnan()
+        ok = (k >= 0) & (k < self.num_keys) & x.isfinite()
         if valid is not None:
             ok &= valid.reshape(-1).to(self.device).bool()
         k = torch.where(ok, k, 0)
         w = ok.float()
-        total = torch.zeros_like(self.loss).scatter_add_(0, k, x.nan_to_num() * w)
+        total = torch.zeros_like(self.loss).scatter_add_(0, k, torch.where(ok, x, 0.0))
         n = torch.zeros_like(self.loss).scatter_add_(0, k, w)
         seen = n > 0
         mean = total / n.clamp_min(1.0)
@@ -98,25 +103,41 @@ class DifficultyTracker:
         return torch.where(inside, w[k.clamp(0, self.num_keys - 1)], 1.0)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"loss": self.loss.clone(), "count": self.count.clone(), "momentum": self.momentum}
+        return {
+            "loss": self.loss.clone(),
+            "count": self.count.clone(),
+            "momentum": self.momentum,
+            "synced": self._synced.clone(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.loss = state["loss"].to(self.device).clone()
         self.count = state["count"].to(self.device).clone()
         self.momentum = float(state["momentum"])
+        # A state without it (saved by an earlier version) counts as merged: every rank that
+        # loads one checkpoint holds the same state, which a sync must not count twice.
+        self._synced = state.get("synced", state["count"]).to(self.device).clone()
 
     def sync(self) -> None:
-        """Merge the trackers of all ``torch.distributed`` ranks (count-weighted mean of the
-        EMAs, summed counts); no-op when not initialised."""
+        """Merge the trackers of all ``torch.distributed`` ranks; no-op when not initialised.
+
+        Every rank contributes what it observed since the last sync: the counts add up, and
+        each key's EMA becomes the mean of the ranks' EMAs weighted by those new observations
+        (a key no rank observed keeps its value). Every rank then holds the same state, and
+        ``sync()`` is idempotent: with nothing observed in between, a second sync changes
+        nothing, so syncing every step is safe (counts are never added twice)."""
         dist = torch.distributed
         if not (dist.is_available() and dist.is_initialized()):
             return
-        weighted = self.loss * self.count
-        count = self.count.clone()
-        dist.all_reduce(weighted, op=dist.ReduceOp.SUM)
-        dist.all_reduce(count, op=dist.ReduceOp.SUM)
-        self.loss = torch.where(count > 0, weighted / count.clamp_min(1e-12), self.loss)
-        self.count = count
+        new = self.count - self._synced  # (K,) observations since the last sync, this rank
+        merged = torch.stack([self.loss * new, new])  # (2, K), one all_reduce
+        if dist.get_backend() == "nccl":
+            merged = merged.cuda()
+        dist.all_reduce(merged, op=dist.ReduceOp.SUM)
+        weighted, added = merged.to(self.device)
+        self.loss = torch.where(added > 0, weighted / added.clamp_min(1e-12), self.loss)
+        self.count = self._synced + added
+        self._synced = self.count.clone()
 
     def __repr__(self) -> str:
         return (

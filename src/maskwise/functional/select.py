@@ -65,6 +65,9 @@ def sample_mask(
         rate: float in [0, 1] or float tensor (B,) of per-row rates.
         exact: exact count per row instead of Bernoulli draws.
         weights: optional non-negative float (B, N) sampling weights (only their ratios matter).
+            NaN, infinite or negative weights raise a ``ValueError`` on CPU; on other devices,
+            where checking them would cost a host sync, such positions get weight 0 (never
+            chosen).
         generator: ``torch.Generator``, :class:`maskwise.random.KeyedGenerator` or None (global).
 
     Returns:
@@ -98,9 +101,18 @@ def sample_mask(
                 f"weights must have the shape of valid {tuple(valid.shape)} "
                 f"({tuple(weights.shape)} given)."
             )
-        if weights.device.type == "cpu" and weights.numel() and bool((weights < 0).any()):
-            raise ValueError(f"weights must be non-negative (min {float(weights.min())} given).")
-        w = torch.where(valid, weights.to(device=device, dtype=torch.float32), 0.0)
+        usable = (weights >= 0) & (weights < float("inf"))  # False for NaN too
+        if weights.device.type == "cpu":
+            if weights.numel() and not bool(usable.all()):
+                bad = weights[~usable].unique()
+                raise ValueError(
+                    f"weights must be finite and non-negative "
+                    f"({bad.tolist()[:5]} given at {int((~usable).sum())} positions)."
+                )
+            usable = valid
+        else:  # reading the values would sync: unusable weights are weight 0, never chosen
+            usable = usable.to(device) & valid
+        w = torch.where(usable, weights.to(device=device, dtype=torch.float32), 0.0)
 
     if not exact:
         u = uniform((B, N), generator=generator, device=device)

@@ -34,7 +34,7 @@ def span_length_pmf(
     * ``"poisson"``: ``P(k) ∝ λ^k e^-λ / k!`` with ``λ = mean_length`` for k >= 1 (BART draws
       Poisson(3) lengths; length 0 has no meaning for a mask and is dropped).
     * ``"fixed"``: every span has length ``round(mean_length)``.
-    * a sequence of non-negative weights ``w[0..K-1]`` for lengths 1..K.
+    * a sequence of finite, non-negative weights ``w[0..K-1]`` for lengths 1..K.
 
     >>> span_length_pmf("fixed", 3, 10)[:4].tolist()
     [0.0, 0.0, 1.0, 0.0]
@@ -43,10 +43,11 @@ def span_length_pmf(
     """
     if not isinstance(distribution, str):
         w = torch.as_tensor(distribution, dtype=torch.float64).flatten()
-        if w.numel() == 0 or bool((w < 0).any()) or float(w.sum()) <= 0:
+        usable = (w >= 0) & w.isfinite()  # False for NaN too
+        if w.numel() == 0 or not bool(usable.all()) or float(w.sum()) <= 0:
             raise ValueError(
-                f"A custom span length distribution needs non-negative weights with a positive sum "
-                f"({w.tolist()} given)."
+                f"A custom span length distribution needs finite, non-negative weights with a "
+                f"positive sum ({w.tolist()} given)."
             )
         return w / w.sum()
     if distribution not in _DISTRIBUTIONS:
@@ -268,7 +269,8 @@ def t5_corrupt(
         input_ids: integer (B, L).
         masked: bool (B, L), True = masked (e.g. from :func:`mask_spans`); masks on padding are
             ignored.
-        sentinel_ids: ids for span 0, 1, ... (e.g. T5's ``<extra_id_0>``, ``<extra_id_1>``, ...).
+        sentinel_ids: ids for span 0, 1, ... (e.g. T5's ``<extra_id_0>``, ``<extra_id_1>``, ...):
+            distinct, and neither ``eos_id`` nor ``pad_id``.
         eos_id: end-of-sequence id.
         pad_id: padding id for both outputs.
         attention_mask: optional (B, L), 1 = real; without it, tokens equal to ``pad_id`` are
@@ -321,6 +323,7 @@ def t5_corrupt_with_lengths(
     else:
         real = valid_from_attention_mask(attention_mask, input_ids.shape, device)
     sentinels = torch.as_tensor(sentinel_ids, dtype=torch.long, device=device).flatten()
+    _check_sentinels(sentinels, eos_id, pad_id)
     ids = input_ids.long()
     masked = masked & real
     prev = torch.nn.functional.pad(masked, (1, 0), value=False)[:, :-1]
@@ -370,3 +373,20 @@ def t5_corrupt_with_lengths(
     targets.scatter_(1, torch.where(starts, sent_pos, t_width), sentinel_at)
     targets.scatter_(1, n_tgt.unsqueeze(1), torch.full((B, 1), eos_id, device=device))
     return inputs, targets[:, :t_width], in_len, n_tgt + 1
+
+
+def _check_sentinels(sentinels: torch.Tensor, eos_id: int, pad_id: int) -> None:
+    """Sentinels must be told apart from each other, from EOS and from padding: a repeated one
+    merges two spans in the targets, and one equal to ``pad_id`` / ``eos_id`` reads as the end
+    of the row. (This function reads the sentinels on the host, as ``t5_corrupt`` reads its
+    output widths.)"""
+    values = sentinels.tolist()
+    for name, special in (("pad_id", pad_id), ("eos_id", eos_id)):
+        if special in values:
+            raise ValueError(
+                f"sentinel_ids must differ from {name}={special} (sentinel {values.index(special)} "
+                f"is {special})."
+            )
+    if len(set(values)) < len(values):
+        repeated = sorted({v for v in values if values.count(v) > 1})
+        raise ValueError(f"sentinel_ids must be distinct ({repeated[:5]} given more than once).")

@@ -6,6 +6,7 @@ frames (the rest is padding). Masks are returned per axis, (B, F) and (B, T), Tr
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any, NamedTuple
 
@@ -252,7 +253,8 @@ def spec_augment(
         real = (torch.arange(T, device=device) < n.unsqueeze(1)).view(*lead, 1, T)
         # where, not a product: padding of a log spectrogram may hold -inf (0 * -inf = NaN)
         total = torch.where(real, spec, 0.0).sum(dim=tuple(range(1, spec.dim())), keepdim=True)
-        count = (n.view(*lead, 1, 1) * F * (spec[0].numel() // (F * T))).clamp_min(1)
+        channels = math.prod(spec.shape[1:-2])  # 1 for (B, F, T); B may be 0, T may be 0
+        count = (n.view(*lead, 1, 1) * F * channels).clamp_min(1)
         fill = (total / count).to(spec.dtype)  # (B, 1, ..., 1) per-row mean over real frames
         out = torch.where(union, fill, spec)
     else:

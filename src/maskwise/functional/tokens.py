@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import operator
 from collections.abc import Iterable
 from typing import Any
 
@@ -243,7 +244,9 @@ def corrupt(
     Args:
         input_ids: integer tensor (B, ...).
         masked: bool tensor of the same shape, True = masked (e.g. from :func:`mask_tokens`).
-        mask_id: id of the mask token; required when ``replace_prob > 0``.
+        mask_id: id of the mask token; required when ``replace_prob > 0``. An id in
+            ``[0, vocab_size)`` that fits the dtype of ``input_ids``; it may be one of
+            ``special_ids`` (Hugging Face tokenizers list the mask token among theirs).
         vocab_size: size of the vocabulary; required when ``random_prob > 0``.
         replace_prob: probability that a masked token becomes ``mask_id``.
         random_prob: probability that a masked token becomes a random token.
@@ -273,6 +276,8 @@ def corrupt(
     replace_prob, random_prob = check_split(replace_prob, random_prob)
     if replace_prob > 0 and mask_id is None:
         raise ValueError("mask_id is required when replace_prob > 0 (None given).")
+    if mask_id is not None:
+        _check_mask_id(mask_id, vocab_size, input_ids.dtype)
     device = input_ids.device
     allowed = None
     if random_prob > 0:
@@ -318,6 +323,28 @@ def corrupt(
     return out, labels
 
 
+def _check_mask_id(mask_id: int, vocab_size: int | None, dtype: torch.dtype) -> None:
+    """``mask_id`` must be an id: an int >= 0, below ``vocab_size`` when it is known, that
+    ``dtype`` can hold."""
+    if isinstance(mask_id, bool):
+        raise TypeError(f"mask_id must be an int ({mask_id!r} given).")
+    try:
+        mask_id = operator.index(mask_id)  # an int, a NumPy int, a 0-d integer tensor
+    except TypeError:
+        raise TypeError(f"mask_id must be an int ({mask_id!r} given).") from None
+    if mask_id < 0:
+        raise ValueError(f"mask_id must be a token id >= 0 ({mask_id} given).")
+    if vocab_size is not None and mask_id >= vocab_size:
+        raise ValueError(
+            f"mask_id must be a token id in [0, vocab_size) = [0, {vocab_size}) ({mask_id} given)."
+        )
+    if not dtype.is_floating_point and mask_id > torch.iinfo(dtype).max:
+        raise ValueError(
+            f"mask_id={mask_id} does not fit input_ids of dtype {dtype} "
+            f"(max {torch.iinfo(dtype).max})."
+        )
+
+
 @functools.lru_cache(maxsize=32)
 def _allowed_ids(vocab_size: int, excluded: tuple[int, ...], device: str) -> torch.Tensor:
     """Ascending int64 ids of ``[0, vocab_size)`` minus ``excluded`` (cached: built once per
@@ -350,8 +377,9 @@ def lm_labels(
         input_ids: integer (B, L).
         attention_mask: optional (B, L), 1 = real token.
         prompt_mask: optional bool (B, L), True = prompt (not a target).
-        prompt_lengths: optional integer (B,): the first ``prompt_lengths[b]`` real tokens of
-            row ``b`` are the prompt (counted from the first real token, so left padding works).
+        prompt_lengths: optional integer (B,) >= 0 (checked on CPU): the first
+            ``prompt_lengths[b]`` real tokens of row ``b`` are the prompt (counted from the first
+            real token, so left padding works; a length beyond the row makes it all prompt).
         ignore_index: label value for ignored positions.
 
     Returns:
@@ -384,6 +412,8 @@ def lm_labels(
                 f"prompt_lengths must have shape (B,) = ({input_ids.shape[0]},) "
                 f"({tuple(prompt_lengths.shape)} given)."
             )
+        if prompt_lengths.device.type == "cpu" and bool((prompt_lengths < 0).any()):
+            raise ValueError(f"prompt_lengths must be >= 0 ({prompt_lengths.tolist()[:16]} given).")
         real_pos = real.long().cumsum(1) - 1  # index among real tokens
         ignore = ignore | (real & (real_pos < prompt_lengths.to(input_ids.device).unsqueeze(1)))
     return input_ids.long().masked_fill(ignore, ignore_index)
