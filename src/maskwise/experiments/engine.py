@@ -30,7 +30,12 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 
-from maskwise.dynamic import DifficultyTracker, ReliabilityController, linear
+from maskwise.dynamic import (
+    CONTROLLER_DEFAULTS,
+    DifficultyTracker,
+    ReliabilityController,
+    linear,
+)
 from maskwise.monitor import MaskMonitor
 from maskwise.nn import DynamicMask, MaskModule
 
@@ -74,17 +79,21 @@ class ControllerConfig:
     task stays hard and memorising the training set stops paying; when predictions fall below
     the target the rate falls. ``direction="seed"`` is the seed documents' rule (reliable ->
     less masking); ``signal="loss_gap"`` feeds the dev-minus-train loss once per epoch instead.
+
+    Every default is the library's (:data:`maskwise.dynamic.CONTROLLER_DEFAULTS`): one set of
+    defaults for ``ReliabilityController`` and ``maskwise run``; tasks override what their
+    signal needs (sequence tasks: a lower accuracy target and ``min_rate=0``).
     """
 
-    signal: str = "accuracy"
-    target: float = 0.9
-    direction: str = "curriculum"
-    initial_rate: float = 0.1
-    min_rate: float = 0.0
-    max_rate: float = 0.6
-    gain: float = 0.05
-    momentum: float = 0.9
-    max_delta: float = 0.01
+    signal: str = CONTROLLER_DEFAULTS.signal
+    target: float = CONTROLLER_DEFAULTS.target
+    direction: str = CONTROLLER_DEFAULTS.direction
+    initial_rate: float = CONTROLLER_DEFAULTS.rate
+    min_rate: float = CONTROLLER_DEFAULTS.min_rate
+    max_rate: float = CONTROLLER_DEFAULTS.max_rate
+    gain: float = CONTROLLER_DEFAULTS.gain
+    momentum: float = CONTROLLER_DEFAULTS.momentum
+    max_delta: float = CONTROLLER_DEFAULTS.max_delta
     tracker: bool = True
     temperature: float = 1.0
 

@@ -143,7 +143,7 @@ class ImageClassification:
         self.width = width or default_width
         self.classifier = Classifier(self.splits)
         self.train_config = TrainConfig(epochs=epochs or default_epochs, lr=2e-3, weight_decay=0.05)
-        self.controller = ControllerConfig(target=0.9, min_rate=0.1, max_rate=0.75)
+        self.controller = ControllerConfig(max_rate=0.75)
         self.default_rates: tuple[float, ...] = (
             (0.1, 0.25, 0.4) if masker != "erase" else (0.25, 0.5, 0.75)
         )

@@ -133,7 +133,7 @@ class LanguageModeling:
         self.masking = TokenMasking(self.vocab)
         self.train_config = TrainConfig(epochs=epochs, lr=lr, weight_decay=0.1)
         self.controller = ControllerConfig(
-            target=0.36, initial_rate=0.05, max_rate=0.4, max_delta=0.005
+            target=0.36, initial_rate=0.05, min_rate=0.0, max_rate=0.4, max_delta=0.005
         )
 
     def make_rows(self, docs: Sequence[str], layout: str) -> PackedRows:

@@ -386,7 +386,9 @@ def translation(
         score=bleu_score,
         source=f"{root} ({src_lang}->{tgt_lang})",
         config=replace(TRANSLATION_DEFAULTS, **sizes),
-        controller=ControllerConfig(target=0.32, initial_rate=0.1, max_rate=0.5, max_delta=0.005),
+        controller=ControllerConfig(
+            target=0.32, initial_rate=0.1, min_rate=0.0, max_rate=0.5, max_delta=0.005
+        ),
     )
 
 
@@ -422,7 +424,9 @@ def summarization(
         score=rouge_scores,
         source=f"{root} ({fields[0]} -> {fields[1]})",
         config=replace(SUMMARIZATION_DEFAULTS, **sizes),
-        controller=ControllerConfig(target=0.14, initial_rate=0.1, max_rate=0.5, max_delta=0.005),
+        controller=ControllerConfig(
+            target=0.14, initial_rate=0.1, min_rate=0.0, max_rate=0.5, max_delta=0.005
+        ),
     )
 
 

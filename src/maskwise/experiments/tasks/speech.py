@@ -75,7 +75,7 @@ class SpeechClassification:
         self.classifier = Classifier(splits, apply_mask=_spec_augment)
         self.train_config = TrainConfig(epochs=epochs, lr=2e-3, weight_decay=0.05)
         self.controller = ControllerConfig(
-            target=0.9, initial_rate=0.2, max_rate=1.0, max_delta=0.02
+            target=0.9, initial_rate=0.2, min_rate=0.0, max_rate=1.0, max_delta=0.02
         )
 
     def describe(self) -> dict[str, Any]:

@@ -78,7 +78,7 @@ class TextClassification:
             prepare=trim_padding,
         )
         self.train_config = TrainConfig(epochs=epochs, lr=1e-3, weight_decay=0.01)
-        self.controller = ControllerConfig(target=0.9, min_rate=0.1, max_rate=0.6)
+        self.controller = ControllerConfig()  # the library defaults
 
     def encode(self, texts: list[str]) -> torch.Tensor:
         """(N, max_len) token ids, padded with ``PAD``; an empty text becomes ``[UNK]``."""
