@@ -571,16 +571,26 @@ def _real_part(batch: dict, row: int, n: int, side: str) -> tuple[torch.Tensor, 
     return batch["input_ids"][row, sl], batch["labels"][row, sl]
 
 
+@pytest.mark.parametrize("redraw", ["always", "epoch"])
 @pytest.mark.parametrize("side", ["right", "left"])
 @pytest.mark.parametrize("unit", ["token", "word", "span"])
-def test_keyed_masks_do_not_depend_on_the_batch(unit: str, side: str) -> None:
+def test_keyed_masks_do_not_depend_on_the_batch(unit: str, side: str, redraw: str) -> None:
     short = make_examples(6, min_len=10, max_len=20, seed=1, words=True)
     long = make_examples(6, min_len=60, max_len=80, seed=2, words=True)
     ds = IndexedDataset(short + long)
-    c = mlm(
-        unit=unit, rate=0.4, padding_side=side, pad_to_multiple_of=None, seed=3, return_index=True
-    )
-    c8 = mlm(unit=unit, rate=0.4, padding_side=side, pad_to_multiple_of=8, seed=3)
+
+    def c(batch: list[dict], multiple: int | None = None) -> dict[str, torch.Tensor]:
+        # A fresh collator per batch: every example is at its first draw (redraw="always").
+        return mlm(
+            unit=unit,
+            rate=0.4,
+            padding_side=side,
+            pad_to_multiple_of=multiple,
+            seed=3,
+            return_index=True,
+            redraw=redraw,
+        )(batch)
+
     for i in range(6):
         n = len(short[i]["input_ids"])
         alone = c([ds[i]])
@@ -588,7 +598,7 @@ def test_keyed_masks_do_not_depend_on_the_batch(unit: str, side: str) -> None:
         assert (alone["labels"] != IGNORE).any()
         # Last in a batch of longer examples (more padding), and with pad_to_multiple_of.
         mixed = c([ds[6], ds[(i + 1) % 6], ds[7 + i % 5], ds[i]])
-        padded = c8([ds[i], ds[6 + i]])
+        padded = c([ds[i], ds[6 + i]], multiple=8)
         for batch, row in ((mixed, 3), (padded, 0)):
             ids, labels = _real_part(batch, row, n, side)
             assert torch.equal(labels, alone["labels"][0]), f"masks of example {i} moved"
@@ -596,23 +606,25 @@ def test_keyed_masks_do_not_depend_on_the_batch(unit: str, side: str) -> None:
 
 
 def test_keyed_masks_epoch_and_seed() -> None:
+    """redraw="epoch": masks keyed by (seed, epoch, idx) only."""
     ds = IndexedDataset(make_examples(8, seed=4))
     batch = [ds[i] for i in range(8)]
-    c = mlm(rate=0.3, seed=1)
+    c = mlm(rate=0.3, seed=1, redraw="epoch")
     epoch0 = c(batch)
-    assert batches_equal(c(batch), epoch0)  # keyed: the same batch again gives the same masks
+    assert batches_equal(c(batch), epoch0)  # the same batch again gives the same masks
     c.set_epoch(1)
     assert c.epoch == 1
     epoch1 = c(batch)
     assert not torch.equal(epoch1["labels"], epoch0["labels"])
     # Same (seed, epoch, idx): same masks, in a fresh collator too.
-    fresh = mlm(rate=0.3, seed=1)
+    fresh = mlm(rate=0.3, seed=1, redraw="epoch")
     fresh.set_epoch(1)
     assert batches_equal(fresh(batch), epoch1)
     c.set_epoch(0)
     assert batches_equal(c(batch), epoch0)
     # Different seed, same epoch and idx: different masks.
-    assert not torch.equal(mlm(rate=0.3, seed=2)(batch)["labels"], epoch0["labels"])
+    other = mlm(rate=0.3, seed=2, redraw="epoch")
+    assert not torch.equal(other(batch)["labels"], epoch0["labels"])
 
 
 def test_keyed_masks_index_key_none_uses_streams() -> None:
@@ -689,7 +701,7 @@ def test_persistent_workers_see_a_new_rate() -> None:
 
 def test_persistent_workers_see_set_epoch() -> None:
     ds = IndexedDataset(make_examples(32, seed=14))
-    c = mlm(rate=0.3, seed=0)
+    c = mlm(rate=0.3, seed=0, redraw="epoch")
     loader = DataLoader(ds, batch_size=8, collate_fn=c, num_workers=2, persistent_workers=True)
     epoch0 = list(loader)
     c.set_epoch(1)
@@ -697,7 +709,7 @@ def test_persistent_workers_see_set_epoch() -> None:
     for a, b in zip(epoch0, epoch1):
         assert not torch.equal(a["labels"], b["labels"])
     # The workers' epoch-1 masks are exactly those of epoch 1 computed in this process.
-    ref = mlm(rate=0.3, seed=0)
+    ref = mlm(rate=0.3, seed=0, redraw="epoch")
     ref.set_epoch(1)
     assert_batches_equal(epoch1, load(ds, ref, num_workers=0))
 
@@ -878,10 +890,10 @@ def test_t5_keyed_masks_do_not_depend_on_the_batch() -> None:
     examples = t5_examples(8, seed=5, min_len=10, max_len=20)
     examples += t5_examples(4, seed=6, min_len=80, max_len=100)
     ds = IndexedDataset(examples)
-    c = t5(rate=0.3, return_index=True)
     for i in range(8):
-        alone = c([ds[i]])
-        mixed = c([ds[8], ds[9], ds[i], ds[10]])
+        # Fresh collators: example i at its first draw in both batches.
+        alone = t5(rate=0.3, return_index=True)([ds[i]])
+        mixed = t5(rate=0.3, return_index=True)([ds[8], ds[9], ds[i], ds[10]])
         assert alone["idx"].tolist() == [i]
         assert t5_rows(alone)[0] == t5_rows(mixed)[2]
 

@@ -182,3 +182,47 @@ def test_state_dict_includes_the_rate_source() -> None:
     assert t.step == 50 and t.rate == pytest.approx(0.2)
 
     assert mlm(0.15).state_dict()["rate_source"] is None
+
+
+# --------------------------------------------------------------------------------------------
+# switching the kind of rate source while persistent workers run (issue 12.16)
+
+
+def epoch_rate(batches: Any) -> float:
+    """Masked share over one whole pass of a loader."""
+    rates = [realised(b) for b in batches]
+    return sum(rates) / len(rates)
+
+
+def test_switching_the_rate_source_reaches_persistent_workers() -> None:
+    c = mlm(0.1)
+    dl = loader(c, 6)  # 9600 maskable tokens per pass: sd of the rate <= 0.005
+    assert abs(epoch_rate(dl) - 0.1) < 0.03
+    ctrl = fast_controller(0.6)  # a controller the running workers have never seen
+    c.rate = ctrl
+    assert abs(epoch_rate(dl) - 0.6) < 0.03
+    ctrl.update(0.0)  # 0.6 - 0.5
+    assert abs(epoch_rate(dl) - 0.1) < 0.03
+    c.rate = 0.4  # controller -> float
+    assert abs(epoch_rate(dl) - 0.4) < 0.03
+    c.rate = ctrl  # float -> the same controller again
+    ctrl.update(1.0)  # 0.1 + 0.5
+    assert abs(epoch_rate(dl) - 0.6) < 0.03
+    c.rate = linear(0.2, 0.8, 10)  # a schedule the workers have never seen
+    assert abs(epoch_rate(dl) - 0.2) < 0.03
+    c.set_step(5)
+    assert abs(epoch_rate(dl) - 0.5) < 0.03
+    c.rate = 0.3
+    assert abs(epoch_rate(dl) - 0.3) < 0.03
+
+
+def test_a_schedule_that_cannot_reach_running_workers_warns() -> None:
+    c = mlm(0.1)
+    dl = loader(c, 4)
+    epoch_rate(dl)
+    # A lambda cannot be pickled: the running workers cannot receive it. They keep the rate it
+    # had when it was set, and say so; new workers get the schedule itself.
+    with pytest.warns(UserWarning, match="cannot be pickled"):
+        c.rate = lambda step: 0.5 if step == 0 else 0.2
+    assert abs(epoch_rate(dl) - 0.5) < 0.03
+    assert c.rate == 0.5

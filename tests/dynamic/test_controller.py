@@ -533,7 +533,7 @@ def _gloo_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         examples = [ids.tolist() for ids in DIST_IDS]
         stream = MLMCollator(mask_id=3, pad_id=0, vocab_size=100, rate=0.5, seed=0, index_key=None)
         res["stream_labels"] = stream(examples)["labels"]
-        keyed = MLMCollator(mask_id=3, pad_id=0, vocab_size=100, rate=0.5, seed=0)
+        keyed = MLMCollator(mask_id=3, pad_id=0, vocab_size=100, rate=0.5, seed=0, redraw="epoch")
         res["keyed_labels"] = keyed(list(IndexedDataset(examples)))["labels"]
         # Checks inside the ranks: identical controller and tracker state everywhere.
         gathered: list[Any] = [None] * world

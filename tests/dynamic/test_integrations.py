@@ -5,6 +5,7 @@ the logged rate."""
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,12 @@ def token_lists(n: int, seed: int = 0) -> list[list[int]]:
         length = int(torch.randint(10, 24, (), generator=g))
         out.append([CLS, *torch.randint(4, VOCAB, (length,), generator=g).tolist(), SEP])
     return out
+
+
+def controller(**kwargs: Any) -> ReliabilityController:
+    """Rate 0.15 with the seed rule (unreliable -> more masking) in [0, 0.9]: an untrained model
+    raises the rate by max_delta every update, whatever the library's defaults."""
+    return ReliabilityController(0.15, direction="seed", min_rate=0.0, max_rate=0.9, **kwargs)
 
 
 def collator(rate: Any) -> MLMCollator:
@@ -97,9 +104,7 @@ def hf_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     pytest.importorskip("transformers")
     from maskwise.integrations.hf import MaskwiseCallback, MaskwiseTrainer
 
-    c = ReliabilityController(
-        0.15, signal="accuracy", target=0.5, gain=0.5, momentum=0.5, max_delta=0.05
-    )
+    c = controller(signal="accuracy", target=0.5, gain=0.5, momentum=0.5, max_delta=0.05)
     coll = collator(c)
     tracker = DifficultyTracker(VOCAB, momentum=0.5)
     mon = MaskMonitor(num_classes=VOCAB)
@@ -166,7 +171,7 @@ def test_hf_maskwise_rate_is_in_the_log_history(tmp_path: Path) -> None:
     pytest.importorskip("transformers")
     from maskwise.integrations.hf import MaskwiseCallback, MaskwiseTrainer
 
-    c = ReliabilityController(0.15, target=0.5)
+    c = controller(target=0.5)
     coll = collator(c)
     trainer = MaskwiseTrainer(
         model=tiny_bert(),
@@ -187,9 +192,7 @@ def test_hf_callback_feeds_a_loss_controller_and_a_monitor(tmp_path: Path) -> No
     from maskwise.integrations.hf import MaskwiseCallback
 
     # Untrained loss ~ log(100) = 4.6, above the target: the seed rule masks more.
-    c = ReliabilityController(
-        0.15, signal="loss", target=2.0, gain=0.1, momentum=0.0, max_delta=0.02
-    )
+    c = controller(signal="loss", target=2.0, gain=0.1, momentum=0.0, max_delta=0.02)
     coll = collator(c)
     mon = MaskMonitor()
     rec = recorder()
@@ -270,9 +273,7 @@ def run_lightning(
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_lightning_callback_with_a_loss_signal() -> None:
-    c = ReliabilityController(
-        0.15, signal="loss", target=2.0, gain=0.1, momentum=0.0, max_delta=0.02
-    )
+    c = controller(signal="loss", target=2.0, gain=0.1, momentum=0.0, max_delta=0.02)
     trainer, coll, mon, seen = run_lightning(c, return_logits=False)
     assert trainer.global_step == 5
     # Epochs 0, 1, 2 (2 batches each); the step the callback set after each batch.
@@ -287,12 +288,21 @@ def test_lightning_callback_with_a_loss_signal() -> None:
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_lightning_callback_with_logits_and_labels() -> None:
-    c = ReliabilityController(
-        0.15, signal="accuracy", target=0.5, gain=0.5, momentum=0.0, max_delta=0.03
-    )
+    c = controller(signal="accuracy", target=0.5, gain=0.5, momentum=0.0, max_delta=0.03)
     trainer, coll, mon, seen = run_lightning(c, return_logits=True)
     assert c.updates == 5
     assert c.rate == pytest.approx(0.15 + 0.03 * 5)  # untrained: accuracy << 0.5, more masking
     assert len(mon.rows) == 5
     assert all("accuracy" in r and 0.0 <= r["accuracy"] <= 1.0 for r in mon.rows)
     assert coll.step == 5 and coll.epoch == 2
+
+
+def test_lightning_warns_once_when_the_controller_gets_nothing() -> None:
+    """An accuracy controller with a training_step that returns only the loss never moves:
+    say so, once."""
+    c = controller(signal="accuracy", target=0.5, gain=0.5, momentum=0.0, max_delta=0.03)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run_lightning(c, return_logits=False)
+    assert len([w for w in caught if "signal='accuracy'" in str(w.message)]) == 1
+    assert c.updates == 0

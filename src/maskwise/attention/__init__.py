@@ -15,9 +15,11 @@ MHA converters) -> ``spec`` (``AttentionSpec``, ``&`` / ``|``) -> ``positional``
 from maskwise.attention.attend import BACKENDS, attend, choose_backend
 from maskwise.attention.base import BlockFlags, Blocks, MaskRule, Pairs, Structure
 from maskwise.attention.lowering import (
+    HF_MASK_FORMS,
     build_block_mask,
     hf_additive_mask,
     hf_bool_mask,
+    hf_mask,
     mha_attn_mask_blocked,
     mha_key_padding_mask_blocked,
     varlen_offsets,
@@ -49,6 +51,7 @@ from maskwise.attention.specs import (
 
 __all__ = [
     "BACKENDS",
+    "HF_MASK_FORMS",
     "AttentionSpec",
     "BlockFlags",
     "Blocks",
@@ -78,6 +81,7 @@ __all__ = [
     "full",
     "hf_additive_mask",
     "hf_bool_mask",
+    "hf_mask",
     "mask_mod",
     "mha_attn_mask_blocked",
     "mha_key_padding_mask_blocked",

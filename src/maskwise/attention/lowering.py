@@ -8,7 +8,8 @@ Every function here reads a spec only through :class:`~maskwise.attention.base.M
 * :func:`varlen_offsets`: ``cu_seqlens`` for variable-length kernels;
 * the converters to Hugging Face and ``nn.MultiheadAttention`` conventions. Names say what they
   return: ``*_allowed`` / ``hf_bool_mask`` = True may attend; ``*_blocked`` = True may not
-  (``nn.MultiheadAttention``'s ``attn_mask`` and ``key_padding_mask``).
+  (``nn.MultiheadAttention``'s ``attn_mask`` and ``key_padding_mask``); ``hf_mask`` returns the
+  form the model's attention implementation reads.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from maskwise.attention.base import Blocks, MaskRule, Pairs, check_size
 __all__ = [
     "build_block_mask",
     "dense_mask",
+    "HF_MASK_FORMS",
     "hf_additive_mask",
     "hf_bool_mask",
+    "hf_mask",
     "mask_mod_of",
     "mha_attn_mask_blocked",
     "mha_key_padding_mask_blocked",
@@ -215,7 +218,13 @@ def varlen_offsets(spec: MaskRule, seq_len: int) -> tuple[Tensor, int, Tensor]:
 def hf_bool_mask(
     spec: MaskRule, q_len: int, kv_len: int | None = None, *, device: Any = None
 ) -> Tensor:
-    """Hugging Face 4-D boolean mask (B, 1, Q, KV), True = may attend."""
+    """Hugging Face 4-D boolean mask (B, 1, Q, KV), True = may attend: the mask a model with
+    ``attn_implementation="sdpa"`` reads.
+
+    Only for SDPA: ``"eager"`` (and a dense mask under ``"flex_attention"``) adds the 4-D mask to
+    the attention scores, where a bool mask adds 0 or 1 and masks nothing. :func:`hf_mask` picks
+    the right form for the model's implementation.
+    """
     return dense_mask(spec, q_len, kv_len, device=device)
 
 
@@ -228,10 +237,80 @@ def hf_additive_mask(
     device: Any = None,
 ) -> Tensor:
     """Hugging Face 4-D additive mask (B, 1, Q, KV): 0 where allowed, ``finfo(dtype).min`` where
-    blocked (what ``_prepare_4d_causal_attention_mask`` returns)."""
+    blocked (what ``_prepare_4d_causal_attention_mask`` returns). Read correctly by ``"eager"``
+    and ``"sdpa"`` alike; ``dtype`` must be the model's (SDPA needs the query's dtype)."""
     allowed = dense_mask(spec, q_len, kv_len, device=device)
     out = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
     return out.masked_fill_(~allowed, torch.finfo(dtype).min)
+
+
+#: What each Hugging Face attention implementation reads from a 4-D ``attention_mask``.
+HF_MASK_FORMS = {"sdpa": "bool", "eager": "additive", "flex_attention": "BlockMask"}
+
+
+def hf_mask(
+    spec: MaskRule,
+    q_len: int,
+    kv_len: int | None = None,
+    *,
+    attn_implementation: str,
+    dtype: torch.dtype = torch.float32,
+    device: Any = None,
+    block_size: int = 128,
+) -> Any:
+    """``spec`` as the ``attention_mask`` a Hugging Face model with ``attn_implementation``
+    uses as given.
+
+    transformers passes a 4-D ``attention_mask`` (or a ``BlockMask``) to the attention layers
+    unchanged (``masking_utils``, transformers >= 4.53), and each implementation reads it in its
+    own way, so one format cannot serve all of them:
+
+    ========================  ===============================  ==============================
+    ``attn_implementation``   reads the 4-D mask as            ``hf_mask`` returns
+    ========================  ===============================  ==============================
+    ``"sdpa"``                SDPA's ``attn_mask``             bool (B, 1, Q, KV), True = may
+                                                               attend (:func:`hf_bool_mask`)
+    ``"eager"``               a bias added to the scores       additive, 0 / ``finfo(dtype).min``
+                                                               (:func:`hf_additive_mask`)
+    ``"flex_attention"``      a ``BlockMask`` (a tensor would  ``spec.block_mask(...)``
+                              be added to the scores)
+    ``"flash_attention_*"``   nothing: 2-D padding masks only  ``ValueError``
+    ========================  ===============================  ==============================
+
+    Pass ``attn_implementation=model.config._attn_implementation`` and ``dtype=model.dtype``.
+    Before transformers 4.53 custom 4-D masks are model-specific (some encoders reject them,
+    decoders read the additive form under every implementation): use :func:`hf_additive_mask`
+    there. For flash attention, pack sequences and pass ``position_ids`` instead.
+
+    Args:
+        spec: the attention mask.
+        q_len, kv_len: query and key lengths (``kv_len`` defaults to ``q_len``).
+        attn_implementation: ``"sdpa"``, ``"eager"`` or ``"flex_attention"``.
+        dtype: dtype of the additive mask (``"eager"``); the model's dtype.
+        device: device of the mask (default: the spec's).
+        block_size: block size of the ``BlockMask`` (``"flex_attention"``).
+
+    >>> from maskwise.attention import causal, padding
+    >>> spec = causal() & padding(torch.tensor([3, 2]))
+    >>> sdpa = hf_mask(spec, 3, attn_implementation="sdpa")   # bool, True = may attend
+    >>> sdpa[1, 0].int().tolist()                             # query 2 is padding
+    [[1, 0, 0], [1, 1, 0], [0, 0, 0]]
+    >>> eager = hf_mask(spec, 3, attn_implementation="eager", dtype=torch.bfloat16)
+    >>> eager.dtype, torch.equal(eager == 0, sdpa)            # 0 where allowed, else min
+    (torch.bfloat16, True)
+    """
+    form = HF_MASK_FORMS.get(attn_implementation) if isinstance(attn_implementation, str) else None
+    if form is None:
+        raise ValueError(
+            f"attn_implementation must be one of {tuple(HF_MASK_FORMS)} "
+            f"({attn_implementation!r} given): other implementations (flash attention, paged "
+            "attention) take no 4-D mask, only a 2-D padding mask or packed position_ids."
+        )
+    if form == "bool":
+        return hf_bool_mask(spec, q_len, kv_len, device=device)
+    if form == "additive":
+        return hf_additive_mask(spec, q_len, kv_len, dtype=dtype, device=device)
+    return build_block_mask(spec, q_len, kv_len, device=device, block_size=block_size)
 
 
 def mha_attn_mask_blocked(

@@ -17,21 +17,32 @@ __all__ = ["MLMCollator"]
 class MLMCollator(MaskingCollator):
     """Pad a list of examples and mask them for masked language modelling.
 
-    Masking unit: ``"token"`` (BERT), ``"word"`` (whole-word masking; needs ``word_ids`` in each
-    example, see :func:`maskwise.functional.word_ids_from_encoding`) or ``"span"`` (SpanBERT /
+    Masking unit: ``"token"`` (BERT), ``"word"`` (whole-word masking) or ``"span"`` (SpanBERT /
     BART lengths, :func:`maskwise.functional.mask_spans`). Special tokens, padding and positions
     flagged by a ``special_tokens_mask`` field are never masked. Masked tokens are corrupted by
     :func:`maskwise.functional.corrupt` (80/10/10 by default).
 
-    Returns a dict with ``input_ids``, ``attention_mask`` and ``labels`` (-100 where not masked),
-    plus any other per-token or scalar fields of the examples (``word_ids`` and
-    ``special_tokens_mask`` are consumed). Works as a ``DataLoader(collate_fn=...)`` and as a
-    ``transformers.Trainer(data_collator=...)``. See the module docstring for randomness.
+    Whole words come from what a fast tokenizer returns, whichever each example carries:
 
-    With ``Trainer``, keep the ``word_ids`` and ``idx`` fields from being dropped before they
-    reach the collator: ``TrainingArguments(remove_unused_columns=False)`` (Trainer removes
-    columns the model's ``forward`` does not take). Without ``idx`` the masks fall back to
-    per-worker streams; without ``word_ids``, ``unit="word"`` raises an error.
+    * ``word_ids``: the encoding's word ids (``encoding.word_ids(i)``, ``None`` or -1 for
+      tokens outside any word), or any integer word ids;
+    * ``offset_mapping``: the character offsets of ``tokenizer(..., return_offsets_mapping=True)``
+      (what ``transformers.DataCollatorForLanguageModeling(whole_word_mask=True)`` takes): a word
+      is a run of tokens with no gap between them
+      (:func:`maskwise.functional.word_ids_from_offsets`).
+
+    Returns a dict with ``input_ids``, ``attention_mask`` and ``labels`` (-100 where not masked),
+    plus any other per-token or scalar fields of the examples (``word_ids``,
+    ``offset_mapping`` and ``special_tokens_mask`` are consumed, since models do not take them).
+    Works as a ``DataLoader(collate_fn=...)`` and as a ``transformers.Trainer(data_collator=...)``.
+    See the module docstring for randomness: by default the keyed mask of an example is drawn
+    anew each time it is collated, so masks change every epoch without any callback.
+
+    With ``Trainer``, keep the ``word_ids`` / ``offset_mapping`` and ``idx`` fields from being
+    dropped before they reach the collator: ``TrainingArguments(remove_unused_columns=False)``
+    (Trainer removes the fields the model's ``forward`` does not take). Without ``idx`` the
+    masks fall back to per-worker streams (still new every batch); without word fields,
+    ``unit="word"`` raises an error that says so.
 
     Args:
         mask_id: id of the mask token.
@@ -51,6 +62,11 @@ class MLMCollator(MaskingCollator):
         index_key: example field holding its dataset index, for keyed masks (None disables).
         return_index: keep the index field in the batch (by default it is dropped, since models
             do not take it).
+        redraw: ``"always"`` (default: a new keyed mask every time an example is collated) or
+            ``"epoch"`` (the same keyed mask until :meth:`set_epoch`); see
+            :class:`~maskwise.collators.MaskingCollator`.
+        num_examples: dataset size, to size the per-example draw counters (default: a table of
+            2**20); see :class:`~maskwise.collators.MaskingCollator`.
 
     >>> c = MLMCollator(mask_id=4, pad_id=0, vocab_size=100, special_ids=[0, 1, 2], rate=0.5,
     ...                 seed=0)
@@ -81,6 +97,8 @@ class MLMCollator(MaskingCollator):
         seed: int | None = None,
         index_key: str | None = "idx",
         return_index: bool = False,
+        redraw: str = "always",
+        num_examples: int | None = None,
     ) -> None:
         super().__init__(
             rate=rate,
@@ -90,6 +108,8 @@ class MLMCollator(MaskingCollator):
             seed=seed,
             index_key=index_key,
             return_index=return_index,
+            redraw=redraw,
+            num_examples=num_examples,
         )
         if unit not in ("token", "word", "span"):
             raise ValueError(f"unit must be 'token', 'word' or 'span' ({unit!r} given).")
@@ -134,18 +154,28 @@ class MLMCollator(MaskingCollator):
         generator = self._generator(batch)
         rate = self.rate
         ids = batch["input_ids"]
-        valid = batch["attention_mask"].bool() & not_special(ids, self.special_ids)  # type: ignore[operator]
+        valid = batch["attention_mask"].bool()
+        not_special_ids = not_special(ids, self.special_ids)  # None only without special ids
+        if not_special_ids is not None:
+            valid &= not_special_ids
         special_mask = batch.pop("special_tokens_mask", None)
         if special_mask is not None:
             valid &= ~special_mask.bool()
         word_ids = batch.pop("word_ids", None)
+        offsets = batch.pop("offset_mapping", None)
         if self.unit == "token":
             masked = F.sample_mask(valid, rate, exact=self.exact, generator=generator)
         elif self.unit == "word":
+            if word_ids is None and offsets is not None:
+                # Tokens that cannot be masked (special, padding) end a word.
+                word_ids = F.word_ids_from_offsets(offsets, special_tokens_mask=~valid)
             if word_ids is None:
                 raise ValueError(
-                    "unit='word' needs 'word_ids' in every example; build them with "
-                    "maskwise.functional.word_ids_from_encoding or word_ids_from_offsets."
+                    "unit='word' needs 'word_ids' or 'offset_mapping' in every example: "
+                    "tokenize with return_offsets_mapping=True, or store encoding.word_ids(i) "
+                    "(maskwise.functional.word_ids_from_encoding). With transformers.Trainer, "
+                    "also pass TrainingArguments(remove_unused_columns=False): Trainer drops "
+                    "the fields its model's forward does not take."
                 )
             word_ids = torch.where(valid, word_ids.long(), -1)
             masked = F.mask_words(word_ids, rate, exact=self.exact, generator=generator)

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["IndexedDataset", "pad_examples", "right_to_left"]
+__all__ = ["IndexedDataset", "check_pad_to_multiple_of", "pad_examples", "right_to_left"]
 
 # Padding values of the per-token fields a collator may meet; other per-token fields get 0.
+# ``offset_mapping`` pads with (0, 0), the offsets of special tokens: padding is no word.
 _PAD_VALUES = {"attention_mask": 0, "word_ids": -1, "labels": -100, "special_tokens_mask": 1}
 
 
@@ -39,10 +41,35 @@ class IndexedDataset(Dataset):
         return {"input_ids": x, self.key: i}
 
 
-def _as_1d(value: Any, key: str) -> torch.Tensor:
-    t = value if isinstance(value, torch.Tensor) else torch.as_tensor(value)
-    if t.dim() != 1:
-        raise ValueError(f"Field {key!r} of an example must be 1-D (shape {tuple(t.shape)} given).")
+def check_pad_to_multiple_of(value: Any) -> int | None:
+    """``value`` if it is None or an int >= 1, else an error naming ``pad_to_multiple_of``."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"pad_to_multiple_of must be an int >= 1 or None ({value!r} given).")
+    if value < 1:
+        raise ValueError(f"pad_to_multiple_of must be an int >= 1 or None ({value} given).")
+    return int(value)
+
+
+def _per_token(value: Any, key: str) -> torch.Tensor:
+    """One example's per-token field as a tensor whose first dimension is the token."""
+    if isinstance(value, torch.Tensor):
+        t = value
+    else:
+        if key == "word_ids" and None in value:
+            # ``BatchEncoding.word_ids(i)`` (and a datasets column built from it): None for
+            # tokens outside any word.
+            value = [-1 if w is None else w for w in value]
+        try:
+            t = torch.as_tensor(value)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise TypeError(
+                f"Cannot collate field {key!r}: its values are not numbers ({e}); remove it from "
+                "the examples (e.g. dataset.remove_columns) or convert it to numbers."
+            ) from None
+    if t.dim() == 0:
+        raise ValueError(f"Field {key!r} of an example must be a sequence (a scalar given).")
     return t
 
 
@@ -56,9 +83,12 @@ def pad_examples(
     """Stack examples into padded tensors.
 
     ``examples`` are dicts holding ``input_ids`` (list, tuple or 1-D tensor) and optionally other
-    fields, or bare ``input_ids``. Fields as long as ``input_ids`` are padded (``input_ids`` with
-    ``pad_id``, ``attention_mask`` 0, ``word_ids`` -1, ``labels`` -100, ``special_tokens_mask`` 1,
-    others 0); numeric scalars are stacked; anything else is an error naming the field. An
+    fields, or bare ``input_ids``. Per-token fields, whose first dimension is as long as
+    ``input_ids`` (``word_ids`` (L,), ``offset_mapping`` (L, 2), ...), are padded along it to
+    (B, W, ...): ``input_ids`` with ``pad_id``, ``attention_mask`` 0, ``word_ids`` -1 (``None``
+    entries, as ``BatchEncoding.word_ids()`` returns for special tokens, become -1 too),
+    ``labels`` -100, ``special_tokens_mask`` 1, others (``offset_mapping``, ``token_type_ids``)
+    0. Numeric scalars are stacked; anything else is an error naming the field. An
     ``attention_mask`` is created when absent.
 
     >>> examples = [{"input_ids": [8], "label": 1}, {"input_ids": [1, 2], "label": 0}]
@@ -68,6 +98,7 @@ def pad_examples(
     """
     if len(examples) == 0:
         raise ValueError("Cannot collate an empty batch (0 examples given).")
+    multiple = check_pad_to_multiple_of(pad_to_multiple_of)
     if padding_side not in ("right", "left"):
         raise ValueError(f"padding_side must be 'right' or 'left' ({padding_side!r} given).")
     rows = [dict(ex) if isinstance(ex, Mapping) else {"input_ids": ex} for ex in examples]
@@ -77,11 +108,14 @@ def pad_examples(
     for i, row in enumerate(rows):
         if set(row) != set(keys):
             raise ValueError(f"Example {i} has keys {sorted(row)}, example 0 has {sorted(keys)}.")
-    ids = [_as_1d(r["input_ids"], "input_ids") for r in rows]
+    ids = [_per_token(r["input_ids"], "input_ids") for r in rows]
+    for t in ids:
+        if t.dim() != 1:
+            raise ValueError(f"input_ids of an example must be 1-D (shape {tuple(t.shape)} given).")
     lengths = [t.shape[0] for t in ids]
     width = max(lengths)
-    if pad_to_multiple_of:
-        width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
+    if multiple is not None:
+        width = -(-width // multiple) * multiple
     B = len(rows)
     batch: dict[str, torch.Tensor] = {}
     if "attention_mask" not in keys:
@@ -96,17 +130,19 @@ def pad_examples(
             or isinstance(first, (list, tuple, torch.Tensor))
             and (not isinstance(first, torch.Tensor) or first.dim() > 0)
         ):
-            seqs = ids if key == "input_ids" else [_as_1d(v, key) for v in values]
+            seqs = ids if key == "input_ids" else [_per_token(v, key) for v in values]
             for i, (s, n) in enumerate(zip(seqs, lengths)):
-                if s.shape[0] != n:
+                if s.shape[0] != n or s.shape[1:] != seqs[0].shape[1:]:
                     raise ValueError(
-                        f"Field {key!r} of example {i} has length {s.shape[0]}, its input_ids {n}."
+                        f"Field {key!r} of example {i} has shape {tuple(s.shape)}; its input_ids "
+                        f"have length {n} (and example 0's {key!r} shape "
+                        f"{tuple(seqs[0].shape)})."
                     )
             dtype = seqs[0].dtype if seqs[0].numel() else torch.long
             if not (dtype.is_floating_point or dtype == torch.bool):
                 dtype = torch.long
             fill = pad_id if key == "input_ids" else _PAD_VALUES.get(key, 0)
-            out = torch.full((B, width), fill, dtype=dtype)
+            out = torch.full((B, width, *seqs[0].shape[1:]), fill, dtype=dtype)
             for i, (s, n) in enumerate(zip(seqs, lengths)):
                 if padding_side == "right":
                     out[i, :n] = s
@@ -128,7 +164,8 @@ def pad_examples(
 
 
 def right_to_left(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Right-padded rows of ``x`` (B, W) with ``lengths`` real entries, made left-padded."""
+    """Right-padded rows of ``x`` (B, W, ...) with ``lengths`` real entries, made left-padded."""
     W = x.shape[1]
-    index = (torch.arange(W) - (W - lengths.unsqueeze(1))) % W  # (B, W)
+    index = (torch.arange(W, device=x.device) - (W - lengths.unsqueeze(1))) % W  # (B, W)
+    index = index.view(*index.shape, *([1] * (x.dim() - 2))).expand_as(x)
     return x.gather(1, index)

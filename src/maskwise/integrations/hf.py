@@ -1,23 +1,35 @@
 """Hugging Face ``transformers`` integration (needs the ``hf`` extra).
 
-``Trainer`` calls ``set_epoch`` on its sampler and dataloader, never on the ``data_collator``, so
-a maskwise collator would key its masks with epoch 0 forever and repeat them every epoch.
-:class:`MaskwiseCallback` passes the epoch and the step on, feeds a controller from the logged
-loss, and records the rate; :class:`MaskwiseTrainer` feeds the controller from every step's
-logits instead::
+A maskwise collator is a ``Trainer(data_collator=...)`` as it is: with the default
+``redraw="always"`` every example's mask is drawn anew each time it is collated, so masks change
+every epoch although ``Trainer`` never calls the collator's ``set_epoch``. What this module adds:
+
+* :class:`MaskwiseCallback`: passes the epoch (for ``redraw="epoch"``) and the step (for
+  schedule rates) to the collators, feeds a ``"loss"`` controller from the logged loss, records
+  the rate, and checks when training begins that ``Trainer`` keeps the fields the collators
+  need (``TrainingArguments(remove_unused_columns=True)``, the default, removes ``idx``,
+  ``word_ids`` and ``offset_mapping``);
+* :class:`MaskwiseTrainer`: feeds a controller (and a difficulty tracker) from every training
+  step's logits instead, on the labelled positions only::
 
     from maskwise.collators import MLMCollator
     from maskwise.dynamic import ReliabilityController
     from maskwise.integrations.hf import MaskwiseCallback, MaskwiseTrainer
 
-    controller = ReliabilityController(0.15, signal="accuracy", target=0.5)
+    controller = ReliabilityController(0.15)
     collator = MLMCollator.from_tokenizer(tokenizer, rate=controller, seed=0)
     trainer = MaskwiseTrainer(model=model, args=args, train_dataset=ds, data_collator=collator,
                               controller=controller, callbacks=[MaskwiseCallback(collator)])
+
+Tested with transformers 5.24 and, for ``MaskwiseTrainer``, with the ``compute_loss`` signature of
+transformers 4.40-4.45 (no ``num_items_in_batch``).
 """
 
 from __future__ import annotations
 
+import inspect
+import warnings
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
@@ -27,15 +39,81 @@ from maskwise.dynamic import feed, reliability
 
 __all__ = ["MaskwiseCallback", "MaskwiseTrainer"]
 
+_TAKES: dict[Any, bool] = {}  # function -> whether it takes num_items_in_batch
+
+
+def _takes_num_items(method: Callable[..., Any]) -> bool:
+    """Whether ``method`` takes ``num_items_in_batch`` (transformers >= 4.46) or not."""
+    fn = getattr(method, "__func__", method)
+    if fn not in _TAKES:
+        params = inspect.signature(fn).parameters
+        _TAKES[fn] = "num_items_in_batch" in params or any(
+            p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()
+        )
+    return _TAKES[fn]
+
+
+def _example_fields(dataset: Any) -> set[str] | None:
+    """The fields of ``dataset``'s examples, when they can be seen cheaply (a
+    ``datasets.Dataset``'s columns, or the keys of a map-style dataset's first example)."""
+    names = getattr(dataset, "column_names", None)
+    if isinstance(names, list):
+        return set(names)
+    if dataset is None or not callable(getattr(dataset, "__getitem__", None)):
+        return None
+    try:
+        first = dataset[0]
+    except Exception:  # an iterable or empty dataset, or one indexed otherwise: nothing to see
+        return None
+    return set(first) if isinstance(first, Mapping) else None
+
+
+def _check_fields(args: Any, collators: Iterable[Any], dataset: Any) -> None:
+    """Fail (whole-word masking) or warn (keyed masks) when
+    ``TrainingArguments(remove_unused_columns=True)`` removes fields a collator needs.
+
+    Trainer keeps only the fields named by the model's ``forward``: ``word_ids`` and
+    ``offset_mapping`` never are, and the index only matters if the data has one.
+    """
+    if not getattr(args, "remove_unused_columns", False):
+        return
+    collators = list(collators)
+    for c in collators:
+        if getattr(c, "unit", None) == "word":
+            raise ValueError(
+                f"{type(c).__name__}(unit='word') needs the 'word_ids' or 'offset_mapping' field "
+                "of every example, which TrainingArguments(remove_unused_columns=True) removes "
+                "before the collator sees it (Trainer keeps the arguments of the model's forward "
+                "only): pass remove_unused_columns=False."
+            )
+    fields = _example_fields(dataset)
+    for c in collators:
+        key = getattr(c, "index_key", None)
+        if key is not None and fields is not None and key in fields:
+            warnings.warn(
+                f"TrainingArguments(remove_unused_columns=True) removes the {key!r} field of the "
+                f"examples before {type(c).__name__} sees it, so it cannot key masks by example: "
+                "they come from per-worker streams (new every batch, but not reproducible "
+                "across numbers of workers or on resume). Pass remove_unused_columns=False to "
+                "keep keyed masks.",
+                UserWarning,
+                stacklevel=3,
+            )
+
 
 class MaskwiseCallback(TrainerCallback):
     """Keep maskwise collators in step with ``Trainer``.
 
-    * ``on_epoch_begin``: ``collator.set_epoch(epoch)`` (new keyed masks every epoch);
+    * ``on_train_begin``: checks that ``Trainer`` keeps the fields the collators need (an error
+      for whole-word masking, a warning for a dropped index), and warns when ``controller``
+      can never be fed here (only a ``"loss"`` controller can be fed from the logged loss;
+      :class:`MaskwiseTrainer` feeds the others);
+    * ``on_epoch_begin``: ``collator.set_epoch(epoch)`` (new masks every epoch with
+      ``redraw="epoch"``, different keys on resume);
     * ``on_step_end``: ``collator.set_step(global_step)`` (schedule rates);
-    * ``on_log``: with a ``controller`` whose signal is ``"loss"``, ``controller.update(loss)``;
-      with a ``monitor``, records the rate and the logged loss; adds ``maskwise_rate`` to the
-      logs.
+    * ``on_log``: with a ``"loss"`` controller, ``controller.update(loss)`` (unless a
+      :class:`MaskwiseTrainer` already feeds that controller every step); with a ``monitor``,
+      records the rate and the logged loss; adds ``maskwise_rate`` to the logs.
 
     Args:
         collators: objects with ``set_epoch`` (and ``set_step``): ``MLMCollator``, ``T5Collator``.
@@ -48,6 +126,25 @@ class MaskwiseCallback(TrainerCallback):
             if not callable(getattr(c, "set_epoch", None)):
                 raise TypeError(f"{type(c).__name__} has no set_epoch(epoch) method.")
         self.collators, self.controller, self.monitor = collators, controller, monitor
+        # Set by MaskwiseTrainer: the controller it feeds, and the collator it checked.
+        self._fed_by_trainer: Any = None
+        self._checked_by_trainer: Any = None
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        loader = kwargs.get("train_dataloader")
+        unchecked = [c for c in self.collators if c is not self._checked_by_trainer]
+        _check_fields(args, unchecked, getattr(loader, "dataset", None))
+        c = self.controller
+        signal = getattr(c, "signal", None)
+        if c is not None and c is not self._fed_by_trainer and signal != "loss":
+            warnings.warn(
+                f"MaskwiseCallback cannot feed a controller with signal={signal!r}: it sees only "
+                "the logged training loss, so the rate would never move. Pass the controller to "
+                "MaskwiseTrainer(controller=...), which feeds it from every step's logits, use "
+                "signal='loss', or call controller.update(...) yourself.",
+                UserWarning,
+                stacklevel=2,
+            )
 
     def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         # At the start of epoch k, state.epoch is k (a float; fractional only after a resume).
@@ -66,7 +163,8 @@ class MaskwiseCallback(TrainerCallback):
         if logs is None or "loss" not in logs:
             return
         loss = float(logs["loss"])
-        feed(self.controller, loss=loss)  # only a "loss" controller can use the logged loss
+        if self.controller is not self._fed_by_trainer:  # fed once per step, by one of us
+            feed(self.controller, loss=loss)  # only a "loss" controller can use the logged loss
         rate = self._rate()
         if rate is not None:
             logs["maskwise_rate"] = rate
@@ -89,8 +187,18 @@ class MaskwiseTrainer(Trainer):
     """``Trainer`` that feeds a controller (and a difficulty tracker) from every training step's
     logits and labels, with no extra forward pass.
 
+    Only the labelled positions (``labels != -100``) are scored: their logits are gathered to
+    (N, V) before :func:`~maskwise.dynamic.reliability`, instead of scoring all B x L x V
+    logits (for MLM, N is about 15 % of B x L). The gather is a boolean index, so on a GPU it
+    reads the number of labelled positions on the host, once per step. A
+    :class:`MaskwiseCallback` given the same controller reports its rate but no longer updates
+    it, so the controller moves once per step.
+
+    Works with the ``compute_loss`` of every transformers the ``hf`` extra allows (with
+    ``num_items_in_batch`` from 4.46, without it before).
+
     Extra keyword arguments: ``controller`` (a ``ReliabilityController``), ``tracker`` (a
-    ``DifficultyTracker`` keyed by the input token ids), ``monitor`` (a ``MaskMonitor``).
+    ``DifficultyTracker`` keyed by the label token ids), ``monitor`` (a ``MaskMonitor``).
     """
 
     def __init__(
@@ -108,6 +216,17 @@ class MaskwiseTrainer(Trainer):
             monitor,
         )
         self._attention: Any = None
+        self._warned_unfed = False
+
+    def train(self, *args: Any, **kwargs: Any) -> Any:
+        collator = self.data_collator
+        for cb in self.callback_handler.callbacks:
+            if isinstance(cb, MaskwiseCallback):
+                cb._fed_by_trainer = self.maskwise_controller
+                cb._checked_by_trainer = collator
+        if callable(getattr(collator, "set_epoch", None)):
+            _check_fields(self.args, [collator], self.train_dataset)
+        return super().train(*args, **kwargs)
 
     def compute_loss(  # type: ignore[override]
         self,
@@ -116,49 +235,63 @@ class MaskwiseTrainer(Trainer):
         return_outputs: bool = False,
         num_items_in_batch: Any = None,
     ) -> Any:
-        loss, outputs = super().compute_loss(
-            model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch
-        )
+        parent = super().compute_loss
+        if _takes_num_items(parent):
+            loss, outputs = parent(
+                model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch
+            )
+        else:  # transformers 4.40-4.45
+            loss, outputs = parent(model, inputs, return_outputs=True)
         labels = inputs.get("labels")
         self._attention = inputs.get("attention_mask")
-        logits = (
-            getattr(outputs, "logits", None)
-            if not isinstance(outputs, dict)
-            else outputs.get("logits")
-        )
-        if (
-            model.training
-            and labels is not None
-            and logits is not None
-            and logits.shape[:-1] == labels.shape
-        ):
-            self._observe(logits, labels, inputs.get("input_ids"))
+        logits = outputs.get("logits") if isinstance(outputs, Mapping) else None
+        if logits is None:
+            logits = getattr(outputs, "logits", None)
+        if model.training:
+            if (
+                labels is not None
+                and isinstance(logits, torch.Tensor)
+                and logits.shape[:-1] == labels.shape
+            ):
+                self._observe(logits, labels, inputs.get("input_ids"))
+            else:
+                self._warn_unfed(logits, labels)
         return (loss, outputs) if return_outputs else loss
+
+    def _warn_unfed(self, logits: Any, labels: Any) -> None:
+        wants = (self.maskwise_controller, self.maskwise_tracker, self.maskwise_monitor)
+        if self._warned_unfed or all(w is None for w in wants):
+            return
+        self._warned_unfed = True
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else None
+        labels_shape = tuple(labels.shape) if isinstance(labels, torch.Tensor) else None
+        warnings.warn(
+            "MaskwiseTrainer cannot feed its controller / tracker / monitor: it needs the "
+            "model's 'logits' (..., C) and the batch's 'labels' (...) of one shape but got "
+            f"logits {shape} and labels {labels_shape}.",
+            UserWarning,
+            stacklevel=3,
+        )
 
     def _observe(
         self, logits: torch.Tensor, labels: torch.Tensor, input_ids: torch.Tensor | None
     ) -> None:
-        r = reliability(logits, labels)
+        labelled = labels != -100  # (B, L), or (B,) for sequence classification
+        # Score the labelled rows only: (N, V) instead of (B, L, V).
+        targets = labels[labelled]  # (N,)
+        r = reliability(logits.detach()[labelled], targets)
         c = self.maskwise_controller
+        tokens = input_ids if input_ids is not None and input_ids.shape == labels.shape else None
         # The label is the original token: the tracker keys difficulty by it.
-        keys = (
-            labels.clamp_min(0)
-            if input_ids is not None and input_ids.shape == labels.shape
-            else None
-        )
-        feed(c, self.maskwise_tracker, reliability=r, keys=keys)
+        feed(c, self.maskwise_tracker, reliability=r, keys=None if tokens is None else targets)
         if self.maskwise_monitor is not None:
             rate = float(c.rate) if c is not None else None
             # The targets are the masked positions; keys: the original token there, else the input.
-            keys = (
-                labels
-                if input_ids is None or input_ids.shape != labels.shape
-                else torch.where(r.valid, labels, input_ids)
-            )
+            keys = labels if tokens is None else torch.where(labelled, labels, tokens)
             self.maskwise_monitor.record(
                 int(self.state.global_step),
                 rate=rate,
-                mask=r.valid,
+                mask=labelled,
                 valid=self._attention,
                 reliability=r,
                 keys=keys,

@@ -6,19 +6,22 @@
     callback = MaskwiseLightningCallback(collator, controller=controller, monitor=monitor)
     trainer = lightning.Trainer(callbacks=[callback])
 
-The ``LightningModule``'s ``training_step`` returns the loss; to steer the controller by
-accuracy or confidence instead, return a dict
-``{"loss": loss, "logits": logits, "labels": labels}``.
+The ``LightningModule``'s ``training_step`` returns the loss, which feeds a controller whose
+signal is ``"loss"``; to steer the controller by accuracy or confidence instead, return a dict
+``{"loss": loss, "logits": logits, "labels": labels}`` (the callback warns once when its
+controller gets nothing it can use).
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 from lightning.pytorch.callbacks import Callback
 
 from maskwise.dynamic import feed, reliability
+from maskwise.dynamic.feedback import SIGNAL_FIELDS
 
 __all__ = ["MaskwiseLightningCallback"]
 
@@ -35,6 +38,7 @@ class MaskwiseLightningCallback(Callback):
     def __init__(self, *collators: Any, controller: Any = None, monitor: Any = None) -> None:
         super().__init__()
         self.collators, self.controller, self.monitor = collators, controller, monitor
+        self._warned_unfed = False
 
     def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         for c in self.collators:
@@ -52,6 +56,8 @@ class MaskwiseLightningCallback(Callback):
         logits = labels = None
         if isinstance(outputs, dict) and "logits" in outputs and "labels" in outputs:
             logits, labels = outputs["logits"], outputs["labels"]
+        if c is not None and not self._warned_unfed:
+            self._check_fed(c, has_logits=logits is not None, has_loss=loss is not None)
         r = feed(c, logits=logits, labels=labels, loss=loss)
         if r is None and logits is not None and labels is not None and self.monitor is not None:
             r = reliability(logits, labels)
@@ -66,3 +72,26 @@ class MaskwiseLightningCallback(Callback):
             self.monitor.record(
                 step, rate=rate, reliability=r, loss=loss if loss is not None else math.nan
             )
+
+    def _check_fed(self, controller: Any, *, has_logits: bool, has_loss: bool) -> None:
+        """Warn once when this step gives ``controller`` nothing its signal can use."""
+        signal = getattr(controller, "signal", None)
+        if signal == "loss" and (has_logits or has_loss):
+            return
+        if signal in SIGNAL_FIELDS and has_logits:
+            return
+        self._warned_unfed = True
+        if signal in SIGNAL_FIELDS:
+            need = (
+                "training_step must return {'loss': loss, 'logits': logits, 'labels': labels}"
+                if signal != "loss"
+                else "training_step must return the loss (or logits and labels)"
+            )
+        else:
+            need = "call controller.update(train_value, val_value) where you measure them"
+        warnings.warn(
+            f"MaskwiseLightningCallback: the controller (signal={signal!r}) gets nothing it can "
+            f"use from this training step, so its rate does not move: {need}.",
+            UserWarning,
+            stacklevel=2,
+        )
