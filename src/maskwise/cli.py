@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import maskwise
+from maskwise.dynamic.controller import DIRECTIONS, SIGNALS
 
 CONTROLLER_OPTIONS = ("signal", "target", "direction", "min_rate", "max_rate")
+FAST_EVAL_ITEMS = 32  # --fast: items scored per split (a smoke test, not a measurement)
 
 
 def _rates(text: str) -> list[float]:
@@ -29,6 +31,26 @@ def _rates(text: str) -> list[float]:
     if not rates or any(not 0.0 <= r <= 1.0 for r in rates):
         raise argparse.ArgumentTypeError(f"expected one or more rates in [0, 1] ({text!r} given)")
     return rates
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1] ({text!r} given)") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1] ({text!r} given)")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1 ({text!r} given)") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1 ({text!r} given)")
+    return value
 
 
 def _variants(text: str) -> list[str]:
@@ -45,18 +67,27 @@ def _variants(text: str) -> list[str]:
 
 def _common(p: argparse.ArgumentParser, name: str) -> None:
     g = p.add_argument_group("run")
-    g.add_argument("--seeds", type=int, default=3, help="runs per variant and rate (default 3)")
+    g.add_argument(
+        "--seeds", type=_positive_int, default=3, help="runs per variant and rate (default 3)"
+    )
     g.add_argument("--out", type=Path, default=None, help=f"output directory (default runs/{name})")
-    g.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    g.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     g.add_argument(
         "--threads",
-        type=int,
+        type=_positive_int,
         default=1,
         help="torch CPU threads (default 1: the models are small, and one thread was 5x faster "
         "than two on a shared 2-core machine)",
     )
-    g.add_argument("--epochs", type=int, default=None, help="training epochs (default: the task's)")
-    g.add_argument("--fast", action="store_true", help="a few steps per run, 1 seed: a smoke test")
+    g.add_argument(
+        "--epochs", type=_positive_int, default=None, help="training epochs (default: the task's)"
+    )
+    g.add_argument(
+        "--fast",
+        action="store_true",
+        help="a smoke test of seconds: 6 steps per run, 1 seed, one static rate, "
+        f"{FAST_EVAL_ITEMS} items scored per split",
+    )
     g.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -75,13 +106,11 @@ def _masking(p: argparse.ArgumentParser) -> None:
         default=None,
         help="static rates swept, chosen on dev (default: the task's)",
     )
-    g.add_argument(
-        "--signal", default=None, help="controller signal: accuracy, confidence, loss, loss_gap"
-    )
+    g.add_argument("--signal", default=None, choices=SIGNALS, help="controller signal")
     g.add_argument("--target", type=float, default=None, help="controller target")
-    g.add_argument("--direction", default=None, help="controller direction: curriculum or seed")
-    g.add_argument("--min-rate", type=float, default=None, help="controller's smallest rate")
-    g.add_argument("--max-rate", type=float, default=None, help="controller's largest rate")
+    g.add_argument("--direction", default=None, choices=DIRECTIONS, help="controller direction")
+    g.add_argument("--min-rate", type=_probability, default=None, help="controller's smallest rate")
+    g.add_argument("--max-rate", type=_probability, default=None, help="controller's largest rate")
     g.add_argument(
         "--no-tracker", action="store_true", help="dynamic: no per-key difficulty weights"
     )
@@ -160,9 +189,33 @@ def configure(task: Any, args: argparse.Namespace) -> Any:
     if args.epochs is not None:
         cfg = replace(cfg, epochs=args.epochs)
     if args.fast:
-        cfg = replace(cfg, epochs=min(cfg.epochs, 2), max_steps=6)
+        cfg = replace(cfg, epochs=min(cfg.epochs, 2), max_steps=6, eval_limit=FAST_EVAL_ITEMS)
     task.train_config = cfg
     return task
+
+
+def _check_device(parser: argparse.ArgumentParser, device: str) -> None:
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        parser.error(f"--device: not a device ({device!r} given); use cpu, cuda or cuda:N")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+    if dev.type not in ("cpu", "cuda"):
+        parser.error(f"--device: cpu or cuda ({device!r} given)")
+
+
+def _check_writable(parser: argparse.ArgumentParser, out: Path) -> None:
+    """Fail now, not after training, when the results cannot be written."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".maskwise-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        parser.error(f"--out {out}: cannot write there ({e.strerror or e})")
 
 
 def _report(result: dict[str, Any], out: Path) -> None:
@@ -182,20 +235,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    if args.threads < 1:
-        parser.error(f"--threads must be >= 1 ({args.threads} given)")
     import torch
+
+    _check_device(parser, args.device)
 
     from maskwise.experiments.registry import demo_task
     from maskwise.experiments.report import compare
 
     torch.set_num_threads(args.threads)
+    if not args.quiet:  # something on the screen at once: data loading can take a while
+        what = "demo" if args.command == "demo" else f"run {args.task}"
+        print(f"maskwise {what}: preparing the data and the task ...", flush=True)
     if args.command == "demo":
         task, name, variants, rates = demo_task(), "demo", ["none", "static", "dynamic"], None
     else:
         task, name, variants, rates = make_task(args), args.task, args.masking, args.rates
+    if args.fast and rates is None:  # a smoke test: one static rate, not the sweep
+        rates = list(task.default_rates[:1])
     task = configure(task, args)
+    try:  # every setting is checked here, before any training
+        task.controller.build()
+    except ValueError as e:
+        parser.error(f"controller settings: {e}")
     out = args.out or Path("runs") / name
+    _check_writable(parser, out)
     result = compare(
         task,
         variants=variants,

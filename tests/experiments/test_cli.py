@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from maskwise.cli import main
 from maskwise.experiments import registry
@@ -70,7 +71,7 @@ def test_run_image_digits(tmp_path: Path) -> None:
     )
     r = results(out)
     assert r["task"] == "image-classification" and r["settings"]["seeds"] == [0]
-    assert r["settings"]["rates"] == [0.1, 0.25, 0.4]  # the task's default rates
+    assert r["settings"]["rates"] == [0.1]  # --fast: the first of the task's rates, no sweep
     assert r["settings"]["train"]["max_steps"] == 6 and r["settings"]["train"]["epochs"] == 2
 
 
@@ -237,12 +238,66 @@ def _usage_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
             ["--rates", "0.1,abc"],
             "argument --rates: expected comma-separated numbers ('0.1,abc' given)",
         ),
-        (["--seeds", "two"], "argument --seeds: invalid int value: 'two'"),
+        (["--seeds", "two"], "argument --seeds: expected an integer >= 1 ('two' given)"),
+        (["--seeds", "0"], "argument --seeds: expected an integer >= 1 ('0' given)"),
+        (["--epochs", "-1"], "argument --epochs: expected an integer >= 1 ('-1' given)"),
+        (["--threads", "0"], "argument --threads: expected an integer >= 1 ('0' given)"),
+        (["--signal", "foo"], "argument --signal: invalid choice: 'foo'"),
+        (["--direction", "sideways"], "argument --direction: invalid choice: 'sideways'"),
+        (["--max-rate", "1.5"], "argument --max-rate: expected a number in [0, 1] ('1.5' given)"),
+        (["--min-rate", "0.5", "--max-rate", "0.2"], "controller settings: min_rate must be <="),
+        (["--target", "nan"], "controller settings: target must be"),
+        (["--device", "tpu"], "--device"),
     ],
 )
 def test_bad_arguments(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     err = _usage_error(["run", "image-classification", "--data", "digits", *args], capsys)
     assert message in err
+
+
+def test_bad_settings_fail_before_any_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import maskwise.experiments.report as report
+
+    def no_training(*args: object, **kwargs: object) -> None:
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(report, "compare", no_training)
+    base = ["run", "image-classification", "--data", "digits", "--out", str(tmp_path / "o")]
+    err = _usage_error([*base, "--min-rate", "0.6", "--max-rate", "0.1"], capsys)
+    assert "min_rate" in err
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    argv = ["run", "image-classification", "--data", "digits", "--out", str(blocker / "out")]
+    assert "cannot write there" in _usage_error(argv, capsys)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message without CUDA")
+def test_cuda_without_cuda_fails_at_once(capsys: pytest.CaptureFixture[str]) -> None:
+    err = _usage_error(["run", "image-classification", "--device", "cuda"], capsys)
+    assert "CUDA is not available on this machine" in err
+
+
+def test_fast_scores_a_few_items_and_shows_evaluation(tmp_path: Path) -> None:
+    import argparse
+
+    from maskwise.cli import FAST_EVAL_ITEMS, configure
+    from maskwise.experiments.engine import Variant, train_run
+    from maskwise.experiments.registry import demo_task
+
+    args = argparse.Namespace(device="cpu", epochs=None, fast=True, no_tracker=False)
+    task = configure(demo_task(), args)
+    assert task.train_config.eval_limit == FAST_EVAL_ITEMS
+    messages: list[str] = []
+    run = train_run(task, Variant("none"), 0, progress=lambda s, t, m: messages.append(m))
+    assert any("scoring dev" in m for m in messages)
+    assert [m.split()[-1] for m in messages if m.startswith("best epoch")] == [
+        "train", "dev", "test",
+    ]  # fmt: skip
+    assert run.test["accuracy"] * FAST_EVAL_ITEMS == pytest.approx(
+        round(run.test["accuracy"] * FAST_EVAL_ITEMS)
+    )  # scored on FAST_EVAL_ITEMS images
 
 
 def test_unknown_task(capsys: pytest.CaptureFixture[str]) -> None:

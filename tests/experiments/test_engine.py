@@ -116,7 +116,9 @@ class ScriptedTask:
         }
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, split: str, device: torch.device) -> dict[str, float]:
+    def evaluate(
+        self, model: nn.Module, split: str, device: torch.device, limit: int | None = None
+    ) -> dict[str, float]:
         self.evaluated.append(split)
         m = self._measure(model)
         if split == "dev":
@@ -127,7 +129,9 @@ class ScriptedTask:
         return m
 
     @torch.no_grad()
-    def final_metrics(self, model: nn.Module, split: str, device: torch.device) -> dict[str, float]:
+    def final_metrics(
+        self, model: nn.Module, split: str, device: torch.device, limit: int | None = None
+    ) -> dict[str, float]:
         self.final_weights = model.emb.weight.detach().clone()
         m = self._measure(model)
         if self.final is not None:
@@ -248,18 +252,27 @@ def test_gap_is_positive_when_better_on_train(
 
 
 def test_max_steps_and_progress() -> None:
-    calls: list[tuple[int, int]] = []
+    calls: list[tuple[int, int, str]] = []
     r = train_run(
         ScriptedTask(),
         Variant("none"),
         0,
         config=TrainConfig(epochs=3, max_steps=6),
-        progress=lambda step, total, msg: calls.append((step, total)),
+        progress=lambda step, total, msg: calls.append((step, total, msg)),
     )
     assert (r.steps, r.epochs) == (6, 2)  # 4 steps per epoch
     assert [h["step"] for h in r.history] == [4, 6]
     assert [h["epoch"] for h in r.history] == [1, 2]
-    assert calls == [(s, 6) for s in range(1, 7)]
+    training = [(s, t) for s, t, m in calls if "loss" in m]
+    assert training == [(s, 6) for s in range(1, 7)]
+    scoring = [(s, m) for s, _, m in calls if "scoring" in m]  # evaluation shows progress too
+    assert scoring == [
+        (4, "epoch 1/3: scoring dev"),
+        (6, "epoch 2/3: scoring dev"),
+        (6, f"best epoch {r.best_epoch}: scoring train"),
+        (6, f"best epoch {r.best_epoch}: scoring dev"),
+        (6, f"best epoch {r.best_epoch}: scoring test"),
+    ]
     full = train_run(ScriptedTask(), Variant("none"), 0, config=TrainConfig(epochs=3))
     assert (full.steps, full.epochs) == (12, 3)
     assert full.items_per_s > 0 and full.epoch_time_s > 0

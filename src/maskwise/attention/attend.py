@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -73,6 +74,15 @@ def _varlen_fn() -> Any:
 
 
 @functools.lru_cache(maxsize=1)
+def _has_flex() -> bool:
+    try:
+        from torch.nn.attention.flex_attention import flex_attention  # noqa: F401
+    except ImportError:  # torch without FlexAttention
+        return False
+    return True
+
+
+@functools.lru_cache(maxsize=1)
 def _flex_fn() -> Any:
     try:
         from torch.nn.attention.flex_attention import flex_attention
@@ -86,17 +96,17 @@ def _check_forced(
 ) -> None:
     """A forced backend must be able to express the mask: never ignore part of it silently."""
     Q, KV = q.shape[-2], k.shape[-2]
-    ok = {
-        "sdpa": _is_full(s),
-        "sdpa_causal": _is_causal(s) and Q == KV,
-        "sdpa_causal_lower_right": _is_causal(s),  # Q > KV goes through the dense path
-        "varlen": _is_segments(s)
-        and Q == KV
-        and q.device.type == "cuda"
-        and _varlen_fn() is not None,
-        "flex": _flex_fn() is not None,
-        "dense": True,
-    }[backend]
+    checks: dict[str, Callable[[], bool]] = {  # evaluated for the forced backend only
+        "sdpa": lambda: _is_full(s),
+        "sdpa_causal": lambda: _is_causal(s) and Q == KV,
+        "sdpa_causal_lower_right": lambda: _is_causal(s),  # Q > KV goes through the dense path
+        "varlen": lambda: (
+            _is_segments(s) and Q == KV and q.device.type == "cuda" and _varlen_fn() is not None
+        ),
+        "flex": _has_flex,
+        "dense": lambda: True,
+    }
+    ok = checks[backend]()
     if not ok:
         raise ValueError(
             f"backend={backend!r} cannot apply the mask {mask!r} to Q={Q}, KV={KV} on {q.device}."
@@ -144,11 +154,10 @@ def choose_backend(
     if cuda and half and dropout_p == 0.0 and Q == KV and _is_segments(s) and _varlen_fn():
         return "varlen"
     needs_grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
-    if dropout_p == 0.0 and _flex_fn() is not None:
-        if cuda:
-            return "flex"
-        if q.device.type == "cpu" and not needs_grad and Q * KV >= _CPU_FLEX_MIN_PAIRS:
-            return "flex"
+    # The cheap conditions first: importing and compiling FlexAttention costs seconds.
+    long_cpu_inference = q.device.type == "cpu" and not needs_grad and Q * KV >= _CPU_FLEX_MIN_PAIRS
+    if dropout_p == 0.0 and (cuda or long_cpu_inference) and _has_flex():
+        return "flex"
     return "dense"
 
 

@@ -11,9 +11,17 @@ import torch
 
 from maskwise._checks import check_probability
 
-__all__ = ["CONTROLLER_DEFAULTS", "ControllerDefaults", "ReliabilityController"]
+__all__ = [
+    "CONTROLLER_DEFAULTS",
+    "DIRECTIONS",
+    "SIGNALS",
+    "ControllerDefaults",
+    "ReliabilityController",
+]
 
-_SIGNALS = ("accuracy", "confidence", "loss", "loss_gap", "accuracy_gap")
+#: The signals a controller follows, and its directions.
+SIGNALS = ("accuracy", "confidence", "loss", "loss_gap", "accuracy_gap")
+DIRECTIONS = ("curriculum", "seed")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,8 +178,8 @@ class ReliabilityController:
         momentum: float = _D.momentum,
         max_delta: float = _D.max_delta,
     ) -> None:
-        if signal not in _SIGNALS:
-            raise ValueError(f"signal must be one of {_SIGNALS} ({signal!r} given).")
+        if signal not in SIGNALS:
+            raise ValueError(f"signal must be one of {SIGNALS} ({signal!r} given).")
         if direction not in ("seed", "curriculum"):
             raise ValueError(f"direction must be 'seed' or 'curriculum' ({direction!r} given).")
         if target is None:

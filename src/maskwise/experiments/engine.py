@@ -118,6 +118,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup_fraction: float = 0.05
     max_steps: int | None = None  # stop early (tests, --fast)
+    eval_limit: int | None = None  # score at most this many items per split (--fast)
     device: str = "cpu"
 
 
@@ -189,12 +190,16 @@ class Task(Protocol):
         controller and tracker need."""
         ...
 
-    def evaluate(self, model: nn.Module, split: str, device: torch.device) -> dict[str, float]:
+    def evaluate(
+        self, model: nn.Module, split: str, device: torch.device, limit: int | None = None
+    ) -> dict[str, float]:
         """Metrics of ``split`` (``train``, ``dev``, ``test``) after an epoch; must contain
-        ``self.metric`` and ``loss``."""
+        ``self.metric`` and ``loss``. ``limit``: score at most the first ``limit`` items."""
         ...
 
-    def final_metrics(self, model: nn.Module, split: str, device: torch.device) -> dict[str, float]:
+    def final_metrics(
+        self, model: nn.Module, split: str, device: torch.device, limit: int | None = None
+    ) -> dict[str, float]:
         """Metrics measured once on the selected model (tasks with an expensive metric, e.g.
         decoding + BLEU, compute it fully here only; others return :meth:`evaluate`)."""
         ...
@@ -347,7 +352,9 @@ def train_run(
         model.eval()
         if masker is not None:
             masker.eval()
-        dev = task.evaluate(model, "dev", device)
+        if progress is not None:
+            progress(step, total, f"epoch {epoch + 1}/{cfg.epochs}: scoring dev")
+        dev = task.evaluate(model, "dev", device, limit=cfg.eval_limit)
         row = {
             "epoch": epoch + 1,
             "step": step,
@@ -357,7 +364,7 @@ def train_run(
         if masker is not None:
             row["rate"] = masker.current_rate()
         if gap_signal and masker is not None and masker.controller is not None:
-            tr = task.evaluate(model, "train", device)
+            tr = task.evaluate(model, "train", device, limit=cfg.eval_limit)
             masker.controller.update(tr["loss"], dev["loss"])
             row["rate_next"] = masker.current_rate()
         history.append(row)
@@ -369,9 +376,12 @@ def train_run(
     assert best_state is not None
     model.load_state_dict(best_state)
     model.eval()
-    train = task.final_metrics(model, "train", device)
-    dev = task.final_metrics(model, "dev", device)
-    test = task.final_metrics(model, "test", device)
+    final = {}
+    for split in ("train", "dev", "test"):
+        if progress is not None:
+            progress(step, total, f"best epoch {best_epoch}: scoring {split}")
+        final[split] = task.final_metrics(model, split, device, limit=cfg.eval_limit)
+    train, dev, test = final["train"], final["dev"], final["test"]
     return RunResult(
         task=task.name,
         variant=variant.kind,

@@ -225,10 +225,14 @@ class LanguageModeling:
         return StepOutput(loss, logits.detach(), labels, items=n, keys=keys, key_valid=key_valid)
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, split: str, device: torch.device) -> dict[str, float]:
-        """Mean next-token loss, perplexity and accuracy over every target of ``split``."""
+    def evaluate(
+        self, model: nn.Module, split: str, device: torch.device, limit: int | None = None
+    ) -> dict[str, float]:
+        """Mean next-token loss, perplexity and accuracy over every target of ``split`` (of its
+        first ``limit`` rows)."""
         total, correct, count = 0.0, 0, 0
-        for idx in eval_batches(len(self.rows[split]), EVAL_BATCH):
+        rows = len(self.rows[split]) if limit is None else min(len(self.rows[split]), limit)
+        for idx in eval_batches(rows, EVAL_BATCH):
             *batch, n = self.fetch(split, idx)
             ids, labels, doc_ids, pos = (t.to(device) for t in batch)
             logits = self.forward(model, ids, doc_ids, pos)
@@ -246,8 +250,10 @@ class LanguageModeling:
             "accuracy": correct / max(1, count),
         }
 
-    def final_metrics(self, model: nn.Module, split: str, device: torch.device) -> dict[str, float]:
-        return self.evaluate(model, split, device)
+    def final_metrics(
+        self, model: nn.Module, split: str, device: torch.device, limit: int | None = None
+    ) -> dict[str, float]:
+        return self.evaluate(model, split, device, limit)
 
     @torch.no_grad()
     def generate(

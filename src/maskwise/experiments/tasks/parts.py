@@ -142,17 +142,23 @@ class Classifier:
             key_valid=key_valid,
         )
 
-    def batches(self, split: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """``split`` in order, in evaluation batches."""
-        for idx in eval_batches(len(self.splits[split]), EVAL_BATCH):
+    def batches(
+        self, split: str, limit: int | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The first ``limit`` items (default all) of ``split`` in order, in evaluation batches."""
+        n = len(self.splits[split])
+        for idx in eval_batches(n if limit is None else min(n, limit), EVAL_BATCH):
             yield self.fetch(split, idx)
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, split: str, device: torch.device) -> dict[str, float]:
-        """Accuracy and mean cross-entropy of ``model`` on ``split``."""
-        n = len(self.splits[split])
+    def evaluate(
+        self, model: nn.Module, split: str, device: torch.device, limit: int | None = None
+    ) -> dict[str, float]:
+        """Accuracy and mean cross-entropy of ``model`` on (the first ``limit`` items of)
+        ``split``."""
+        n = len(self.splits[split]) if limit is None else min(len(self.splits[split]), limit)
         correct, loss = 0, 0.0
-        for x, y in self.batches(split):
+        for x, y in self.batches(split, limit):
             x, y = x.to(device), y.to(device)
             logits = self.forward(model, x)
             loss += float(F.cross_entropy(logits, y, reduction="sum"))

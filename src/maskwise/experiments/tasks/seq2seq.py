@@ -120,6 +120,11 @@ class PairSplit:
         return self.src.shape[0]
 
 
+def _least(a: int | None, b: int | None) -> int | None:
+    """The smaller of two limits, None meaning no limit."""
+    return b if a is None else a if b is None else min(a, b)
+
+
 class Seq2SeqTask:
     """A text-to-text task with a small encoder-decoder transformer, trained from scratch.
 
@@ -334,14 +339,20 @@ class Seq2SeqTask:
         refs = self.splits[split].references[: len(hyps)]
         return {"loss": self.loss_of(model, split, device, limit), **self.score(hyps, refs)}
 
-    def evaluate(self, model: nn.Module, split: str, device: torch.device) -> dict[str, float]:
-        """Per-epoch selection: loss and metric on the first ``select_size`` items of ``split``."""
-        return self.metrics(model, split, device, self.config.select_size)
+    def evaluate(
+        self, model: nn.Module, split: str, device: torch.device, limit: int | None = None
+    ) -> dict[str, float]:
+        """Per-epoch selection: loss and metric on the first ``select_size`` items of ``split``
+        (at most ``limit``)."""
+        return self.metrics(model, split, device, _least(self.config.select_size, limit))
 
-    def final_metrics(self, model: nn.Module, split: str, device: torch.device) -> dict[str, float]:
-        """Every dev and test item; the first ``train_eval_size`` training items."""
-        limit = self.config.train_eval_size if split == "train" else None
-        return self.metrics(model, split, device, limit)
+    def final_metrics(
+        self, model: nn.Module, split: str, device: torch.device, limit: int | None = None
+    ) -> dict[str, float]:
+        """Every dev and test item; the first ``train_eval_size`` training items (at most
+        ``limit`` of each)."""
+        own = self.config.train_eval_size if split == "train" else None
+        return self.metrics(model, split, device, _least(own, limit))
 
 
 def bleu_score(hypotheses: list[str], references: list[list[str]]) -> dict[str, float]:

@@ -120,11 +120,15 @@ class TextClassification:
     ) -> StepOutput:
         return self.classifier.train_step(model, masker, batch, device)
 
-    def evaluate(self, model: nn.Module, split: str, device: torch.device) -> dict[str, float]:
-        return self.classifier.evaluate(model, split, device)
+    def evaluate(
+        self, model: nn.Module, split: str, device: torch.device, limit: int | None = None
+    ) -> dict[str, float]:
+        return self.classifier.evaluate(model, split, device, limit)
 
-    def final_metrics(self, model: nn.Module, split: str, device: torch.device) -> dict[str, float]:
-        return self.classifier.evaluate(model, split, device)
+    def final_metrics(
+        self, model: nn.Module, split: str, device: torch.device, limit: int | None = None
+    ) -> dict[str, float]:
+        return self.classifier.evaluate(model, split, device, limit)
 
 
 SPEC = TaskSpec(
