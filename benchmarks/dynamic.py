@@ -72,7 +72,7 @@ from torch import nn
 import maskwise as mw
 from maskwise.dynamic import DifficultyTracker, ReliabilityController, reliability
 from maskwise.monitor import MaskMonitor
-from maskwise.nn import DynamicMask, MultiheadAttention, TokenMask
+from maskwise.nn import DynamicMask, SpecAttention, TokenMask
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import machine  # noqa: E402
@@ -153,7 +153,7 @@ class Block(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.ln1 = nn.LayerNorm(D_MODEL)
-        self.attn = MultiheadAttention(D_MODEL, HEADS)
+        self.attn = SpecAttention(D_MODEL, HEADS)
         self.ln2 = nn.LayerNorm(D_MODEL)
         self.ffn = nn.Sequential(nn.Linear(D_MODEL, FFN), nn.GELU(), nn.Linear(FFN, D_MODEL))
 

@@ -5,6 +5,7 @@ of every masker the package exports, so a new module without a case here fails).
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -13,6 +14,7 @@ import torch
 
 import maskwise.functional as F
 import maskwise.nn as mnn
+from maskwise.random import KeyedGenerator, hash_keys
 
 SEED = 7
 
@@ -58,6 +60,34 @@ def _time_spans_functional(g: torch.Generator) -> Any:
     return _fill(X[:, :60], mask), mask
 
 
+def _spec_augment_rate_functional(g: torch.Generator) -> Any:
+    # rate 0.3 of 2 frequency and 10 time masks: 0.6 -> 0 or 1 and 3, rounded with one draw
+    # each from the generator before the masks.
+    u = torch.rand(2, dtype=torch.float64, generator=g).tolist()
+    return F.spec_augment(
+        SPEC, freq_masks=math.floor(0.6 + u[0]), freq_width=6, time_masks=3, time_width=8,
+        value="mean", lengths=LENGTHS, generator=g,
+    )  # fmt: skip
+
+
+def _prefix_functional(g: torch.Generator) -> Any:
+    patches = F.mask_patches(3, 62, 0.5, generator=g)
+    mask = torch.cat([torch.zeros(3, 2, dtype=torch.bool), patches], 1)  # 2 prefix tokens
+    return X.gather(1, F.keep_indices(mask)[0].unsqueeze(-1).expand(-1, -1, 8)), mask
+
+
+def _keyed_token_functional(g: torch.Generator) -> Any:
+    ids, am = _ids()
+    mask = F.mask_tokens(ids, 0.3, special_ids=[0, 1], attention_mask=am, generator=_keyed(4))
+    return ids.masked_fill(mask, 4), mask  # replace_prob=1: corrupt draws nothing
+
+
+def _keyed(batch: int) -> KeyedGenerator:
+    """The source of the first call of a ``keyed=True`` module: (seed, rank, worker, call, row)
+    with rank 0 and no DataLoader worker (-1)."""
+    return KeyedGenerator(hash_keys(SEED, 0, -1, 0, torch.arange(batch)))
+
+
 CASES: dict[str, Case] = {
     "FeatureMask": (
         lambda: mnn.FeatureMask(0.3, dims=-1, seed=SEED),
@@ -89,6 +119,16 @@ CASES: dict[str, Case] = {
             lambda mk: (X.gather(1, F.keep_indices(mk)[0].unsqueeze(-1).expand(-1, -1, 8)), mk)
         )(F.mask_patches(3, 64, 0.25, generator=g)),
     ),
+    "PatchMask(prefix)": (
+        lambda: mnn.PatchMask(0.5, drop=True, num_prefix_tokens=2, seed=SEED),
+        lambda m: m(X),
+        _prefix_functional,
+    ),
+    "PatchMask(keyed)": (
+        lambda: mnn.PatchMask(0.5, keyed=True, seed=SEED),
+        lambda m: m(X),
+        lambda g: (lambda mk: (_fill(X, mk), mk))(F.mask_patches(3, 64, 0.5, generator=_keyed(3))),
+    ),
     "BlockPatchMask": (
         lambda: mnn.BlockPatchMask(0.4, grid=8, seed=SEED),
         lambda m: m(X),
@@ -100,6 +140,18 @@ CASES: dict[str, Case] = {
         lambda: mnn.Erase(0.7, value="random", seed=SEED),
         lambda m: m(IMAGES),
         lambda g: F.erase(IMAGES, p=0.7, value="random", generator=g),
+    ),
+    "Erase(one image)": (
+        lambda: mnn.Erase(0.7, batched=False, seed=SEED),
+        lambda m: m(IMAGES[0]),
+        lambda g: F.erase(IMAGES[0], p=0.7, batched=False, generator=g),
+    ),
+    "SpecAugment(rate)": (
+        lambda: mnn.SpecAugment(
+            0.3, freq_masks=2, freq_width=6, time_masks=10, time_width=8, value="mean", seed=SEED
+        ),  # fmt: skip
+        lambda m: m(SPEC, lengths=LENGTHS),
+        _spec_augment_rate_functional,
     ),
     "SpecAugment(policy)": (  # the policy's time width (100) is capped at the 60-frame clip
         lambda: mnn.SpecAugment(policy="LD", seed=SEED),
@@ -126,6 +178,11 @@ CASES: dict[str, Case] = {
         lambda: mnn.TimeSpanMask(0.4, span=5, seed=SEED),
         lambda m: m(X[:, :60], lengths=LENGTHS),
         _time_spans_functional,
+    ),
+    "TokenMask(keyed)": (
+        lambda: mnn.TokenMask(0.3, mask_id=4, special_ids=[0, 1], keyed=True, seed=SEED),
+        lambda m: m(*_ids()),
+        _keyed_token_functional,
     ),
 }
 
@@ -155,6 +212,15 @@ def test_module_returns_exactly_what_its_functional_returns(name: str) -> None:
     for a, b in zip(got, want):
         assert a.shape == b.shape and a.dtype == b.dtype
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_module_with_return_mask_false_returns_the_output_alone(name: str) -> None:
+    make, call_module, call_functional = CASES[name]
+    m = make()
+    m.return_mask = False
+    got, want = call_module(m), _flat(call_functional(_gen()))[0]
+    assert isinstance(got, torch.Tensor) and torch.equal(got, want)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

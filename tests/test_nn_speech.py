@@ -49,15 +49,61 @@ def test_spec_augment_module_unknown_policy():
 
 
 @pytest.mark.parametrize(
+    "rate, masks, functional_masks",
+    [
+        (1.0, (2, 2), (2, 2)),
+        (0.5, (2, 4), (1, 2)),
+        (0.25, (4, 4), (1, 1)),
+        (0.75, (4, 4), (3, 3)),
+        (0.5, (2, 0.04), (1, 0.02)),
+    ],
+)
+def test_spec_augment_module_rate_scales_both_numbers_of_masks(rate, masks, functional_masks):
+    # rate * masks whole: the functional with those counts, and no extra draw.
+    x = spec((3, 40, 200), seed=1)
+    m = mw.nn.SpecAugment(
+        rate, freq_masks=masks[0], freq_width=10, time_masks=masks[1], time_width=30, seed=7
+    )
+    got = m(x)
+    want = mw.spec_augment(
+        x,
+        freq_masks=functional_masks[0],
+        freq_width=10,
+        time_masks=functional_masks[1],
+        time_width=30,
+        generator=seeded(7),
+    )
+    assert torch.equal(got.spec, want.spec)
+    assert torch.equal(got.freq_masked, want.freq_masked)
+    assert torch.equal(got.time_masked, want.time_masked)
+
+
+def test_spec_augment_module_rounds_counts_at_random_with_exact_means():
+    # 0.3 * 2 = 0.6 frequency masks, 0.3 * 10 = 3 time masks: 1 frequency mask in 60 % of calls.
+    m = mw.nn.SpecAugment(0.3, freq_masks=2, freq_width=3, time_masks=10, time_width=5, seed=0)
+    counts = [m.draw_mask_counts() for _ in range(2000)]
+    assert {t for _, t in counts} == {3}
+    assert {f for f, _ in counts} == {0, 1}
+    assert abs(sum(f for f, _ in counts) / 2000 - 0.6) < 0.04  # sd 0.011
+    assert mw.nn.SpecAugment(1.0, freq_masks=2, time_masks=10).draw_mask_counts() == (2, 10)
+
+
+@pytest.mark.parametrize(
     "rate, time_masks, functional_time_masks",
     [(1.0, 2, 2), (0.5, 2, 1), (0.25, 4, 1), (0.75, 4, 3), (0.5, 0.04, 0.02)],
 )
-def test_spec_augment_module_rate_scales_the_number_of_time_masks(
+def test_spec_augment_module_legacy_rate_scales_the_number_of_time_masks(
     rate, time_masks, functional_time_masks
 ):
     x = spec((3, 40, 200), seed=1)
     m = mw.nn.SpecAugment(
-        rate, freq_masks=2, freq_width=10, time_masks=time_masks, time_width=30, seed=7
+        rate,
+        freq_masks=2,
+        freq_width=10,
+        time_masks=time_masks,
+        time_width=30,
+        rate_scales="time_masks",
+        seed=7,
     )
     got = m(x)
     want = mw.spec_augment(
@@ -70,6 +116,7 @@ def test_spec_augment_module_rate_scales_the_number_of_time_masks(
     )
     assert torch.equal(got.spec, want.spec)
     assert torch.equal(got.time_masked, want.time_masked)
+    assert "rate_scales='time_masks'" in repr(m)
 
 
 def test_spec_augment_module_rate_half_means_one_time_mask():
@@ -87,12 +134,13 @@ def test_spec_augment_module_rate_half_means_one_time_mask():
     )
 
 
-def test_spec_augment_module_rate_zero_drops_time_masks_only():
-    # rate scales the number of time masks; the frequency masks do not depend on it, so a
-    # schedule that reaches 0 does not switch frequency masking off.
+def test_spec_augment_module_rate_zero_masks_nothing_but_legacy_keeps_frequency_masks():
     x = spec((2, 80, 120))
     out = mw.nn.SpecAugment(0.0, time_width=50, seed=0)(x)
     assert out.freq_masked.shape == (2, 80) and out.time_masked.shape == (2, 120)
+    assert out.spec is x and not out.freq_masked.any() and not out.time_masked.any()
+    # The earlier rule scales the number of time masks only: the frequency masks stay.
+    out = mw.nn.SpecAugment(0.0, time_width=50, rate_scales="time_masks", seed=0)(x)
     assert out.freq_masked.any() and not out.time_masked.any()
 
 

@@ -28,7 +28,10 @@ class MaskMonitor:
     ``record(step, rate=..., mask=..., valid=..., reliability=..., keys=..., **scalars)``:
 
     * ``mask`` (bool, any shape with positions along the last dimension) gives the realised
-      masked fraction over ``valid`` positions, and accumulates a per-position histogram;
+      masked fraction over ``valid`` positions (bool, broadcastable to ``mask``: where masking
+      was possible, not padding nor special tokens; default all), and accumulates a
+      per-position histogram of them. :class:`~maskwise.nn.DynamicMask` passes its masker's
+      ``maskable`` positions;
     * ``keys`` (same shape as ``mask``, integers < ``num_classes``) accumulates per-class counts
       (how often each token id / class / band was masked, out of how often it was seen);
     * ``reliability``: a :class:`maskwise.dynamic.Reliability` or a dict with ``loss``,

@@ -41,6 +41,7 @@ def _signed(x: int) -> int:
 
 
 _GOLDEN = _signed(0x9E3779B97F4A7C15)
+_GOLDEN_T = torch.tensor(_GOLDEN, dtype=torch.long)  # the same, for tensor arithmetic
 _M1 = _signed(0xBF58476D1CE4E5B9)
 _M2 = _signed(0x94D049BB133111EB)
 
@@ -130,7 +131,10 @@ class KeyedGenerator:
         offset = _signed((self.draws * (_GOLDEN % (1 << 64))) % (1 << 64))  # wrap like int64
         stream = mix64(keys + offset)  # (B,)
         self.draws += 1
-        pos = torch.arange(row, dtype=torch.long, device=device) * _GOLDEN  # (row,)
+        # The constant as a module-level tensor, not a Python int: Inductor folds an int64
+        # literal this large into index arithmetic and overflows or corrupts the heap on CPU.
+        golden = _GOLDEN_T.to(device)
+        pos = torch.arange(row, dtype=torch.long, device=device) * golden  # (row,)
         return mix64(stream[:, None] + pos[None, :]).reshape(shape)
 
     def __repr__(self) -> str:

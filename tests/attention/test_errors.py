@@ -7,7 +7,7 @@ import torch
 
 from maskwise import attention as A
 from maskwise.attention import attend
-from maskwise.nn import MultiheadAttention
+from maskwise.nn import SpecAttention
 
 
 @pytest.mark.parametrize("bad", [0, -3, 2.0, True, None, "4"])
@@ -153,8 +153,8 @@ def test_attend_mask_data_must_fit_the_keys() -> None:
 
 def test_multihead_attention_arguments() -> None:
     with pytest.raises(ValueError, match=r"\(30\).*\(4\)"):
-        MultiheadAttention(30, 4)
+        SpecAttention(30, 4)
     with pytest.raises(ValueError, match=r"\(4\).*\(3\)"):
-        MultiheadAttention(32, 4, num_kv_heads=3)
+        SpecAttention(32, 4, num_kv_heads=3)
     with pytest.raises(ValueError, match="1.5"):
-        MultiheadAttention(32, 4, dropout=1.5)
+        SpecAttention(32, 4, dropout=1.5)

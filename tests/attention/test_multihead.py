@@ -1,6 +1,5 @@
-"""``maskwise.attention.MultiheadAttention``: projections around ``attend`` with a spec as mask.
-
-Also ``maskwise.nn.MultiheadAttention``. ``forward(x, mask=spec)`` is self-attention,
+"""``SpecAttention`` (``maskwise.attention``, ``maskwise.nn``; formerly ``MultiheadAttention``):
+projections around ``attend`` with a spec as mask. ``forward(x, mask=spec)`` is self-attention,
 ``forward(x, context=memory, mask=cross(...))`` cross-attention; ``num_kv_heads < num_heads`` is
 grouped-query attention. A query row with no key (padding) gets zeros from ``attend``, so its
 output is ``out_proj(0)``: the out_proj bias. Dropout acts in training only.
@@ -12,12 +11,13 @@ import pytest
 import torch
 
 from maskwise import attention as A
-from maskwise.attention import KVCache, MultiheadAttention, attend
+from maskwise.attention import KVCache, attend
+from maskwise.attention.modules import SpecAttention
 from tests.reference import attention as R
 
 
 def _manual(
-    m: MultiheadAttention, x: torch.Tensor, spec, context: torch.Tensor | None = None
+    m: SpecAttention, x: torch.Tensor, spec, context: torch.Tensor | None = None
 ) -> torch.Tensor:
     """The module's computation written out: project, split heads, attend, merge, project."""
     src = x if context is None else context
@@ -32,7 +32,7 @@ def _manual(
 
 
 def _reference(
-    m: MultiheadAttention, x: torch.Tensor, allowed: torch.Tensor, context=None
+    m: SpecAttention, x: torch.Tensor, allowed: torch.Tensor, context=None
 ) -> torch.Tensor:
     """The same with float64 naive attention (GQA head mapping as in the reference)."""
     src = (x if context is None else context).double()
@@ -57,7 +57,7 @@ def x() -> torch.Tensor:
 
 def test_self_attention_causal_padding(x: torch.Tensor) -> None:
     torch.manual_seed(0)
-    m = MultiheadAttention(32, 4).eval()
+    m = SpecAttention(32, 4).eval()
     lengths = torch.tensor([9, 5, 0])
     spec = A.causal() & A.padding(lengths)
     with torch.no_grad():
@@ -75,7 +75,7 @@ def test_self_attention_causal_padding(x: torch.Tensor) -> None:
 
 def test_cross_attention(x: torch.Tensor) -> None:
     torch.manual_seed(1)
-    m = MultiheadAttention(32, 4, kdim=12).eval()
+    m = SpecAttention(32, 4, kdim=12).eval()
     memory = torch.randn(3, 14, 12, generator=torch.Generator().manual_seed(2))
     ql, kl = torch.tensor([9, 3, 6]), torch.tensor([14, 7, 0])
     spec = A.cross(ql, kl)
@@ -95,7 +95,7 @@ def test_cross_attention(x: torch.Tensor) -> None:
 @pytest.mark.parametrize("num_kv_heads", [2, 1])
 def test_grouped_query_attention(x: torch.Tensor, num_kv_heads: int) -> None:
     torch.manual_seed(2)
-    m = MultiheadAttention(32, 4, num_kv_heads=num_kv_heads).eval()
+    m = SpecAttention(32, 4, num_kv_heads=num_kv_heads).eval()
     assert m.k_proj.out_features == m.v_proj.out_features == num_kv_heads * 8
     lengths = torch.tensor([9, 6, 2])
     spec = A.causal() & A.padding(lengths)
@@ -108,7 +108,7 @@ def test_grouped_query_attention(x: torch.Tensor, num_kv_heads: int) -> None:
 
 def test_no_mask_and_backend_argument(x: torch.Tensor) -> None:
     torch.manual_seed(3)
-    m = MultiheadAttention(32, 4).eval()
+    m = SpecAttention(32, 4).eval()
     spec = A.sliding_window(3) & A.padding(torch.tensor([9, 8, 4]))
     with torch.no_grad():
         torch.testing.assert_close(m(x), _manual(m, x, None), atol=1e-6, rtol=0)
@@ -119,7 +119,7 @@ def test_no_mask_and_backend_argument(x: torch.Tensor) -> None:
 
 def test_gradients_finite_with_padded_rows(x: torch.Tensor) -> None:
     torch.manual_seed(4)
-    m = MultiheadAttention(32, 4, num_kv_heads=2)
+    m = SpecAttention(32, 4, num_kv_heads=2)
     x = x.clone().requires_grad_()
     out = m(x, mask=A.causal() & A.padding(torch.tensor([9, 3, 0])))
     out.square().sum().backward()
@@ -132,7 +132,7 @@ def test_gradients_finite_with_padded_rows(x: torch.Tensor) -> None:
 
 def test_dropout_train_and_eval(x: torch.Tensor) -> None:
     torch.manual_seed(5)
-    m = MultiheadAttention(32, 4, dropout=0.5)
+    m = SpecAttention(32, 4, dropout=0.5)
     lengths = torch.tensor([9, 5, 2])
     spec = A.causal() & A.padding(lengths)
     pad = torch.arange(9) >= lengths[:, None]
@@ -148,7 +148,7 @@ def test_dropout_train_and_eval(x: torch.Tensor) -> None:
         assert not t1.isnan().any()
         assert torch.equal(t1[pad], m.out_proj.bias.expand(3, 9, 32)[pad])  # padded rows still zero
         # no dropout: train and eval agree
-        m0 = MultiheadAttention(32, 4, dropout=0.0)
+        m0 = SpecAttention(32, 4, dropout=0.0)
         m0.load_state_dict(m.state_dict())
         torch.testing.assert_close(
             m0.train()(x, mask=spec), m0.eval()(x, mask=spec), atol=0, rtol=0
@@ -156,7 +156,7 @@ def test_dropout_train_and_eval(x: torch.Tensor) -> None:
 
 
 def test_extra_repr() -> None:
-    r = repr(MultiheadAttention(32, 4, num_kv_heads=2, dropout=0.1))
+    r = repr(SpecAttention(32, 4, num_kv_heads=2, dropout=0.1))
     assert (
         "embed_dim=32" in r and "num_heads=4" in r and "num_kv_heads=2" in r and "dropout=0.1" in r
     )
@@ -165,7 +165,8 @@ def test_extra_repr() -> None:
 def test_nn_alias_is_the_attention_module() -> None:
     import maskwise.nn
 
-    assert maskwise.nn.MultiheadAttention is MultiheadAttention
+    assert maskwise.nn.SpecAttention is SpecAttention
+    assert issubclass(maskwise.nn.MultiheadAttention, SpecAttention)  # the deprecated name
 
 
 # ----------------------------------------------------------------------------------------------
@@ -179,7 +180,7 @@ def test_cached_decoding_equals_full_causal_attention(
 ) -> None:
     """A prefill of ``prefill`` tokens under causal(), then one token a call: each output equals
     the full-sequence causal output at that position."""
-    m = MultiheadAttention(32, 4, num_kv_heads=num_kv_heads).eval()
+    m = SpecAttention(32, 4, num_kv_heads=num_kv_heads).eval()
     B, L, _ = x.shape
     with torch.no_grad():
         want = m(x, mask=A.causal())
@@ -192,7 +193,7 @@ def test_cached_decoding_equals_full_causal_attention(
 
 
 def test_cached_cross_attention_projects_context_once(x: torch.Tensor) -> None:
-    m = MultiheadAttention(32, 4, kdim=12).eval()
+    m = SpecAttention(32, 4, kdim=12).eval()
     memory = torch.randn(3, 5, 12)
     spec = A.cross(torch.ones(3, dtype=torch.long), torch.tensor([5, 3, 1]))
     with torch.no_grad():
@@ -207,7 +208,7 @@ def test_cached_cross_attention_projects_context_once(x: torch.Tensor) -> None:
 
 
 def test_reset_and_remove_cache(x: torch.Tensor) -> None:
-    m = MultiheadAttention(32, 4).eval()
+    m = SpecAttention(32, 4).eval()
     with torch.no_grad():
         m.setup_cache(3, 9)
         first = m(x[:, :3], mask=A.causal())
@@ -222,7 +223,7 @@ def test_reset_and_remove_cache(x: torch.Tensor) -> None:
 
 
 def test_cache_overflow_and_mismatch_raise(x: torch.Tensor) -> None:
-    m = MultiheadAttention(32, 4).eval()
+    m = SpecAttention(32, 4).eval()
     m.setup_cache(3, 4)
     with torch.no_grad():
         m(x[:, :4], mask=A.causal())
@@ -235,7 +236,7 @@ def test_cache_overflow_and_mismatch_raise(x: torch.Tensor) -> None:
 
 
 def test_cache_buffers_are_not_saved() -> None:
-    m = MultiheadAttention(32, 4)
+    m = SpecAttention(32, 4)
     keys = set(m.state_dict())
     m.setup_cache(2, 8)
     assert set(m.state_dict()) == keys

@@ -25,8 +25,8 @@ from maskwise.monitor import MaskMonitor
 from maskwise.nn import (
     DynamicMask,
     FeatureMask,
-    MultiheadAttention,
     PatchMask,
+    SpecAttention,
     SpecAugment,
     TimeSpanMask,
     TokenMask,
@@ -44,6 +44,10 @@ def token_ids(b: int = 8, length: int = 40, seed: int = 0) -> torch.Tensor:
 
 def token_mask(rate: float = 0.3, seed: int = 0, **kwargs: Any) -> TokenMask:
     return TokenMask(rate, mask_id=MASK, special_ids=SPECIAL, seed=seed, **kwargs)
+
+
+# The rate bounds these tests assume, whatever the controller's defaults are.
+FREE = dict(min_rate=0.0, max_rate=0.9)
 
 
 def perfect_logits(labels: torch.Tensor, classes: int = V) -> torch.Tensor:
@@ -199,7 +203,7 @@ def test_tracker_keys_argument_and_observe_updates_the_tracker() -> None:
 
 def test_monitor_records_rows() -> None:
     mon = MaskMonitor()
-    c = ReliabilityController(0.3, target=0.5, momentum=0.0)
+    c = ReliabilityController(0.3, target=0.5, momentum=0.0, direction="seed", **FREE)
     dm = DynamicMask(token_mask(), c, monitor=mon)
     ids = token_ids()
     _, mask = dm(ids)
@@ -247,7 +251,9 @@ def examples() -> list[list[int]]:
 def build(keyed: bool, seed_offset: int = 0) -> dict[str, Any]:
     """Every maskwise object of a run. ``seed_offset`` makes fresh objects whose own seeds differ
     from the saved ones (so the restored state, not the constructor, must decide the masks)."""
-    c = ReliabilityController(0.3, target=0.5, gain=0.5, momentum=0.5, max_delta=0.05)
+    c = ReliabilityController(
+        0.3, target=0.5, gain=0.5, momentum=0.5, max_delta=0.05, direction="seed", **FREE
+    )
     tracker = DifficultyTracker(V, momentum=0.5)
     dm = DynamicMask(token_mask(0.3, seed=11 + seed_offset), c, tracker=tracker)
     # A collator whose rate follows a schedule, and one whose rate follows the controller.
@@ -354,7 +360,7 @@ class TokenClassifier(nn.Module):
     def __init__(self, vocab: int, classes: int) -> None:
         super().__init__()
         self.embed = nn.Embedding(vocab, 32)
-        self.attn = MultiheadAttention(32, 4)
+        self.attn = SpecAttention(32, 4)
         self.head = nn.Linear(32, classes)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
@@ -422,7 +428,9 @@ def test_with_feature_mask() -> None:
 
 
 def test_with_patch_mask() -> None:
-    c = ReliabilityController(0.5, target=0.5, gain=1.0, momentum=0.0, max_delta=0.25)
+    c = ReliabilityController(
+        0.5, target=0.5, gain=1.0, momentum=0.0, max_delta=0.25, direction="seed", **FREE
+    )
     dm = DynamicMask(PatchMask(0.0, drop=True, seed=0), c)
     x = torch.randn(4, 16, 8)
     vis, mask = dm(x)
@@ -450,17 +458,29 @@ def test_with_spec_augment() -> None:
     assert not out.time_masked[1, 150:].any() and not out.time_masked[2, 100:].any()
     assert dm.masker.rate == 1.0
     out2 = dm(spec, lengths=lengths)
-    assert dm.masker.rate == 0.5  # round(0.5 * 4) = 2 time masks
+    assert dm.masker.rate == 0.5  # 2 time masks, and 0 or 1 frequency mask (0.5 * 1)
+    assert dm.masker.draw_mask_counts()[1] == 2
     assert isinstance(out2, SpecAugmentResult)
     dm.eval()
     out3 = dm(spec, lengths=lengths)
     assert out3.spec is spec and not out3.freq_masked.any() and not out3.time_masked.any()
 
 
-def test_spec_augment_rate_zero_keeps_frequency_masks() -> None:
+def test_spec_augment_rate_reaching_zero_masks_nothing() -> None:
+    dm = DynamicMask(
+        SpecAugment(freq_masks=2, freq_width=10, time_masks=2, seed=0), linear(0.5, 0.0, 1)
+    )
     spec = torch.randn(4, 40, 100)
-    small = SpecAugment(0.01, freq_masks=2, freq_width=10, time_masks=2, seed=0)(spec)
-    zero = SpecAugment(0.0, freq_masks=2, freq_width=10, time_masks=2, seed=0)(spec)
+    assert dm(spec).mask.any()
+    zero = dm(spec)
+    assert dm.masker.rate == 0.0 and zero.spec is spec and not zero.mask.any()
+
+
+def test_spec_augment_legacy_rate_zero_keeps_frequency_masks() -> None:
+    spec = torch.randn(4, 40, 100)
+    kw = dict(freq_masks=2, freq_width=10, time_masks=2, rate_scales="time_masks", seed=0)
+    small = SpecAugment(0.01, **kw)(spec)
+    zero = SpecAugment(0.0, **kw)(spec)
     assert not small.time_masked.any() and small.freq_masked.any()  # round(0.02) = 0 time masks
     assert not zero.time_masked.any()
     assert zero.freq_masked.any()

@@ -24,7 +24,7 @@ from maskwise.attention.lowering import (
     mha_key_padding_mask_blocked,
     varlen_offsets,
 )
-from maskwise.attention.modules import KVCache, MultiheadAttention
+from maskwise.attention.modules import KVCache, MultiheadAttention, SpecAttention
 from maskwise.attention.specs import (
     AttentionSpec,
     Causal,
@@ -69,6 +69,7 @@ __all__ = [
     "Pairs",
     "PrefixLM",
     "SlidingWindow",
+    "SpecAttention",
     "Structure",
     "attend",
     "build_block_mask",

@@ -1,6 +1,10 @@
-"""``MultiheadAttention`` whose mask is a spec, with an optional key/value cache for decoding."""
+"""``SpecAttention``: multi-head attention whose mask is a spec, with an optional key/value
+cache for decoding (``MultiheadAttention`` is its deprecated former name)."""
 
 from __future__ import annotations
+
+import warnings
+from typing import Any
 
 import torch
 from torch import nn
@@ -9,7 +13,7 @@ from maskwise._checks import check_probability
 from maskwise.attention.attend import attend
 from maskwise.attention.spec import AttentionSpec
 
-__all__ = ["KVCache", "MultiheadAttention"]
+__all__ = ["KVCache", "MultiheadAttention", "SpecAttention"]
 
 
 class KVCache(nn.Module):
@@ -74,8 +78,13 @@ class KVCache(nn.Module):
         return f"shape={tuple(self.k.shape)}, size={self.size}"
 
 
-class MultiheadAttention(nn.Module):
+class SpecAttention(nn.Module):
     """Multi-head attention whose mask is a :mod:`maskwise.attention` spec.
+
+    Not a drop-in for ``torch.nn.MultiheadAttention`` (hence the name): that module takes
+    ``(query, key, value)`` with ``attn_mask`` / ``key_padding_mask`` where True = blocked, and
+    returns ``(output, weights)``; this one takes ``x`` (and ``context`` for cross-attention),
+    a spec where True = may attend, and returns the output.
 
     Self-attention (``forward(x, mask=spec)``) or cross-attention
     (``forward(x, context=memory, mask=cross(...))``), with grouped-query attention when
@@ -102,7 +111,7 @@ class MultiheadAttention(nn.Module):
     Shapes: ``x`` (B, L, E), ``context`` (B, S, kdim) -> (B, L, E).
 
     >>> from maskwise.attention import causal, padding
-    >>> attn = MultiheadAttention(32, 4, num_kv_heads=2)
+    >>> attn = SpecAttention(32, 4, num_kv_heads=2)
     >>> x = torch.randn(2, 10, 32)
     >>> attn(x, mask=causal() & padding(torch.tensor([10, 7]))).shape
     torch.Size([2, 10, 32])
@@ -207,3 +216,25 @@ class MultiheadAttention(nn.Module):
             f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, "
             f"num_kv_heads={self.num_kv_heads}, dropout={self.dropout}"
         )
+
+
+_ALIAS_WARNED = False
+
+
+class MultiheadAttention(SpecAttention):
+    """Deprecated name of :class:`SpecAttention` (it shares ``torch.nn.MultiheadAttention``'s
+    name but not its call signature nor its mask convention); warns once, then behaves
+    exactly as :class:`SpecAttention`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        global _ALIAS_WARNED
+        if not _ALIAS_WARNED:
+            _ALIAS_WARNED = True
+            warnings.warn(
+                "maskwise's MultiheadAttention is now SpecAttention (same arguments, same "
+                "parameters); the old name, which torch.nn.MultiheadAttention also has with "
+                "another signature, will be removed.",
+                FutureWarning,
+                stacklevel=2,
+            )
+        super().__init__(*args, **kwargs)

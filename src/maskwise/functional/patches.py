@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -358,6 +359,7 @@ def erase(
     value: float | Sequence[float] | torch.Tensor | str = 0.0,
     attempts: int = 10,
     inplace: bool = False,
+    batched: bool = True,
     generator: Generator = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Random erasing / cutout: an independent rectangle per sample (Zhong et al., 2017).
@@ -369,8 +371,13 @@ def erase(
     batch (one rectangle for the whole batch), every sample gets its own rectangle, and all
     ``attempts`` are drawn at once (no loop over samples).
 
+    A 3-D tensor is a batch of grayscale images (B, H, W); to erase one image (C, H, W), as
+    torchvision's ``RandomErasing`` does in a Dataset, pass ``batched=False``: the result is
+    exactly that of the batch ``images[None]``, without the batch dimension.
+
     Args:
-        images: (B, C, H, W) or (B, H, W).
+        images: (B, C, H, W) or (B, H, W); with ``batched=False``, one image (C, H, W) or
+            (H, W).
         p: probability that a sample is erased.
         scale: range of the erased area as a fraction of H * W.
         ratio: range of the rectangle's height / width.
@@ -379,16 +386,26 @@ def erase(
         attempts: shapes tried per sample.
         inplace: write into ``images`` (no new image tensor; as timm's ``RandomErasing``)
             instead of returning a new tensor.
-        generator: random source.
+        batched: ``images`` is a batch (default) or one image.
+        generator: random source (a :class:`~maskwise.random.KeyedGenerator` has one key per
+            sample; one key with ``batched=False``).
 
     Returns:
         ``(erased, masked)``: the erased images (a new tensor unless ``inplace``) and bool
-        (B, H, W), True = erased.
+        (B, H, W), or (H, W) with ``batched=False``, True = erased.
 
     >>> x, m = erase(torch.ones(8, 3, 32, 32), p=1.0, generator=torch.Generator().manual_seed(0))
     >>> bool((x[:, 0] == 0).eq(m).all()), int(m.flatten(1).any(1).sum())
     (True, 8)
+    >>> one, m = erase(torch.ones(3, 32, 32), p=1.0, batched=False)  # one image
+    >>> m.shape, bool((one == 0).eq(m).all())
+    (torch.Size([32, 32]), True)
     """
+    if not batched:
+        return _erase_one(
+            images, p=p, scale=scale, ratio=ratio, value=value, attempts=attempts,
+            inplace=inplace, generator=generator,
+        )  # fmt: skip
     if not isinstance(images, torch.Tensor) or images.dim() not in (3, 4):
         raise ValueError(
             f"images must be (B, C, H, W) or (B, H, W) "
@@ -456,3 +473,24 @@ def erase(
             return images.masked_fill_(m, fill), masked
         return images.copy_(torch.where(m, fill, images)), masked
     return torch.where(m, fill, images), masked
+
+
+def _erase_one(
+    images: torch.Tensor,
+    *,
+    inplace: bool,
+    value: float | Sequence[float] | torch.Tensor | str,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`erase` of one image (C, H, W) or (H, W): the batch of one ``images[None]``."""
+    if not isinstance(images, torch.Tensor) or images.dim() not in (2, 3):
+        raise ValueError(
+            "With batched=False, images must be one (C, H, W) or (H, W) image "
+            f"({tuple(getattr(images, 'shape', ()))} given)."
+        )
+    if images.dim() == 2 and not isinstance(value, str) and torch.as_tensor(value).dim() == 1:
+        raise ValueError(
+            f"Per-channel values need a (C, H, W) image ({tuple(images.shape)} given)."
+        )
+    erased, masked = erase(images.unsqueeze(0), inplace=inplace, value=value, **kwargs)
+    return (images if inplace else erased[0]), masked[0]

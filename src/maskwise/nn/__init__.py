@@ -1,18 +1,20 @@
 """Thin ``nn.Module`` wrappers around :mod:`maskwise.functional`.
 
-Each module stores its settings and a seeded generator per device, calls the pure function in
+Each module stores its settings and a seeded random source, calls the pure function in
 training mode, and is the identity in eval mode (returning an all-False mask). Every module's
 ``forward`` returns ``(x_masked, mask)`` so the mask can be logged or used to choose loss
-targets. The generators' state is part of ``state_dict()``, so a restored module continues with
-exactly the masks it would have drawn.
+targets, or ``x_masked`` alone when built with ``return_mask=False`` (for ``nn.Sequential``,
+``Compose`` and Dataset transforms). The random source's state is part of ``state_dict()``, so
+a restored module continues with exactly the masks it would have drawn; ``keyed=True`` draws
+from counter-based keys, which ``torch.compile(fullgraph=True)`` traces.
 
 Layout: :mod:`~maskwise.nn.base` (``MaskModule``: rate, generators, state),
 :mod:`~maskwise.nn.text`, :mod:`~maskwise.nn.vision`, :mod:`~maskwise.nn.speech` (the maskers),
-:mod:`~maskwise.nn.dynamic` (``DynamicMask``). ``MultiheadAttention`` lives in
-:mod:`maskwise.attention` and is re-exported here.
+:mod:`~maskwise.nn.dynamic` (``DynamicMask``). ``SpecAttention`` lives in
+:mod:`maskwise.attention` and is re-exported here (``MultiheadAttention``: its deprecated name).
 """
 
-from maskwise.attention.modules import MultiheadAttention
+from maskwise.attention.modules import MultiheadAttention, SpecAttention
 from maskwise.nn.base import MaskModule
 from maskwise.nn.dynamic import DynamicMask
 from maskwise.nn.speech import SpecAugment, TimeSpanMask
@@ -27,6 +29,7 @@ __all__ = [
     "MaskModule",
     "MultiheadAttention",
     "PatchMask",
+    "SpecAttention",
     "SpecAugment",
     "TimeSpanMask",
     "TokenMask",

@@ -21,7 +21,8 @@ class DynamicMask(nn.Module):
 
     ``forward(x, *args, **kwargs)`` sets ``masker.rate`` from the rate source, calls the masker
     and returns what it returns (``(x_masked, mask)``; a ``SpecAugmentResult`` for
-    :class:`SpecAugment`); in eval the masker is the identity. With a
+    :class:`SpecAugment`; the masked input alone for a masker built with
+    ``return_mask=False``); in eval the masker is the identity. With a
     :class:`~maskwise.dynamic.DifficultyTracker`, maskers that take ``weights`` (``TokenMask``)
     get per-key sampling weights (keys: ``keys=`` or, for integer inputs, the input itself).
     :meth:`observe` takes the step's logits and labels (or a precomputed
@@ -35,7 +36,9 @@ class DynamicMask(nn.Module):
         tracker: optional difficulty tracker (per-key sampling weights).
         temperature: the tracker's weight temperature (negative: hard keys masked less).
         monitor: optional :class:`~maskwise.monitor.MaskMonitor` fed at every training forward
-            and observe.
+            (the rate; the masked fraction over the positions the masker may mask, see
+            :meth:`MaskModule.maskable`; per-class counts of the integer ``keys`` or input ids)
+            and at every observe.
 
     The step (training forwards so far) is a buffer, saved in ``state_dict``.
 
@@ -86,19 +89,40 @@ class DynamicMask(nn.Module):
             return self.masker(x, *args, **kwargs)
         rate = self.current_rate()
         self.masker.rate = rate
+        k = keys if keys is not None else x  # integer keys: token ids, or those given
+        if not isinstance(k, torch.Tensor) or k.dtype.is_floating_point:
+            k = None
         if self.tracker is not None and self._takes_weights and "weights" not in kwargs:
-            k = keys if keys is not None else x
-            if isinstance(k, torch.Tensor) and not k.dtype.is_floating_point:
+            if k is not None:
                 kwargs["weights"] = self.tracker.weights(k, temperature=self.temperature)
-        out = self.masker(x, *args, **kwargs)
-        if self.monitor is not None:
-            # Maskers return (x, mask), or a result with a .mask (SpecAugmentResult).
-            mask = getattr(out, "mask", None)
-            if mask is None and isinstance(out, tuple) and len(out) == 2:
-                mask = out[1]
-            self.monitor.record(int(self.step), rate=rate, mask=mask)
+        if self.monitor is None:
+            out = self.masker(x, *args, **kwargs)
+        else:
+            out = self._forward_monitored(rate, k, x, *args, **kwargs)
         self.step += 1
         return out
+
+    def _forward_monitored(
+        self, rate: float, keys: torch.Tensor | None, x: Any, *args: Any, **kwargs: Any
+    ) -> Any:
+        """The masker's forward, recording the rate, the masked fraction over the positions it
+        may mask (the mask is taken even from a masker built with ``return_mask=False``) and,
+        with integer ``keys`` of the mask's shape, the per-class counts."""
+        plain = not self.masker.return_mask
+        self.masker.return_mask = True
+        try:
+            out = self.masker(x, *args, **kwargs)
+        finally:
+            self.masker.return_mask = not plain
+        # Maskers return (x, mask), or a result with a .mask (SpecAugmentResult).
+        mask = getattr(out, "mask", None)
+        if mask is None and isinstance(out, tuple) and len(out) == 2:
+            mask = out[1]
+        valid = self.masker.maskable(x, *args, **kwargs)
+        if keys is not None and (mask is None or keys.shape != mask.shape):
+            keys = None
+        self.monitor.record(int(self.step), rate=rate, mask=mask, valid=valid, keys=keys)
+        return out[0] if plain else out
 
     def observe(
         self,

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 import torch
 
 from maskwise import functional as F
-from maskwise._checks import check_split
+from maskwise._checks import check_split, not_special, valid_from_attention_mask
 from maskwise.functional.features import mask_shape
 from maskwise.nn.base import MaskModule
 
@@ -22,7 +22,9 @@ class FeatureMask(MaskModule):
     Args:
         rate: probability that an entry (or a slice along ``dims``) is masked.
         dims: dimensions that share a mask, e.g. ``-1`` masks whole feature vectors.
-        seed: seed of the module's generator (None: drawn from torch's global generator).
+        seed, keyed, return_mask: the random source and the output, as in :class:`MaskModule`.
+
+    ``forward(x) -> (x_masked, mask)``, or ``x_masked`` alone with ``return_mask=False``.
 
     >>> m = FeatureMask(0.5, dims=-1, seed=0)
     >>> x_masked, mask = m(torch.ones(2, 4, 8))
@@ -33,23 +35,31 @@ class FeatureMask(MaskModule):
     """
 
     def __init__(
-        self, rate: float, *, dims: int | Sequence[int] | None = None, seed: int | None = None
+        self,
+        rate: float,
+        *,
+        dims: int | Sequence[int] | None = None,
+        seed: int | None = None,
+        keyed: bool = False,
+        return_mask: bool = True,
     ) -> None:
-        super().__init__(rate, seed=seed)
+        super().__init__(rate, seed=seed, keyed=keyed, return_mask=return_mask)
         if dims is not None and not (
             isinstance(dims, int) or all(isinstance(d, int) for d in dims)
         ):
             raise TypeError(f"dims must be an int, a sequence of ints or None ({dims!r} given).")
         self.dims = dims
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | torch.Tensor:
         if not self.training or self.rate == 0.0:
             shape = mask_shape(x.shape, self.dims)
-            return x, torch.zeros(shape, dtype=torch.bool, device=x.device)
-        return F.mask_features(x, self.rate, dims=self.dims, generator=self.generator(x.device))
+            return self._output((x, torch.zeros(shape, dtype=torch.bool, device=x.device)))
+        rows = mask_shape(x.shape, self.dims)[0] if x.dim() else 1  # keyed: one key per mask row
+        g = self.generator(x.device, rows)
+        return self._output(F.mask_features(x, self.rate, dims=self.dims, generator=g))
 
     def extra_repr(self) -> str:
-        return f"rate={self.rate}, dims={self.dims}, seed={self.generators.seed}"
+        return f"rate={self.rate}, dims={self.dims}{self._settings()}"
 
 
 class TokenMask(MaskModule):
@@ -67,12 +77,13 @@ class TokenMask(MaskModule):
         replace_prob: probability that a masked token becomes ``mask_id``.
         random_prob: probability that it becomes a random token.
         exact: exact count per row instead of Bernoulli draws.
-        seed: seed of the module's generator.
+        seed, keyed, return_mask: the random source and the output, as in :class:`MaskModule`.
 
-    ``forward(input_ids, attention_mask=None, weights=None) -> (input_ids_masked, mask)``
-    (``weights``: optional per-token sampling weights, e.g. from a
-    :class:`~maskwise.dynamic.DifficultyTracker`); the loss targets of masked-token prediction
-    are ``input_ids.masked_fill(~mask, -100)``.
+    ``forward(input_ids, attention_mask=None, weights=None) -> (input_ids_masked, mask)``, or
+    ``input_ids_masked`` alone with ``return_mask=False`` (``weights``: optional per-token
+    sampling weights, e.g. from a :class:`~maskwise.dynamic.DifficultyTracker`); the loss
+    targets of masked-token prediction are ``input_ids.masked_fill(~mask, -100)``. Padding
+    (``attention_mask`` 0) and ``special_ids`` are never masked (:meth:`maskable`).
 
     >>> tm = TokenMask(1.0, mask_id=4, special_ids=[0, 1], seed=0)
     >>> tm(torch.tensor([[1, 7, 8, 0]]))[0].tolist()
@@ -90,8 +101,10 @@ class TokenMask(MaskModule):
         random_prob: float = 0.0,
         exact: bool = False,
         seed: int | None = None,
+        keyed: bool = False,
+        return_mask: bool = True,
     ) -> None:
-        super().__init__(rate, seed=seed)
+        super().__init__(rate, seed=seed, keyed=keyed, return_mask=return_mask)
         self.mask_id = int(mask_id)
         self.special_ids = tuple(int(i) for i in special_ids)
         self.vocab_size = vocab_size
@@ -105,12 +118,11 @@ class TokenMask(MaskModule):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         weights: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor] | torch.Tensor:
         if not self.training or self.rate == 0.0:
-            return input_ids, torch.zeros(
-                input_ids.shape, dtype=torch.bool, device=input_ids.device
-            )
-        g = self.generator(input_ids.device)
+            nothing = torch.zeros(input_ids.shape, dtype=torch.bool, device=input_ids.device)
+            return self._output((input_ids, nothing))
+        g = self.generator(input_ids.device, input_ids.shape[0])
         mask = F.mask_tokens(
             input_ids,
             self.rate,
@@ -130,10 +142,21 @@ class TokenMask(MaskModule):
             special_ids=self.special_ids,
             generator=g,
         )
-        return out, mask
+        return self._output((out, mask))
+
+    def maskable(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        weights: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Bool (B, L): the real tokens (``attention_mask``) whose id is not special."""
+        real = valid_from_attention_mask(attention_mask, input_ids.shape, input_ids.device)
+        plain = not_special(input_ids, self.special_ids)
+        return real if plain is None else real & plain
 
     def extra_repr(self) -> str:
         return (
             f"rate={self.rate}, mask_id={self.mask_id}, replace_prob={self.replace_prob}, "
-            f"random_prob={self.random_prob}, exact={self.exact}, seed={self.generators.seed}"
+            f"random_prob={self.random_prob}, exact={self.exact}{self._settings()}"
         )

@@ -98,6 +98,7 @@ class SpeechClassification:
             time_masks=10,
             time_width=self.time_width,
             value="mean",
+            rate_scales="time_masks",  # the rule of the documented runs: rate scales time masks
             seed=seed,
         )
 
