@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 
 from maskwise._checks import check_probability
+from maskwise.functional.select import Rate, per_sample_rates
 from maskwise.random import KeyedGenerator, uniform
 
 __all__ = ["mask_features", "mask_shape"]
@@ -14,7 +15,7 @@ __all__ = ["mask_features", "mask_shape"]
 
 def mask_features(
     x: torch.Tensor,
-    rate: float | torch.Tensor,
+    rate: Rate,
     *,
     dims: int | Sequence[int] | None = None,
     generator: torch.Generator | KeyedGenerator | None = None,
@@ -30,8 +31,8 @@ def mask_features(
 
     Args:
         x: tensor of any shape, float.
-        rate: probability that an entry (or shared slice) is masked: float in [0, 1], or a (B,)
-            tensor of per-row rates (dim 0 is the batch).
+        rate: probability that an entry (or shared slice) is masked: float in [0, 1], a (B,)
+            tensor of per-row rates (dim 0 is the batch), or a range ``(low, high)``.
         dims: dimensions that share a mask (size 1 in the returned mask); None = every entry
             independent.
         generator: random source.
@@ -50,6 +51,7 @@ def mask_features(
     if x.dim() == 0:
         raise ValueError("x must have at least one dimension (a 0-d tensor given).")
     shape = mask_shape(x.shape, dims)
+    rate = per_sample_rates(rate, x.shape[0], device=x.device, generator=generator)
     p: float | torch.Tensor
     if isinstance(rate, torch.Tensor):
         if shape[0] == 1 and x.shape[0] != 1:

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from maskwise._checks import as_rate, check_bool_2d, check_probability
-from maskwise.functional.select import top_k_per_row
+from maskwise.functional.select import Rate, per_sample_rates, top_k_per_row
 from maskwise.random import KeyedGenerator, uniform
 
 __all__ = [
@@ -66,7 +66,7 @@ def _check_range(name: str, value: Sequence[float]) -> tuple[float, float]:
 def mask_patches(
     batch: int,
     num_patches: int,
-    rate: float | torch.Tensor,
+    rate: Rate,
     *,
     scores: torch.Tensor | None = None,
     hard_fraction: float = 1.0,
@@ -84,7 +84,8 @@ def mask_patches(
     Args:
         batch: number of rows B.
         num_patches: patches per row N.
-        rate: float in [0, 1], or (B,) tensor of per-row rates.
+        rate: float in [0, 1], (B,) tensor of per-row rates, or a range ``(low, high)``
+            from which each row draws its rate.
         scores: optional float (B, N); higher = chosen first.
         hard_fraction: share of the budget given to the top scores, in [0, 1].
         device: device of the mask (default: that of ``scores``, else CPU).
@@ -114,6 +115,7 @@ def mask_patches(
             )
         device = scores.device if device is None else device
     device = torch.device("cpu") if device is None else torch.device(device)
+    rate = per_sample_rates(rate, B, device=device, generator=generator)
     u = uniform((B, N), generator=generator, device=device)
     if isinstance(rate, torch.Tensor):
         k = torch.round(as_rate(rate, B, device).squeeze(1) * N).long()  # (B,)
@@ -266,7 +268,7 @@ def mask_blocks(
 def mask_coarse(
     batch: int,
     grid: int | Sequence[int],
-    rate: float | torch.Tensor,
+    rate: Rate,
     *,
     unit: int = 2,
     device: torch.device | str | None = None,

@@ -7,7 +7,43 @@ import torch
 from maskwise._checks import as_rate, check_bool_2d, check_probability
 from maskwise.random import KeyedGenerator, uniform
 
-__all__ = ["sample_mask", "top_k_per_row"]
+__all__ = ["Rate", "per_sample_rates", "sample_mask", "top_k_per_row"]
+
+#: A masking rate: one float for the batch, a (B,) tensor of per-sample rates, or a range
+#: ``(low, high)`` from which every sample draws its own rate.
+Rate = float | torch.Tensor | tuple[float, float]
+
+
+def per_sample_rates(
+    rate: Rate,
+    batch: int,
+    *,
+    device: torch.device | str | None = None,
+    generator: torch.Generator | KeyedGenerator | None = None,
+) -> float | torch.Tensor:
+    """Resolve a range ``(low, high)`` into (B,) float64 rates drawn uniformly in
+    ``[low, high]`` from ``generator`` (DINOv2 draws 0.1-0.5 per image, LLaDA one rate per
+    sequence); a float or a tensor is returned as it is (checked where it is used).
+
+    Every masker that takes a ``rate`` calls this first, so a range costs one draw of B numbers
+    before the masks, and a float or tensor rate draws exactly what it drew before.
+
+    >>> r = per_sample_rates((0.1, 0.5), 4, generator=torch.Generator().manual_seed(0))
+    >>> r.shape, bool(((r >= 0.1) & (r <= 0.5)).all())
+    (torch.Size([4]), True)
+    >>> per_sample_rates(0.15, 4)
+    0.15
+    """
+    if not isinstance(rate, (tuple, list)):
+        return rate
+    if len(rate) != 2 or any(isinstance(x, bool) for x in rate):
+        raise ValueError(f"a rate range must be a pair (low, high) ({rate!r} given).")
+    low = check_probability("low", float(rate[0]))
+    high = check_probability("high", float(rate[1]))
+    if low > high:
+        raise ValueError(f"a rate range needs low <= high ({rate!r} given).")
+    u = uniform((batch,), generator=generator, device=device, dtype=torch.float64)
+    return low + (high - low) * u
 
 
 def top_k_per_row(
@@ -43,7 +79,7 @@ def top_k_per_row(
 
 def sample_mask(
     valid: torch.Tensor,
-    rate: float | torch.Tensor,
+    rate: Rate,
     *,
     exact: bool = False,
     weights: torch.Tensor | None = None,
@@ -62,7 +98,8 @@ def sample_mask(
 
     Args:
         valid: bool (B, N), True where masking is allowed (not padding, not special).
-        rate: float in [0, 1] or float tensor (B,) of per-row rates.
+        rate: float in [0, 1], float tensor (B,) of per-row rates, or a range
+            ``(low, high)`` from which each row draws its rate (:func:`per_sample_rates`).
         exact: exact count per row instead of Bernoulli draws.
         weights: optional non-negative float (B, N) sampling weights (only their ratios matter).
             NaN, infinite or negative weights raise a ``ValueError`` on CPU; on other devices,
@@ -84,6 +121,7 @@ def sample_mask(
         raise TypeError(f"exact must be a bool ({exact!r} given).")
     B, N = valid.shape
     device = valid.device
+    rate = per_sample_rates(rate, B, device=device, generator=generator)
     if not exact and weights is None and not isinstance(rate, torch.Tensor):
         # Hot path of token masking: one draw, one comparison with a Python scalar.
         p = check_probability("rate", rate)

@@ -15,7 +15,7 @@ from maskwise._checks import (
     check_mean_length,
     valid_from_attention_mask,
 )
-from maskwise.functional.select import top_k_per_row
+from maskwise.functional.select import Rate, per_sample_rates, top_k_per_row
 from maskwise.random import KeyedGenerator, uniform
 
 __all__ = ["mask_spans", "span_length_pmf", "t5_corrupt", "t5_corrupt_with_lengths"]
@@ -86,7 +86,7 @@ def _geometric0(u: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 
 def mask_spans(
     valid: torch.Tensor,
-    rate: float | torch.Tensor,
+    rate: Rate,
     *,
     mean_length: float = 3.0,
     distribution: str | Sequence[float] = "geometric",
@@ -120,7 +120,7 @@ def mask_spans(
 
     Args:
         valid: bool (B, L), True where masking is allowed.
-        rate: float in [0, 1] or (B,) tensor.
+        rate: float in [0, 1], (B,) tensor, or a range ``(low, high)`` (a rate per row).
         mean_length: mean span length (of the untruncated distribution when ``exact=False``).
         distribution: ``"geometric"``, ``"poisson"``, ``"fixed"`` or weights for lengths 1..K.
         max_length: longest span when ``exact=False``.
@@ -142,6 +142,7 @@ def mask_spans(
     check_mean_length(mean_length)
     B, L = valid.shape
     device = valid.device
+    rate = per_sample_rates(rate, B, device=device, generator=generator)
     r = as_rate(rate, B, device)  # (B, 1) float64
     n = valid.sum(1)  # (B,) valid positions per row
     pos_c = (valid.long().cumsum(1) - 1).clamp_min(

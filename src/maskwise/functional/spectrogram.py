@@ -12,8 +12,8 @@ from typing import Any, NamedTuple
 
 import torch
 
-from maskwise._checks import check_probability
-from maskwise.functional.select import top_k_per_row
+from maskwise._checks import as_rate, check_probability
+from maskwise.functional.select import Rate, per_sample_rates, top_k_per_row
 from maskwise.random import KeyedGenerator, uniform
 
 __all__ = [
@@ -263,10 +263,22 @@ def spec_augment(
     return SpecAugmentResult(out, f_masked, t_masked)
 
 
+def _rate_bound(rate: Rate) -> float:
+    """An upper bound of every row's rate, known without reading a device tensor: the float,
+    the range's high end, or the maximum of a CPU tensor (1.0 for a tensor on another device)."""
+    if isinstance(rate, (tuple, list)):
+        return check_probability("high", float(rate[-1])) if rate else 1.0
+    if isinstance(rate, torch.Tensor):
+        if rate.device.type == "cpu" and rate.numel() and not torch.compiler.is_compiling():
+            return min(1.0, max(0.0, float(rate.max())))
+        return 1.0
+    return check_probability("rate", rate)
+
+
 def mask_time_spans(
     lengths: torch.Tensor,
     max_len: int,
-    rate: float,
+    rate: Rate,
     *,
     span: int = 10,
     min_spans: int = 0,
@@ -285,7 +297,8 @@ def mask_time_spans(
     Args:
         lengths: integer (B,) real frames per row (``<= max_len``).
         max_len: T, the padded length.
-        rate: ``mask_prob`` of wav2vec2: spans started per frame times ``span``.
+        rate: ``mask_prob`` of wav2vec2: spans started per frame times ``span``; a float,
+            a (B,) tensor, or a range ``(low, high)`` (a rate per row).
         span: span length in frames (``mask_length``).
         min_spans: least number of spans per row (if the row has room).
         generator: random source.
@@ -306,7 +319,13 @@ def mask_time_spans(
         )
     device = lengths.device
     n = _lengths(lengths, lengths.shape[0] if lengths.dim() == 1 else -1, int(max_len), device)
-    rate = check_probability("rate", rate)
+    rate_bound = _rate_bound(rate)  # checks rate; bounds every row's rate, no host read on GPU
+    rate = per_sample_rates(rate, n.shape[0], device=device, generator=generator)
+    r = (
+        check_probability("rate", rate)
+        if not isinstance(rate, torch.Tensor)
+        else as_rate(rate, n.shape[0], device).squeeze(1)
+    )
     if isinstance(span, bool) or not isinstance(span, numbers.Integral) or span < 1:
         raise ValueError(f"span must be an int >= 1 ({span!r} given).")
     if isinstance(min_spans, bool) or not isinstance(min_spans, numbers.Integral) or min_spans < 0:
@@ -317,11 +336,11 @@ def mask_time_spans(
     u = uniform((B, T + 1), generator=generator, device=device)
     eps = u[:, 0].double()
     n_starts = (n - span + 1).clamp_min(0)  # start frames 0 .. n - span
-    k = torch.floor(rate * n.double() / span + eps).long().clamp_min(int(min_spans))
+    k = torch.floor(r * n.double() / span + eps).long().clamp_min(int(min_spans))
     k = torch.minimum(k, n_starts)  # (B,)
     allowed = torch.arange(T, device=device) < n_starts.unsqueeze(1)
     # k <= max(min_spans, rate * T / span + 1): a bound from the arguments, no host read.
-    k_max = min(T, max(int(min_spans), int(rate * T / span) + 1))
+    k_max = min(T, max(int(min_spans), int(rate_bound * T / span) + 1))
     starts = top_k_per_row(u[:, 1:].masked_fill(~allowed, -1.0), k, k_max=k_max) & allowed  # (B, T)
     # Frame t is masked if a span starts in (t - span, t]: a windowed count of the starts.
     c = torch.nn.functional.pad(starts.int().cumsum(1), (span, 0))  # c[:, t + span] = starts <= t

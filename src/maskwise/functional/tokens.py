@@ -16,7 +16,7 @@ from maskwise._checks import (
     not_special,
     valid_from_attention_mask,
 )
-from maskwise.functional.select import sample_mask
+from maskwise.functional.select import Rate, per_sample_rates, sample_mask
 from maskwise.random import KeyedGenerator, integers, uniform
 
 __all__ = [
@@ -34,7 +34,7 @@ IGNORE_INDEX = -100
 
 def mask_tokens(
     input_ids: torch.Tensor,
-    rate: float | torch.Tensor,
+    rate: Rate,
     *,
     special_ids: Iterable[int] | torch.Tensor = (),
     attention_mask: torch.Tensor | None = None,
@@ -49,7 +49,7 @@ def mask_tokens(
 
     Args:
         input_ids: integer (B, L).
-        rate: float in [0, 1] or (B,) tensor.
+        rate: float in [0, 1], (B,) tensor, or a range ``(low, high)`` (a rate per row).
         special_ids: ids never masked ([CLS], [SEP], <s>, pad, ...).
         attention_mask: optional (B, L), 1 = real token, 0 = padding.
         exact: exactly ``round(rate * n_valid)`` tokens per row instead of Bernoulli draws.
@@ -95,7 +95,7 @@ def _word_starts(word_ids: torch.Tensor, is_word: torch.Tensor) -> torch.Tensor:
 
 def mask_words(
     word_ids: torch.Tensor,
-    rate: float | torch.Tensor,
+    rate: Rate,
     *,
     exact: bool = False,
     weights: torch.Tensor | None = None,
@@ -111,7 +111,8 @@ def mask_words(
         word_ids: integer (B, L): word index of each token, -1 for tokens in no word (special
             tokens, padding). Build it with :func:`word_ids_from_encoding` or
             :func:`word_ids_from_offsets`.
-        rate: float in [0, 1] or (B,) tensor: fraction of words to mask.
+        rate: fraction of words to mask: float in [0, 1], (B,) tensor, or a range
+            ``(low, high)`` (a rate per row).
         exact: exact word count per row.
         weights: optional non-negative float (B, L) per-token weights; a word's weight is the mean
             over its tokens.
@@ -130,6 +131,7 @@ def mask_words(
     check_long("word_ids", word_ids)
     B, L = word_ids.shape
     device = word_ids.device
+    rate = per_sample_rates(rate, B, device=device, generator=generator)
     is_word = word_ids >= 0
     starts = _word_starts(word_ids, is_word)
     # Word slots are 1-based: slot w + 1 holds word w, slot 0 collects tokens before the first word.

@@ -25,6 +25,24 @@ def _worker_seed() -> int:
     return -1 if info is None else int(info.seed) % 2**63
 
 
+def check_module_rate(rate: Any, *, ranges: bool) -> Any:
+    """A module's rate: a float in [0, 1] or, where the masker takes per-sample rates, a range
+    ``(low, high)``."""
+    if isinstance(rate, (tuple, list)):
+        if not ranges:
+            raise ValueError(
+                f"this masker takes one rate per batch, not a range ({tuple(rate)!r} given): "
+                "its masks need the same count in every row."
+            )
+        if len(rate) != 2:
+            raise ValueError(f"a rate range must be a pair (low, high) ({rate!r} given).")
+        low, high = check_probability("low", rate[0]), check_probability("high", rate[1])
+        if low > high:
+            raise ValueError(f"a rate range needs low <= high ({rate!r} given).")
+        return (low, high)
+    return check_probability("rate", rate)
+
+
 class MaskModule(nn.Module):
     """Base of the masking modules: a rate, a seeded random source, train/eval logic.
 
@@ -44,7 +62,9 @@ class MaskModule(nn.Module):
       ``torch.compile(fullgraph=True)`` (``torch.Generator`` is opaque to Dynamo).
 
     Args:
-        rate: the masking rate, in [0, 1].
+        rate: the masking rate, in [0, 1], or (for maskers whose functional takes per-row
+            rates: ``TokenMask``, ``FeatureMask``, ``PatchMask`` without ``drop``,
+            ``TimeSpanMask``) a range ``(low, high)``: each sample draws its own rate.
         seed: seed of the random source (None: drawn from torch's global generator).
         keyed: draw from a counter-based key instead of a ``torch.Generator``.
         return_mask: ``forward`` returns ``(output, mask)`` (or its result tuple); False returns
@@ -55,16 +75,19 @@ class MaskModule(nn.Module):
     state), so a restored module continues with exactly the masks it would have drawn.
     """
 
+    #: whether ``rate`` may be a range ``(low, high)`` (a rate per sample)
+    takes_ranges: bool = False
+
     def __init__(
         self,
-        rate: float,
+        rate: float | tuple[float, float],
         *,
         seed: int | None = None,
         keyed: bool = False,
         return_mask: bool = True,
     ) -> None:
         super().__init__()
-        self.rate = check_probability("rate", rate)
+        self.rate = check_module_rate(rate, ranges=self.takes_ranges)
         self.generators = DeviceGenerators(seed)
         self.keyed = check_flag("keyed", keyed)
         self.return_mask = check_flag("return_mask", return_mask)
@@ -114,13 +137,14 @@ class MaskModule(nn.Module):
 
     def get_extra_state(self) -> dict[str, Any]:
         return {
-            "rate": self.rate,
+            "rate": list(self.rate) if isinstance(self.rate, tuple) else self.rate,
             "generators": self.generators.state_dict(),
             "calls": int(self.calls),
         }
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
-        self.rate = float(state["rate"])
+        rate = state["rate"]
+        self.rate = (float(rate[0]), float(rate[1])) if isinstance(rate, list) else float(rate)
         self.generators.load_state_dict(state["generators"])
         self.calls.fill_(int(state.get("calls", 0)))  # absent from checkpoints before keyed=
 

@@ -178,6 +178,8 @@ class TimeSpanMask(MaskModule):
     False
     """
 
+    takes_ranges = True  # a rate per sample: the functional takes (low, high)
+
     def __init__(
         self,
         rate: float,

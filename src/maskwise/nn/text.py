@@ -34,6 +34,8 @@ class FeatureMask(MaskModule):
     False
     """
 
+    takes_ranges = True  # a rate per sample: the functional takes (low, high)
+
     def __init__(
         self,
         rate: float,
@@ -89,6 +91,8 @@ class TokenMask(MaskModule):
     >>> tm(torch.tensor([[1, 7, 8, 0]]))[0].tolist()
     [[1, 4, 4, 0]]
     """
+
+    takes_ranges = True  # a rate per sample: the functional takes (low, high)
 
     def __init__(
         self,

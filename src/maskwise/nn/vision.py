@@ -50,6 +50,8 @@ class PatchMask(MaskModule):
     (torch.Size([2, 5, 8]), [12, 12], [False, False])
     """
 
+    takes_ranges = True  # a rate per sample (without drop): mask_patches takes (low, high)
+
     def __init__(
         self,
         rate: float,
@@ -65,6 +67,11 @@ class PatchMask(MaskModule):
     ) -> None:
         super().__init__(rate, seed=seed, keyed=keyed, return_mask=return_mask)
         self.drop = check_flag("drop", drop)
+        if self.drop and isinstance(self.rate, tuple):
+            raise ValueError(
+                f"PatchMask(drop=True) keeps one count per row, so it takes one rate, not a range "
+                f"({self.rate!r} given); use drop=False for a rate per sample."
+            )
         if (
             isinstance(num_prefix_tokens, bool)
             or not isinstance(num_prefix_tokens, int)
