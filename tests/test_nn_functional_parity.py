@@ -179,6 +179,11 @@ CASES: dict[str, Case] = {
         lambda m: m(X[:, :60], lengths=LENGTHS),
         _time_spans_functional,
     ),
+    "TokenDrop": (  # returns (kept, index) when asked, the kept tokens alone otherwise
+        lambda: mnn.TokenDrop(0.25, num_prefix_tokens=1, seed=SEED),
+        lambda m: m(X, return_indices=True),
+        lambda g: F.drop_tokens(X, 0.25, num_prefix_tokens=1, generator=g),
+    ),
     "TokenMask(keyed)": (
         lambda: mnn.TokenMask(0.3, mask_id=4, special_ids=[0, 1], keyed=True, seed=SEED),
         lambda m: m(*_ids()),
@@ -216,6 +221,8 @@ def test_module_returns_exactly_what_its_functional_returns(name: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_module_with_return_mask_false_returns_the_output_alone(name: str) -> None:
+    if name == "TokenDrop":
+        pytest.skip("TokenDrop returns the kept tokens alone unless return_indices=True")
     make, call_module, call_functional = CASES[name]
     m = make()
     m.return_mask = False
@@ -228,5 +235,8 @@ def test_module_in_eval_masks_nothing(name: str) -> None:
     make, call_module, _ = CASES[name]
     m = make().eval()
     out = call_module(m)
+    if name == "TokenDrop":  # keeps every token, in order
+        assert torch.equal(out[0], X) and torch.equal(out[1][0], torch.arange(X.shape[1]))
+        return
     masks = [t for t in _flat(out) if t.dtype == torch.bool]
     assert masks and not any(bool(t.any()) for t in masks)

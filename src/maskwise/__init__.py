@@ -9,7 +9,9 @@ from maskwise import attention, collators, dynamic, functional, nn, random
 from maskwise.functional import (
     SPEC_AUGMENT_POLICIES,
     SpecAugmentResult,
+    consistency_loss,
     corrupt,
+    drop_tokens,
     erase,
     keep_indices,
     lm_labels,
@@ -42,6 +44,8 @@ __all__ = [
     "SpecAugmentResult",
     "__version__",
     "attention",
+    "consistency_loss",
+    "drop_tokens",
     "dynamic",
     "erase",
     "keep_indices",

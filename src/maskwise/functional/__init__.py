@@ -5,6 +5,8 @@ Every random function takes a keyword-only ``generator`` (a ``torch.Generator``,
 from it.
 """
 
+from maskwise.functional.consistency import CONSISTENCY_KINDS, consistency_loss
+from maskwise.functional.drop import drop_tokens
 from maskwise.functional.features import mask_features
 from maskwise.functional.patches import (
     erase,
@@ -16,7 +18,7 @@ from maskwise.functional.patches import (
     patchify,
     unpatchify,
 )
-from maskwise.functional.select import sample_mask, top_k_per_row
+from maskwise.functional.select import Rate, per_sample_rates, sample_mask, top_k_per_row
 from maskwise.functional.spans import (
     mask_spans,
     span_length_pmf,
@@ -42,9 +44,13 @@ from maskwise.functional.tokens import (
 )
 
 __all__ = [
+    "CONSISTENCY_KINDS",
+    "Rate",
     "SPEC_AUGMENT_POLICIES",
     "SpecAugmentResult",
+    "consistency_loss",
     "corrupt",
+    "drop_tokens",
     "erase",
     "interval_mask",
     "keep_indices",
@@ -62,6 +68,7 @@ __all__ = [
     "mask_spans",
     "mask_tokens",
     "mask_words",
+    "per_sample_rates",
     "sample_mask",
     "span_length_pmf",
     "t5_corrupt",

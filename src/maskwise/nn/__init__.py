@@ -19,7 +19,8 @@ from maskwise.nn.base import MaskModule
 from maskwise.nn.dynamic import DynamicMask
 from maskwise.nn.speech import SpecAugment, TimeSpanMask
 from maskwise.nn.text import FeatureMask, TokenMask
-from maskwise.nn.vision import BlockPatchMask, Erase, PatchMask
+from maskwise.nn.views import View, two_views
+from maskwise.nn.vision import BlockPatchMask, Erase, PatchMask, TokenDrop
 
 __all__ = [
     "BlockPatchMask",
@@ -32,5 +33,8 @@ __all__ = [
     "SpecAttention",
     "SpecAugment",
     "TimeSpanMask",
+    "TokenDrop",
     "TokenMask",
+    "View",
+    "two_views",
 ]

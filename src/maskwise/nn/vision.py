@@ -16,7 +16,7 @@ from maskwise.nn.base import (
     mask_token_parameter,
 )
 
-__all__ = ["BlockPatchMask", "Erase", "PatchMask"]
+__all__ = ["BlockPatchMask", "Erase", "PatchMask", "TokenDrop"]
 
 
 class PatchMask(MaskModule):
@@ -288,3 +288,64 @@ class Erase(MaskModule):
             f"rate={self.rate}, scale={self.scale}, ratio={self.ratio}, value={self.value!r}"
             f"{batched}{self._settings()}"
         )
+
+
+class TokenDrop(MaskModule):
+    """Drop a share of the tokens of a sequence (B, N, D) in training: timm's ``PatchDropout``,
+    MAE's visible-patch encoder input (:func:`~maskwise.functional.drop_tokens`).
+
+    Returns (B, P + K, D): the ``P = num_prefix_tokens`` first tokens (CLS, registers) always,
+    then ``K = N - P - round(rate * (N - P))`` other tokens in their original order. Fewer
+    tokens make the step cheaper (attention and MLP run on P + K tokens). Identity in eval mode.
+    For padded text, drop tokens from attention instead (Cutoff's token cutoff):
+    ``padding(attention_mask & ~mask_tokens(...))``.
+
+    Args:
+        rate: share of the non-prefix tokens dropped, in [0, 1] (one count for every row).
+        num_prefix_tokens: leading tokens never dropped.
+        seed, keyed: the random source, as in :class:`MaskModule`.
+
+    ``forward(x, return_indices=False) -> kept`` or, with ``return_indices=True``,
+    ``(kept, index)``: index (B, P + K) of each kept token in ``x`` (to gather position
+    embeddings or scatter outputs back; ``arange(N)`` in eval mode).
+
+    >>> td = TokenDrop(0.5, num_prefix_tokens=1, seed=0)
+    >>> kept, index = td(torch.randn(2, 1 + 8, 16), return_indices=True)
+    >>> kept.shape, index[:, 0].tolist()
+    (torch.Size([2, 5, 16]), [0, 0])
+    >>> _ = td.eval(); td(torch.randn(2, 9, 16)).shape
+    torch.Size([2, 9, 16])
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        *,
+        num_prefix_tokens: int = 0,
+        seed: int | None = None,
+        keyed: bool = False,
+    ) -> None:
+        super().__init__(rate, seed=seed, keyed=keyed, return_mask=False)
+        if isinstance(num_prefix_tokens, bool) or not isinstance(num_prefix_tokens, int):
+            raise TypeError(f"num_prefix_tokens must be an int ({num_prefix_tokens!r} given).")
+        if num_prefix_tokens < 0:
+            raise ValueError(f"num_prefix_tokens must be >= 0 ({num_prefix_tokens} given).")
+        self.num_prefix_tokens = num_prefix_tokens
+
+    def forward(
+        self, x: torch.Tensor, return_indices: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        check_tokens(x)
+        if not self.training or self.rate == 0.0:
+            index = torch.arange(x.shape[1], device=x.device).expand(x.shape[0], -1)
+            return (x, index) if return_indices else x
+        kept, index = F.drop_tokens(
+            x,
+            float(self.rate),
+            num_prefix_tokens=self.num_prefix_tokens,
+            generator=self.generator(x.device, x.shape[0]),
+        )
+        return (kept, index) if return_indices else kept
+
+    def extra_repr(self) -> str:
+        return f"rate={self.rate}, num_prefix_tokens={self.num_prefix_tokens}{self._settings()}"
