@@ -16,6 +16,7 @@ from typing import Any
 
 import maskwise
 from maskwise.dynamic.controller import DIRECTIONS, SIGNALS
+from maskwise.functional.consistency import CONSISTENCY_KINDS
 
 CONTROLLER_OPTIONS = ("signal", "target", "direction", "min_rate", "max_rate")
 FAST_EVAL_ITEMS = 32  # --fast: items scored per split (a smoke test, not a measurement)
@@ -97,7 +98,7 @@ def _masking(p: argparse.ArgumentParser) -> None:
         "--masking",
         type=_variants,
         default=["none", "static", "dynamic"],
-        help="comma-separated variants from none, static, dynamic, schedule "
+        help="comma-separated variants from none, static, dynamic, schedule, consistency "
         "(default none,static,dynamic)",
     )
     g.add_argument(
@@ -113,6 +114,18 @@ def _masking(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-rate", type=_probability, default=None, help="controller's largest rate")
     g.add_argument(
         "--no-tracker", action="store_true", help="dynamic: no per-key difficulty weights"
+    )
+    g.add_argument(
+        "--consistency-weight",
+        type=float,
+        default=None,
+        help="consistency: weight of the consistency term (default 1)",
+    )
+    g.add_argument(
+        "--consistency-kind",
+        choices=CONSISTENCY_KINDS,
+        default=None,
+        help="consistency: kl (the clean view teaches the masked one, default), sym_kl, js",
     )
 
 
@@ -186,6 +199,12 @@ def configure(task: Any, args: argparse.Namespace) -> Any:
         ctrl = replace(ctrl, tracker=False)
     task.controller = ctrl
     cfg = replace(task.train_config, device=args.device)
+    if getattr(args, "consistency_weight", None) is not None:
+        if not args.consistency_weight >= 0:
+            raise SystemExit(f"--consistency-weight must be >= 0 ({args.consistency_weight} given)")
+        cfg = replace(cfg, consistency_weight=args.consistency_weight)
+    if getattr(args, "consistency_kind", None) is not None:
+        cfg = replace(cfg, consistency_kind=args.consistency_kind)
     if args.epochs is not None:
         cfg = replace(cfg, epochs=args.epochs)
     if args.fast:

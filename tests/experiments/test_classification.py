@@ -84,7 +84,8 @@ def test_image_idx_dir(tmp_path: Path) -> None:
 
 def test_image_bad_arguments(tmp_path: Path) -> None:
     with pytest.raises(
-        ValueError, match=r"masker must be 'patch', 'block' or 'erase' \('cutout' given\)"
+        ValueError,
+        match=r"masker must be one of \('patch', 'block', 'erase', 'drop'\) \('cutout' given\)",
     ):
         ImageClassification("digits", masker="cutout")
     with pytest.raises(ValueError, match=r"train_size must be in \[1, 1078\] \(5000 given\)"):

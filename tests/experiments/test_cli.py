@@ -230,10 +230,10 @@ def _usage_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
     [
         (
             ["--masking", "none,bogus"],
-            "argument --masking: variants must be among none, static, dynamic, schedule "
-            "('none,bogus' given)",
+            "argument --masking: variants must be among none, static, dynamic, schedule, "
+            "consistency ('none,bogus' given)",
         ),
-        (["--masking", ","], "variants must be among none, static, dynamic, schedule (',' given)"),
+        (["--masking", ","], "variants must be among none, static, dynamic, schedule, consistency"),
         (
             ["--rates", "0.1,abc"],
             "argument --rates: expected comma-separated numbers ('0.1,abc' given)",
@@ -473,3 +473,20 @@ def test_cli_runs_the_sequence_tasks(tmp_path: Path) -> None:
     assert results(tmp_path / "translation")["settings"]["data"]["sizes"]["train"] == 30
     data = results(tmp_path / "language-modeling")["settings"]["data"]
     assert data["layout"] == "pack" and "key dropping" in data["masking"]
+
+
+def test_consistency_and_token_dropping_run_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "cons"
+    argv = ["run", "image-classification", "--data", "digits", "--masker", "drop"]
+    argv += ["--masking", "none,static,consistency", "--rates", "0.25", "--fast", "--quiet"]
+    argv += ["--consistency-weight", "0.5", "--out", str(out)]
+    assert main(argv) == 0
+    r = results(out)
+    assert {run["variant"] for run in r["runs"]} == {"none", "static", "consistency"}
+    assert r["settings"]["train"]["consistency_weight"] == 0.5
+    assert r["settings"]["data"]["masker"] == "drop"
+
+
+def test_drop_needs_the_vit(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit, match="needs model='vit'"):
+        main(["run", "image-classification", "--masker", "drop", "--model", "cnn", "--fast"])

@@ -377,8 +377,8 @@ def test_schedule_warms_up_to_its_rate() -> None:
 def test_unknown_variant() -> None:
     with pytest.raises(
         ValueError,
-        match=r"variant must be one of \('none', 'static', 'dynamic', 'schedule'\) "
-        r"\('random' given\)",
+        match=r"variant must be one of \('none', 'static', 'dynamic', 'schedule', 'consistency'\)"
+        r" \('random' given\)",
     ):
         Variant("random")
     assert (

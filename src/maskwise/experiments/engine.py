@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -36,6 +36,7 @@ from maskwise.dynamic import (
     ReliabilityController,
     linear,
 )
+from maskwise.functional.consistency import consistency_loss
 from maskwise.monitor import MaskMonitor
 from maskwise.nn import DynamicMask, MaskModule
 
@@ -49,7 +50,7 @@ __all__ = [
     "train_run",
 ]
 
-VARIANTS = ("none", "static", "dynamic", "schedule")
+VARIANTS = ("none", "static", "dynamic", "schedule", "consistency")
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,8 @@ class TrainConfig:
     warmup_fraction: float = 0.05
     max_steps: int | None = None  # stop early (tests, --fast)
     eval_limit: int | None = None  # score at most this many items per split (--fast)
+    consistency_weight: float = 1.0  # the consistency variant: loss = clean + weight * term
+    consistency_kind: str = "kl"  # "kl" (clean view teaches the masked one), "sym_kl", "js"
     device: str = "cpu"
 
 
@@ -134,6 +137,7 @@ class StepOutput:
     items: int
     keys: torch.Tensor | None = None
     key_valid: torch.Tensor | None = None
+    prediction: torch.Tensor | None = None  # the logits with their graph (consistency variant)
 
 
 @runtime_checkable
@@ -248,13 +252,38 @@ def _better(task: Task, a: float, b: float) -> bool:
     return a > b if task.higher_is_better else a < b
 
 
+def consistency_step(
+    task: Task,
+    model: nn.Module,
+    masker: DynamicMask | None,
+    batch: Any,
+    device: torch.device,
+    cfg: TrainConfig,
+) -> StepOutput:
+    """The ``consistency`` variant's step: the task's loss on the clean batch plus
+    ``cfg.consistency_weight`` times :func:`~maskwise.functional.consistency_loss` between the
+    masked view's predictions and the clean ones (``cfg.consistency_kind``; the default ``"kl"``
+    distils the detached clean prediction into the masked view, so a mask that deletes the
+    label's evidence is taught the clean prediction, not the label). Two forward passes per
+    step. Positions without a target (``labels == -100``) do not count."""
+    clean = task.train_step(model, None, batch, device)
+    masked = task.train_step(model, masker, batch, device)
+    if clean.prediction is None or masked.prediction is None:
+        raise TypeError(f"{task.name}: its train_step gives no prediction for consistency.")
+    valid = clean.labels != -100 if clean.labels.dim() == clean.prediction.dim() - 1 else None
+    term = consistency_loss(
+        masked.prediction, clean.prediction, kind=cfg.consistency_kind, valid=valid
+    )
+    return replace(masked, loss=clean.loss + cfg.consistency_weight * term)
+
+
 def build_masker(
     task: Task, variant: Variant, seed: int, total_steps: int, monitor: MaskMonitor | None
 ) -> DynamicMask | None:
     """The variant's masker, always a :class:`DynamicMask` (None for ``none``)."""
     if variant.kind == "none":
         return None
-    if variant.kind == "static":
+    if variant.kind in ("static", "consistency"):
         return DynamicMask(task.make_masker(variant.rate, seed), variant.rate, monitor=monitor)
     if variant.kind == "schedule":
         sched = linear(0.0, variant.rate, max(1, total_steps // 2))
@@ -328,7 +357,10 @@ def train_run(
         t0 = time.perf_counter()
         losses = []
         for batch in task.train_batches(epoch, order):
-            out = task.train_step(model, masker, batch, device)
+            if variant.kind == "consistency":
+                out = consistency_step(task, model, masker, batch, device, cfg)
+            else:
+                out = task.train_step(model, masker, batch, device)
             opt.zero_grad(set_to_none=True)
             out.loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

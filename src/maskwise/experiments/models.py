@@ -197,10 +197,14 @@ class ViT(nn.Module):
         self.ln = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, classes)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, token_drop: nn.Module | None = None) -> torch.Tensor:
+        """Logits (B, classes); ``token_drop`` (e.g. :class:`~maskwise.nn.TokenDrop`) removes
+        patch tokens after the embedding and positions, so the blocks run on fewer tokens."""
         from maskwise.functional import patchify
 
-        x = self.proj(patchify(images, self.patch_size)) + self.pos
+        x = self.proj(patchify(images, self.patch_size)) + self.pos  # (B, N, D)
+        if token_drop is not None:
+            x = token_drop(x)  # (B, K, D)
         for block in self.blocks:
             x = block(x)
         return self.head(self.ln(x).mean(1))

@@ -17,9 +17,9 @@ Results JSON (``results.json``), schema ``maskwise.experiments/1``::
       "plots": {"dynamic_rate": "<file>.png", "curves": "<file>.png"}
     }
 
-``summary`` has one row per (variant, rate); for ``static`` and ``schedule`` the row whose mean dev
-metric is best has ``chosen: true`` (the rate is chosen on dev, never on test). ``gap`` is
-``train - test`` of the metric, signed so that positive means better on the training data.
+``summary`` has one row per (variant, rate); for ``static``, ``schedule`` and ``consistency``
+the row whose mean dev metric is best has ``chosen: true`` (the rate is chosen on dev, never on
+test). ``gap`` is ``train - test`` of the metric, signed so that positive means better on the training data.
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def summarise(task: Task, runs: Sequence[RunResult]) -> list[dict[str, Any]]:
                 ),
             }
         )
-    for variant in ("static", "schedule"):
+    for variant in ("static", "schedule", "consistency"):  # swept rates: the best on dev
         cands = [row for row in rows if row["variant"] == variant]
         if cands:
             key = (
@@ -117,7 +117,7 @@ def summarise(task: Task, runs: Sequence[RunResult]) -> list[dict[str, Any]]:
                 else (lambda row: -row["dev_mean"])
             )
             max(cands, key=key)["chosen"] = True
-    order = {"none": 0, "static": 1, "schedule": 2, "dynamic": 3}
+    order = {"none": 0, "static": 1, "schedule": 2, "consistency": 3, "dynamic": 4}
     rows.sort(key=lambda row: (order[row["variant"]], row["rate"]))
     return rows
 
@@ -186,7 +186,9 @@ def to_markdown(result: dict[str, Any]) -> str:
                 f"{row['items_per_s']:.0f}",
             )
         )
-    sweep = [row for row in result["summary"] if row["variant"] in ("static", "schedule")]
+    sweep = [
+        row for row in result["summary"] if row["variant"] in ("static", "schedule", "consistency")
+    ]
     if sweep:
         lines += [
             "",
@@ -228,6 +230,7 @@ def _plot_curves(result: dict[str, Any], path: Path) -> Path | None:
         "none": "tab:gray",
         "static": "tab:blue",
         "schedule": "tab:green",
+        "consistency": "tab:purple",
         "dynamic": "tab:red",
     }
     for (variant, rate), hists in groups.items():
@@ -321,7 +324,7 @@ def compare(
     cfg = config or task.train_config
     jobs: list[Variant] = []
     for kind in variants:
-        if kind in ("static", "schedule"):
+        if kind in ("static", "schedule", "consistency"):
             jobs += [Variant(kind, r) for r in rates]
         else:
             jobs.append(Variant(kind, task.controller.initial_rate if kind == "dynamic" else 0.0))

@@ -122,7 +122,7 @@ class DynamicMask(nn.Module):
         if keys is not None and (mask is None or keys.shape != mask.shape):
             keys = None
         self.monitor.record(int(self.step), rate=rate, mask=mask, valid=valid, keys=keys)
-        return out[0] if plain else out
+        return out[0] if plain and isinstance(out, tuple) else out
 
     def observe(
         self,

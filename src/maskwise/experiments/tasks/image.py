@@ -16,9 +16,19 @@ from maskwise.experiments.engine import ControllerConfig, StepOutput, TrainConfi
 from maskwise.experiments.models import ConvNet, ViT
 from maskwise.experiments.registry import Option, TaskSpec
 from maskwise.experiments.tasks.parts import Classifier
-from maskwise.nn import DynamicMask, Erase, MaskModule
+from maskwise.nn import DynamicMask, Erase, MaskModule, TokenDrop
 
 __all__ = ["SPEC", "ImageClassification", "ImagePatchMask"]
+
+
+#: The maskers: pixel patches, BEiT blocks, random erasing, or (ViT) patch tokens dropped.
+MASKERS = ("patch", "block", "erase", "drop")
+
+
+def _drop_forward(model: nn.Module, masker: DynamicMask, images: torch.Tensor) -> torch.Tensor:
+    """The ViT with ``masker`` (a :class:`~maskwise.nn.TokenDrop`) between the patch embedding
+    and the blocks: the model sees fewer tokens, not zero-filled ones."""
+    return model(images, token_drop=masker)
 
 
 class ImagePatchMask(MaskModule):
@@ -85,7 +95,7 @@ class ImageClassification:
         root: ``"digits"`` (scikit-learn; fixed seeded split 60 / 15 / 25 % of 1,797 images) or
             an MNIST-format IDX directory (official test set; dev carved from train, seeded).
         train_size: subsample the training set to this many images (the small-data regime).
-        masker: ``"patch"``, ``"block"`` or ``"erase"``.
+        masker: ``"patch"``, ``"block"``, ``"erase"`` or ``"drop"`` (ViT tokens removed).
         model: ``"vit"`` or ``"cnn"``.
         width: the CNN's width (default 16).
         epochs: training epochs (default 60 on digits, 20 on IDX data).
@@ -112,8 +122,10 @@ class ImageClassification:
     ) -> None:
         if model not in ("cnn", "vit"):
             raise ValueError(f"model must be 'cnn' or 'vit' ({model!r} given).")
-        if masker not in ("patch", "block", "erase"):
-            raise ValueError(f"masker must be 'patch', 'block' or 'erase' ({masker!r} given).")
+        if masker not in MASKERS:
+            raise ValueError(f"masker must be one of {MASKERS} ({masker!r} given).")
+        if masker == "drop" and model != "vit":
+            raise ValueError("masker='drop' removes patch tokens: it needs model='vit'.")
         self.model_kind, self.masker_kind = model, masker
         if str(root) == "digits":
             full = load_digits()["all"]
@@ -141,7 +153,9 @@ class ImageClassification:
         top = max(int(s.labels.max()) for s in self.splits.values())
         self.classes = [str(i) for i in range(top + 1)]
         self.width = width or default_width
-        self.classifier = Classifier(self.splits)
+        self.classifier = Classifier(
+            self.splits, masked_forward=_drop_forward if masker == "drop" else None
+        )
         self.train_config = TrainConfig(epochs=epochs or default_epochs, lr=2e-3, weight_decay=0.05)
         self.controller = ControllerConfig(max_rate=0.75)
         self.default_rates: tuple[float, ...] = (
@@ -167,6 +181,8 @@ class ImageClassification:
         return ConvNet(1, len(self.classes), width=self.width, stages=2 if size <= 16 else 3)
 
     def make_masker(self, rate: float, seed: int) -> MaskModule:
+        if self.masker_kind == "drop":
+            return TokenDrop(rate, seed=seed)
         if self.masker_kind == "erase":
             return Erase(rate, value=self.background, seed=seed)
         return ImagePatchMask(
@@ -218,10 +234,10 @@ SPEC = TaskSpec(
         ),
         Option(
             "--masker",
-            "patch: random pixel patches, block: BEiT blocks, erase: random erasing "
-            "(default %(default)s)",
+            "patch: random pixel patches, block: BEiT blocks, erase: random erasing, "
+            "drop: ViT patch tokens removed after the embedding (default %(default)s)",
             default="patch",
-            choices=("patch", "block", "erase"),
+            choices=MASKERS,
         ),
         Option(
             "--model",

@@ -222,7 +222,15 @@ class LanguageModeling:
         logits = self.forward(model, ids, doc_ids, pos, extra)  # (B, L, V)
         loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
         keys, key_valid = self.masking.target_keys(labels)
-        return StepOutput(loss, logits.detach(), labels, items=n, keys=keys, key_valid=key_valid)
+        return StepOutput(
+            loss,
+            logits.detach(),
+            labels,
+            items=n,
+            keys=keys,
+            key_valid=key_valid,
+            prediction=logits,
+        )
 
     @torch.no_grad()
     def evaluate(

@@ -90,6 +90,9 @@ class Classifier:
         forward: ``forward(model, inputs) -> logits (B, C)`` (default ``model(inputs)``).
         apply_mask: ``apply_mask(masker, inputs) -> masked inputs`` (default
             ``masker(inputs)[0]``).
+        masked_forward: ``masked_forward(model, masker, inputs) -> logits`` for maskers that act
+            inside the model (token dropping after the patch embedding); default: the model on
+            ``apply_mask(masker, inputs)``.
         keys_of: ``keys_of(inputs) -> (keys, key_valid)`` for the tracker, or None (no keys).
         prepare: applied to the inputs of every batch, training and evaluation (e.g. dropping
             padding columns); default: none.
@@ -102,11 +105,14 @@ class Classifier:
         *,
         forward: Callable[[nn.Module, torch.Tensor], torch.Tensor] = _call,
         apply_mask: Callable[[DynamicMask, torch.Tensor], torch.Tensor] = _mask,
+        masked_forward: Callable[[nn.Module, DynamicMask, torch.Tensor], torch.Tensor]
+        | None = None,
         keys_of: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
         prepare: Callable[[torch.Tensor], torch.Tensor] = _same,
         batch_size: int = 32,
     ) -> None:
         self.splits, self.forward, self.apply_mask = splits, forward, apply_mask
+        self.masked_forward = masked_forward
         self.keys_of, self.prepare, self.batch_size = keys_of, prepare, batch_size
 
     def sizes(self) -> dict[str, int]:
@@ -130,9 +136,12 @@ class Classifier:
         keys, key_valid = None, None
         if masker is not None and masker.tracker is not None and self.keys_of is not None:
             keys, key_valid = self.keys_of(x)
-        if masker is not None:
-            x = self.apply_mask(masker, x)
-        logits = self.forward(model, x)  # (B, C)
+        if masker is not None and self.masked_forward is not None:
+            logits = self.masked_forward(model, masker, x)  # (B, C)
+        else:
+            if masker is not None:
+                x = self.apply_mask(masker, x)
+            logits = self.forward(model, x)  # (B, C)
         return StepOutput(
             F.cross_entropy(logits, y),
             logits.detach(),
@@ -140,6 +149,7 @@ class Classifier:
             items=len(y),
             keys=keys,
             key_valid=key_valid,
+            prediction=logits,
         )
 
     def batches(

@@ -282,7 +282,15 @@ class Seq2SeqTask:
         logits = self.logits(model, src, src_len, tgt_in, tgt_len)  # (B, T, V)
         loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
         keys, key_valid = self.masking.target_keys(labels)
-        return StepOutput(loss, logits.detach(), labels, items=n, keys=keys, key_valid=key_valid)
+        return StepOutput(
+            loss,
+            logits.detach(),
+            labels,
+            items=n,
+            keys=keys,
+            key_valid=key_valid,
+            prediction=logits,
+        )
 
     def _limit(self, split: str, limit: int | None) -> int:
         n = len(self.splits[split])
