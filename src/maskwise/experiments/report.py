@@ -19,7 +19,8 @@ Results JSON (``results.json``), schema ``maskwise.experiments/1``::
 
 ``summary`` has one row per (variant, rate); for ``static``, ``schedule`` and ``consistency``
 the row whose mean dev metric is best has ``chosen: true`` (the rate is chosen on dev, never on
-test). ``gap`` is ``train - test`` of the metric, signed so that positive means better on the training data.
+test). ``gap`` is ``train - test`` of the metric, signed so that positive means better on the
+training data.
 """
 
 from __future__ import annotations
