@@ -28,16 +28,19 @@ transformers 4.40-4.45 (no ``num_items_in_batch``).
 from __future__ import annotations
 
 import inspect
+import math
 import warnings
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from transformers import Trainer, TrainerCallback
 
 from maskwise.dynamic import feed, reliability
+from maskwise.functional.consistency import CONSISTENCY_KINDS, consistency_loss
 
-__all__ = ["MaskwiseCallback", "MaskwiseTrainer"]
+__all__ = ["Consistency", "MaskwiseCallback", "MaskwiseTrainer"]
 
 _TAKES: dict[Any, bool] = {}  # function -> whether it takes num_items_in_batch
 
@@ -183,6 +186,70 @@ class MaskwiseCallback(TrainerCallback):
         return None
 
 
+@dataclass(frozen=True)
+class Consistency:
+    """A masked-view consistency term for :class:`MaskwiseTrainer` (Cutoff, R-Drop, UDA).
+
+    Every training step runs the model a second time on the batch with ``inputs[key]`` masked
+    by ``masker`` (any maskwise module, e.g. ``TokenMask(0.1, mask_id=...)``; it gets the
+    batch's ``attention_mask`` when its ``forward`` takes one) and adds
+    ``weight * consistency_loss(masked_logits, logits, kind=kind)`` to the loss, counted where
+    ``labels != -100`` when the labels are per position. With ``kind="kl"`` (default) the
+    first view's prediction is a detached teacher; ``"sym_kl"`` / ``"js"`` train both views.
+
+    Args:
+        masker: the maskwise masker of the second view (in training mode).
+        weight: the term's weight, >= 0.
+        kind: ``"kl"``, ``"sym_kl"`` or ``"js"``.
+        key: the input field the masker masks.
+    """
+
+    masker: Any
+    weight: float = 1.0
+    kind: str = "kl"
+    key: str = "input_ids"
+
+    def __post_init__(self) -> None:
+        if not callable(self.masker):
+            raise TypeError(f"masker must be a maskwise masker ({self.masker!r} given).")
+        if not (isinstance(self.weight, (int, float)) and math.isfinite(self.weight)):
+            raise ValueError(f"weight must be a finite number >= 0 ({self.weight!r} given).")
+        if self.weight < 0:
+            raise ValueError(f"weight must be >= 0 ({self.weight} given).")
+        if self.kind not in CONSISTENCY_KINDS:
+            raise ValueError(f"kind must be one of {CONSISTENCY_KINDS} ({self.kind!r} given).")
+
+    def term(self, model: Any, inputs: Mapping[str, Any], logits: Any) -> torch.Tensor:
+        """``weight`` times the consistency of a masked second view with ``logits``."""
+        if not isinstance(logits, torch.Tensor):
+            raise TypeError("consistency needs the model's logits in its outputs.")
+        if self.key not in inputs:
+            raise KeyError(f"consistency masks inputs[{self.key!r}], which the batch lacks.")
+        x = inputs[self.key]
+        kwargs = {}
+        if "attention_mask" in inputs and _takes(self.masker, "attention_mask"):
+            kwargs["attention_mask"] = inputs["attention_mask"]
+        out = self.masker(x, **kwargs)
+        masked = out[0] if isinstance(out, tuple) else out
+        view = {k: v for k, v in inputs.items() if k != "labels"}
+        view[self.key] = masked
+        second = model(**view)
+        other = second["logits"] if isinstance(second, Mapping) else second.logits
+        labels = inputs.get("labels")
+        valid = None
+        if isinstance(labels, torch.Tensor) and labels.shape == logits.shape[:-1]:
+            valid = labels != -100
+        return self.weight * consistency_loss(other, logits, kind=self.kind, valid=valid)
+
+
+def _takes(fn: Any, name: str) -> bool:
+    forward = getattr(fn, "forward", fn)
+    try:
+        return name in inspect.signature(forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 class MaskwiseTrainer(Trainer):
     """``Trainer`` that feeds a controller (and a difficulty tracker) from every training step's
     logits and labels, with no extra forward pass.
@@ -198,7 +265,8 @@ class MaskwiseTrainer(Trainer):
     ``num_items_in_batch`` from 4.46, without it before).
 
     Extra keyword arguments: ``controller`` (a ``ReliabilityController``), ``tracker`` (a
-    ``DifficultyTracker`` keyed by the label token ids), ``monitor`` (a ``MaskMonitor``).
+    ``DifficultyTracker`` keyed by the label token ids), ``monitor`` (a ``MaskMonitor``),
+    ``consistency`` (a :class:`Consistency`: adds a masked-view consistency term to the loss).
     """
 
     def __init__(
@@ -207,9 +275,15 @@ class MaskwiseTrainer(Trainer):
         controller: Any = None,
         tracker: Any = None,
         monitor: Any = None,
+        consistency: Consistency | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        if consistency is not None and not isinstance(consistency, Consistency):
+            raise TypeError(
+                f"consistency must be a maskwise Consistency ({type(consistency).__name__} given)."
+            )
+        self.maskwise_consistency = consistency
         self.maskwise_controller, self.maskwise_tracker, self.maskwise_monitor = (
             controller,
             tracker,
@@ -247,6 +321,8 @@ class MaskwiseTrainer(Trainer):
         logits = outputs.get("logits") if isinstance(outputs, Mapping) else None
         if logits is None:
             logits = getattr(outputs, "logits", None)
+        if model.training and self.maskwise_consistency is not None:
+            loss = loss + self.maskwise_consistency.term(model, inputs, logits)
         if model.training:
             if (
                 labels is not None
