@@ -59,7 +59,7 @@ def dense_mask(
 ) -> Tensor:
     """Bool (B or 1, 1, Q, KV), True = may attend (see ``AttentionSpec.dense``)."""
     spec, Q, KV, dev = _prepare(spec, q_len, kv_len, device)
-    B = spec.batch or 1
+    B = 1 if spec.batch is None else spec.batch  # 0 for an empty batch: a (0, 1, Q, KV) mask
     b = torch.arange(B, device=dev).view(B, 1, 1, 1)
     q = torch.arange(Q, device=dev).view(1, 1, Q, 1)
     kv = torch.arange(KV, device=dev).view(1, 1, 1, KV)
@@ -124,6 +124,19 @@ def build_block_mask(
 
     spec, Q, KV, dev = _prepare(spec, q_len, kv_len, device)
     bs = check_size("block_size", block_size)
+    if spec.batch == 0:  # an empty batch: (0, 1, nQ, nK) block tables, no block listed
+        nq, nk = -(-Q // bs), -(-KV // bs)
+        num = torch.zeros(0, 1, nq, dtype=torch.int32, device=dev)
+        idx = torch.zeros(0, 1, nq, nk, dtype=torch.int32, device=dev)
+        return BlockMask.from_kv_blocks(
+            num,
+            idx,
+            num,
+            idx,
+            BLOCK_SIZE=bs,
+            mask_mod=mask_mod_of(spec, Q, KV),
+            seq_lengths=(Q, KV),
+        )
     qs, qe = _block_bounds(Q, bs, dev)
     ks, ke = _block_bounds(KV, bs, dev)
     grid = Blocks(qs, qe, ks, ke, Q, KV)

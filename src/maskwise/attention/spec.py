@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from maskwise.attention.base import BlockFlags, Blocks, Pairs, Structure, check_size
+from maskwise.attention.base import BlockFlags, Blocks, Pairs, Structure
 from maskwise.attention.lowering import build_block_mask, dense_mask, mask_mod_of
 
 __all__ = ["AttentionSpec", "MaskMod", "merge_batch", "with_batch"]
@@ -133,11 +133,7 @@ class AttentionSpec:
         >>> causal().dense(3).int()[0, 0].tolist()
         [[1, 0, 0], [1, 1, 0], [1, 1, 1]]
         """
-        spec = with_batch(self, batch)
-        if spec.batch == 0:
-            spec, Q, KV, dev = _prepare_empty(spec, q_len, kv_len, device)
-            return torch.zeros(0, 1, Q, KV, dtype=torch.bool, device=dev)
-        return dense_mask(spec, q_len, kv_len, device=device)
+        return dense_mask(with_batch(self, batch), q_len, kv_len, device=device)
 
     def block_mask(
         self,
@@ -156,8 +152,6 @@ class AttentionSpec:
         ``torch.compile``. ``batch``: as in :meth:`dense`.
         """
         spec = with_batch(self, batch)
-        if spec.batch == 0:
-            return _empty_block_mask(spec, q_len, kv_len, device, block_size)
         return build_block_mask(spec, q_len, kv_len, device=device, block_size=block_size)
 
 
@@ -180,38 +174,6 @@ def with_batch(spec: AttentionSpec, batch: int | None) -> AttentionSpec:
     if spec.batch is not None:
         raise ValueError(f"The spec is for batch size {spec.batch} (batch={batch} given).")
     return _WithBatch(spec, batch)
-
-
-def _prepare_empty(
-    spec: AttentionSpec, q_len: int, kv_len: int | None, device: torch.device | str | None
-) -> tuple[AttentionSpec, int, int, torch.device]:
-    """The checks every lowering makes, for a spec of an empty batch (nothing to evaluate)."""
-    Q = check_size("q_len", q_len)
-    KV = Q if kv_len is None else check_size("kv_len", kv_len)
-    if device is not None:
-        spec = spec.to(device)
-    spec.check(Q, KV)
-    return spec, Q, KV, torch.device(device) if device is not None else spec.device
-
-
-def _empty_block_mask(
-    spec: AttentionSpec,
-    q_len: int,
-    kv_len: int | None,
-    device: torch.device | str | None,
-    block_size: int,
-) -> Any:
-    """The ``BlockMask`` of an empty batch: (0, 1, nQ, nK) block tables, no block listed."""
-    from torch.nn.attention.flex_attention import BlockMask
-
-    spec, Q, KV, dev = _prepare_empty(spec, q_len, kv_len, device)
-    bs = check_size("block_size", block_size)
-    nq, nk = -(-Q // bs), -(-KV // bs)
-    num = torch.zeros(0, 1, nq, dtype=torch.int32, device=dev)
-    idx = torch.zeros(0, 1, nq, nk, dtype=torch.int32, device=dev)
-    return BlockMask.from_kv_blocks(
-        num, idx, num, idx, BLOCK_SIZE=bs, mask_mod=spec.mask_mod_for(Q, KV), seq_lengths=(Q, KV)
-    )
 
 
 def as_spec(x: Any) -> AttentionSpec:
