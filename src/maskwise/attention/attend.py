@@ -262,7 +262,8 @@ def _dense(
 ) -> torch.Tensor:
     allowed = mask.dense(q.shape[-2], k.shape[-2], device=q.device)  # (B or 1, 1, Q, KV)
     live = allowed.any(-1, keepdim=True)  # (B or 1, 1, Q, 1): rows with a key
-    if q.device.type == "cpu" and bool(live.all()):  # nothing to guard (a free check on CPU)
+    compiling = torch.compiler.is_compiling()
+    if q.device.type == "cpu" and not compiling and bool(live.all()):  # a free check on CPU
         return F.scaled_dot_product_attention(
             q, k, v, attn_mask=allowed, dropout_p=dropout_p, scale=scale, enable_gqa=gqa
         )

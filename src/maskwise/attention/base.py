@@ -21,7 +21,16 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["BlockFlags", "Blocks", "MaskRule", "Pairs", "Structure", "check_size", "lengths_tensor"]
+__all__ = [
+    "BlockFlags",
+    "Blocks",
+    "MaskRule",
+    "Pairs",
+    "Structure",
+    "check_size",
+    "host_check",
+    "lengths_tensor",
+]
 
 Tensor = torch.Tensor
 
@@ -31,6 +40,12 @@ def check_size(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name} must be a positive int ({value!r} given).")
     return int(value)
+
+
+def host_check(t: Tensor) -> bool:
+    """Whether to validate ``t``'s values on the host: only CPU tensors (no device sync) and not
+    while ``torch.compile`` traces (a host read would break the graph)."""
+    return t.device.type == "cpu" and t.numel() > 0 and not torch.compiler.is_compiling()
 
 
 def lengths_tensor(name: str, lengths: Any) -> Tensor:
@@ -43,7 +58,7 @@ def lengths_tensor(name: str, lengths: Any) -> Tensor:
         raise TypeError(
             f"{name} must be integers of shape (B,) ({t.dtype} {tuple(t.shape)} given)."
         )
-    if t.device.type == "cpu" and t.numel() and int(t.min()) < 0:
+    if host_check(t) and int(t.min()) < 0:
         raise ValueError(f"{name} must be >= 0 ({t.tolist()} given).")
     return t.long()
 

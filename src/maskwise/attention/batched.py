@@ -8,7 +8,14 @@ from typing import Any
 
 import torch
 
-from maskwise.attention.base import BlockFlags, Blocks, Pairs, Structure, lengths_tensor
+from maskwise.attention.base import (
+    BlockFlags,
+    Blocks,
+    Pairs,
+    Structure,
+    host_check,
+    lengths_tensor,
+)
 from maskwise.attention.spec import AttentionSpec
 
 __all__ = ["Cross", "Documents", "Padding", "PrefixLM"]
@@ -19,7 +26,7 @@ _BIG = 2**62  # document id given to padding for block ranges (sorts after every
 
 def _check_at_most(name: str, t: Tensor, n: int) -> None:
     """Lengths must fit ``n`` positions (checked where it costs no device sync: on CPU)."""
-    if t.device.type == "cpu" and t.numel() and int(t.max()) > n:
+    if host_check(t) and int(t.max()) > n:
         raise ValueError(f"{name} must be <= {n} (max {int(t.max())} given).")
 
 
@@ -169,7 +176,7 @@ class Documents(AttentionSpec):
                 raise TypeError(f"document ids must be integers ({x.dtype} given).")
             self.ids = x.long()
             self.batch = x.shape[0]
-            if x.device.type == "cpu":
+            if host_check(x):
                 _check_sorted(self.ids)
         elif isinstance(x, Sequence) and all(isinstance(r, Sequence) for r in x):
             rows = [[int(n) for n in r] for r in x]

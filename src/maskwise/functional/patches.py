@@ -139,7 +139,9 @@ def mask_patches(
     return masked.scatter_(1, keys.topk(k_int, dim=1, sorted=False).indices, True)
 
 
-def keep_indices(masked: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def keep_indices(
+    masked: torch.Tensor, *, num_keep: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices for an MAE-style encoder/decoder pair from a patch mask with equal counts per row.
 
     ``ids_keep`` (B, N_keep) lists each row's visible patches in increasing order, so the
@@ -148,7 +150,9 @@ def keep_indices(masked: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     tokens after the encoded visible patches restores patch order with
     ``y.gather(1, ids_restore[..., None].expand(-1, -1, D))``.
 
-    Reads one count on the host to size ``ids_keep`` and checks that every row keeps as many.
+    Reads one count on the host to size ``ids_keep`` and checks that every row keeps as many;
+    pass ``num_keep`` (known from the rate: ``N - round(rate * N)``) to skip the read and the
+    check, e.g. under ``torch.compile(fullgraph=True)`` or to avoid a sync on a GPU.
 
     >>> m = torch.tensor([[True, False, False, True], [False, True, False, True]])
     >>> ids_keep, ids_restore = keep_indices(m)
@@ -157,11 +161,15 @@ def keep_indices(masked: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """
     check_bool_2d("masked", masked)
     B, N = masked.shape
-    n_keep = (~masked).sum(1)
+    if num_keep is not None and (
+        isinstance(num_keep, bool) or not isinstance(num_keep, int) or not 0 <= num_keep <= N
+    ):
+        raise ValueError(f"num_keep must be an int in [0, {N}] ({num_keep!r} given).")
     if B == 0:
         empty = torch.zeros(0, N, dtype=torch.long, device=masked.device)
         return empty, empty
-    if bool((n_keep != n_keep[0]).any()):
+    n_keep = (~masked).sum(1)
+    if num_keep is None and bool((n_keep != n_keep[0]).any()):
         raise ValueError(
             "keep_indices needs the same number of visible patches in every row "
             f"({sorted(set(n_keep.tolist()))} given); use mask_patches, which masks an exact count."
@@ -169,7 +177,8 @@ def keep_indices(masked: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     ids_shuffle = masked.to(torch.uint8).argsort(dim=1, stable=True)  # visible first, in order
     ids_restore = torch.empty_like(ids_shuffle)  # the inverse permutation, by one scatter
     ids_restore.scatter_(1, ids_shuffle, torch.arange(N, device=masked.device).expand(B, N))
-    return ids_shuffle[:, : int(n_keep[0])], ids_restore
+    k = int(n_keep[0]) if num_keep is None else num_keep
+    return ids_shuffle[:, :k], ids_restore
 
 
 def mask_blocks(
