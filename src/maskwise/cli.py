@@ -200,8 +200,11 @@ def configure(task: Any, args: argparse.Namespace) -> Any:
     task.controller = ctrl
     cfg = replace(task.train_config, device=args.device)
     if getattr(args, "consistency_weight", None) is not None:
-        if not args.consistency_weight >= 0:
-            raise SystemExit(f"--consistency-weight must be >= 0 ({args.consistency_weight} given)")
+        if not 0 <= args.consistency_weight < float("inf"):
+            raise SystemExit(
+                "--consistency-weight must be a finite number >= 0 "
+                f"({args.consistency_weight} given)"
+            )
         cfg = replace(cfg, consistency_weight=args.consistency_weight)
     if getattr(args, "consistency_kind", None) is not None:
         cfg = replace(cfg, consistency_kind=args.consistency_kind)

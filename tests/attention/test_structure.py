@@ -107,3 +107,18 @@ def test_varlen_chosen_for_every_spelling_on_cuda(spec: A.AttentionSpec) -> None
     pytest.importorskip("torch.nn.attention.varlen")
     q = torch.randn(2, 2, 4, 16, device="cuda", dtype=torch.bfloat16)
     assert choose_backend(spec, q, q, q) == "varlen"
+
+
+def test_forced_kernels_without_dropout_refuse_it() -> None:
+    q = torch.randn(2, 2, 4, 8)
+    for backend in ("flex", "varlen"):
+        with pytest.raises(ValueError, match="no attention dropout"):
+            choose_backend(A.causal(), q, q, q, dropout_p=0.1, backend=backend)
+
+
+def test_left_padding_and_holes_are_not_right_padded() -> None:
+    from maskwise.attention.attend import _right_padded
+
+    assert _right_padded(A.padding(LENGTHS), 4)
+    assert not _right_padded(A.padding(torch.tensor([[0, 1, 1, 1], [1, 1, 0, 0]])), 4)
+    assert not _right_padded(A.padding(torch.tensor([[1, 0, 1, 1], [1, 1, 1, 1]])), 4)

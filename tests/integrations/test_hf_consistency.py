@@ -100,3 +100,23 @@ def test_bad_settings_fail_when_built() -> None:
         Consistency(0.3)
     with pytest.raises(TypeError, match="Consistency"):
         MaskwiseTrainer(model=tiny_classifier(), consistency=masker)  # type: ignore[arg-type]
+
+
+def test_labels_are_read_before_trainer_pops_them(tmp_path: Path) -> None:
+    """With label smoothing Trainer's compute_loss pops ``labels`` from the inputs; the
+    consistency term must still count only the labelled positions, and a DynamicMask masker
+    still gets the attention mask (padding never masked)."""
+    from maskwise.nn import DynamicMask
+
+    model = tiny_classifier()
+    batch = collate(examples(8))
+    inner = TokenMask(0.5, mask_id=3, seed=0)  # padding is not a special id here
+    seen: list[torch.Tensor] = []
+    inner.register_forward_hook(lambda m, args, kwargs, out: seen.append(out[1]), with_kwargs=True)
+    cons = Consistency(DynamicMask(inner, 0.5), weight=1.0)
+    args = training_args(tmp_path, label_smoothing_factor=0.1)
+    trainer = MaskwiseTrainer(model=model, args=args, data_collator=collate, consistency=cons)
+    model.train()
+    loss = trainer.compute_loss(model, dict(batch))
+    assert torch.isfinite(loss)
+    assert seen and not bool(seen[0][batch["attention_mask"] == 0].any())  # no padding masked

@@ -77,3 +77,16 @@ def test_bad_input() -> None:
         drop_tokens(x, torch.tensor([0.1, 0.2]))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="num_prefix_tokens"):
         drop_tokens(x, 0.5, num_prefix_tokens=6)
+
+
+def test_token_drop_needs_no_host_read() -> None:
+    """The kept count comes from the rate, so the keyed module compiles with fullgraph=True."""
+    import maskwise.nn as mnn
+
+    torch._dynamo.reset()
+    x = torch.randn(2, 9, 4)
+    m = mnn.TokenDrop(0.5, num_prefix_tokens=1, keyed=True, seed=0)
+    ref = mnn.TokenDrop(0.5, num_prefix_tokens=1, keyed=True, seed=0)
+    got = torch.compile(m, fullgraph=True, backend="eager")(x, return_indices=True)
+    want = ref(x, return_indices=True)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])

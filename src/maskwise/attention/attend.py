@@ -92,10 +92,17 @@ def _flex_fn() -> Any:
 
 
 def _check_forced(
-    backend: str, s: Structure | None, mask: AttentionSpec | None, q: torch.Tensor, k: torch.Tensor
+    backend: str,
+    s: Structure | None,
+    mask: AttentionSpec | None,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    dropout_p: float = 0.0,
 ) -> None:
     """A forced backend must be able to express the mask: never ignore part of it silently."""
     Q, KV = q.shape[-2], k.shape[-2]
+    if backend in ("varlen", "flex") and dropout_p > 0:
+        raise ValueError(f"backend={backend!r} has no attention dropout ({dropout_p=} given).")
     checks: dict[str, Callable[[], bool]] = {  # evaluated for the forced backend only
         "sdpa": lambda: _is_full(s),
         "sdpa_causal": lambda: _is_causal(s) and Q == KV,
@@ -139,7 +146,7 @@ def choose_backend(
     if backend != "auto":
         if backend not in BACKENDS:
             raise ValueError(f"backend must be 'auto' or one of {BACKENDS} ({backend!r} given).")
-        _check_forced(backend, s, mask, q, k)
+        _check_forced(backend, s, mask, q, k, dropout_p)
         return backend
     if _is_full(s):
         return "sdpa"
@@ -245,6 +252,8 @@ def attend(
             q, k, v, attn_mask=causal_lower_right(Q, KV), dropout_p=dropout_p, scale=scale
         )
     if name == "varlen":
+        if backend == "auto" and not _right_padded(spec, Q):  # varlen packs contiguous rows
+            return _dense(q, k, v, spec, scale, dropout_p, gqa)
         return _varlen(q, k, v, spec, scale, gqa)
     if name == "flex":
         return _flex(q, k, v, spec, scale, gqa)
@@ -285,6 +294,16 @@ def _flex(
     block_mask = mask.block_mask(q.shape[-2], k.shape[-2], device=q.device)
     # FlexAttention already returns zeros for rows whose every key is masked.
     return _flex_fn()(q, k, v, block_mask=block_mask, scale=scale, enable_gqa=gqa)
+
+
+def _right_padded(mask: AttentionSpec, L: int) -> bool:
+    """Whether every row's segments come first and padding last (what varlen kernels pack);
+    left padding or holes (tokens dropped from attention) go to another kernel. One host read,
+    as varlen_offsets makes anyway."""
+    s = mask.structure
+    assert s is not None and s.segments is not None
+    real = s.segments(L) >= 0
+    return not bool((real.long().diff(dim=1) > 0).any())
 
 
 def _varlen(

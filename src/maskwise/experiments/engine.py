@@ -55,8 +55,9 @@ VARIANTS = ("none", "static", "dynamic", "schedule", "consistency")
 
 @dataclass(frozen=True)
 class Variant:
-    """A masking variant: ``kind`` in ``none / static / dynamic / schedule`` and its rate (the
-    fixed rate, the controller's initial rate, or the schedule's final rate)."""
+    """A masking variant: ``kind`` in ``none / static / dynamic / schedule / consistency`` and
+    its rate (the fixed rate, the controller's initial rate, the schedule's final rate, or the
+    masked view's rate)."""
 
     kind: str
     rate: float = 0.0

@@ -68,6 +68,7 @@ def drop_tokens(
         index = prefix
     else:
         dropped = mask_patches(B, N - P, rate, device=x.device, generator=generator)  # (B, N - P)
-        ids_keep, _ = keep_indices(dropped)  # (B, K), increasing
+        keep = (N - P) - round(rate * (N - P))  # known from the rate: no host read, compiles
+        ids_keep, _ = keep_indices(dropped, num_keep=keep)  # (B, K), increasing
         index = torch.cat([prefix, ids_keep + P], dim=1)
     return x.gather(1, index.unsqueeze(-1).expand(-1, -1, D)), index

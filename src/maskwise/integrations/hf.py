@@ -243,6 +243,9 @@ class Consistency:
 
 
 def _takes(fn: Any, name: str) -> bool:
+    inner = getattr(fn, "masker", None)  # a DynamicMask passes its keywords to its masker
+    if isinstance(inner, torch.nn.Module):
+        fn = inner
     forward = getattr(fn, "forward", fn)
     try:
         return name in inspect.signature(forward).parameters
@@ -259,7 +262,8 @@ class MaskwiseTrainer(Trainer):
     logits (for MLM, N is about 15 % of B x L). The gather is a boolean index, so on a GPU it
     reads the number of labelled positions on the host, once per step. A
     :class:`MaskwiseCallback` given the same controller reports its rate but no longer updates
-    it, so the controller moves once per step.
+    it, so the controller moves once per micro-batch (once per optimizer step without gradient
+    accumulation; with it, choose ``max_delta`` for the number of micro-batches).
 
     Works with the ``compute_loss`` of every transformers the ``hf`` extra allows (with
     ``num_items_in_batch`` from 4.46, without it before).
@@ -309,6 +313,9 @@ class MaskwiseTrainer(Trainer):
         return_outputs: bool = False,
         num_items_in_batch: Any = None,
     ) -> Any:
+        # Read before the parent runs: with label smoothing or a compute_loss_func it pops them.
+        labels = inputs.get("labels")
+        batch = dict(inputs)
         parent = super().compute_loss
         if _takes_num_items(parent):
             loss, outputs = parent(
@@ -316,23 +323,36 @@ class MaskwiseTrainer(Trainer):
             )
         else:  # transformers 4.40-4.45
             loss, outputs = parent(model, inputs, return_outputs=True)
-        labels = inputs.get("labels")
-        self._attention = inputs.get("attention_mask")
+        self._attention = batch.get("attention_mask")
         logits = outputs.get("logits") if isinstance(outputs, Mapping) else None
         if logits is None:
             logits = getattr(outputs, "logits", None)
         if model.training and self.maskwise_consistency is not None:
-            loss = loss + self.maskwise_consistency.term(model, inputs, logits)
+            term = self.maskwise_consistency.term(model, batch, logits)
+            loss = loss + term * self._loss_scale(num_items_in_batch)
         if model.training:
             if (
                 labels is not None
                 and isinstance(logits, torch.Tensor)
                 and logits.shape[:-1] == labels.shape
             ):
-                self._observe(logits, labels, inputs.get("input_ids"))
+                self._observe(logits, labels, batch.get("input_ids"))
             else:
                 self._warn_unfed(logits, labels)
         return (loss, outputs) if return_outputs else loss
+
+    def _loss_scale(self, num_items_in_batch: Any) -> float:
+        """The factor that puts a per-micro-batch mean on the scale of Trainer's loss: when the
+        model normalises its loss by the items of all accumulated micro-batches, Trainer skips
+        its division by the accumulation steps (and multiplies by the processes when tokens are
+        averaged across devices), so the term must be scaled the same way."""
+        if num_items_in_batch is None or not getattr(self, "model_accepts_loss_kwargs", False):
+            return 1.0
+        steps = getattr(self, "current_gradient_accumulation_steps", None)
+        scale = 1.0 / float(steps or self.args.gradient_accumulation_steps)
+        if getattr(self.args, "average_tokens_across_devices", False):
+            scale *= float(self.accelerator.num_processes)
+        return scale
 
     def _warn_unfed(self, logits: Any, labels: Any) -> None:
         wants = (self.maskwise_controller, self.maskwise_tracker, self.maskwise_monitor)

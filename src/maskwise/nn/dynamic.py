@@ -81,8 +81,10 @@ class DynamicMask(nn.Module):
         return controller_of(self.rate_source)
 
     def current_rate(self) -> float:
-        """The rate the next training forward uses."""
-        return resolve_rate(self.rate_source, int(self.step))
+        """The rate the next training forward uses (the step is read on the host only for a
+        schedule or controller: a fixed rate costs no device sync)."""
+        source = self.rate_source
+        return resolve_rate(source, int(self.step) if callable(source) else 0)
 
     def forward(self, x: Any, *args: Any, keys: torch.Tensor | None = None, **kwargs: Any) -> Any:
         if not self.training:
