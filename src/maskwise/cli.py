@@ -84,6 +84,12 @@ def _common(p: argparse.ArgumentParser, name: str) -> None:
         "--epochs", type=_positive_int, default=None, help="training epochs (default: the task's)"
     )
     g.add_argument(
+        "--patience",
+        type=_positive_int,
+        default=None,
+        help="stop a run after N epochs without a better dev metric (default: train all epochs)",
+    )
+    g.add_argument(
         "--fast",
         action="store_true",
         help="a smoke test of seconds: 6 steps per run, 1 seed, one static rate, "
@@ -210,6 +216,8 @@ def configure(task: Any, args: argparse.Namespace) -> Any:
         cfg = replace(cfg, consistency_kind=args.consistency_kind)
     if args.epochs is not None:
         cfg = replace(cfg, epochs=args.epochs)
+    if getattr(args, "patience", None) is not None:
+        cfg = replace(cfg, patience=args.patience)
     if args.fast:
         cfg = replace(cfg, epochs=min(cfg.epochs, 2), max_steps=6, eval_limit=FAST_EVAL_ITEMS)
     task.train_config = cfg

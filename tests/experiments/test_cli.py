@@ -490,3 +490,15 @@ def test_consistency_and_token_dropping_run_end_to_end(tmp_path: Path) -> None:
 def test_drop_needs_the_vit(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit, match="needs model='vit'"):
         main(["run", "image-classification", "--masker", "drop", "--model", "cnn", "--fast"])
+
+
+def test_patience_and_epochs_reach_the_training_config() -> None:
+    import argparse
+
+    from maskwise.cli import build_parser, configure
+    from maskwise.experiments.registry import demo_task
+
+    args = build_parser().parse_args(["demo", "--epochs", "40", "--patience", "5"])
+    cfg = configure(demo_task(), args).train_config
+    assert (cfg.epochs, cfg.patience) == (40, 5)
+    assert isinstance(args, argparse.Namespace)

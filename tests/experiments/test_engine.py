@@ -472,3 +472,33 @@ def test_summarise_lower_is_better_chooses_the_smallest_dev() -> None:
     rows = summarise(task, RUNS)
     assert [r["rate"] for r in rows if r["chosen"] and r["variant"] == "static"] == [0.3]
     assert [r["rate"] for r in rows if r["chosen"] and r["variant"] == "schedule"] == [0.2]
+
+
+@pytest.mark.parametrize(
+    ("script", "patience", "epochs_run", "best"),
+    [
+        ([0.5, 0.7, 0.6, 0.65, 0.6, 0.9], 2, 4, 2),  # two epochs without beating 0.7: stop
+        ([0.5, 0.7, 0.6, 0.75, 0.6, 0.6], 2, 6, 4),  # 0.75 resets the count; the budget ends
+        ([0.5, 0.7, 0.6, 0.65, 0.6, 0.9], None, 6, 6),  # no patience: every epoch
+    ],
+)
+def test_early_stopping_on_dev(
+    script: list[float], patience: int | None, epochs_run: int, best: int
+) -> None:
+    task = ScriptedTask(dev_script=script)
+    cfg = TrainConfig(epochs=len(script), lr=0.05, patience=patience)
+    r = train_run(task, Variant("none"), 0, config=cfg)
+    assert (r.epochs, r.best_epoch) == (epochs_run, best)
+    assert torch.equal(task.final_weights, task.epoch_weights[best - 1])
+
+
+def test_report_flags_a_baseline_still_fitting() -> None:
+    from maskwise.experiments.report import _still_fitting
+
+    def result(fraction: float) -> dict:
+        return {"summary": [{"variant": "none", "best_epoch_fraction": fraction}]}
+
+    assert _still_fitting(result(0.5)) == []  # best epoch in the first 60 %: a real test
+    assert "Baseline still fitting" in "".join(_still_fitting(result(0.9)))
+    rows = summarise(ScriptedTask(), RUNS, budget=10)
+    assert all(0 < row["best_epoch_fraction"] <= 1 for row in rows)

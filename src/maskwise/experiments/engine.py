@@ -121,6 +121,7 @@ class TrainConfig:
     warmup_fraction: float = 0.05
     max_steps: int | None = None  # stop early (tests, --fast)
     eval_limit: int | None = None  # score at most this many items per split (--fast)
+    patience: int | None = None  # stop after this many epochs without a better dev metric
     consistency_weight: float = 1.0  # the consistency variant: loss = clean + weight * term
     consistency_kind: str = "kl"  # "kl" (clean view teaches the masked one), "sym_kl", "js"
     device: str = "cpu"
@@ -406,6 +407,8 @@ def train_run(
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         if step >= total:
             break
+        if cfg.patience is not None and epoch + 1 - best_epoch >= cfg.patience:
+            break  # early stopping on dev: the weights of the best epoch are restored below
     assert best_state is not None
     model.load_state_dict(best_state)
     model.eval()

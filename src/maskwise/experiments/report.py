@@ -71,8 +71,15 @@ def _mean_std(xs: Sequence[float]) -> tuple[float, float]:
     return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
 
 
-def summarise(task: Task, runs: Sequence[RunResult]) -> list[dict[str, Any]]:
-    """One row per (variant, rate), with the dev-chosen rate of each swept variant marked."""
+def summarise(
+    task: Task, runs: Sequence[RunResult], budget: int | None = None
+) -> list[dict[str, Any]]:
+    """One row per (variant, rate), with the dev-chosen rate of each swept variant marked.
+
+    ``best_epoch_fraction`` is where the best dev epoch fell in the epoch ``budget`` (default:
+    the task's): near 1, the model was still improving when training stopped.
+    """
+    budget = budget or task.train_config.epochs
     groups: dict[tuple[str, float], list[RunResult]] = {}
     for r in runs:
         groups.setdefault((r.variant, r.rate), []).append(r)
@@ -96,6 +103,7 @@ def summarise(task: Task, runs: Sequence[RunResult]) -> list[dict[str, Any]]:
                 "gap_mean": gap_mean,
                 "gap_std": gap_std,
                 "best_epoch_mean": statistics.fmean(r.best_epoch for r in rs),
+                "best_epoch_fraction": statistics.fmean(r.best_epoch / budget for r in rs),
                 "epoch_time_s": statistics.fmean(r.epoch_time_s for r in rs),
                 "items_per_s": statistics.fmean(r.items_per_s for r in rs),
                 **(
@@ -135,6 +143,23 @@ def _spread(row: dict[str, Any], name: str, pct: bool) -> str:
 def _cells(*cells: str) -> str:
     """One Markdown table row."""
     return "| " + " | ".join(cells) + " |"
+
+
+def _still_fitting(result: dict[str, Any]) -> list[str]:
+    """A warning line when the unmasked baseline's best dev epoch fell in the last 40 % of the
+    budget: it was still fitting, so the comparison does not test regularisation."""
+    from maskwise.experiments.stats import still_fitting
+
+    for row in result["summary"]:
+        fraction = row.get("best_epoch_fraction")
+        if row["variant"] == "none" and fraction is not None and still_fitting(fraction):
+            return [
+                "",
+                f"**Baseline still fitting: not a test of regularisation.** The unmasked "
+                f"model's best dev epoch fell at {fraction:.0%} of the budget; raise `--epochs` "
+                "(with `--patience` to stop once dev stops improving).",
+            ]
+    return []
 
 
 def to_markdown(result: dict[str, Any]) -> str:
@@ -187,6 +212,7 @@ def to_markdown(result: dict[str, Any]) -> str:
                 f"{row['items_per_s']:.0f}",
             )
         )
+    lines += _still_fitting(result)
     sweep = [
         row for row in result["summary"] if row["variant"] in ("static", "schedule", "consistency")
     ]
@@ -360,7 +386,7 @@ def compare(
             "variants": list(variants),
         },
         "runs": [r.to_dict() for r in runs],
-        "summary": summarise(task, runs),
+        "summary": summarise(task, runs, cfg.epochs),
         "plots": {},
     }
     if out is not None:
