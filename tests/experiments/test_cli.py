@@ -493,12 +493,9 @@ def test_drop_needs_the_vit(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_patience_and_epochs_reach_the_training_config() -> None:
-    import argparse
-
     from maskwise.cli import build_parser, configure
     from maskwise.experiments.registry import demo_task
 
     args = build_parser().parse_args(["demo", "--epochs", "40", "--patience", "5"])
     cfg = configure(demo_task(), args).train_config
     assert (cfg.epochs, cfg.patience) == (40, 5)
-    assert isinstance(args, argparse.Namespace)

@@ -207,8 +207,8 @@ class MaskMod(AttentionSpec):
         return f"mask_mod({getattr(self.fn, '__name__', 'fn')})"
 
 
-class And(AttentionSpec):
-    """Both specs allow the pair (``a & b``)."""
+class _Pair(AttentionSpec):
+    """Two specs combined: their batch, per-sample flag and checks are both sides'."""
 
     def __init__(self, a: AttentionSpec, b: AttentionSpec) -> None:
         self.a, self.b = a, b
@@ -221,6 +221,10 @@ class And(AttentionSpec):
     def check(self, Q: int, KV: int) -> None:
         self.a.check(Q, KV)
         self.b.check(Q, KV)
+
+
+class And(_Pair):
+    """Both specs allow the pair (``a & b``)."""
 
     def allowed(self, at: Pairs) -> Tensor:
         return self.a.allowed(at) & self.b.allowed(at)
@@ -247,20 +251,8 @@ class And(AttentionSpec):
         return f"({self.a!r} & {self.b!r})"
 
 
-class Or(AttentionSpec):
+class Or(_Pair):
     """Either spec allows the pair (``a | b``)."""
-
-    def __init__(self, a: AttentionSpec, b: AttentionSpec) -> None:
-        self.a, self.b = a, b
-        self.batch = merge_batch(a.batch, b.batch)
-
-    @property
-    def per_sample(self) -> bool:  # type: ignore[override]
-        return self.a.per_sample or self.b.per_sample
-
-    def check(self, Q: int, KV: int) -> None:
-        self.a.check(Q, KV)
-        self.b.check(Q, KV)
 
     def allowed(self, at: Pairs) -> Tensor:
         return self.a.allowed(at) | self.b.allowed(at)
