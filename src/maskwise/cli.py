@@ -1,4 +1,4 @@
-"""The ``maskwise`` command: ``maskwise demo`` and ``maskwise run TASK``.
+"""The ``maskwise`` command: ``maskwise demo``, ``maskwise run TASK``, ``maskwise report DIR...``.
 
 The tasks, their options, their default data and how to build them come from
 :mod:`maskwise.experiments.registry`; this module only turns arguments into a run.
@@ -54,6 +54,28 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0 ({text!r} given)") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0 ({text!r} given)")
+    return value
+
+
+def _weight_decays(text: str) -> list[float]:
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        values = []
+    if not values or any(not 0.0 <= v < float("inf") for v in values):
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated finite numbers >= 0 ({text!r} given)"
+        )
+    return values
+
+
 def _variants(text: str) -> list[str]:
     from maskwise.experiments.engine import VARIANTS
 
@@ -69,7 +91,24 @@ def _variants(text: str) -> list[str]:
 def _common(p: argparse.ArgumentParser, name: str) -> None:
     g = p.add_argument_group("run")
     g.add_argument(
-        "--seeds", type=_positive_int, default=3, help="runs per variant and rate (default 3)"
+        "--seeds",
+        type=_positive_int,
+        default=5,
+        help="evaluation seeds per arm: fresh, paired across arms (default 5)",
+    )
+    g.add_argument(
+        "--tune-seeds",
+        type=_non_negative_int,
+        default=2,
+        help="seeds on which each arm's settings (rates, the baseline's weight decay) are "
+        "tuned on dev before evaluation (default 2; evaluation seeds come after them)",
+    )
+    g.add_argument(
+        "--jobs",
+        type=_positive_int,
+        default=1,
+        help="runs trained in parallel processes, one torch thread each; results are "
+        "identical to --jobs 1 (default 1)",
     )
     g.add_argument("--out", type=Path, default=None, help=f"output directory (default runs/{name})")
     g.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
@@ -113,6 +152,19 @@ def _masking(p: argparse.ArgumentParser) -> None:
         default=None,
         help="static rates swept, chosen on dev (default: the task's)",
     )
+    g.add_argument(
+        "--baseline-weight-decay",
+        type=_weight_decays,
+        default=None,
+        metavar="WD[,WD...]",
+        help="weight decays tuned on dev for the unmasked arm, so that it gets a "
+        "regularisation sweep of its own (default: the task's weight decay only)",
+    )
+    g.add_argument(
+        "--setting",
+        default=None,
+        help="the setting's name in the report (default: the model and training-set size)",
+    )
     g.add_argument("--signal", default=None, choices=SIGNALS, help="controller signal")
     g.add_argument("--target", type=float, default=None, help="controller target")
     g.add_argument("--direction", default=None, choices=DIRECTIONS, help="controller direction")
@@ -152,6 +204,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help=registry.DEMO_HELP, description=registry.DEMO_DESCRIPTION)
     _common(demo, "demo")
+
+    rep = sub.add_parser(
+        "report",
+        help="one summary across results folders: paired differences, CIs, verdicts",
+        description="Read the results.json of each DIR (written by `maskwise run`) and write "
+        "summary.json, summary.md and forest.png (the paired differences to no masking with "
+        "their 95 % CIs) to --out. Every number is recomputed from the per-run records.",
+    )
+    rep.add_argument("dirs", nargs="+", type=Path, metavar="DIR", help="results folders or files")
+    rep.add_argument(
+        "--out", type=Path, default=Path("runs/summary"), help="output folder (default %(default)s)"
+    )
 
     run = sub.add_parser(
         "run",
@@ -224,6 +288,17 @@ def configure(task: Any, args: argparse.Namespace) -> Any:
     return task
 
 
+def _data_name(args: argparse.Namespace) -> str:
+    """The data's name in the report: the last two parts of its path (``speech/fsdd``)."""
+    from maskwise.experiments import registry
+
+    spec = registry.get(args.task)
+    given = args.data
+    if given is None or given in spec.builtin_data:
+        return given or spec.data
+    return "/".join(Path(given).resolve().parts[-2:])
+
+
 def _check_device(parser: argparse.ArgumentParser, device: str) -> None:
     import torch
 
@@ -258,6 +333,19 @@ def _report(result: dict[str, Any], out: Path) -> None:
         print(f"  {name}: {out / file}")
 
 
+def _summary(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from maskwise.experiments.summary import report, rows_markdown
+
+    _check_writable(parser, args.out)
+    try:
+        rows = report(args.dirs, args.out)
+    except ValueError as e:
+        raise SystemExit(f"maskwise report: {e}") from None
+    print(rows_markdown(rows))
+    print(f"summary.json, summary.md and forest.png written to {args.out}/")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -265,6 +353,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    if args.command == "report":
+        return _summary(parser, args)
     import torch
 
     _check_device(parser, args.device)
@@ -278,8 +368,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"maskwise {what}: preparing the data and the task ...", flush=True)
     if args.command == "demo":
         task, name, variants, rates = demo_task(), "demo", ["none", "static", "dynamic"], None
+        data = "digits"
     else:
         task, name, variants, rates = make_task(args), args.task, args.masking, args.rates
+        data = _data_name(args)
     if args.fast and rates is None:  # a smoke test: one static rate, not the sweep
         rates = list(task.default_rates[:1])
     task = configure(task, args)
@@ -294,6 +386,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         variants=variants,
         rates=rates,
         seeds=1 if args.fast else args.seeds,
+        tune_seeds=args.tune_seeds,
+        jobs=args.jobs,
+        baseline_weight_decays=getattr(args, "baseline_weight_decay", None),
+        setting=getattr(args, "setting", None),
+        data=data,
         out=out,
         quiet=args.quiet,
         command="maskwise " + shlex.join(argv),

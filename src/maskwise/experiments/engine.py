@@ -57,18 +57,25 @@ VARIANTS = ("none", "static", "dynamic", "schedule", "consistency")
 class Variant:
     """A masking variant: ``kind`` in ``none / static / dynamic / schedule / consistency`` and
     its rate (the fixed rate, the controller's initial rate, the schedule's final rate, or the
-    masked view's rate)."""
+    masked view's rate), with an optional ``weight_decay`` replacing the training config's (the
+    unmasked arm's own regularisation, tuned on dev like the masking rates)."""
 
     kind: str
     rate: float = 0.0
+    weight_decay: float | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS} ({self.kind!r} given).")
+        if self.weight_decay is not None and not 0.0 <= self.weight_decay < math.inf:
+            raise ValueError(f"weight_decay must be finite and >= 0 ({self.weight_decay} given).")
 
     @property
     def label(self) -> str:
-        return self.kind if self.kind in ("none", "dynamic") else f"{self.kind} {self.rate:g}"
+        """The arm's name in reports: ``none``, ``dynamic``, ``static 0.25``, and for a
+        weight-decay override ``none wd 0.1``."""
+        base = self.kind if self.kind in ("none", "dynamic") else f"{self.kind} {self.rate:g}"
+        return base if self.weight_decay is None else f"{base} wd {self.weight_decay:g}"
 
 
 @dataclass
@@ -211,6 +218,14 @@ class Task(Protocol):
         ...
 
 
+def task_for_seed(task: Task, seed: int) -> Task:
+    """The task a run with ``seed`` trains: ``task.for_seed(seed)`` when the task defines it
+    (data whose split depends on the seed, e.g. a held-out speaker per seed: every arm run with
+    the same seed then sees the same split), else ``task`` itself."""
+    for_seed = getattr(task, "for_seed", None)
+    return task if for_seed is None else for_seed(seed)
+
+
 @dataclass
 class RunResult:
     task: str
@@ -226,6 +241,8 @@ class RunResult:
     steps: int
     epoch_time_s: float
     items_per_s: float
+    seconds: float = 0.0  # the whole run: training, dev scoring, final scoring
+    weight_decay: float | None = None
     history: list[dict[str, float]] = field(default_factory=list)
     monitor: MaskMonitor | None = field(default=None, repr=False)
 
@@ -323,7 +340,11 @@ def train_run(
 
     ``progress(step, total_steps, message)`` is called after every step (for progress bars).
     """
+    started = time.perf_counter()
+    task = task_for_seed(task, seed)
     cfg = config or task.train_config
+    if variant.weight_decay is not None:
+        cfg = replace(cfg, weight_decay=variant.weight_decay)
     device = torch.device(cfg.device)
     torch.manual_seed(seed)
     model = task.build_model().to(device)
@@ -432,6 +453,8 @@ def train_run(
         steps=step,
         epoch_time_s=sum(epoch_times) / len(epoch_times),
         items_per_s=items / train_time if train_time > 0 else float("nan"),
+        seconds=time.perf_counter() - started,
+        weight_decay=variant.weight_decay,
         history=history,
         monitor=monitor,
     )

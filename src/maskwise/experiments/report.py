@@ -1,26 +1,27 @@
-"""Run a comparison (variants x rates x seeds) and write it as JSON, Markdown and PNG plots.
+"""Run the evidence protocol on one task and write it as JSON, Markdown and PNG plots.
 
-Results JSON (``results.json``), schema ``maskwise.experiments/1``::
+Results JSON (``results.json``), schema ``maskwise.experiments/2``::
 
     {
-      "schema": "maskwise.experiments/1",
-      "task": "image-classification", "metric": "accuracy", "higher_is_better": true,
-      "item_name": "images", "command": "maskwise run ...", "machine": "...", "created": "...",
+      "schema": "maskwise.experiments/2",
+      "task": "image-classification", "data": "digits", "setting": "ViT d=64 x2, 300 train
+      images", "metric": "accuracy", "higher_is_better": true, "item_name": "images",
+      "command": "maskwise run ...", "machine": "...", "created": "...",
       "settings": {"data": {...}, "train": {...}, "controller": {...}, "rates": [...],
-                   "seeds": [...], "variants": [...]},
-      "runs": [{"variant", "rate", "seed", "train": {metric: value}, "dev": {...}, "test": {...},
-                "gap", "best_epoch", "epochs", "steps", "epoch_time_s", "items_per_s",
+                   "baseline_weight_decays": [...], "tune_seeds": [...], "eval_seeds": [...],
+                   "jobs": 2, "variants": [...], "chosen": {kind: arm}},
+      "runs": [{"arm", "kind", "setting", "seed", "role", "train": {metric: value}, "dev",
+                "test", "best_epoch", "epochs_run", "budget", "seconds", "variant", "rate",
+                "weight_decay", "gap", "epochs", "steps", "epoch_time_s", "items_per_s",
                 "history": [{"epoch", "step", "train_loss", "dev_<metric>", "rate", ...}]}],
-      "summary": [{"variant", "rate", "chosen", "n", "test_mean", "test_std", "dev_mean",
-                   "dev_std", "train_mean", "gap_mean", "gap_std", "best_epoch_mean",
-                   "epoch_time_s", "items_per_s"}],
+      "summary": [the rows of maskwise.experiments.summary.evidence_rows],
+      "sweep": [{"arm", "kind", "n", "dev_mean", "test_mean", "gap_mean", "chosen"}],
       "plots": {"dynamic_rate": "<file>.png", "curves": "<file>.png"}
     }
 
-``summary`` has one row per (variant, rate); for ``static``, ``schedule`` and ``consistency``
-the row whose mean dev metric is best has ``chosen: true`` (the rate is chosen on dev, never on
-test). ``gap`` is ``train - test`` of the metric, signed so that positive means better on the
-training data.
+``role`` is ``"tune"`` (a candidate setting on a tuning seed: chosen on dev, never on test) or
+``"eval"`` (an arm's chosen setting on a fresh evaluation seed). ``gap`` is ``train - test`` of
+the metric, signed so that positive means better on the training data.
 """
 
 from __future__ import annotations
@@ -38,11 +39,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from maskwise.experiments.engine import RunResult, Task, TrainConfig, Variant, train_run
+from maskwise.experiments.engine import RunResult, Task, TrainConfig
+from maskwise.experiments.protocol import Job, Protocol, plan_arms, run_protocol
+from maskwise.experiments.summary import evidence_rows
 
-__all__ = ["SCHEMA", "compare", "machine", "summarise", "to_markdown"]
+__all__ = ["SCHEMA", "compare", "machine", "record", "setting_of", "sweep_rows", "to_markdown"]
 
-SCHEMA = "maskwise.experiments/1"
+SCHEMA = "maskwise.experiments/2"
 
 
 def machine() -> str:
@@ -66,83 +69,38 @@ def machine() -> str:
     )
 
 
-def _mean_std(xs: Sequence[float]) -> tuple[float, float]:
-    xs = list(xs)
-    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
-
-
-def summarise(
-    task: Task, runs: Sequence[RunResult], budget: int | None = None
+def sweep_rows(
+    task_metric: str, higher_is_better: bool, runs: Sequence[dict[str, Any]]
 ) -> list[dict[str, Any]]:
-    """One row per (variant, rate), with the dev-chosen rate of each swept variant marked.
-
-    ``best_epoch_fraction`` is where the best dev epoch fell in the epoch ``budget`` (default:
-    the task's): near 1, the model was still improving when training stopped.
-    """
-    budget = budget or task.train_config.epochs
-    groups: dict[tuple[str, float], list[RunResult]] = {}
+    """The tuning sweep: one row per candidate tuned on dev (mean dev and test metric over the
+    tuning seeds), the chosen one of each kind marked (best mean dev; test is shown, never
+    used)."""
+    groups: dict[str, list[dict[str, Any]]] = {}
     for r in runs:
-        groups.setdefault((r.variant, r.rate), []).append(r)
-    rows: list[dict[str, Any]] = []
-    m = task.metric
-    for (variant, rate), rs in groups.items():
-        test_mean, test_std = _mean_std([r.test[m] for r in rs])
-        dev_mean, dev_std = _mean_std([r.dev[m] for r in rs])
-        gap_mean, gap_std = _mean_std([r.gap for r in rs])
+        if r["role"] == "tune":
+            groups.setdefault(r["arm"], []).append(r)
+    rows = []
+    for arm, rs in groups.items():
         rows.append(
             {
-                "variant": variant,
-                "rate": rate,
-                "chosen": variant in ("none", "dynamic"),
+                "arm": arm,
+                "kind": rs[0]["kind"],
                 "n": len(rs),
-                "test_mean": test_mean,
-                "test_std": test_std,
-                "dev_mean": dev_mean,
-                "dev_std": dev_std,
-                "train_mean": statistics.fmean(r.train[m] for r in rs),
-                "gap_mean": gap_mean,
-                "gap_std": gap_std,
-                "best_epoch_mean": statistics.fmean(r.best_epoch for r in rs),
-                "best_epoch_fraction": statistics.fmean(r.best_epoch / budget for r in rs),
-                "epoch_time_s": statistics.fmean(r.epoch_time_s for r in rs),
-                "items_per_s": statistics.fmean(r.items_per_s for r in rs),
-                **(
-                    {
-                        "rate_final_mean": statistics.fmean(
-                            r.history[-1].get("rate", float("nan")) for r in rs
-                        )
-                    }
-                    if variant == "dynamic"
-                    else {}
-                ),
+                "dev_mean": statistics.fmean(r["dev"][task_metric] for r in rs),
+                "test_mean": statistics.fmean(r["test"][task_metric] for r in rs),
+                "gap_mean": statistics.fmean(r["gap"] for r in rs),
+                "chosen": False,
             }
         )
-    for variant in ("static", "schedule", "consistency"):  # swept rates: the best on dev
-        cands = [row for row in rows if row["variant"] == variant]
-        if cands:
-            key = (
-                (lambda row: row["dev_mean"])
-                if task.higher_is_better
-                else (lambda row: -row["dev_mean"])
-            )
-            max(cands, key=key)["chosen"] = True
-    order = {"none": 0, "static": 1, "schedule": 2, "consistency": 3, "dynamic": 4}
-    rows.sort(key=lambda row: (order[row["variant"]], row["rate"]))
+    sign = 1.0 if higher_is_better else -1.0
+    for kind in dict.fromkeys(row["kind"] for row in rows):
+        cands = [row for row in rows if row["kind"] == kind]
+        max(cands, key=lambda row: sign * row["dev_mean"])["chosen"] = True
     return rows
 
 
 def _fmt(x: float, pct: bool) -> str:
     return f"{100 * x:.2f}" if pct else f"{x:.3f}"
-
-
-def _spread(row: dict[str, Any], name: str, pct: bool) -> str:
-    """``mean ± std`` of ``row``'s ``{name}_mean`` and ``{name}_std``."""
-    return f"{_fmt(row[f'{name}_mean'], pct)} ± {_fmt(row[f'{name}_std'], pct)}"
-
-
-def _cells(*cells: str) -> str:
-    """One Markdown table row."""
-    return "| " + " | ".join(cells) + " |"
 
 
 def _still_fitting(result: dict[str, Any]) -> list[str]:
@@ -151,8 +109,8 @@ def _still_fitting(result: dict[str, Any]) -> list[str]:
     from maskwise.experiments.stats import still_fitting
 
     for row in result["summary"]:
-        fraction = row.get("best_epoch_fraction")
-        if row["variant"] == "none" and fraction is not None and still_fitting(fraction):
+        fraction = row.get("baseline_best_epoch_fraction")
+        if fraction is not None and still_fitting(fraction):
             return [
                 "",
                 f"**Baseline still fitting: not a test of regularisation.** The unmasked "
@@ -163,82 +121,48 @@ def _still_fitting(result: dict[str, Any]) -> list[str]:
 
 
 def to_markdown(result: dict[str, Any]) -> str:
-    """The comparison table (chosen rows), the sweep table and the settings, as Markdown."""
+    """The evaluated arms (paired differences, CIs, verdicts), the tuning sweep and the
+    settings, as Markdown."""
+    from maskwise.experiments.summary import rows_markdown
+
     metric, pct = result["metric"], result["metric"] == "accuracy"
     unit = " (%)" if pct else ""
-    item = result["item_name"]
+    s = result["settings"]
     lines = [
-        f"### {result['task']}",
+        f"### {result['task']}: {result['setting']}",
         "",
         f"Command: `{result['command']}`  ",
         f"Machine: {result['machine']}  ",
-        f"Data: {json.dumps(result['settings']['data'])}  ",
-        f"Seeds: {len(result['settings']['seeds'])}; rate chosen on dev; gap = train - test{unit}, "
-        "positive = better on the training data.",
+        f"Data: {json.dumps(s['data'])}  ",
+        f"Protocol: settings chosen on dev with tuning seeds {s['tune_seeds']}, evaluated on "
+        f"fresh seeds {s['eval_seeds']} (paired: same initialisation, batch order and split "
+        f"in every arm); {s['train']['epochs']} epochs"
+        + (f", patience {s['train']['patience']}" if s["train"].get("patience") else "")
+        + "; paired t 95 % CI of the test difference to no masking.",
         "",
-        _cells(
-            "variant",
-            "rate",
-            f"test {metric}{unit}",
-            f"train - test gap{unit}",
-            f"dev {metric}{unit}",
-            "best epoch",
-            "s / epoch",
-            f"{item} / s",
-        ),
-        "|---|---|---|---|---|---|---|---|",
+        rows_markdown(result["summary"]).rstrip("\n"),
     ]
-    for row in result["summary"]:
-        if not row["chosen"]:
-            continue
-        rate = (
-            "-"
-            if row["variant"] == "none"
-            else (
-                f"{row['rate']:g} -> {row['rate_final_mean']:.2f}"
-                if row["variant"] == "dynamic"
-                else f"{row['rate']:g}"
-            )
-        )
-        lines.append(
-            _cells(
-                row["variant"],
-                rate,
-                _spread(row, "test", pct),
-                _spread(row, "gap", pct),
-                _fmt(row["dev_mean"], pct),
-                f"{row['best_epoch_mean']:.1f}",
-                f"{row['epoch_time_s']:.2f}",
-                f"{row['items_per_s']:.0f}",
-            )
-        )
     lines += _still_fitting(result)
-    sweep = [
-        row for row in result["summary"] if row["variant"] in ("static", "schedule", "consistency")
-    ]
-    if sweep:
+    if result["sweep"]:
         lines += [
             "",
-            f"Sweep (dev {metric} chooses; test shown for completeness):",
+            f"Tuning sweep (mean over the tuning seeds; dev {metric} chooses, test shown only "
+            "for completeness):",
             "",
-            f"| variant | rate | dev {metric}{unit} | test {metric}{unit} | gap{unit} | chosen |",
+            f"| arm | runs | dev {metric}{unit} | test {metric}{unit} | gap{unit} | chosen |",
             "|---|---|---|---|---|---|",
         ]
-        for row in sweep:
+        for row in result["sweep"]:
             lines.append(
-                _cells(
-                    row["variant"],
-                    f"{row['rate']:g}",
-                    _spread(row, "dev", pct),
-                    _spread(row, "test", pct),
-                    _fmt(row["gap_mean"], pct),
-                    "yes" if row["chosen"] else "",
-                )
+                f"| {row['arm']} | {row['n']} | {_fmt(row['dev_mean'], pct)} | "
+                f"{_fmt(row['test_mean'], pct)} | {_fmt(row['gap_mean'], pct)} | "
+                f"{'yes' if row['chosen'] else ''} |"
             )
     return "\n".join(lines) + "\n"
 
 
 def _plot_curves(result: dict[str, Any], path: Path) -> Path | None:
+    """Dev metric and masking rate per epoch of each evaluated arm (mean over its seeds)."""
     try:
         import matplotlib
 
@@ -247,12 +171,13 @@ def _plot_curves(result: dict[str, Any], path: Path) -> Path | None:
     except ImportError:
         return None
     metric = result["metric"]
-    chosen = {(row["variant"], row["rate"]) for row in result["summary"] if row["chosen"]}
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
-    groups: dict[tuple[str, float], list[list[dict[str, float]]]] = {}
+    groups: dict[str, list[list[dict[str, float]]]] = {}
+    kinds: dict[str, str] = {}
     for run in result["runs"]:
-        if (run["variant"], run["rate"]) in chosen:
-            groups.setdefault((run["variant"], run["rate"]), []).append(run["history"])
+        if run["role"] == "eval":
+            groups.setdefault(run["arm"], []).append(run["history"])
+            kinds[run["arm"]] = run["kind"]
     colors = {
         "none": "tab:gray",
         "static": "tab:blue",
@@ -260,21 +185,20 @@ def _plot_curves(result: dict[str, Any], path: Path) -> Path | None:
         "consistency": "tab:purple",
         "dynamic": "tab:red",
     }
-    for (variant, rate), hists in groups.items():
-        n = min(len(h) for h in hists)
+    for arm, hists in groups.items():
+        n = min(len(h) for h in hists)  # early stopping: the epochs every seed ran
         epochs = [hists[0][i]["epoch"] for i in range(n)]
         dev = [statistics.fmean(h[i][f"dev_{metric}"] for h in hists) for i in range(n)]
-        label = variant if variant in ("none", "dynamic") else f"{variant} {rate:g}"
-        ax1.plot(epochs, dev, marker="o", ms=3, color=colors[variant], label=label)
-        if variant != "none":
+        ax1.plot(epochs, dev, marker="o", ms=2, color=colors[kinds[arm]], label=arm)
+        if kinds[arm] != "none":
             rates = [
                 statistics.fmean(h[i].get("rate", float("nan")) for h in hists) for i in range(n)
             ]
-            ax2.plot(epochs, rates, marker="o", ms=3, color=colors[variant], label=label)
+            ax2.plot(epochs, rates, marker="o", ms=2, color=colors[kinds[arm]], label=arm)
     ax1.set(
         xlabel="epoch",
         ylabel=f"dev {metric}",
-        title=f"{result['task']}: dev {metric} (mean over seeds)",
+        title=f"{result['task']}: dev {metric} (mean over evaluation seeds)",
     )
     ax2.set(xlabel="epoch", ylabel="masking rate (end of epoch)", title="rate")
     for ax in (ax1, ax2):
@@ -287,11 +211,13 @@ def _plot_curves(result: dict[str, Any], path: Path) -> Path | None:
 
 
 class _Progress:
-    """rich progress bars when rich is installed, one line per run otherwise."""
+    """rich progress bars when rich is installed, one line per run otherwise; with parallel
+    workers, one line per finished run."""
 
-    def __init__(self, quiet: bool) -> None:
+    def __init__(self, quiet: bool, total: int | None = None) -> None:
         self.quiet = quiet
         self.rich = None
+        self.finished, self.total = 0, total
         if not quiet:
             try:
                 from rich.progress import (
@@ -321,7 +247,8 @@ class _Progress:
         if self.rich is not None:
             self.rich.__exit__(*exc)
 
-    def run(self, label: str):  # noqa: ANN201
+    def run(self, job: Job):  # noqa: ANN201
+        label = f"{job.variant.label:<16} seed {job.seed} ({job.role})"
         if self.rich is not None:
             tid = self.rich.add_task(label, total=None, msg="")
 
@@ -333,44 +260,99 @@ class _Progress:
             print(label, flush=True)
         return None
 
+    def done(self, job: Job, r: RunResult, metric: str) -> None:
+        """One line per finished run (parallel workers report nothing while they train)."""
+        self.finished += 1
+        if self.quiet or self.rich is not None and self.total is None:
+            return
+        line = (
+            f"[{self.finished}] {job.variant.label} seed {job.seed} ({job.role}): "
+            f"dev {metric} {r.dev[metric]:.4f}, best epoch {r.best_epoch}/{r.epochs}, "
+            f"{r.seconds:.0f} s"
+        )
+        if self.rich is not None:
+            self.rich.console.print(line)
+        else:
+            print(line, flush=True)
+
+
+def setting_of(task: Task) -> str:
+    """A short name of the data regime and model, e.g. ``"ViT d=64 x2, 300 train images"``."""
+    d = task.describe()
+    sizes = d.get("sizes", {})
+    model = d.get("model", task.name)
+    train = sizes.get("train")
+    return f"{model}, {train} train {task.item_name}" if train is not None else str(model)
+
+
+def record(job: Job, r: RunResult, *, setting: str, budget: int) -> dict[str, Any]:
+    """A run as ``results.json`` lists it: the result's fields plus ``arm``, ``kind``,
+    ``setting``, ``role``, ``epochs_run`` and ``budget`` (SPEC.md)."""
+    d = r.to_dict()
+    d.update(
+        arm=job.variant.label,
+        kind=job.variant.kind,
+        setting=setting,
+        role=job.role,
+        epochs_run=r.epochs,
+        budget=budget,
+    )
+    return d
+
 
 def compare(
     task: Task,
     *,
     variants: Sequence[str] = ("none", "static", "dynamic"),
     rates: Sequence[float] | None = None,
-    seeds: int = 3,
+    seeds: int = 5,
+    tune_seeds: int = 2,
+    jobs: int = 1,
+    baseline_weight_decays: Sequence[float] | None = None,
+    setting: str | None = None,
+    data: str | None = None,
     out: str | Path | None = None,
     config: TrainConfig | None = None,
     command: str | None = None,
     quiet: bool = False,
 ) -> dict[str, Any]:
-    """Train every (variant, rate, seed) of ``task``; write ``results.json``, ``results.md`` and
-    the plots under ``out`` (when given); return the results dict (schema above)."""
+    """Run the evidence protocol on ``task`` (:mod:`maskwise.experiments.protocol`): tune every
+    arm with a choice on dev with ``tune_seeds`` seeds, then train each arm's chosen setting on
+    ``seeds`` fresh paired seeds, ``jobs`` runs at a time. Write ``results.json``,
+    ``results.md`` and the plots under ``out`` (when given); return the results dict (schema
+    above).
+
+    Args:
+        variants: the arms' kinds, from ``none``, ``static``, ``consistency``, ``schedule``,
+            ``dynamic``.
+        rates: the rates swept for ``static`` / ``consistency`` / ``schedule`` (default: the
+            task's).
+        baseline_weight_decays: weight decays tuned on dev for the unmasked arm (default: the
+            task's own only).
+        setting: the setting's name in the report (default from the task's description).
+        data: the data's name in the report (e.g. the folder given).
+    """
     rates = tuple(rates if rates is not None else task.default_rates)
     cfg = config or task.train_config
-    jobs: list[Variant] = []
-    for kind in variants:
-        if kind in ("static", "schedule", "consistency"):
-            jobs += [Variant(kind, r) for r in rates]
-        else:
-            jobs.append(Variant(kind, task.controller.initial_rate if kind == "dynamic" else 0.0))
-    runs: list[RunResult] = []
-    with _Progress(quiet) as progress:
-        for v in jobs:
-            for seed in range(seeds):
-                runs.append(
-                    train_run(
-                        task,
-                        v,
-                        seed,
-                        config=cfg,
-                        progress=progress.run(f"{v.label:<14} seed {seed}"),
-                    )
-                )
+    protocol = Protocol(tune_seeds=tune_seeds, eval_seeds=seeds, jobs=jobs)
+    arms = plan_arms(task, variants, rates, baseline_weight_decays)
+    setting = setting or setting_of(task)
+    total = sum(len(a.candidates) * tune_seeds for a in arms if a.tuned) + len(arms) * seeds
+    with _Progress(quiet, total=total if jobs > 1 else None) as progress:
+        pairs, chosen = run_protocol(
+            task,
+            arms,
+            protocol,
+            config=cfg,
+            progress=progress.run,
+            done=lambda job, r: progress.done(job, r, task.metric),
+        )
+    runs = [record(job, r, setting=setting, budget=cfg.epochs) for job, r in pairs]
     result: dict[str, Any] = {
         "schema": SCHEMA,
         "task": task.name,
+        "data": data or str(task.describe().get("data", "")),
+        "setting": setting,
         "metric": task.metric,
         "higher_is_better": task.higher_is_better,
         "item_name": task.item_name,
@@ -382,17 +364,28 @@ def compare(
             "train": asdict(cfg),
             "controller": asdict(task.controller),
             "rates": list(rates),
-            "seeds": list(range(seeds)),
+            "baseline_weight_decays": list(baseline_weight_decays or []),
+            "tune_seeds": protocol.tune,
+            "eval_seeds": protocol.eval,
+            "seeds": protocol.eval,
+            "jobs": jobs,
             "variants": list(variants),
+            "chosen": {kind: v.label for kind, v in chosen.items()},
         },
-        "runs": [r.to_dict() for r in runs],
-        "summary": summarise(task, runs, cfg.epochs),
+        "runs": runs,
+        "summary": [],
+        "sweep": [],
         "plots": {},
     }
+    result["summary"] = evidence_rows(result)
+    result["sweep"] = sweep_rows(task.metric, task.higher_is_better, runs)
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        dyn = next((r for r in runs if r.variant == "dynamic" and r.monitor is not None), None)
+        dyn = next(
+            (r for j, r in pairs if j.role == "eval" and r.variant == "dynamic" and r.monitor),
+            None,
+        )
         if dyn is not None and dyn.monitor is not None:
             dyn.monitor.to_csv(out / "dynamic_monitor.csv")
             try:

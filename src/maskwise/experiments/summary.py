@@ -1,0 +1,268 @@
+"""The cross-task evidence summary: rows computed from the per-run records of ``results.json``
+files, as JSON, Markdown and a forest plot (``maskwise report``; SPEC.md, "Evidence protocol").
+
+Every number of a row is recomputed from the runs it cites, so a summary cannot drift from the
+results it summarises:
+
+* ``mean``, ``std``: the arm's test metric over its evaluation seeds (sample std);
+* ``diff``: the paired difference to the unmasked arm over the seeds both have (a paired t
+  interval, :func:`~maskwise.experiments.stats.paired_difference`), signed so that positive
+  means better than no masking; null for the unmasked arm and below two paired seeds;
+* ``verdict``: ``helps`` / ``no effect`` / ``hurts`` from that interval (null without one);
+* ``baseline_best_epoch_fraction``: mean over the unmasked arm's evaluation runs of best dev
+  epoch / epoch budget (above 0.6: "baseline still fitting");
+* ``compute_s``: the arm's evaluation runs plus every tuning run of its kind, in seconds.
+
+Extra keys (beyond SPEC.md's): ``kind``, ``chosen`` (the arm's setting), ``train_mean``,
+``gap_mean`` (train - test, positive = better on training data), ``best_epoch_fraction`` (the
+arm's own), ``detectable`` (the smallest paired effect the seeds detect at 80 % power, from the
+observed spread of the differences), ``source`` (the results file).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "LEGACY_MESSAGE",
+    "SUMMARY_FIELDS",
+    "evidence_rows",
+    "forest_plot",
+    "load_results",
+    "report",
+    "rows_markdown",
+]
+
+#: The fields of every ``summary.json`` row (SPEC.md).
+SUMMARY_FIELDS = (
+    "task",
+    "data",
+    "setting",
+    "arm",
+    "metric",
+    "higher_is_better",
+    "n_seeds",
+    "mean",
+    "std",
+    "diff",
+    "verdict",
+    "baseline_best_epoch_fraction",
+    "compute_s",
+)
+
+LEGACY_MESSAGE = (
+    "written before the evidence protocol (its runs have no 'role'): rerun it with "
+    "`maskwise run` to report it"
+)
+
+
+def load_results(paths: Iterable[str | Path]) -> list[tuple[Path, dict[str, Any]]]:
+    """The ``results.json`` of each path (a results file, or a folder holding one)."""
+    out = []
+    for p in paths:
+        path = Path(p)
+        file = path / "results.json" if path.is_dir() else path
+        if not file.is_file():
+            raise ValueError(f"{p}: no results.json there.")
+        try:
+            result = json.loads(file.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{file}: not a readable results file ({e}).") from None
+        out.append((file, result))
+    return out
+
+
+def _fraction(run: dict[str, Any]) -> float:
+    from maskwise.experiments.stats import best_epoch_fraction
+
+    return best_epoch_fraction(run["best_epoch"], run["budget"])
+
+
+def _std(xs: Sequence[float]) -> float:
+    return statistics.stdev(xs) if len(xs) > 1 else 0.0
+
+
+def evidence_rows(result: dict[str, Any], source: str | None = None) -> list[dict[str, Any]]:
+    """One summary row per evaluated arm of a results dict (``results.json``), unmasked first."""
+    from maskwise.experiments import stats
+
+    runs = result.get("runs", [])
+    if any("role" not in r for r in runs):
+        raise ValueError(f"{source or result.get('task')}: {LEGACY_MESSAGE}.")
+    metric, hib = result["metric"], result["higher_is_better"]
+    evals = [r for r in runs if r["role"] == "eval"]
+    arms: dict[str, list[dict[str, Any]]] = {}
+    for r in evals:
+        arms.setdefault(r["arm"], []).append(r)
+    base_label = next((a for a, rs in arms.items() if rs[0]["kind"] == "none"), None)
+    base = {r["seed"]: r for r in arms.get(base_label, [])} if base_label else {}
+    base_fraction = statistics.fmean(_fraction(r) for r in base.values()) if base else None
+    rows = []
+    for arm, rs in sorted(arms.items(), key=lambda kv: kv[0] != base_label):
+        kind = rs[0]["kind"]
+        test = [r["test"][metric] for r in rs]
+        diff, verdict, detectable = None, None, None
+        paired = [r for r in rs if r["seed"] in base]
+        if arm != base_label and len(paired) >= 2:
+            masked = [r["test"][metric] for r in paired]
+            baseline = [base[r["seed"]]["test"][metric] for r in paired]
+            d = stats.paired_difference(masked, baseline, higher_is_better=hib, method="t")
+            diff, verdict = d.as_dict(), stats.verdict(d)
+            spread = _std([a - b for a, b in zip(masked, baseline)])
+            detectable = stats.detectable_effect(spread, len(paired))
+        tune = [r for r in runs if r["role"] == "tune" and r["kind"] == kind]
+        rows.append(
+            {
+                "task": result["task"],
+                "data": result.get("data") or "",
+                "setting": rs[0]["setting"],
+                "arm": arm,
+                "metric": metric,
+                "higher_is_better": hib,
+                "n_seeds": len(rs),
+                "mean": statistics.fmean(test),
+                "std": _std(test),
+                "diff": diff,
+                "verdict": verdict,
+                "baseline_best_epoch_fraction": base_fraction,
+                "compute_s": sum(r["seconds"] for r in rs) + sum(r["seconds"] for r in tune),
+                "kind": kind,
+                "train_mean": statistics.fmean(r["train"][metric] for r in rs),
+                "gap_mean": statistics.fmean(r["gap"] for r in rs),
+                "best_epoch_fraction": statistics.fmean(_fraction(r) for r in rs),
+                "tuning_runs": len(tune),
+                "detectable": detectable,
+                "source": source,
+            }
+        )
+    return rows
+
+
+def _scale(row: dict[str, Any]) -> tuple[float, str]:
+    """Accuracy in percent (points for differences); other metrics as they are."""
+    return (100.0, " pp") if row["metric"] == "accuracy" else (1.0, "")
+
+
+def _num(x: float, scale: float) -> str:
+    return f"{scale * x:.2f}"
+
+
+def rows_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    """The summary table: one line per arm, the paired difference with its 95 % CI and the
+    verdict, the baseline's best-epoch fraction (flagged when still fitting) and the compute."""
+    from maskwise.experiments.stats import still_fitting
+
+    lines = [
+        "| task | data | setting | arm | seeds | test (mean ± std) | paired diff [95 % CI] "
+        "| verdict | baseline best epoch | compute (min) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        scale, unit = _scale(row)
+        metric = row["metric"] + (" %" if scale == 100.0 else "")
+        diff = row["diff"]
+        cell = (
+            "-"
+            if diff is None
+            else f"{scale * diff['mean']:+.2f}{unit} [{scale * diff['ci_low']:+.2f}, "
+            f"{scale * diff['ci_high']:+.2f}]"
+        )
+        frac = row["baseline_best_epoch_fraction"]
+        fit = (
+            "-"
+            if frac is None
+            else f"{frac:.2f}" + (" **still fitting**" if still_fitting(frac) else "")
+        )
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    row["task"],
+                    row["data"],
+                    row["setting"],
+                    row["arm"],
+                    str(row["n_seeds"]),
+                    f"{_num(row['mean'], scale)} ± {_num(row['std'], scale)} {metric}",
+                    cell,
+                    row["verdict"] or "-",
+                    fit,
+                    f"{row['compute_s'] / 60:.1f}",
+                ]
+            )
+            + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def forest_plot(rows: Sequence[dict[str, Any]], path: str | Path) -> Path | None:
+    """A forest plot of the masked arms' paired differences and CIs (one panel per metric, a
+    line at 0 = no effect); None when matplotlib is missing or no row has a difference."""
+    shown = [r for r in rows if r["diff"] is not None]
+    if not shown:
+        return None
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    metrics = list(dict.fromkeys(r["metric"] for r in shown))
+    heights = [len([r for r in shown if r["metric"] == m]) for m in metrics]
+    fig, axes = plt.subplots(
+        len(metrics),
+        1,
+        figsize=(8, 1.2 + 0.32 * sum(heights) + 0.6 * len(metrics)),
+        gridspec_kw={"height_ratios": heights},
+        squeeze=False,
+        constrained_layout=True,
+    )
+    colors = {"helps": "tab:green", "hurts": "tab:red", "no effect": "tab:gray"}
+    for ax, metric in zip(axes[:, 0], metrics):
+        mine = [r for r in shown if r["metric"] == metric]
+        scale, unit = _scale(mine[0])
+        for y, r in enumerate(reversed(mine)):
+            d = r["diff"]
+            c = colors[r["verdict"]]
+            ax.plot([scale * d["ci_low"], scale * d["ci_high"]], [y, y], color=c, lw=2)
+            ax.plot([scale * d["mean"]], [y], "o", color=c)
+        ax.axvline(0.0, color="black", lw=0.8)
+        ax.set_yticks(range(len(mine)))
+        ax.set_yticklabels(
+            [f"{r['task']} | {r['setting']} | {r['arm']}" for r in reversed(mine)], fontsize=7
+        )
+        ax.set_xlabel(
+            f"paired test {metric} difference to no masking{unit or ''} "
+            "(positive = better; 95 % CI)"
+        )
+        ax.grid(axis="x", alpha=0.3)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def report(paths: Iterable[str | Path], out: str | Path | None = None) -> list[dict[str, Any]]:
+    """Summary rows of every results file in ``paths``; with ``out``, write ``summary.json``,
+    ``summary.md`` and ``forest.png`` there. Raises ``ValueError`` naming a file that cannot
+    be read or predates the protocol."""
+    rows: list[dict[str, Any]] = []
+    for file, result in load_results(paths):
+        rows += evidence_rows(result, source=str(file))
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        clean = [
+            {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
+            for r in rows
+        ]
+        (out / "summary.json").write_text(json.dumps(clean, indent=1))
+        md = rows_markdown(rows)
+        if forest_plot(rows, out / "forest.png") is not None:
+            md += "\n![paired differences](forest.png)\n"
+        (out / "summary.md").write_text(md)
+    return rows
