@@ -17,10 +17,12 @@ valid UTF-8 becomes U+FFFD (TREC's training file has one).
 
 from maskwise.experiments.data.audio import (
     cache_dir,
+    frame_lengths,
     load_speech,
     log_mel,
     mel_filterbank,
     read_wav,
+    speaker_of,
     speech_features,
 )
 from maskwise.experiments.data.documents import read_documents, split_documents
@@ -50,6 +52,7 @@ __all__ = [
     "Pairs",
     "Split",
     "cache_dir",
+    "frame_lengths",
     "carve",
     "carve_list",
     "detect_fields",
@@ -72,6 +75,7 @@ __all__ = [
     "read_documents",
     "read_labelled_texts",
     "read_wav",
+    "speaker_of",
     "speech_features",
     "split_documents",
     "split_of",

@@ -18,7 +18,16 @@ import torch.nn.functional as F
 
 from maskwise.experiments.data.files import UNREADABLE, Split, label_key, split_of
 
-__all__ = ["cache_dir", "load_speech", "log_mel", "mel_filterbank", "read_wav", "speech_features"]
+__all__ = [
+    "cache_dir",
+    "frame_lengths",
+    "load_speech",
+    "log_mel",
+    "mel_filterbank",
+    "read_wav",
+    "speaker_of",
+    "speech_features",
+]
 
 
 def read_wav(path: str | Path) -> tuple[torch.Tensor, int]:
@@ -102,6 +111,18 @@ def log_mel(
 
 
 _FSDD_NAME = re.compile(r"^(?P<label>[^_]+)_(?P<speaker>[^_]+)_(?P<index>\d+)\.wav$", re.IGNORECASE)
+
+
+def speaker_of(path: str | Path) -> str:
+    """The speaker of a ``{label}_{speaker}_{index}.wav`` file.
+
+    >>> speaker_of("data/7_theo_12.wav")
+    'theo'
+    """
+    m = _FSDD_NAME.match(Path(path).name)
+    if m is None:
+        raise ValueError(f"{path}: name is not '{{label}}_{{speaker}}_{{index}}.wav'.")
+    return m["speaker"]
 
 
 def load_speech(
@@ -198,3 +219,17 @@ def speech_features(
             path.parent.mkdir(parents=True, exist_ok=True)
             torch.save(x, path)
     return Split(x, torch.tensor([labels[lab] for _, lab in items]))
+
+
+def frame_lengths(x: torch.Tensor) -> torch.Tensor:
+    """The real frames (B,) of features (B, F, T) padded as :func:`speech_features` pads: the
+    trailing frames whose every band holds the clip's minimum.
+
+    >>> x = torch.tensor([[[1.0, 2.0, 0.0, 0.0], [3.0, 0.5, 0.0, 0.0]]])
+    >>> frame_lengths(x).tolist()
+    [2]
+    """
+    low = x.amin(dim=(1, 2), keepdim=True).squeeze(1)  # (B, 1)
+    pad = (x.amax(1) == low) & (x.amin(1) == low)  # (B, T): a frame of the minimum only
+    trailing = pad.flip(1).long().cumprod(1).sum(1)
+    return (x.shape[-1] - trailing).clamp_min(1)

@@ -1,5 +1,5 @@
 """Text classification: a small transformer encoder over WordPiece tokens, input tokens masked
-by ``[MASK]``."""
+by ``[MASK]`` or dropped from attention (token cutoff)."""
 
 from __future__ import annotations
 
@@ -13,12 +13,16 @@ from maskwise.experiments.batching import Batches
 from maskwise.experiments.data import Split, load_text_classification
 from maskwise.experiments.engine import ControllerConfig, StepOutput, TrainConfig
 from maskwise.experiments.models import TextClassifier
-from maskwise.experiments.registry import TaskSpec
+from maskwise.experiments.registry import Option, TaskSpec
 from maskwise.experiments.tasks.parts import Classifier, TokenMasking
 from maskwise.experiments.tokenizers import PAD, train_wordpiece
 from maskwise.nn import DynamicMask, MaskModule
 
-__all__ = ["SPEC", "TextClassification", "trim_padding"]
+__all__ = ["MASKERS", "SPEC", "TextClassification", "drop_tokens_from_attention", "trim_padding"]
+
+#: The maskers: ``mask`` replaces tokens by ``[MASK]``; ``drop`` removes them from attention and
+#: pooling (token cutoff, Shen et al. 2020).
+MASKERS = ("mask", "drop")
 
 
 def trim_padding(ids: torch.Tensor) -> torch.Tensor:
@@ -31,15 +35,37 @@ def trim_padding(ids: torch.Tensor) -> torch.Tensor:
     return ids[:, : max(1, width)]
 
 
+def drop_tokens_from_attention(masker: DynamicMask, ids: torch.Tensor) -> torch.Tensor:
+    """``ids`` (B, L) with the tokens ``masker`` picks replaced by ``PAD``, so the model's
+    attention mask (``ids != PAD``) and its mean pooling skip them: the tokens are dropped, not
+    replaced by a symbol the test data never has; positions of the others are unchanged. A row
+    whose every token is picked keeps its first token (a row must attend somewhere).
+
+    >>> from maskwise.nn import TokenMask
+    >>> m = DynamicMask(TokenMask(1.0, mask_id=4, seed=0), 1.0)
+    >>> drop_tokens_from_attention(m, torch.tensor([[7, 8, 9, 0]])).tolist()
+    [[7, 0, 0, 0]]
+    """
+    real = ids != PAD
+    picked = masker(ids, attention_mask=real)[1] & real
+    emptied = ~(real & ~picked).any(1)
+    picked[emptied, 0] = False
+    return ids.masked_fill(picked, PAD)
+
+
 class TextClassification:
     """Sentence classification with a small transformer encoder.
 
-    Input tokens are masked (replaced by ``[MASK]``; padding and special tokens never masked).
-    The dynamic variant adds per-token difficulty weights: the running loss of the examples a
-    token occurs in.
+    Input tokens are masked (``masker="mask"``: replaced by ``[MASK]``) or dropped
+    (``masker="drop"``: removed from attention and pooling, :func:`drop_tokens_from_attention`);
+    padding and special tokens are never picked. The dynamic variant adds per-token difficulty
+    weights: the running loss of the examples a token occurs in.
 
     Args:
         root: a folder of split files (see :mod:`maskwise.experiments.data.text`).
+        train_size: train on a seeded random subset of this many sentences (the small-data
+            regime; the tokenizer is trained on them only).
+        masker: ``"mask"`` or ``"drop"``.
         vocab_size: the WordPiece vocabulary, trained on the training split.
         max_len: tokens kept per sentence.
         dim, layers: the encoder's width and depth.
@@ -57,6 +83,8 @@ class TextClassification:
         self,
         root: str | Path,
         *,
+        train_size: int | None = None,
+        masker: str = "mask",
         vocab_size: int = 8000,
         max_len: int = 64,
         dim: int = 64,
@@ -64,7 +92,17 @@ class TextClassification:
         epochs: int = 10,
         seed: int = 0,
     ) -> None:
+        if masker not in MASKERS:
+            raise ValueError(f"masker must be one of {MASKERS} ({masker!r} given).")
         texts, self.classes = load_text_classification(root, seed=seed)
+        if train_size is not None:
+            n = len(texts["train"])
+            if not 0 < train_size <= n:
+                raise ValueError(f"train_size must be in [1, {n}] ({train_size} given).")
+            g = torch.Generator().manual_seed(seed + 2)
+            keep = torch.randperm(n, generator=g)[:train_size].sort().values
+            texts["train"] = texts["train"].subset(keep)
+        self.masker_kind = masker
         self.tokenizer = train_wordpiece(texts["train"].texts, vocab_size)
         self.vocab = self.tokenizer.get_vocab_size()
         self.max_len, self.dim, self.layers = max_len, dim, layers
@@ -73,7 +111,7 @@ class TextClassification:
         self.classifier = Classifier(
             self.splits,
             forward=self.forward,
-            apply_mask=self.masking.apply,
+            apply_mask=drop_tokens_from_attention if masker == "drop" else self.masking.apply,
             keys_of=self.masking.input_keys,
             prepare=trim_padding,
         )
@@ -98,6 +136,7 @@ class TextClassification:
             "classes": len(self.classes),
             "vocab": self.vocab,
             "max_len": self.max_len,
+            "masker": self.masker_kind,
             "model": f"transformer d={self.dim} x{self.layers}",
         }
 
@@ -135,10 +174,25 @@ SPEC = TaskSpec(
     name="text-classification",
     help="sentence classification (transformer encoder, [MASK] token masking)",
     description="Classify sentences with a small transformer encoder over a WordPiece "
-    "vocabulary trained on the training split; masking replaces input tokens by [MASK].",
+    "vocabulary trained on the training split; masking replaces input tokens by [MASK] "
+    "(--masker mask) or drops them from attention (--masker drop).",
     build=TextClassification,
     data="text/sst2",
     dataset="SST-2 (GLUE) or TREC-6 as '<label> <text>' lines, one file per split with "
     "train / dev / test in its name (.tsv, .csv and .jsonl with text and label fields also "
     "work)",
+    options=(
+        Option(
+            "--train-size",
+            "train on a seeded random N of the training sentences (default: all)",
+            type=int,
+        ),
+        Option(
+            "--masker",
+            "mask: tokens replaced by [MASK]; drop: tokens removed from attention and pooling "
+            "(token cutoff) (default %(default)s)",
+            default="mask",
+            choices=MASKERS,
+        ),
+    ),
 )
