@@ -19,8 +19,15 @@ from maskwise.experiments.tasks.image import ImageClassification, ImagePatchMask
 from maskwise.experiments.tasks.speech import SpeechClassification
 from maskwise.experiments.tasks.text import TextClassification, trim_padding
 from maskwise.experiments.tokenizers import PAD, WORDPIECE_SPECIALS
-from maskwise.nn import DynamicMask
-from tests.experiments.synth import write_idx_dir, write_speech_dir, write_text, write_text_dir
+from maskwise.nn import DynamicMask, SpecAugment
+from tests.experiments.synth import (
+    sine,
+    write_idx_dir,
+    write_speech_dir,
+    write_text,
+    write_text_dir,
+    write_wav,
+)
 
 FEW = TrainConfig(epochs=1, max_steps=3)
 
@@ -197,13 +204,51 @@ def test_text_real_slice(tmp_path: Path, request: pytest.FixtureRequest, name: s
     check_run(train_run(task, Variant("static", 0.2), 0, config=FEW), task, Variant("static", 0.2))
 
 
+def test_text_train_size_and_drop_masker(tmp_path: Path) -> None:
+    from maskwise.experiments.tasks.text import drop_tokens_from_attention
+
+    write_text_dir(tmp_path, n_train=40, n_dev=12, n_test=12)
+    task = TextClassification(
+        tmp_path, train_size=10, masker="drop", vocab_size=200, max_len=16, dim=16, layers=1
+    )
+    assert task.describe()["sizes"] == {"train": 10, "dev": 12, "test": 12}
+    assert task.describe()["masker"] == "drop"
+    with pytest.raises(ValueError, match="train_size must be in"):
+        TextClassification(tmp_path, train_size=41, vocab_size=200)
+    with pytest.raises(ValueError, match="masker must be one of"):
+        TextClassification(tmp_path, masker="blank", vocab_size=200)
+
+    ids = task.splits["train"].tensor[:, :12].clone()
+    masker = DynamicMask(task.make_masker(0.5, seed=0), 0.5)
+    dropped = drop_tokens_from_attention(masker, ids)
+    real = ids != PAD
+    gone = real & (dropped == PAD)
+    assert torch.equal(dropped[~gone], ids[~gone])  # the rest untouched, in place
+    assert ((dropped != PAD).sum(1) >= 1).all()  # every row keeps a token
+    twin = DynamicMask(task.make_masker(0.5, seed=0), 0.5)  # the same draw
+    picked = twin(ids, attention_mask=real)[1] & real
+    emptied = ~(real & ~picked).any(1)
+    assert torch.equal(gone[~emptied], picked[~emptied])  # exactly the masker's picks
+    assert 0 < int(gone.sum()) < int(real.sum())
+    # dropped tokens are invisible: whatever id they held, the logits are the same
+    model = task.build_model().eval()
+    other = torch.where(gone, torch.full_like(ids, 7), ids)
+    with torch.no_grad():
+        a = task.forward(model, dropped)
+        b = model(other, real & ~gone)
+    assert torch.allclose(a, b, atol=1e-5)
+    check_run(train_run(task, Variant("static", 0.3), 0, config=FEW), task, Variant("static", 0.3))
+
+
 # ----------------------------------------------------------------------------------------------
 # Speech
 # ----------------------------------------------------------------------------------------------
 
 
-def _small_speech(root: Path) -> SpeechClassification:
-    return SpeechClassification(root, n_mels=20, frames=16, width=8, freq_width=3, time_width=2)
+def _small_speech(root: Path, split: str = "official") -> SpeechClassification:
+    return SpeechClassification(
+        root, split=split, n_mels=20, frames=16, width=8, freq_width=3, time_width=2
+    )
 
 
 def test_speech_synthetic_dir_and_feature_cache(
@@ -250,7 +295,7 @@ def test_speech_real_fsdd_slice(tmp_path: Path, fsdd_dir: Path, cache_dir: Path)
         for i in range(10):
             name = f"{digit}_george_{i}.wav"
             shutil.copyfile(fsdd_dir / "recordings" / name, tmp_path / name)
-    task = SpeechClassification(tmp_path, width=8)
+    task = SpeechClassification(tmp_path, split="official", width=8)
     assert task.classes == ["0", "1", "2", "3"]
     assert task.describe()["sizes"] == {"train": 18, "dev": 2, "test": 20}
     assert task.splits["train"].inputs.shape == (18, 40, 80)
@@ -262,3 +307,88 @@ def test_speech_monitor_records_the_masked_fraction(tmp_path: Path, cache_dir: P
     task = _small_speech(tmp_path)
     r = train_run(task, Variant("static", 0.5), 0, config=FEW)
     assert all("masked_fraction" in row for row in r.monitor.rows)
+
+
+def test_speech_speaker_split_follows_the_seed(tmp_path: Path, cache_dir: Path) -> None:
+    write_speech_dir(
+        tmp_path, labels=("0", "1"), speakers=("cy", "ann", "bob"), indices=range(3), n=800
+    )
+    task = _small_speech(tmp_path, split="speakers")
+    assert task.speakers == ["ann", "bob", "cy"]
+    # seed s: test speaker s % 3, dev speaker (s + 1) % 3, train the third; 2 labels x 3 clips each
+    for seed, (dev, test) in enumerate(
+        [("bob", "ann"), ("cy", "bob"), ("ann", "cy"), ("bob", "ann")]
+    ):
+        fold = task.for_seed(seed)
+        assert fold.held_out() == {"dev": dev, "test": test}
+        assert fold.describe()["sizes"] == {"train": 6, "dev": 6, "test": 6}
+        ids = {k: set(v.inputs.flatten(1).sum(1).tolist()) for k, v in fold.splits.items()}
+        assert not (ids["train"] & ids["test"]) and not (ids["dev"] & ids["test"])
+    assert task.for_seed(0) is task  # built on seed 0's fold
+    assert torch.equal(task.for_seed(3).splits["test"].inputs, task.splits["test"].inputs)
+    assert task.splits["test"].inputs.shape == (6, 20, 16)  # not changed by other folds
+
+    # the engine trains each seed on its own fold: the same seed gives the same run
+    seen = []
+    original = SpeechClassification.for_seed
+
+    def spy(self: SpeechClassification, seed: int) -> SpeechClassification:
+        out = original(self, seed)
+        seen.append(out.held_out()["test"])
+        return out
+
+    import maskwise.experiments.tasks.speech as speech_module
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(speech_module.SpeechClassification, "for_seed", spy)
+        r = train_run(task, Variant("static", 0.5), 1, config=FEW)
+    assert seen == ["bob"] and r.seed == 1
+
+
+def test_speech_speaker_split_needs_speakers(tmp_path: Path, cache_dir: Path) -> None:
+    paths = write_speech_dir(
+        tmp_path / "wav", labels=("no", "yes"), speakers=("a", "b"), indices=range(2), n=800
+    )
+    with pytest.raises(ValueError, match="at least 3 speakers"):
+        _small_speech(tmp_path / "wav", split="speakers")
+    write_text(tmp_path / "all.csv", "".join(f"wav/{p.name},x\n" for p in paths))
+    with pytest.raises(ValueError, match="names no speakers"):
+        _small_speech(tmp_path / "all.csv", split="speakers")
+    with pytest.raises(ValueError, match="split must be one of"):
+        _small_speech(tmp_path / "wav", split="random")
+
+
+def test_frame_lengths_inverts_the_padding(tmp_path: Path, cache_dir: Path) -> None:
+    from maskwise.experiments.data import frame_lengths
+
+    # clips of 400, 800 and 1,600 samples at 8 kHz: 10 ms hops give about 6, 11 and 21 frames
+    paths = [
+        write_wav(tmp_path / f"0_a_{i}.wav", [[s] for s in sine(440 * (i + 1), n)])
+        for i, n in enumerate((400, 800, 1600))
+    ]
+    split = D.speech_features([(p, "0") for p in paths], {"0": 0}, n_mels=20, frames=16)
+    lengths = frame_lengths(split.tensor)
+    for p, n in zip(paths, lengths.tolist()):
+        wav, sr = D.read_wav(p)
+        full = D.log_mel(wav, sr, n_mels=20).shape[1]
+        assert n == min(full, 16)  # the real frames, capped by the window
+    assert lengths[2] == 16
+
+
+def test_speech_time_masks_stay_within_the_clip(tmp_path: Path) -> None:
+    from maskwise.experiments.tasks.speech import _spec_augment, _time_width
+
+    x = torch.randn(64, 20, 30)
+    x[:, :, 12:] = x.amin(dim=(1, 2), keepdim=True)  # every clip: 12 real frames, then padding
+    masker = DynamicMask(
+        SpecAugment(1.0, freq_masks=0, freq_width=0, time_masks=2, time_width=0.25, seed=0), 1.0
+    )
+    out = _spec_augment(masker, x)
+    changed = (out != x).any(1)  # (B, T) frames touched
+    assert not changed[:, 12:].any()  # never the padding
+    assert changed[:, :12].any()
+    # two masks of at most floor(0.25 * 12) = 3 frames each: at most 6 of the 12 frames
+    assert int(changed.sum(1).max()) <= 6
+    assert _time_width("0.1") == 0.1 and _time_width("8") == 8
+    with pytest.raises(ValueError):
+        _time_width("1.5")

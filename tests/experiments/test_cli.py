@@ -38,7 +38,7 @@ def test_demo_fast(
         "image-classification",
         f"maskwise demo --fast --quiet --out {out}",
     )
-    assert r["settings"]["seeds"] == [0]  # --fast: one seed
+    assert r["settings"]["eval_seeds"] == [2]  # --fast: one seed
     assert r["settings"]["data"]["sizes"]["train"] == 300
     assert sorted({run["variant"] for run in r["runs"]}) == ["dynamic", "none", "static"]
     assert all(run["steps"] == 6 for run in r["runs"])  # --fast: 6 steps per run
@@ -49,7 +49,7 @@ def test_demo_fast(
         "dynamic_rate.png",
     }
     printed = capsys.readouterr().out
-    assert "| variant | rate | test accuracy (%)" in printed and str(out) in printed
+    assert "| task | data | setting | arm | seeds |" in printed and str(out) in printed
 
 
 def test_run_image_digits(tmp_path: Path) -> None:
@@ -70,7 +70,7 @@ def test_run_image_digits(tmp_path: Path) -> None:
         == 0
     )
     r = results(out)
-    assert r["task"] == "image-classification" and r["settings"]["seeds"] == [0]
+    assert r["task"] == "image-classification" and r["settings"]["eval_seeds"] == [2]
     assert r["settings"]["rates"] == [0.1]  # --fast: the first of the task's rates, no sweep
     assert r["settings"]["train"]["max_steps"] == 6 and r["settings"]["train"]["epochs"] == 2
 
@@ -125,11 +125,9 @@ def test_run_options_reach_the_task(tmp_path: Path) -> None:
         False,
     )
     assert r["settings"]["train"]["epochs"] == 1
-    assert [(row["variant"], row["rate"]) for row in r["summary"]] == [
-        ("none", 0.0),
-        ("schedule", 0.2),
-        ("schedule", 0.6),
-    ]
+    assert [row["kind"] for row in r["summary"]] == ["none", "schedule"]
+    assert [row["arm"] for row in r["sweep"]] == ["schedule 0.2", "schedule 0.6"]
+    assert r["settings"]["tune_seeds"] == [0, 1] and r["settings"]["eval_seeds"] == [2]
 
 
 def test_run_text_synthetic(tmp_path: Path) -> None:
@@ -159,11 +157,7 @@ def test_run_text_synthetic(tmp_path: Path) -> None:
         "dev": 4,
         "test": 12,
     }  # dev carved from train
-    assert [row["variant"] for row in r["summary"] if row["chosen"]] == [
-        "none",
-        "static",
-        "dynamic",
-    ]
+    assert [row["arm"] for row in r["summary"]] == ["none", "static 0.2", "dynamic"]
 
 
 def test_run_speech_synthetic(tmp_path: Path, cache_dir: Path) -> None:
@@ -185,11 +179,44 @@ def test_run_speech_synthetic(tmp_path: Path, cache_dir: Path) -> None:
                 "static",
                 "--rates",
                 "0.5",
+                "--split",
+                "official",
             ]
         )
         == 0
     )
     assert results(out)["settings"]["data"]["sizes"] == {"train": 5, "dev": 1, "test": 10}
+
+
+def test_run_speech_speaker_split_and_report(
+    tmp_path: Path, cache_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "wav"
+    write_speech_dir(data, labels=("0", "1"), speakers=("a", "b", "c"), indices=range(3), n=800)
+    out = tmp_path / "speech"
+    argv = ["run", "speech-classification", "--data", str(data), "--quiet", "--out", str(out)]
+    argv += ["--epochs", "1", "--seeds", "3", "--tune-seeds", "1", "--rates", "0.5,1.0"]
+    argv += ["--time-width", "0.2", "--baseline-weight-decay", "0.01,0.1", "--setting", "tiny"]
+    assert main(argv) == 0
+    r = results(out)
+    assert r["settings"]["data"]["split"] == "speakers"
+    assert r["settings"]["data"]["spec_augment"]["time_width"] == 0.2
+    assert r["setting"] == "tiny" and r["data"].endswith("/wav")
+    assert {run["arm"] for run in r["runs"] if run["role"] == "tune"} == {
+        "none wd 0.01",
+        "none wd 0.1",
+        "static 0.5",
+        "static 1",
+    }
+    capsys.readouterr()
+    assert main(["report", str(out), "--out", str(tmp_path / "summary")]) == 0
+    printed = capsys.readouterr().out
+    assert "| speech-classification |" in printed and "paired diff [95 % CI]" in printed
+    rows = json.loads((tmp_path / "summary" / "summary.json").read_text())
+    assert [row["kind"] for row in rows] == ["none", "static", "dynamic"]
+    assert all(row["n_seeds"] == 3 and row["setting"] == "tiny" for row in rows)
+    with pytest.raises(SystemExit, match="maskwise report: .*no results.json"):
+        main(["report", str(tmp_path / "nothing"), "--out", str(tmp_path / "s2")])
 
 
 def test_run_records_its_own_command(tmp_path: Path) -> None:
@@ -240,6 +267,12 @@ def _usage_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
         ),
         (["--seeds", "two"], "argument --seeds: expected an integer >= 1 ('two' given)"),
         (["--seeds", "0"], "argument --seeds: expected an integer >= 1 ('0' given)"),
+        (["--jobs", "0"], "argument --jobs: expected an integer >= 1 ('0' given)"),
+        (["--tune-seeds", "-1"], "argument --tune-seeds: expected an integer >= 0 ('-1' given)"),
+        (
+            ["--baseline-weight-decay", "0.1,-1"],
+            "argument --baseline-weight-decay: expected comma-separated finite numbers >= 0",
+        ),
         (["--epochs", "-1"], "argument --epochs: expected an integer >= 1 ('-1' given)"),
         (["--threads", "0"], "argument --threads: expected an integer >= 1 ('0' given)"),
         (["--signal", "foo"], "argument --signal: invalid choice: 'foo'"),

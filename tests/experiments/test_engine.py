@@ -1,4 +1,4 @@
-"""maskwise.experiments.engine (and report.summarise): seeded runs, dev model selection, the gap's
+"""maskwise.experiments.engine: seeded runs, dev model selection, the gap's
 sign, what each variant does to the rate, step accounting; on a tiny task whose dev metric,
 predictions and final metrics the test scripts."""
 
@@ -23,11 +23,10 @@ from maskwise.experiments.engine import (
     Variant,
     train_run,
 )
-from maskwise.experiments.report import summarise
 from maskwise.nn import DynamicMask, MaskModule, TokenMask
 
 V, L, MASK = 40, 12, 1  # vocabulary, tokens per example, the mask id (never in the data)
-TIMING = ("epoch_time_s", "items_per_s")
+TIMING = ("epoch_time_s", "items_per_s", "seconds")
 
 
 class Bag(nn.Module):
@@ -387,93 +386,6 @@ def test_unknown_variant() -> None:
     )
 
 
-# ----------------------------------------------------------------------------------------------
-# summarise: the static rate is chosen on dev
-# ----------------------------------------------------------------------------------------------
-
-
-def _run(
-    variant: str,
-    rate: float,
-    seed: int,
-    dev: float,
-    test: float,
-    train: float = 0.95,
-    final_rate: float | None = None,
-) -> RunResult:
-    hist = [{"epoch": 1.0, "step": 5.0, "train_loss": 1.0, "dev_accuracy": dev}]
-    if final_rate is not None:
-        hist[0]["rate"] = final_rate
-    return RunResult(
-        task="t",
-        variant=variant,
-        rate=rate,
-        seed=seed,
-        train={"accuracy": train},
-        dev={"accuracy": dev},
-        test={"accuracy": test},
-        gap=train - test,
-        best_epoch=seed + 1,
-        epochs=2,
-        steps=10,
-        epoch_time_s=1.0 + seed,
-        items_per_s=100.0 * (seed + 1),
-        history=hist,
-    )
-
-
-RUNS = [
-    _run("dynamic", 0.1, 0, 0.70, 0.70, final_rate=0.25),
-    _run("dynamic", 0.1, 1, 0.72, 0.70, final_rate=0.35),
-    _run("static", 0.3, 0, 0.60, 0.95),
-    _run("static", 0.3, 1, 0.62, 0.97),  # best test, worst dev
-    _run("static", 0.1, 0, 0.80, 0.90),
-    _run("static", 0.1, 1, 0.80, 0.92),
-    _run("static", 0.2, 0, 0.85, 0.70),
-    _run("static", 0.2, 1, 0.87, 0.72),  # best dev
-    _run("none", 0.0, 0, 0.70, 0.60),
-    _run("none", 0.0, 1, 0.74, 0.64),
-    _run("schedule", 0.4, 0, 0.55, 0.50),
-    _run("schedule", 0.2, 0, 0.50, 0.80),
-]
-
-
-def test_summarise_chooses_the_best_dev_rate_not_the_best_test() -> None:
-    rows = summarise(ScriptedTask(), RUNS)
-    assert [(r["variant"], r["rate"]) for r in rows] == [
-        ("none", 0.0),
-        ("static", 0.1),
-        ("static", 0.2),
-        ("static", 0.3),
-        ("schedule", 0.2),
-        ("schedule", 0.4),
-        ("dynamic", 0.1),
-    ]
-    chosen = [(r["variant"], r["rate"]) for r in rows if r["chosen"]]
-    assert chosen == [("none", 0.0), ("static", 0.2), ("schedule", 0.4), ("dynamic", 0.1)]
-    s2 = rows[2]
-    assert s2["n"] == 2
-    assert s2["dev_mean"] == pytest.approx(0.86) and s2["dev_std"] == pytest.approx(
-        math.sqrt(2) * 0.01
-    )
-    assert s2["test_mean"] == pytest.approx(0.71) and s2["test_std"] == pytest.approx(
-        math.sqrt(2) * 0.01
-    )
-    assert s2["train_mean"] == pytest.approx(0.95) and s2["gap_mean"] == pytest.approx(0.24)
-    assert s2["gap_std"] == pytest.approx(math.sqrt(2) * 0.01)
-    assert s2["best_epoch_mean"] == 1.5 and s2["epoch_time_s"] == 1.5 and s2["items_per_s"] == 150.0
-    assert rows[5]["n"] == 1 and rows[5]["test_std"] == 0.0
-    assert rows[-1]["rate_final_mean"] == pytest.approx(0.30)
-    assert all("rate_final_mean" not in r for r in rows[:-1])
-
-
-def test_summarise_lower_is_better_chooses_the_smallest_dev() -> None:
-    task = ScriptedTask(metric="accuracy", higher_is_better=False)  # read as an error rate
-    rows = summarise(task, RUNS)
-    assert [r["rate"] for r in rows if r["chosen"] and r["variant"] == "static"] == [0.3]
-    assert [r["rate"] for r in rows if r["chosen"] and r["variant"] == "schedule"] == [0.2]
-
-
 @pytest.mark.parametrize(
     ("script", "patience", "epochs_run", "best"),
     [
@@ -495,10 +407,9 @@ def test_early_stopping_on_dev(
 def test_report_flags_a_baseline_still_fitting() -> None:
     from maskwise.experiments.report import _still_fitting
 
-    def result(fraction: float) -> dict:
-        return {"summary": [{"variant": "none", "best_epoch_fraction": fraction}]}
+    def result(fraction: float | None) -> dict:
+        return {"summary": [{"kind": "none", "baseline_best_epoch_fraction": fraction}]}
 
     assert _still_fitting(result(0.5)) == []  # best epoch in the first 60 %: a real test
+    assert _still_fitting(result(None)) == []  # no unmasked arm: nothing to say
     assert "Baseline still fitting" in "".join(_still_fitting(result(0.9)))
-    rows = summarise(ScriptedTask(), RUNS, budget=10)
-    assert all(0 < row["best_epoch_fraction"] <= 1 for row in rows)

@@ -1,11 +1,13 @@
-"""maskwise.experiments.report.compare: results.json follows the documented schema
-(``maskwise.experiments/1``), results.md holds the tables, the plots are PNG files."""
+"""maskwise.experiments.report.compare and maskwise.experiments.summary: results.json follows the
+documented schema (``maskwise.experiments/2``: runs with SPEC.md's fields and roles), the summary
+rows are recomputed from the runs (checked against scipy's own paired t test), results.md holds
+the tables, ``report`` writes summary.json / summary.md / forest.png, the plots are PNG files."""
 
 from __future__ import annotations
 
 import datetime
 import json
-import math
+import statistics
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -14,12 +16,15 @@ import pytest
 
 from maskwise.experiments.engine import TrainConfig
 from maskwise.experiments.report import SCHEMA, compare, to_markdown
+from maskwise.experiments.summary import SUMMARY_FIELDS, evidence_rows, report, rows_markdown
 from maskwise.experiments.tasks.image import ImageClassification
 
 PNG = b"\x89PNG\r\n\x1a\n"
 TOP = {
     "schema",
     "task",
+    "data",
+    "setting",
     "metric",
     "higher_is_better",
     "item_name",
@@ -29,38 +34,32 @@ TOP = {
     "settings",
     "runs",
     "summary",
+    "sweep",
     "plots",
 }
-RUN = {
-    "variant",
-    "rate",
+RUN = {  # SPEC.md's fields, then the engine's
+    "arm",
+    "setting",
     "seed",
+    "role",
     "train",
     "dev",
     "test",
-    "gap",
     "best_epoch",
+    "epochs_run",
+    "seconds",
+    "kind",
+    "budget",
+    "task",
+    "variant",
+    "rate",
+    "weight_decay",
+    "gap",
     "epochs",
     "steps",
     "epoch_time_s",
     "items_per_s",
     "history",
-}
-SUMMARY = {
-    "variant",
-    "rate",
-    "chosen",
-    "n",
-    "test_mean",
-    "test_std",
-    "dev_mean",
-    "dev_std",
-    "train_mean",
-    "gap_mean",
-    "gap_std",
-    "best_epoch_mean",
-    "epoch_time_s",
-    "items_per_s",
 }
 
 
@@ -68,7 +67,7 @@ def strict_json(text: str) -> Any:
     """JSON as the standard defines it: NaN and Infinity are not numbers there."""
 
     def reject(name: str) -> None:
-        raise ValueError(f"results.json holds {name}, which is not valid JSON")
+        raise ValueError(f"the file holds {name}, which is not valid JSON")
 
     return json.loads(text, parse_constant=reject)
 
@@ -89,7 +88,10 @@ def comparison(
             task,
             variants=("none", "static", "schedule", "dynamic"),
             rates=(0.1, 0.3),
-            seeds=2,
+            seeds=3,
+            tune_seeds=1,
+            baseline_weight_decays=(0.01, 0.1),
+            data="digits",
             out=out,
             config=cfg,
             command="maskwise test",
@@ -105,79 +107,120 @@ def test_results_json_schema(comparison: tuple[dict[str, Any], Path, TrainConfig
     saved = strict_json((out / "results.json").read_text())
     assert saved == json.loads(json.dumps(result))  # the file is the returned dict
     assert set(saved) == TOP
-    assert saved["schema"] == SCHEMA == "maskwise.experiments/1"
+    assert saved["schema"] == SCHEMA == "maskwise.experiments/2"
     assert (saved["task"], saved["metric"], saved["higher_is_better"], saved["item_name"]) == (
         "image-classification",
         "accuracy",
         True,
         "images",
     )
+    assert saved["data"] == "digits" and saved["setting"] == "ViT d=64 x2, 64 train images"
     assert saved["command"] == "maskwise test"
     assert isinstance(saved["machine"], str) and saved["machine"]
     assert datetime.datetime.fromisoformat(saved["created"]).tzinfo is not None
     settings = saved["settings"]
-    assert set(settings) == {"data", "train", "controller", "rates", "seeds", "variants"}
     assert settings["train"] == asdict(cfg)
-    assert settings["rates"] == [0.1, 0.3] and settings["seeds"] == [0, 1]
+    assert settings["rates"] == [0.1, 0.3] and settings["baseline_weight_decays"] == [0.01, 0.1]
+    assert settings["tune_seeds"] == [0] and settings["eval_seeds"] == [1, 2, 3]
     assert settings["variants"] == ["none", "static", "schedule", "dynamic"]
     assert settings["data"]["sizes"] == {"train": 64, "dev": 270, "test": 449}
-    assert settings["controller"]["initial_rate"] == 0.1
 
 
-def test_results_runs(comparison: tuple[dict[str, Any], Path, TrainConfig]) -> None:
-    runs = comparison[0]["runs"]
-    # none, static x 2 rates, schedule x 2 rates, dynamic; 2 seeds each
-    assert len(runs) == 12
-    assert sorted((r["variant"], r["rate"], r["seed"]) for r in runs) == sorted(
-        [
-            (v, rate, s)
-            for v, rate in [
-                ("none", 0.0),
-                ("static", 0.1),
-                ("static", 0.3),
-                ("schedule", 0.1),
-                ("schedule", 0.3),
-                ("dynamic", 0.1),
-            ]
-            for s in (0, 1)
-        ]
+def test_runs_have_roles_and_paired_eval_seeds(
+    comparison: tuple[dict[str, Any], Path, TrainConfig],
+) -> None:
+    result = comparison[0]
+    runs = result["runs"]
+    tune = [r for r in runs if r["role"] == "tune"]
+    evals = [r for r in runs if r["role"] == "eval"]
+    # tuning: 2 weight decays, 2 static and 2 schedule rates on seed 0; dynamic has no sweep
+    assert sorted(r["arm"] for r in tune) == sorted(
+        ["none wd 0.01", "none wd 0.1", "static 0.1", "static 0.3", "schedule 0.1", "schedule 0.3"]
     )
+    assert {r["seed"] for r in tune} == {0}
+    assert len(evals) == 4 * 3
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for r in evals:
+        by_kind.setdefault(r["kind"], []).append(r)
+    assert {k: [r["seed"] for r in rs] for k, rs in by_kind.items()} == {
+        k: [1, 2, 3] for k in ("none", "static", "schedule", "dynamic")
+    }  # fresh seeds, the same for every arm, never a tuning seed
+    for kind, rs in by_kind.items():
+        assert len({r["arm"] for r in rs}) == 1  # one chosen setting per arm
+        cands = [r for r in tune if r["kind"] == kind]
+        if cands:  # the chosen one has the best dev metric (test never looked at)
+            best = max(cands, key=lambda r: r["dev"]["accuracy"])
+            assert rs[0]["arm"] == best["arm"]
+            assert result["settings"]["chosen"][kind] == best["arm"]
     for r in runs:
-        assert RUN <= set(r)
-        for split in ("train", "dev", "test"):
-            assert set(r[split]) >= {"accuracy", "loss"}
-            assert all(isinstance(v, float) for v in r[split].values())
+        assert set(r) == RUN
+        assert r["setting"] == result["setting"] and r["budget"] == 2
+        assert r["epochs_run"] == r["epochs"] == len(r["history"]) == 2
+        assert r["seconds"] >= r["epoch_time_s"] > 0
+        assert 1 <= r["best_epoch"] <= r["epochs_run"]
         assert r["gap"] == pytest.approx(r["train"]["accuracy"] - r["test"]["accuracy"])
-        assert isinstance(r["best_epoch"], int) and 1 <= r["best_epoch"] <= r["epochs"]
-        assert r["steps"] == 3 and r["epochs"] == 2  # 2 batches of 32 per epoch, max_steps 3
-        assert r["epoch_time_s"] > 0 and r["items_per_s"] > 0
-        assert [h["epoch"] for h in r["history"]] == [1, 2]
-        for h in r["history"]:
-            assert {"epoch", "step", "train_loss", "dev_accuracy", "dev_loss"} <= set(h)
-            assert ("rate" in h) == (r["variant"] != "none")
+        assert all(("rate" in h) == (r["kind"] != "none") for h in r["history"])
+    none_eval = by_kind["none"][0]
+    assert none_eval["weight_decay"] in (0.01, 0.1)  # the tuned weight decay is what it ran
 
 
-def test_results_summary(comparison: tuple[dict[str, Any], Path, TrainConfig]) -> None:
-    summary = comparison[0]["summary"]
-    assert [(row["variant"], row["rate"]) for row in summary] == [
-        ("none", 0.0),
-        ("static", 0.1),
-        ("static", 0.3),
-        ("schedule", 0.1),
-        ("schedule", 0.3),
-        ("dynamic", 0.1),
-    ]
-    for row in summary:
-        assert SUMMARY <= set(row)
-        assert isinstance(row["chosen"], bool) and row["n"] == 2
-        assert all(math.isfinite(row[k]) for k in SUMMARY - {"variant", "chosen"})
-    for variant in ("static", "schedule"):
-        rows = [row for row in summary if row["variant"] == variant]
-        chosen = [row for row in rows if row["chosen"]]
-        assert len(chosen) == 1  # one chosen row per swept variant
-        assert chosen[0]["dev_mean"] == max(row["dev_mean"] for row in rows)
-    assert all(row["chosen"] for row in summary if row["variant"] in ("none", "dynamic"))
-    assert math.isfinite(summary[-1]["rate_final_mean"])
+def test_summary_rows_recomputed_from_the_runs(
+    comparison: tuple[dict[str, Any], Path, TrainConfig],
+) -> None:
+    import scipy.stats
+
+    result = comparison[0]
+    rows = result["summary"]
+    evals = [r for r in result["runs"] if r["role"] == "eval"]
+    base = {r["seed"]: r["test"]["accuracy"] for r in evals if r["kind"] == "none"}
+    assert [row["kind"] for row in rows] == ["none", "static", "schedule", "dynamic"]
+    for row in rows:
+        assert set(SUMMARY_FIELDS) <= set(row)
+        mine = [r for r in evals if r["arm"] == row["arm"]]
+        test = [r["test"]["accuracy"] for r in mine]
+        assert row["n_seeds"] == 3
+        assert row["mean"] == pytest.approx(statistics.fmean(test))
+        assert row["std"] == pytest.approx(statistics.stdev(test))
+        assert row["baseline_best_epoch_fraction"] == pytest.approx(
+            statistics.fmean(r["best_epoch"] / 2 for r in evals if r["kind"] == "none")
+        )
+        tune_s = sum(
+            r["seconds"] for r in result["runs"] if r["role"] == "tune" and r["kind"] == row["kind"]
+        )
+        assert row["compute_s"] == pytest.approx(sum(r["seconds"] for r in mine) + tune_s)
+        if row["kind"] == "none":
+            assert row["diff"] is None and row["verdict"] is None
+            continue
+        masked = [r["test"]["accuracy"] for r in sorted(mine, key=lambda r: r["seed"])]
+        baseline = [base[s] for s in sorted(base)]
+        d = [m - b for m, b in zip(masked, baseline)]
+        assert row["diff"]["mean"] == pytest.approx(statistics.fmean(d))
+        assert row["diff"]["method"] == "paired t"
+        if statistics.pstdev(d) > 0:  # scipy's own paired t interval is the reference
+            ci = scipy.stats.ttest_rel(masked, baseline).confidence_interval(0.95)
+            assert (row["diff"]["ci_low"], row["diff"]["ci_high"]) == pytest.approx(
+                (ci.low, ci.high)
+            )
+        expected = (
+            "helps"
+            if row["diff"]["ci_low"] > 0
+            else "hurts"
+            if row["diff"]["ci_high"] < 0
+            else "no effect"
+        )
+        assert row["verdict"] == expected
+    assert evidence_rows(result) == rows  # the same function, from the saved runs
+
+
+def test_sweep_marks_the_best_dev_candidate(
+    comparison: tuple[dict[str, Any], Path, TrainConfig],
+) -> None:
+    sweep = comparison[0]["sweep"]
+    for kind in ("none", "static", "schedule"):
+        rows = [row for row in sweep if row["kind"] == kind]
+        assert len(rows) == 2 and sum(row["chosen"] for row in rows) == 1
+        chosen = next(row for row in rows if row["chosen"])
+        assert chosen["dev_mean"] == max(row["dev_mean"] for row in rows)
 
 
 def test_results_markdown_and_plots(comparison: tuple[dict[str, Any], Path, TrainConfig]) -> None:
@@ -188,15 +231,34 @@ def test_results_markdown_and_plots(comparison: tuple[dict[str, Any], Path, Trai
         assert data.startswith(PNG) and len(data) > 1000
     md = (out / "results.md").read_text()
     assert md.startswith(to_markdown(result))
-    assert (
-        "| variant | rate | test accuracy (%) | train - test gap (%) | dev accuracy (%) "
-        "| best epoch | s / epoch | images / s |"
-    ) in md
-    assert "| variant | rate | dev accuracy (%) | test accuracy (%) | gap (%) | chosen |" in md
+    assert rows_markdown(result["summary"]).strip() in md
+    assert "| arm | runs | dev accuracy (%) | test accuracy (%) | gap (%) | chosen |" in md
     assert "![curves](curves.png)" in md and "![dynamic_rate](dynamic_rate.png)" in md
-    table = md.split("Sweep")[0]
-    assert (
-        sum(line.startswith("| static |") for line in table.splitlines()) == 1
-    )  # only the chosen rate
     header = (out / "dynamic_monitor.csv").read_text().splitlines()[0].split(",")
     assert {"step", "rate", "masked_fraction"} <= set(header)
+
+
+def test_report_writes_summary_json_markdown_and_forest_plot(
+    comparison: tuple[dict[str, Any], Path, TrainConfig], tmp_path: Path
+) -> None:
+    _, out, _ = comparison
+    rows = report([out, out / "results.json"], tmp_path / "summary")  # a folder or its file
+    saved = strict_json((tmp_path / "summary" / "summary.json").read_text())
+    assert saved == json.loads(json.dumps(rows))
+    assert len(rows) == 8 and all(set(SUMMARY_FIELDS) <= set(r) for r in rows)
+    assert (tmp_path / "summary" / "forest.png").read_bytes().startswith(PNG)
+    md = (tmp_path / "summary" / "summary.md").read_text()
+    assert md.startswith(rows_markdown(rows)) and "![paired differences](forest.png)" in md
+
+
+def test_report_refuses_results_from_before_the_protocol(tmp_path: Path) -> None:
+    legacy = {"task": "t", "metric": "accuracy", "higher_is_better": True, "runs": [{"seed": 0}]}
+    (tmp_path / "results.json").write_text(json.dumps(legacy))
+    with pytest.raises(ValueError, match="before the evidence protocol"):
+        report([tmp_path])
+    with pytest.raises(ValueError, match="no results.json"):
+        report([tmp_path / "missing"])
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "results.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not a readable results file"):
+        report([tmp_path / "bad"])

@@ -101,15 +101,16 @@ class SpeechClassification:
     ) -> None:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS} ({split!r} given).")
-        items, self.classes = load_speech(root)
+        if split == "speakers" and Path(root).is_file():
+            raise ValueError(
+                f"{root}: a manifest names no speakers; use split='official' "
+                "(--split official) or a folder of '{label}_{speaker}_{index}.wav' files."
+            )
+        # speakers: every recording is pooled (the official test indices play no part)
+        items, self.classes = load_speech(root, test_indices=0 if split == "speakers" else 5)
         index = {c: i for i, c in enumerate(self.classes)}
         self.split_kind = split
         if split == "speakers":
-            if Path(root).is_file():
-                raise ValueError(
-                    f"{root}: a manifest names no speakers; use split='official' "
-                    "(--split official) or a folder of '{label}_{speaker}_{index}.wav' files."
-                )
             every = [it for k in sorted(items) for it in items[k]]
             self.all = speech_features(every, index, n_mels=n_mels, frames=frames)
             names = [speaker_of(p) for p, _ in every]
