@@ -392,3 +392,25 @@ def test_speech_time_masks_stay_within_the_clip(tmp_path: Path) -> None:
     assert _time_width("0.1") == 0.1 and _time_width("8") == 8
     with pytest.raises(ValueError):
         _time_width("1.5")
+
+
+def test_image_per_sample_rates_spread_around_the_rate() -> None:
+    images = torch.zeros(2000, 1, 8, 8)
+    m = ImagePatchMask(0.25, 2, value=1.0, per_sample=True, seed=0).train()
+    _, mask = m(images)
+    share = mask.float().mean(1)  # (B,) per image, 16 patches each
+    # rates uniform in [0, 0.5]: k = round(rate * 16) in 0..8, the mean near 0.25 * 16 = 4
+    assert share.max() <= 0.5 and share.min() == 0.0
+    assert abs(float(share.mean()) - 0.25) < 0.01  # SE of the mean ~0.0033
+    assert len(set(share.tolist())) == 9  # every count 0..8 occurs
+    fixed = ImagePatchMask(0.25, 2, seed=0).train()(images)[1].float().mean(1)
+    assert set(fixed.tolist()) == {0.25}
+    with pytest.raises(ValueError, match="random patches"):
+        ImagePatchMask(0.25, 2, blocks=True, per_sample=True)
+    with pytest.raises(ValueError, match="need masker='patch'"):
+        ImageClassification("digits", masker="drop", per_sample=True)
+    task = ImageClassification("digits", train_size=64, per_sample=True)
+    assert task.describe()["masker"] == "patch (per-sample rates)"
+    check_run(
+        train_run(task, Variant("static", 0.25), 0, config=FEW), task, Variant("static", 0.25)
+    )

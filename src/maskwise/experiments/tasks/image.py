@@ -40,6 +40,10 @@ class ImagePatchMask(MaskModule):
     (:func:`~maskwise.functional.mask_patches`) or, with ``blocks=True``, BEiT rectangles of at
     least ``min_block`` patches (:func:`~maskwise.functional.mask_blocks`).
 
+    ``per_sample=True`` draws each image's rate uniformly in ``[0, min(1, 2 * rate)]`` (the
+    mean stays ``rate``): some images are seen nearly whole, some mostly hidden (random
+    patches only).
+
     ``forward(images (B, C, H, W)) -> (masked images, mask (B, N))``,
     ``N = (H / p) * (W / p)``.
     """
@@ -52,15 +56,19 @@ class ImagePatchMask(MaskModule):
         value: float = 0.0,
         blocks: bool = False,
         min_block: int = 2,
+        per_sample: bool = False,
         seed: int | None = None,
     ) -> None:
         super().__init__(rate, seed=seed)
+        if per_sample and blocks:
+            raise ValueError("per_sample rates are for random patches (blocks=False).")
         self.patch_size, self.value, self.blocks, self.min_block = (
             patch_size,
             value,
             blocks,
             min_block,
         )
+        self.per_sample = per_sample
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         B, _, H, W = images.shape
@@ -79,7 +87,8 @@ class ImagePatchMask(MaskModule):
                 generator=g,
             ).view(B, N)
         else:
-            mask = MF.mask_patches(B, N, self.rate, device=images.device, generator=g)
+            rate: MF.Rate = (0.0, min(1.0, 2 * self.rate)) if self.per_sample else self.rate
+            mask = MF.mask_patches(B, N, rate, device=images.device, generator=g)
         pixels = MF.patches_to_pixels(mask, grid, self.patch_size).unsqueeze(1)  # (B, 1, H, W)
         return images.masked_fill(pixels, self.value), mask
 
@@ -100,6 +109,7 @@ class ImageClassification:
         width: the CNN's width (default 16).
         epochs: training epochs (default 60 on digits, 20 on IDX data).
         dev_size: dev images carved from an IDX training set (at most half of it).
+        per_sample: ``masker="patch"`` only: each image's rate drawn in ``[0, 2 * rate]``.
         seed: the seed of the splits and of the subsample.
     """
 
@@ -118,6 +128,7 @@ class ImageClassification:
         width: int | None = None,
         epochs: int | None = None,
         dev_size: int = 2000,
+        per_sample: bool = False,
         seed: int = 0,
     ) -> None:
         if model not in ("cnn", "vit"):
@@ -126,6 +137,9 @@ class ImageClassification:
             raise ValueError(f"masker must be one of {MASKERS} ({masker!r} given).")
         if masker == "drop" and model != "vit":
             raise ValueError("masker='drop' removes patch tokens: it needs model='vit'.")
+        if per_sample and masker != "patch":
+            raise ValueError(f"per_sample rates need masker='patch' ({masker!r} given).")
+        self.per_sample = per_sample
         self.model_kind, self.masker_kind = model, masker
         if str(root) == "digits":
             full = load_digits()["all"]
@@ -167,7 +181,7 @@ class ImageClassification:
             "sizes": self.classifier.sizes(),
             "classes": len(self.classes),
             "data": self.source,
-            "masker": self.masker_kind,
+            "masker": self.masker_kind + (" (per-sample rates)" if self.per_sample else ""),
             "patch_size": self.patch_size,
             "model": "ViT d=64 x2" if self.model_kind == "vit" else f"CNN width {self.width}",
         }
@@ -190,6 +204,7 @@ class ImageClassification:
             self.patch_size,
             value=self.background,
             blocks=self.masker_kind == "block",
+            per_sample=self.per_sample,
             seed=seed,
         )
 
@@ -244,6 +259,11 @@ SPEC = TaskSpec(
             "vit or cnn (default %(default)s)",
             default="vit",
             choices=("vit", "cnn"),
+        ),
+        Option(
+            "--per-sample",
+            "--masker patch: each image's rate drawn uniformly in [0, 2 x rate]",
+            flag_only=True,
         ),
     ),
 )
