@@ -44,24 +44,22 @@ def _probability(text: str) -> float:
     return value
 
 
-def _positive_int(text: str) -> int:
+def _int_at_least(low: int, text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1 ({text!r} given)") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1 ({text!r} given)")
+        value = low - 1
+    if value < low:
+        raise argparse.ArgumentTypeError(f"expected an integer >= {low} ({text!r} given)")
     return value
+
+
+def _positive_int(text: str) -> int:
+    return _int_at_least(1, text)
 
 
 def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0 ({text!r} given)") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0 ({text!r} given)")
-    return value
+    return _int_at_least(0, text)
 
 
 def _weight_decays(text: str) -> list[float]:
