@@ -153,14 +153,16 @@ def _num(x: float, scale: float) -> str:
 
 
 def rows_markdown(rows: Sequence[dict[str, Any]]) -> str:
-    """The summary table: one line per arm, the paired difference with its 95 % CI and the
-    verdict, the baseline's best-epoch fraction (flagged when still fitting) and the compute."""
+    """The summary table: one line per arm, the paired difference with its 95 % CI, the verdict,
+    the smallest paired effect the seeds detect (80 % power, from the observed spread of the
+    differences), the baseline's best-epoch fraction (flagged when still fitting) and the
+    compute."""
     from maskwise.experiments.stats import still_fitting
 
     lines = [
         "| task | data | setting | arm | seeds | test (mean ± std) | paired diff [95 % CI] "
-        "| verdict | baseline best epoch | compute (min) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| verdict | detectable | baseline best epoch | compute (min) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         scale, unit = _scale(row)
@@ -190,6 +192,7 @@ def rows_markdown(rows: Sequence[dict[str, Any]]) -> str:
                     f"{_num(row['mean'], scale)} ± {_num(row['std'], scale)} {metric}",
                     cell,
                     row["verdict"] or "-",
+                    "-" if row["detectable"] is None else f"{scale * row['detectable']:.2f}{unit}",
                     fit,
                     f"{row['compute_s'] / 60:.1f}",
                 ]
