@@ -106,7 +106,7 @@ def _common(p: argparse.ArgumentParser, name: str) -> None:
         type=_positive_int,
         default=1,
         help="runs trained in parallel processes, one torch thread each; results are "
-        "identical to --jobs 1 (default 1)",
+        "identical to --jobs 1 with --threads 1 (default 1)",
     )
     g.add_argument("--out", type=Path, default=None, help=f"output directory (default runs/{name})")
     g.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
@@ -356,6 +356,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     _check_device(parser, args.device)
+    if args.jobs > 1 and args.threads > 1:
+        parser.error(
+            f"--jobs {args.jobs} runs one torch thread per worker: drop --threads {args.threads} "
+            "(or use --jobs 1 with threads)"
+        )
 
     from maskwise.experiments.registry import demo_task
     from maskwise.experiments.report import compare

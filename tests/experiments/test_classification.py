@@ -314,19 +314,31 @@ def test_speech_speaker_split_follows_the_seed(tmp_path: Path, cache_dir: Path) 
         tmp_path, labels=("0", "1"), speakers=("cy", "ann", "bob"), indices=range(3), n=800
     )
     task = _small_speech(tmp_path, split="speakers")
-    assert task.speakers == ["ann", "bob", "cy"]
-    # seed s: test speaker s % 3, dev speaker (s + 1) % 3, train the third; 2 labels x 3 clips each
-    for seed, (dev, test) in enumerate(
-        [("bob", "ann"), ("cy", "bob"), ("ann", "cy"), ("bob", "ann")]
-    ):
+    assert task.speakers == ["ann", "bob", "cy"] and task.dev_speaker == "cy"
+    # seed s: test speaker s % 2 of ann, bob; dev always cy; train the third
+    for seed, test in enumerate(["ann", "bob", "ann", "bob"]):
         fold = task.for_seed(seed)
-        assert fold.held_out() == {"dev": dev, "test": test}
+        assert fold.held_out() == {"dev": "cy", "test": test}
         assert fold.describe()["sizes"] == {"train": 6, "dev": 6, "test": 6}
-        ids = {k: set(v.inputs.flatten(1).sum(1).tolist()) for k, v in fold.splits.items()}
-        assert not (ids["train"] & ids["test"]) and not (ids["dev"] & ids["test"])
+        # the speakers of each split, read from the clips themselves
+        spk = {k: speakers_of(task, v) for k, v in fold.splits.items()}
+        assert spk == {"train": {"ann", "bob"} - {test}, "dev": {"cy"}, "test": {test}}
     assert task.for_seed(0) is task  # built on seed 0's fold
-    assert torch.equal(task.for_seed(3).splits["test"].inputs, task.splits["test"].inputs)
+    assert torch.equal(task.for_seed(2).splits["test"].inputs, task.splits["test"].inputs)
     assert task.splits["test"].inputs.shape == (6, 20, 16)  # not changed by other folds
+    other = SpeechClassification(
+        tmp_path,
+        split="speakers",
+        n_mels=20,
+        frames=16,
+        width=8,
+        freq_width=3,
+        time_width=2,
+        dev_speaker="ann",
+    )
+    assert [other.for_seed(s).held_out()["test"] for s in range(3)] == ["bob", "cy", "bob"]
+    with pytest.raises(ValueError, match="not among the speakers"):
+        SpeechClassification(tmp_path, split="speakers", n_mels=20, frames=16, dev_speaker="x")
 
     # the engine trains each seed on its own fold: the same seed gives the same run
     seen = []
@@ -343,6 +355,16 @@ def test_speech_speaker_split_follows_the_seed(tmp_path: Path, cache_dir: Path) 
         mp.setattr(speech_module.SpeechClassification, "for_seed", spy)
         r = train_run(task, Variant("static", 0.5), 1, config=FEW)
     assert seen == ["bob"] and r.seed == 1
+
+
+def speakers_of(task: SpeechClassification, split: D.Split) -> set[str]:
+    """The speakers whose clips are in ``split`` (matched to the pooled clips by content)."""
+    pooled = task.all.tensor.flatten(1)
+    out = set()
+    for x in split.tensor.flatten(1):
+        i = int((pooled == x).all(1).nonzero()[0])
+        out.add(task.speakers[int(task.speaker_ids[i])])
+    return out
 
 
 def test_speech_speaker_split_needs_speakers(tmp_path: Path, cache_dir: Path) -> None:
@@ -403,6 +425,9 @@ def test_image_per_sample_rates_spread_around_the_rate() -> None:
     assert share.max() <= 0.5 and share.min() == 0.0
     assert abs(float(share.mean()) - 0.25) < 0.01  # SE of the mean ~0.0033
     assert len(set(share.tolist())) == 9  # every count 0..8 occurs
+    high = ImagePatchMask(0.75, 2, per_sample=True, seed=0).train()(images)[1].float().mean(1)
+    assert high.min() >= 0.5 and high.max() == 1.0  # [0.5, 1]: centred on 0.75
+    assert abs(float(high.mean()) - 0.75) < 0.01
     fixed = ImagePatchMask(0.25, 2, seed=0).train()(images)[1].float().mean(1)
     assert set(fixed.tolist()) == {0.25}
     with pytest.raises(ValueError, match="random patches"):

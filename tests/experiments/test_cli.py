@@ -268,6 +268,7 @@ def _usage_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
         (["--seeds", "two"], "argument --seeds: expected an integer >= 1 ('two' given)"),
         (["--seeds", "0"], "argument --seeds: expected an integer >= 1 ('0' given)"),
         (["--jobs", "0"], "argument --jobs: expected an integer >= 1 ('0' given)"),
+        (["--jobs", "2", "--threads", "2"], "--jobs 2 runs one torch thread per worker"),
         (["--tune-seeds", "-1"], "argument --tune-seeds: expected an integer >= 0 ('-1' given)"),
         (
             ["--baseline-weight-decay", "0.1,-1"],

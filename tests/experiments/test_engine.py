@@ -26,7 +26,7 @@ from maskwise.experiments.engine import (
 from maskwise.nn import DynamicMask, MaskModule, TokenMask
 
 V, L, MASK = 40, 12, 1  # vocabulary, tokens per example, the mask id (never in the data)
-TIMING = ("epoch_time_s", "items_per_s", "seconds")
+TIMING = ("epoch_time_s", "items_per_s", "seconds", "cpu_seconds")
 
 
 class Bag(nn.Module):

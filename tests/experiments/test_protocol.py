@@ -11,7 +11,7 @@ from maskwise.experiments.engine import RunResult, TrainConfig, Variant
 from maskwise.experiments.protocol import Arm, Protocol, choose, plan_arms, run_protocol
 from tests.experiments.test_engine import ScriptedTask
 
-TIMING = ("epoch_time_s", "items_per_s", "seconds")
+TIMING = ("epoch_time_s", "items_per_s", "seconds", "cpu_seconds")
 
 
 def _run(kind: str, rate: float, seed: int, dev: float, test: float) -> RunResult:
@@ -55,6 +55,8 @@ def test_choose_lower_is_better_and_ties() -> None:
     assert choose(ScriptedTask(), two, tied) == Variant("static", 0.1)  # the first listed
     with pytest.raises(ValueError, match="no tuning run of static 0.3"):
         choose(ScriptedTask(), STATIC, RUNS[:4])
+    diverged = [_run("static", 0.1, 0, float("nan"), 0.1), _run("static", 0.2, 0, 0.3, 0.1)]
+    assert choose(ScriptedTask(), two, diverged) == Variant("static", 0.2)  # NaN ranks last
 
 
 def test_plan_arms() -> None:
@@ -122,12 +124,26 @@ def test_run_protocol_tunes_then_evaluates_on_fresh_paired_seeds(protocol_runs: 
         assert (r.variant, r.seed) == (job.variant.kind, job.seed)
 
 
-def test_jobs_give_the_same_runs_as_one_process(protocol_runs: tuple) -> None:
-    task, arms, (pairs, chosen) = protocol_runs
+class FoldedTask(ScriptedTask):
+    """ScriptedTask whose data depend on the seed (``for_seed``), as a speaker split does."""
+
+    def for_seed(self, seed: int) -> FoldedTask:
+        other = FoldedTask()
+        other.train_config = self.train_config
+        g = torch.Generator().manual_seed(100 + seed)
+        other.ids = torch.randint(2, 40, self.ids.shape, generator=g)
+        other.labels = other.ids[:, 0] % 2
+        return other
+
+
+def test_jobs_give_the_same_runs_as_one_process() -> None:
+    task = FoldedTask()
+    task.train_config = TrainConfig(epochs=2, lr=0.05)
+    arms = plan_arms(task, ["none", "static", "dynamic"], [0.1, 0.5])
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # workers run one thread; so does the reference here
     try:
-        one, _ = run_protocol(task, arms, Protocol(tune_seeds=2, eval_seeds=3, jobs=1))
+        one, chosen = run_protocol(task, arms, Protocol(tune_seeds=2, eval_seeds=3, jobs=1))
         two, chosen2 = run_protocol(task, arms, Protocol(tune_seeds=2, eval_seeds=3, jobs=2))
     finally:
         torch.set_num_threads(threads)

@@ -48,6 +48,7 @@ RUN = {  # SPEC.md's fields, then the engine's
     "best_epoch",
     "epochs_run",
     "seconds",
+    "cpu_seconds",
     "kind",
     "budget",
     "task",
@@ -185,9 +186,12 @@ def test_summary_rows_recomputed_from_the_runs(
             statistics.fmean(r["best_epoch"] / 2 for r in evals if r["kind"] == "none")
         )
         tune_s = sum(
-            r["seconds"] for r in result["runs"] if r["role"] == "tune" and r["kind"] == row["kind"]
+            r["cpu_seconds"]
+            for r in result["runs"]
+            if r["role"] == "tune" and r["kind"] == row["kind"]
         )
-        assert row["compute_s"] == pytest.approx(sum(r["seconds"] for r in mine) + tune_s)
+        assert row["compute_s"] == pytest.approx(sum(r["cpu_seconds"] for r in mine) + tune_s)
+        assert row["tuning_runs"] == (0 if row["kind"] == "dynamic" else 2)
         if row["kind"] == "none":
             assert row["diff"] is None and row["verdict"] is None
             continue
@@ -195,7 +199,7 @@ def test_summary_rows_recomputed_from_the_runs(
         baseline = [base[s] for s in sorted(base)]
         d = [m - b for m, b in zip(masked, baseline)]
         assert row["diff"]["mean"] == pytest.approx(statistics.fmean(d))
-        assert row["diff"]["method"] == "paired t"
+        assert row["diff"]["method"] == "paired t" and row["diff"]["n"] == 3
         if statistics.pstdev(d) > 0:  # scipy's own paired t interval is the reference
             ci = scipy.stats.ttest_rel(masked, baseline).confidence_interval(0.95)
             assert (row["diff"]["ci_low"], row["diff"]["ci_high"]) == pytest.approx(
@@ -215,12 +219,68 @@ def test_summary_rows_recomputed_from_the_runs(
 def test_sweep_marks_the_best_dev_candidate(
     comparison: tuple[dict[str, Any], Path, TrainConfig],
 ) -> None:
-    sweep = comparison[0]["sweep"]
+    result = comparison[0]
+    sweep = result["sweep"]
     for kind in ("none", "static", "schedule"):
         rows = [row for row in sweep if row["kind"] == kind]
         assert len(rows) == 2 and sum(row["chosen"] for row in rows) == 1
         chosen = next(row for row in rows if row["chosen"])
         assert chosen["dev_mean"] == max(row["dev_mean"] for row in rows)
+        assert chosen["arm"] == result["settings"]["chosen"][kind]
+
+
+def _runs(kind: str, arm: str, tests: list[float], *, role: str = "eval") -> list[dict]:
+    return [
+        {
+            "arm": arm,
+            "kind": kind,
+            "setting": "s",
+            "seed": seed,
+            "role": role,
+            "train": {"ppl": 5.0},
+            "dev": {"ppl": t},
+            "test": {"ppl": t},
+            "gap": t - 5.0,
+            "best_epoch": 2,
+            "budget": 4,
+            "seconds": 10.0,
+            "cpu_seconds": 8.0,
+        }
+        for seed, t in enumerate(tests, start=2)
+    ]
+
+
+def test_rows_lower_is_better_diverged_runs_and_unequal_seeds() -> None:
+    nan = float("nan")
+    result = {
+        "task": "lm",
+        "metric": "ppl",
+        "higher_is_better": False,
+        "runs": _runs("none", "none", [10.0, 11.0, 12.0, 13.0])
+        + _runs("static", "static 0.1", [9.0, 10.5, nan, 12.0])  # seed 4 diverged
+        + _runs("static", "static 0.2", [9.0, 9.0], role="tune")
+        + _runs("dynamic", "dynamic", [10.0, nan]),  # one usable pair only
+    }
+    rows = evidence_rows(result)
+    none, static, dynamic = rows
+    assert (
+        none["diff"] is None
+        and none["n_seeds"] == 4
+        and none["std"] == pytest.approx(statistics.stdev([10.0, 11.0, 12.0, 13.0]))
+    )
+    # perplexity: lower is better, so the differences are baseline - masked = 1, 0.5, 1
+    assert static["n_seeds"] == 3 and static["failed_seeds"] == 1
+    assert static["diff"]["mean"] == pytest.approx(2.5 / 3) and static["diff"]["n"] == 3
+    assert static["mean"] == pytest.approx(statistics.fmean([9.0, 10.5, 12.0]))
+    assert static["compute_s"] == 6 * 8.0 and static["tuning_runs"] == 2
+    assert static["baseline_best_epoch_fraction"] == 0.5
+    assert dynamic["diff"] is None and dynamic["verdict"] is None and dynamic["std"] is None
+    md = rows_markdown(rows)
+    assert "(1 diverged)" in md and "| - | - |" in md  # no interval, no verdict, not a crash
+    json.dumps(rows, allow_nan=False)  # strict JSON as they are
+    no_base = evidence_rows({**result, "runs": result["runs"][4:]})
+    assert all(row["diff"] is None for row in no_base)
+    assert no_base[0]["baseline_best_epoch_fraction"] is None
 
 
 def test_results_markdown_and_plots(comparison: tuple[dict[str, Any], Path, TrainConfig]) -> None:

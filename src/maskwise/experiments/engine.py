@@ -241,7 +241,9 @@ class RunResult:
     steps: int
     epoch_time_s: float
     items_per_s: float
-    seconds: float = 0.0  # the whole run: training, dev scoring, final scoring
+    seconds: float = 0.0  # wall time of the whole run: training, dev scoring, final scoring
+    cpu_seconds: float = 0.0  # CPU time of the run's process (the compute; with one thread,
+    # independent of what else shares the machine)
     weight_decay: float | None = None
     history: list[dict[str, float]] = field(default_factory=list)
     monitor: MaskMonitor | None = field(default=None, repr=False)
@@ -340,7 +342,7 @@ def train_run(
 
     ``progress(step, total_steps, message)`` is called after every step (for progress bars).
     """
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     task = task_for_seed(task, seed)
     cfg = config or task.train_config
     if variant.weight_decay is not None:
@@ -454,6 +456,7 @@ def train_run(
         epoch_time_s=sum(epoch_times) / len(epoch_times),
         items_per_s=items / train_time if train_time > 0 else float("nan"),
         seconds=time.perf_counter() - started,
+        cpu_seconds=time.process_time() - cpu_started,
         weight_decay=variant.weight_decay,
         history=history,
         monitor=monitor,

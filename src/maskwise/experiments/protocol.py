@@ -22,6 +22,7 @@ every arm on fresh, paired evaluation seeds (SPEC.md, "Evidence protocol").
 from __future__ import annotations
 
 import concurrent.futures as cf
+import math
 import multiprocessing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -108,7 +109,8 @@ def plan_arms(
 
 def choose(task: Task, arm: Arm, runs: Sequence[RunResult]) -> Variant:
     """The candidate of ``arm`` with the best mean dev metric over its tuning ``runs`` (the
-    first listed on a tie); the only candidate when there is nothing to choose."""
+    first listed on a tie; a candidate with a non-finite dev metric, e.g. a diverged run, ranks
+    last); the only candidate when there is nothing to choose."""
     if not arm.tuned:
         return arm.candidates[0]
     best: tuple[float, Variant] | None = None
@@ -122,6 +124,8 @@ def choose(task: Task, arm: Arm, runs: Sequence[RunResult]) -> Variant:
             raise ValueError(f"no tuning run of {cand.label}.")
         score = sum(values) / len(values)
         score = score if task.higher_is_better else -score
+        if not math.isfinite(score):
+            score = -math.inf
         if best is None or score > best[0]:
             best = (score, cand)
     assert best is not None

@@ -41,7 +41,7 @@ from typing import Any
 
 from maskwise.experiments.engine import RunResult, Task, TrainConfig
 from maskwise.experiments.protocol import Job, Protocol, plan_arms, run_protocol
-from maskwise.experiments.summary import evidence_rows
+from maskwise.experiments.summary import evidence_rows, finite_json
 
 __all__ = ["SCHEMA", "compare", "machine", "record", "setting_of", "sweep_rows", "to_markdown"]
 
@@ -70,36 +70,32 @@ def machine() -> str:
 
 
 def sweep_rows(
-    task_metric: str, higher_is_better: bool, runs: Sequence[dict[str, Any]]
+    metric: str, runs: Sequence[dict[str, Any]], chosen: dict[str, str]
 ) -> list[dict[str, Any]]:
     """The tuning sweep: one row per candidate tuned on dev (mean dev and test metric over the
-    tuning seeds), the chosen one of each kind marked (best mean dev; test is shown, never
-    used)."""
+    tuning seeds), marked ``chosen`` when it is the arm's choice (``chosen``: kind -> arm, as
+    :func:`~maskwise.experiments.protocol.choose` made it; test is shown, never used)."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in runs:
         if r["role"] == "tune":
             groups.setdefault(r["arm"], []).append(r)
-    rows = []
-    for arm, rs in groups.items():
-        rows.append(
-            {
-                "arm": arm,
-                "kind": rs[0]["kind"],
-                "n": len(rs),
-                "dev_mean": statistics.fmean(r["dev"][task_metric] for r in rs),
-                "test_mean": statistics.fmean(r["test"][task_metric] for r in rs),
-                "gap_mean": statistics.fmean(r["gap"] for r in rs),
-                "chosen": False,
-            }
-        )
-    sign = 1.0 if higher_is_better else -1.0
-    for kind in dict.fromkeys(row["kind"] for row in rows):
-        cands = [row for row in rows if row["kind"] == kind]
-        max(cands, key=lambda row: sign * row["dev_mean"])["chosen"] = True
-    return rows
+    return [
+        {
+            "arm": arm,
+            "kind": rs[0]["kind"],
+            "n": len(rs),
+            "dev_mean": statistics.fmean(r["dev"][metric] for r in rs),
+            "test_mean": statistics.fmean(r["test"][metric] for r in rs),
+            "gap_mean": statistics.fmean(r["gap"] for r in rs),
+            "chosen": chosen.get(rs[0]["kind"]) == arm,
+        }
+        for arm, rs in groups.items()
+    ]
 
 
-def _fmt(x: float, pct: bool) -> str:
+def _fmt(x: float | None, pct: bool) -> str:
+    if x is None:  # a diverged run's metric
+        return "-"
     return f"{100 * x:.2f}" if pct else f"{x:.3f}"
 
 
@@ -377,8 +373,9 @@ def compare(
         "sweep": [],
         "plots": {},
     }
+    result["sweep"] = sweep_rows(task.metric, runs, result["settings"]["chosen"])
     result["summary"] = evidence_rows(result)
-    result["sweep"] = sweep_rows(task.metric, task.higher_is_better, runs)
+    result = finite_json(result)  # strict JSON: a diverged run's NaN becomes null
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
@@ -398,7 +395,7 @@ def compare(
                 pass
         if _plot_curves(result, out / "curves.png") is not None:
             result["plots"]["curves"] = "curves.png"
-        (out / "results.json").write_text(json.dumps(result, indent=1))
+        (out / "results.json").write_text(json.dumps(result, indent=1, allow_nan=False))
         md = to_markdown(result)
         for name, file in result["plots"].items():
             md += f"\n![{name}]({file})\n"

@@ -4,19 +4,24 @@ files, as JSON, Markdown and a forest plot (``maskwise report``; SPEC.md, "Evide
 Every number of a row is recomputed from the runs it cites, so a summary cannot drift from the
 results it summarises:
 
-* ``mean``, ``std``: the arm's test metric over its evaluation seeds (sample std);
-* ``diff``: the paired difference to the unmasked arm over the seeds both have (a paired t
+* ``n_seeds``, ``mean``, ``std``: the arm's evaluation seeds with a finite test metric, their
+  mean and sample std (null below two seeds); a diverged run (NaN) is counted in
+  ``failed_seeds``, not averaged;
+* ``diff``: the paired difference to the unmasked arm over the seeds both scored (a paired t
   interval, :func:`~maskwise.experiments.stats.paired_difference`), signed so that positive
-  means better than no masking; null for the unmasked arm and below two paired seeds;
+  means better than no masking, with ``n`` the number of pairs; null for the unmasked arm and
+  below two pairs;
 * ``verdict``: ``helps`` / ``no effect`` / ``hurts`` from that interval (null without one);
 * ``baseline_best_epoch_fraction``: mean over the unmasked arm's evaluation runs of best dev
   epoch / epoch budget (above 0.6: "baseline still fitting");
-* ``compute_s``: the arm's evaluation runs plus every tuning run of its kind, in seconds.
+* ``compute_s``: CPU seconds of the arm's evaluation runs plus every tuning run of its kind
+  (each run's process time: with one thread per run it does not depend on ``--jobs`` or on what
+  else shares the machine).
 
-Extra keys (beyond SPEC.md's): ``kind``, ``chosen`` (the arm's setting), ``train_mean``,
-``gap_mean`` (train - test, positive = better on training data), ``best_epoch_fraction`` (the
-arm's own), ``detectable`` (the smallest paired effect the seeds detect at 80 % power, from the
-observed spread of the differences), ``source`` (the results file).
+Extra keys (beyond SPEC.md's): ``kind``, ``failed_seeds``, ``train_mean``, ``gap_mean`` (train -
+test, positive = better on training data), ``best_epoch_fraction`` (the arm's own),
+``tuning_runs``, ``detectable`` (the smallest paired effect the seeds detect at 80 % power, from
+the observed spread of the differences), ``source`` (the results file).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ __all__ = [
     "LEGACY_MESSAGE",
     "SUMMARY_FIELDS",
     "evidence_rows",
+    "finite_json",
     "forest_plot",
     "load_results",
     "report",
@@ -83,8 +89,34 @@ def _fraction(run: dict[str, Any]) -> float:
     return best_epoch_fraction(run["best_epoch"], run["budget"])
 
 
-def _std(xs: Sequence[float]) -> float:
-    return statistics.stdev(xs) if len(xs) > 1 else 0.0
+def _std(xs: Sequence[float]) -> float | None:
+    return statistics.stdev(xs) if len(xs) > 1 else None
+
+
+def _finite(x: Any) -> float | None:
+    """``x`` as a float when it is a finite number, else None (a diverged run's metric)."""
+    return float(x) if isinstance(x, (int, float)) and math.isfinite(x) else None
+
+
+def finite_json(obj: Any) -> Any:
+    """``obj`` with every non-finite float replaced by None: strict JSON (no NaN, Infinity)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_json(v) for v in obj]
+    return obj
+
+
+def _mean(xs: Iterable[Any]) -> float | None:
+    values = [v for v in map(_finite, xs) if v is not None]
+    return statistics.fmean(values) if values else None
+
+
+def _compute(run: dict[str, Any]) -> float:
+    """A run's compute: its process's CPU seconds (wall seconds for runs recorded without)."""
+    return float(run.get("cpu_seconds") or run["seconds"])
 
 
 def evidence_rows(result: dict[str, Any], source: str | None = None) -> list[dict[str, Any]]:
@@ -105,16 +137,23 @@ def evidence_rows(result: dict[str, Any], source: str | None = None) -> list[dic
     rows = []
     for arm, rs in sorted(arms.items(), key=lambda kv: kv[0] != base_label):
         kind = rs[0]["kind"]
-        test = [r["test"][metric] for r in rs]
+        scored = [(r, _finite(r["test"].get(metric))) for r in rs]
+        test = [v for _, v in scored if v is not None]
         diff, verdict, detectable = None, None, None
-        paired = [r for r in rs if r["seed"] in base]
-        if arm != base_label and len(paired) >= 2:
-            masked = [r["test"][metric] for r in paired]
-            baseline = [base[r["seed"]]["test"][metric] for r in paired]
+        pairs = [
+            (v, b)
+            for r, v in scored
+            if r["seed"] in base
+            and v is not None
+            and (b := _finite(base[r["seed"]]["test"].get(metric))) is not None
+        ]
+        if arm != base_label and len(pairs) >= 2:
+            masked, baseline = [p[0] for p in pairs], [p[1] for p in pairs]
             d = stats.paired_difference(masked, baseline, higher_is_better=hib, method="t")
-            diff, verdict = d.as_dict(), stats.verdict(d)
-            spread = _std([a - b for a, b in zip(masked, baseline)])
-            detectable = stats.detectable_effect(spread, len(paired))
+            diff = {**d.as_dict(), "n": d.n}
+            verdict = stats.verdict(d)
+            spread = statistics.stdev(a - b for a, b in pairs)
+            detectable = stats.detectable_effect(spread, len(pairs))
         tune = [r for r in runs if r["role"] == "tune" and r["kind"] == kind]
         rows.append(
             {
@@ -124,16 +163,17 @@ def evidence_rows(result: dict[str, Any], source: str | None = None) -> list[dic
                 "arm": arm,
                 "metric": metric,
                 "higher_is_better": hib,
-                "n_seeds": len(rs),
-                "mean": statistics.fmean(test),
+                "n_seeds": len(test),
+                "mean": statistics.fmean(test) if test else None,
                 "std": _std(test),
                 "diff": diff,
                 "verdict": verdict,
                 "baseline_best_epoch_fraction": base_fraction,
-                "compute_s": sum(r["seconds"] for r in rs) + sum(r["seconds"] for r in tune),
+                "compute_s": sum(_compute(r) for r in rs + tune),
                 "kind": kind,
-                "train_mean": statistics.fmean(r["train"][metric] for r in rs),
-                "gap_mean": statistics.fmean(r["gap"] for r in rs),
+                "failed_seeds": len(rs) - len(test),
+                "train_mean": _mean(r["train"].get(metric) for r in rs),
+                "gap_mean": _mean(r.get("gap") for r in rs),
                 "best_epoch_fraction": statistics.fmean(_fraction(r) for r in rs),
                 "tuning_runs": len(tune),
                 "detectable": detectable,
@@ -150,6 +190,14 @@ def _scale(row: dict[str, Any]) -> tuple[float, str]:
 
 def _num(x: float, scale: float) -> str:
     return f"{scale * x:.2f}"
+
+
+def _spread(row: dict[str, Any], scale: float, metric: str) -> str:
+    if row["mean"] is None:
+        return "-"
+    std = "" if row["std"] is None else f" ± {_num(row['std'], scale)}"
+    failed = f" ({row['failed_seeds']} diverged)" if row.get("failed_seeds") else ""
+    return f"{_num(row['mean'], scale)}{std} {metric}{failed}"
 
 
 def rows_markdown(rows: Sequence[dict[str, Any]]) -> str:
@@ -189,7 +237,7 @@ def rows_markdown(rows: Sequence[dict[str, Any]]) -> str:
                     row["setting"],
                     row["arm"],
                     str(row["n_seeds"]),
-                    f"{_num(row['mean'], scale)} ± {_num(row['std'], scale)} {metric}",
+                    _spread(row, scale, metric),
                     cell,
                     row["verdict"] or "-",
                     "-" if row["detectable"] is None else f"{scale * row['detectable']:.2f}{unit}",
@@ -259,11 +307,7 @@ def report(paths: Iterable[str | Path], out: str | Path | None = None) -> list[d
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        clean = [
-            {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
-            for r in rows
-        ]
-        (out / "summary.json").write_text(json.dumps(clean, indent=1))
+        (out / "summary.json").write_text(json.dumps(finite_json(rows), indent=1, allow_nan=False))
         md = rows_markdown(rows)
         if forest_plot(rows, out / "forest.png") is not None:
             md += "\n![paired differences](forest.png)\n"

@@ -40,9 +40,9 @@ class ImagePatchMask(MaskModule):
     (:func:`~maskwise.functional.mask_patches`) or, with ``blocks=True``, BEiT rectangles of at
     least ``min_block`` patches (:func:`~maskwise.functional.mask_blocks`).
 
-    ``per_sample=True`` draws each image's rate uniformly in ``[0, min(1, 2 * rate)]`` (the
-    mean stays ``rate``): some images are seen nearly whole, some mostly hidden (random
-    patches only).
+    ``per_sample=True`` draws each image's rate uniformly in ``[max(0, 2 * rate - 1),
+    min(1, 2 * rate)]``, an interval centred on ``rate`` (its mean stays ``rate``): some images
+    are seen nearly whole, some mostly hidden (random patches only).
 
     ``forward(images (B, C, H, W)) -> (masked images, mask (B, N))``,
     ``N = (H / p) * (W / p)``.
@@ -87,7 +87,11 @@ class ImagePatchMask(MaskModule):
                 generator=g,
             ).view(B, N)
         else:
-            rate: MF.Rate = (0.0, min(1.0, 2 * self.rate)) if self.per_sample else self.rate
+            rate: MF.Rate = (
+                (max(0.0, 2 * self.rate - 1), min(1.0, 2 * self.rate))
+                if self.per_sample
+                else self.rate
+            )
             mask = MF.mask_patches(B, N, rate, device=images.device, generator=g)
         pixels = MF.patches_to_pixels(mask, grid, self.patch_size).unsqueeze(1)  # (B, 1, H, W)
         return images.masked_fill(pixels, self.value), mask
@@ -109,7 +113,8 @@ class ImageClassification:
         width: the CNN's width (default 16).
         epochs: training epochs (default 60 on digits, 20 on IDX data).
         dev_size: dev images carved from an IDX training set (at most half of it).
-        per_sample: ``masker="patch"`` only: each image's rate drawn in ``[0, 2 * rate]``.
+        per_sample: ``masker="patch"`` only: each image's rate drawn uniformly in an interval
+            centred on the rate (``[0, 2 * rate]`` up to rate 0.5).
         seed: the seed of the splits and of the subsample.
     """
 
@@ -262,7 +267,8 @@ SPEC = TaskSpec(
         ),
         Option(
             "--per-sample",
-            "--masker patch: each image's rate drawn uniformly in [0, 2 x rate]",
+            "--masker patch: each image's rate drawn uniformly in [0, 2 x rate] (centred on the "
+            "rate, within [0, 1])",
             flag_only=True,
         ),
     ),

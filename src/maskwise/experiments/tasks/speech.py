@@ -60,11 +60,15 @@ class SpeechClassification:
     never the target). The rate (the knob a schedule or controller moves) is the share of these
     masks applied: rate 1 applies them all.
 
-    Splits: ``split="speakers"`` (default) holds out whole speakers: with the speakers sorted,
-    a run with seed ``s`` tests on speaker ``s % n`` and tunes on speaker ``(s + 1) % n``,
-    training on the others (:meth:`for_seed`; every arm run with a seed sees the same fold).
-    This is the speaker-independent task; the official FSDD split shares its six speakers
-    between train and test. ``split="official"`` uses the data's split, dev carved from train.
+    Splits: ``split="speakers"`` (default) holds out whole speakers. One speaker (``dev_speaker``,
+    default the last in sorted order) is the dev set of every run: all tuning and early stopping
+    read it, and it is never tested on. Of the others, a run with seed ``s`` tests on speaker
+    ``s % (n - 1)`` and trains on the rest (:meth:`for_seed`; every arm run with a seed sees the
+    same fold). So no speaker that chose a setting is ever a test speaker, and ``n - 1``
+    evaluation seeds test every other speaker once (more seeds repeat folds: their pairs are
+    not independent). This is the speaker-independent task; the official FSDD split shares its
+    six speakers between train and test. ``split="official"`` uses the data's split, dev carved
+    from train.
 
     Args:
         root: a directory of ``{label}_{speaker}_{index}.wav`` files or a CSV manifest
@@ -75,6 +79,7 @@ class SpeechClassification:
         width: the CNN's width.
         epochs: training epochs.
         freq_masks, freq_width, time_masks, time_width: SpecAugment's masks at rate 1.
+        dev_speaker: the speaker split's dev speaker (default: the last in sorted order).
         seed: the seed of the carved splits (official) or the initial fold (speakers).
     """
 
@@ -97,6 +102,7 @@ class SpeechClassification:
         freq_width: int = 5,
         time_masks: int = 2,
         time_width: int | float = 0.1,
+        dev_speaker: str | None = None,
         seed: int = 0,
     ) -> None:
         if split not in SPLITS:
@@ -121,6 +127,12 @@ class SpeechClassification:
                     f"found {len(self.speakers)}."
                 )
             self.speaker_ids = torch.tensor([self.speakers.index(n) for n in names])
+            self.dev_speaker = dev_speaker or self.speakers[-1]
+            if self.dev_speaker not in self.speakers:
+                raise ValueError(
+                    f"dev_speaker {self.dev_speaker!r} is not among the speakers {self.speakers}."
+                )
+            self.test_speakers = [x for x in self.speakers if x != self.dev_speaker]
             splits = self._fold(seed)
         else:
             splits = {
@@ -145,8 +157,8 @@ class SpeechClassification:
         self.classifier = Classifier(splits, apply_mask=_spec_augment)
 
     def _fold(self, seed: int) -> dict[str, Split]:
-        n = len(self.speakers)
-        test, dev = seed % n, (seed + 1) % n
+        test = self.speakers.index(self.test_speakers[seed % len(self.test_speakers)])
+        dev = self.speakers.index(self.dev_speaker)
         ids = self.speaker_ids
         where = {
             "train": (ids != test) & (ids != dev),
@@ -157,8 +169,8 @@ class SpeechClassification:
 
     def held_out(self) -> dict[str, str]:
         """The dev and test speakers of the current fold (speaker split only)."""
-        n = len(self.speakers)
-        return {"dev": self.speakers[(self.seed + 1) % n], "test": self.speakers[self.seed % n]}
+        test = self.test_speakers[self.seed % len(self.test_speakers)]
+        return {"dev": self.dev_speaker, "test": test}
 
     def for_seed(self, seed: int) -> SpeechClassification:
         """This task on seed ``seed``'s fold (speaker split); itself for the official split."""
@@ -186,7 +198,8 @@ class SpeechClassification:
         }
         if self.split_kind == "speakers":
             d["speakers"] = self.speakers
-            d["fold"] = "seed s: test speaker s % n, dev speaker (s + 1) % n"
+            d["dev_speaker"] = self.dev_speaker
+            d["fold"] = "seed s: test speaker s % (n - 1) of the others, the same dev speaker"
         return d
 
     def build_model(self) -> nn.Module:
@@ -240,10 +253,16 @@ SPEC = TaskSpec(
     options=(
         Option(
             "--split",
-            "speakers: a held-out test and dev speaker per seed; official: the data's split "
+            "speakers: a fixed dev speaker and a held-out test speaker per seed; official: the "
+            "data's split "
             "(default %(default)s)",
             default="speakers",
             choices=SPLITS,
+        ),
+        Option(
+            "--dev-speaker",
+            "--split speakers: the speaker every run selects on, never tested (default: the "
+            "last in sorted order)",
         ),
         Option(
             "--time-width",
