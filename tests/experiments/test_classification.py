@@ -240,6 +240,33 @@ def test_text_train_size_and_drop_masker(tmp_path: Path) -> None:
     check_run(train_run(task, Variant("static", 0.3), 0, config=FEW), task, Variant("static", 0.3))
 
 
+def test_text_dan_model_is_a_mean_of_the_kept_embeddings(tmp_path: Path) -> None:
+    from maskwise.experiments.models import DANClassifier
+
+    write_text_dir(tmp_path, n_train=40, n_dev=12, n_test=12)
+    task = TextClassification(
+        tmp_path, model="dan", masker="drop", vocab_size=200, max_len=16, dim=16, layers=2
+    )
+    assert task.describe()["model"] == "dan d=16 x2"
+    model = task.build_model().eval()
+    assert isinstance(model, DANClassifier)
+    with pytest.raises(ValueError, match="model must be one of"):
+        TextClassification(tmp_path, model="lstm", vocab_size=200)
+    ids = torch.tensor([[5, 6, 7, 0], [9, 0, 0, 0]])
+    keep = ids != PAD
+    with torch.no_grad():
+        logits = task.forward(model, ids)
+        # the naive reference: the mean of each row's real embeddings through the layers
+        means = torch.stack(
+            [model.tok.weight[row[k]].mean(0) for row, k in zip(ids, keep, strict=True)]
+        )
+        assert torch.allclose(logits, model.head(model.hidden(means)), atol=1e-6)
+        # a bag of words: order and padding do not matter, what is dropped does not count
+        assert torch.allclose(task.forward(model, torch.tensor([[7, 5, 6, 0]]))[0], logits[0])
+        assert torch.allclose(model(torch.tensor([[9, 3, 3, 3]]), keep[1:]), logits[1:])
+    check_run(train_run(task, Variant("static", 0.3), 0, config=FEW), task, Variant("static", 0.3))
+
+
 # ----------------------------------------------------------------------------------------------
 # Speech
 # ----------------------------------------------------------------------------------------------

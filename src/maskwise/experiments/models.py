@@ -21,7 +21,16 @@ from torch import nn
 
 from maskwise.nn import SpecAttention
 
-__all__ = ["Block", "ConvNet", "DecoderLM", "Seq2Seq", "SpecConvNet", "TextClassifier", "ViT"]
+__all__ = [
+    "Block",
+    "ConvNet",
+    "DANClassifier",
+    "DecoderLM",
+    "Seq2Seq",
+    "SpecConvNet",
+    "TextClassifier",
+    "ViT",
+]
 
 
 class Block(nn.Module):
@@ -126,6 +135,32 @@ class TextClassifier(nn.Module):
         m = attention_mask.unsqueeze(-1).to(x.dtype)
         pooled = (self.ln(x) * m).sum(1) / m.sum(1).clamp_min(1.0)
         return self.head(pooled)
+
+
+class DANClassifier(nn.Module):
+    """Deep averaging network (Iyyer et al. 2015): the mean of the kept tokens' embeddings (no
+    positions, no attention) through ``layers`` ReLU layers, then a linear head. Word dropout is
+    the masking of its inputs (tokens dropped from the average, ``--masker drop``).
+
+    ``forward(ids, attention_mask)`` as :class:`TextClassifier`, so the two are interchangeable.
+    """
+
+    def __init__(
+        self, vocab: int, classes: int, *, dim: int = 64, layers: int = 2, dropout: float = 0.0
+    ) -> None:
+        super().__init__()
+        self.tok = nn.Embedding(vocab, dim)
+        nn.init.normal_(self.tok.weight, std=0.02)
+        hidden: list[nn.Module] = []
+        for _ in range(layers):
+            hidden += [nn.Linear(dim, dim), nn.ReLU(), nn.Dropout(dropout)]
+        self.hidden = nn.Sequential(*hidden)
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        m = attention_mask.unsqueeze(-1).to(self.tok.weight.dtype)
+        pooled = (self.tok(ids) * m).sum(1) / m.sum(1).clamp_min(1.0)
+        return self.head(self.hidden(pooled))
 
 
 class ConvNet(nn.Module):

@@ -1,5 +1,6 @@
-"""Text classification: a small transformer encoder over WordPiece tokens, input tokens masked
-by ``[MASK]`` or dropped from attention (token cutoff)."""
+"""Text classification: a small transformer encoder (or a deep averaging network) over WordPiece
+tokens, input tokens masked by ``[MASK]`` or dropped from attention (token cutoff / word
+dropout)."""
 
 from __future__ import annotations
 
@@ -12,17 +13,27 @@ from torch import nn
 from maskwise.experiments.batching import Batches
 from maskwise.experiments.data import Split, load_text_classification
 from maskwise.experiments.engine import ControllerConfig, StepOutput, TrainConfig
-from maskwise.experiments.models import TextClassifier
+from maskwise.experiments.models import DANClassifier, TextClassifier
 from maskwise.experiments.registry import Option, TaskSpec
 from maskwise.experiments.tasks.parts import Classifier, TokenMasking
 from maskwise.experiments.tokenizers import PAD, train_wordpiece
 from maskwise.nn import DynamicMask, MaskModule
 
-__all__ = ["MASKERS", "SPEC", "TextClassification", "drop_tokens_from_attention", "trim_padding"]
+__all__ = [
+    "MASKERS",
+    "MODELS",
+    "SPEC",
+    "TextClassification",
+    "drop_tokens_from_attention",
+    "trim_padding",
+]
 
 #: The maskers: ``mask`` replaces tokens by ``[MASK]``; ``drop`` removes them from attention and
 #: pooling (token cutoff, Shen et al. 2020).
 MASKERS = ("mask", "drop")
+#: The models: a transformer encoder, or a deep averaging network (Iyyer et al. 2015), whose
+#: word dropout is ``masker="drop"``.
+MODELS = ("transformer", "dan")
 
 
 def trim_padding(ids: torch.Tensor) -> torch.Tensor:
@@ -54,7 +65,7 @@ def drop_tokens_from_attention(masker: DynamicMask, ids: torch.Tensor) -> torch.
 
 
 class TextClassification:
-    """Sentence classification with a small transformer encoder.
+    """Sentence classification with a small transformer encoder or a deep averaging network.
 
     Input tokens are masked (``masker="mask"``: replaced by ``[MASK]``) or dropped
     (``masker="drop"``: removed from attention and pooling, :func:`drop_tokens_from_attention`);
@@ -66,6 +77,10 @@ class TextClassification:
         train_size: train on a seeded random subset of this many sentences (the small-data
             regime; the tokenizer is trained on them only).
         masker: ``"mask"`` or ``"drop"``.
+        model: ``"transformer"`` (:class:`~maskwise.experiments.models.TextClassifier`) or
+            ``"dan"`` (:class:`~maskwise.experiments.models.DANClassifier`: mean of the
+            embeddings, ``layers`` ReLU layers of width ``dim``; with ``masker="drop"`` its
+            masking is DAN's word dropout).
         vocab_size: the WordPiece vocabulary, trained on the training split.
         max_len: tokens kept per sentence.
         dim, layers: the encoder's width and depth.
@@ -85,6 +100,7 @@ class TextClassification:
         *,
         train_size: int | None = None,
         masker: str = "mask",
+        model: str = "transformer",
         vocab_size: int = 8000,
         max_len: int = 64,
         dim: int = 64,
@@ -94,6 +110,8 @@ class TextClassification:
     ) -> None:
         if masker not in MASKERS:
             raise ValueError(f"masker must be one of {MASKERS} ({masker!r} given).")
+        if model not in MODELS:
+            raise ValueError(f"model must be one of {MODELS} ({model!r} given).")
         texts, self.classes = load_text_classification(root, seed=seed)
         if train_size is not None:
             n = len(texts["train"])
@@ -102,7 +120,7 @@ class TextClassification:
             g = torch.Generator().manual_seed(seed + 2)
             keep = torch.randperm(n, generator=g)[:train_size].sort().values
             texts["train"] = texts["train"].subset(keep)
-        self.masker_kind = masker
+        self.masker_kind, self.model_kind = masker, model
         self.tokenizer = train_wordpiece(texts["train"].texts, vocab_size)
         self.vocab = self.tokenizer.get_vocab_size()
         self.max_len, self.dim, self.layers = max_len, dim, layers
@@ -137,10 +155,12 @@ class TextClassification:
             "vocab": self.vocab,
             "max_len": self.max_len,
             "masker": self.masker_kind,
-            "model": f"transformer d={self.dim} x{self.layers}",
+            "model": f"{self.model_kind} d={self.dim} x{self.layers}",
         }
 
     def build_model(self) -> nn.Module:
+        if self.model_kind == "dan":
+            return DANClassifier(self.vocab, len(self.classes), dim=self.dim, layers=self.layers)
         return TextClassifier(
             self.vocab, len(self.classes), dim=self.dim, layers=self.layers, max_len=self.max_len
         )
@@ -193,6 +213,13 @@ SPEC = TaskSpec(
             "(token cutoff) (default %(default)s)",
             default="mask",
             choices=MASKERS,
+        ),
+        Option(
+            "--model",
+            "transformer: a transformer encoder; dan: a deep averaging network, whose word "
+            "dropout is --masker drop (default %(default)s)",
+            default="transformer",
+            choices=MODELS,
         ),
     ),
 )
