@@ -75,13 +75,14 @@ def _weight_decays(text: str) -> list[float]:
 
 
 def _variants(text: str) -> list[str]:
-    from maskwise.experiments.engine import VARIANTS
+    from maskwise.experiments.engine import CONTROLLERS, VARIANTS
 
     names = [x.strip() for x in text.split(",") if x.strip()]
-    bad = [n for n in names if n not in VARIANTS]
+    named = [f"dynamic:{c}" for c in CONTROLLERS]
+    bad = [n for n in names if n not in VARIANTS and n not in named]
     if bad or not names:
         raise argparse.ArgumentTypeError(
-            f"variants must be among {', '.join(VARIANTS)} ({text!r} given)"
+            f"variants must be among {', '.join(VARIANTS + tuple(named))} ({text!r} given)"
         )
     return names
 
@@ -141,8 +142,9 @@ def _masking(p: argparse.ArgumentParser) -> None:
         "--masking",
         type=_variants,
         default=["none", "static", "dynamic"],
-        help="comma-separated variants from none, static, dynamic, schedule, consistency "
-        "(default none,static,dynamic)",
+        help="comma-separated variants from none, static, dynamic, schedule, consistency, "
+        "and dynamic:seed (the seed documents' literal rule: reliable predictions -> less "
+        "masking) (default none,static,dynamic)",
     )
     g.add_argument(
         "--rates",

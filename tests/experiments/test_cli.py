@@ -258,8 +258,9 @@ def _usage_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
         (
             ["--masking", "none,bogus"],
             "argument --masking: variants must be among none, static, dynamic, schedule, "
-            "consistency ('none,bogus' given)",
+            "consistency, dynamic:seed ('none,bogus' given)",
         ),
+        (["--masking", "dynamic:gain"], "variants must be among none, static, dynamic, "),
         (["--masking", ","], "variants must be among none, static, dynamic, schedule, consistency"),
         (
             ["--rates", "0.1,abc"],
@@ -490,7 +491,7 @@ def test_cli_runs_the_sequence_tasks(tmp_path: Path) -> None:
         "".join(json.dumps({"text": s * 3, "summary": s}) + "\n" for s in sentences(40, 8))
     )
     cases = [
-        ("language-modeling", ["--data", str(lm), "--pack", "--key-drop"]),
+        ("language-modeling", ["--data", str(lm), "--pack", "--key-drop", "--noise", "unigram"]),
         (
             "translation",
             ["--data", str(mt), "--src-lang", "fr", "--tgt-lang", "it", "--train-size", "30"],
@@ -499,14 +500,16 @@ def test_cli_runs_the_sequence_tasks(tmp_path: Path) -> None:
     ]
     for task, extra in cases:
         out = tmp_path / task
-        argv = ["run", task, *extra, "--fast", "--quiet", "--masking", "none,dynamic"]
+        argv = ["run", task, *extra, "--fast", "--quiet", "--masking", "none,dynamic:seed"]
         assert main([*argv, "--out", str(out)]) == 0
         r = results(out)
         assert r["task"] == task and {run["variant"] for run in r["runs"]} == {"none", "dynamic"}
+        assert {run["arm"] for run in r["runs"]} == {"none", "dynamic seed"}
         assert all(0 < run["steps"] <= 6 for run in r["runs"])  # --fast: at most 6 steps
     assert results(tmp_path / "translation")["settings"]["data"]["sizes"]["train"] == 30
     data = results(tmp_path / "language-modeling")["settings"]["data"]
     assert data["layout"] == "pack" and "key dropping" in data["masking"]
+    assert "unigram" in data["masking"]
 
 
 def test_consistency_and_token_dropping_run_end_to_end(tmp_path: Path) -> None:

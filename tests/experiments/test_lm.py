@@ -147,6 +147,27 @@ def test_language_modeling_on_a_folder_with_bpe_and_key_dropping(tmp_path: Path)
         LanguageModeling(tmp_path, layout="ragged")
 
 
+def test_unigram_noising_draws_replacements_from_the_training_tokens(tmp_path: Path) -> None:
+    path = tmp_path / "text.txt"
+    path.write_text("\n\n".join(s.capitalize() + "." for s in sentences(60, 1)))
+    task = LanguageModeling(path, noise="unigram", **TINY_LM)
+    weights = task.masking.unigram
+    assert weights is not None and weights.shape == (task.vocab,)
+    train = task.rows["train"].targets
+    assert weights.sum() == (train != IGNORE).sum()  # one count per training target
+    assert "unigram" in task.describe()["masking"]
+    masker = task.make_masker(1.0, seed=0).train()
+    ids = task.rows["train"].inputs[:8]
+    noised, mask = masker(ids)
+    replaced = noised[mask]
+    assert replaced.numel() > 0 and (weights[replaced] > 0).all()  # only seen training tokens
+    assert torch.equal(noised[~mask], ids[~mask])
+    r = train_run(task, Variant("static", 0.2), 0, config=FEW)
+    assert r.steps == 3 and _finite(r.test)
+    with pytest.raises(ValueError, match="noise must be one of"):
+        LanguageModeling(path, noise="kneser-ney")
+
+
 # ----------------------------------------------------------------------------------------------
 # Generation
 # ----------------------------------------------------------------------------------------------

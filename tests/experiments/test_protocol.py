@@ -73,6 +73,34 @@ def test_plan_arms() -> None:
         plan_arms(ScriptedTask(), ["consistency"], [])
 
 
+def test_named_controller_arm_is_its_own_arm() -> None:
+    from maskwise.experiments.engine import build_masker
+
+    task = ScriptedTask()
+    arms = plan_arms(task, ["dynamic", "dynamic:seed"], [])
+    assert [(a.kind, a.name, [c.label for c in a.candidates]) for a in arms] == [
+        ("dynamic", "dynamic", ["dynamic"]),
+        ("dynamic", "dynamic seed", ["dynamic seed"]),
+    ]
+    seed = arms[1].candidates[0]
+    assert seed.controller_config(task).direction == "seed"
+    assert arms[0].candidates[0].controller_config(task) is task.controller  # untouched
+    masker = build_masker(task, seed, 0, 10, None)
+    assert masker is not None and masker.controller.direction == "seed"
+    for bad in ("dynamic:nope", "static:seed"):
+        with pytest.raises(ValueError, match="named controller"):
+            plan_arms(task, [bad], [0.1])
+    task.train_config = TrainConfig(epochs=1, lr=0.05)
+    pairs, chosen = run_protocol(task, arms, Protocol(tune_seeds=0, eval_seeds=2))
+    assert [(j.variant.label, j.seed) for j, _ in pairs] == [
+        ("dynamic", 0),
+        ("dynamic", 1),
+        ("dynamic seed", 0),
+        ("dynamic seed", 1),
+    ]
+    assert set(chosen) == {"dynamic", "dynamic seed"}
+
+
 def test_protocol_seeds_and_checks() -> None:
     p = Protocol(tune_seeds=3, eval_seeds=4)
     assert p.tune == [0, 1, 2] and p.eval == [3, 4, 5, 6]  # fresh: never a tuning seed

@@ -4,6 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import maskwise as mw
+import maskwise.nn
 from maskwise.functional import word_starts
 from tests.reference import text as ref
 
@@ -219,6 +220,85 @@ def test_corrupt_random_ids_uniform_over_allowed():
     assert torch.allclose(
         counts[allowed], torch.full((len(allowed),), 1 / len(allowed)), atol=0.003
     )
+
+
+def test_corrupt_unigram_draws_follow_the_weights_over_allowed_ids():
+    ids = torch.full((4000, 50), 10)
+    masked = torch.ones_like(ids, dtype=torch.bool)
+    weights = torch.arange(20, dtype=torch.float)  # id i drawn in proportion to i
+    weights[19] = 1000.0  # a special id: never drawn, whatever its weight
+    kwargs = dict(mask_id=7, vocab_size=20, replace_prob=0.0, random_prob=1.0)
+    out, _ = mw.corrupt(
+        ids,
+        masked,
+        special_ids=[0, 19],
+        random_weights=weights,
+        generator=torch.Generator().manual_seed(0),
+        **kwargs,
+    )
+    counts = torch.bincount(out.flatten(), minlength=20).double()
+    allowed = [i for i in range(20) if i not in (0, 7, 19)]
+    assert counts[[0, 7, 19]].sum() == 0
+    expected = weights.double()[allowed] / weights.double()[allowed].sum() * out.numel()
+    # each count within 5 binomial standard deviations of its expectation (200k draws)
+    sd = (expected * (1 - expected / out.numel())).sqrt()
+    assert ((counts[allowed] - expected).abs() < 5 * sd).all()
+    # a keyed source gives the same draws for the same key, whatever the batch around it
+    from maskwise.random import KeyedGenerator
+
+    def keyed(rows):
+        return KeyedGenerator(torch.arange(rows) + 100)
+
+    a, _ = mw.corrupt(ids[:4], masked[:4], random_weights=weights, generator=keyed(4), **kwargs)
+    b, _ = mw.corrupt(ids[:2], masked[:2], random_weights=weights, generator=keyed(2), **kwargs)
+    assert torch.equal(a[:2], b)
+
+
+@pytest.mark.parametrize(
+    "weights, match",
+    [
+        (torch.ones(19), "shape \\(20,\\)"),
+        (torch.full((20,), -1.0), "non-negative"),
+        (torch.full((20,), float("nan")), "finite"),
+        (torch.eye(20)[7], "no weight"),  # all the weight on [MASK], which is never drawn
+    ],
+)
+def test_corrupt_unigram_bad_weights(weights, match):
+    ids = torch.tensor([[5, 6, 7]])
+    before = ids.clone()
+    with pytest.raises(ValueError, match=match):
+        mw.corrupt(
+            ids,
+            torch.ones(1, 3, dtype=torch.bool),
+            mask_id=7,
+            vocab_size=20,
+            replace_prob=0.0,
+            random_prob=1.0,
+            random_weights=weights,
+        )
+    assert torch.equal(ids, before)
+
+
+def test_token_mask_unigram_noising_module():
+    weights = torch.zeros(20)
+    weights[[11, 12]] = 1.0
+    tm = mw.nn.TokenMask(
+        1.0,
+        mask_id=4,
+        special_ids=[0, 1, 2, 3, 4],
+        vocab_size=20,
+        replace_prob=0.0,
+        random_prob=1.0,
+        random_weights=weights,
+        seed=0,
+    )
+    out, mask = tm(torch.tensor([[1, 7, 8, 9, 0]]), attention_mask=torch.tensor([[1, 1, 1, 1, 0]]))
+    assert mask.tolist() == [[False, True, True, True, False]]
+    assert out[0, 0] == 1 and out[0, 4] == 0 and set(out[0, 1:4].tolist()) <= {11, 12}
+    assert "random_weights" not in tm.state_dict()  # data, not state: rebuilt with the module
+    assert "unigram" in repr(tm)
+    with pytest.raises(ValueError, match="vocab_size is required with random_weights"):
+        mw.nn.TokenMask(0.1, mask_id=4, random_weights=weights)
 
 
 def test_corrupt_does_not_modify_input_and_keeps_dtype():

@@ -41,6 +41,7 @@ from maskwise.monitor import MaskMonitor
 from maskwise.nn import DynamicMask, MaskModule
 
 __all__ = [
+    "CONTROLLERS",
     "ControllerConfig",
     "RunResult",
     "StepOutput",
@@ -52,30 +53,59 @@ __all__ = [
 
 VARIANTS = ("none", "static", "dynamic", "schedule", "consistency")
 
+#: Named controllers of the dynamic variant besides the task's default, each a change to the
+#: task's :class:`ControllerConfig` (the arm ``dynamic NAME``; ``--masking dynamic:NAME``):
+#: ``seed`` is the seed documents' literal rule, reliable predictions -> less masking, with the
+#: task's signal, target and bounds.
+CONTROLLERS: dict[str, dict[str, Any]] = {"seed": {"direction": "seed"}}
+
 
 @dataclass(frozen=True)
 class Variant:
     """A masking variant: ``kind`` in ``none / static / dynamic / schedule / consistency`` and
     its rate (the fixed rate, the controller's initial rate, the schedule's final rate, or the
     masked view's rate), with an optional ``weight_decay`` replacing the training config's (the
-    unmasked arm's own regularisation, tuned on dev like the masking rates)."""
+    unmasked arm's own regularisation, tuned on dev like the masking rates) and, for
+    ``dynamic``, an optional named ``controller`` of :data:`CONTROLLERS` instead of the task's
+    default."""
 
     kind: str
     rate: float = 0.0
     weight_decay: float | None = None
+    controller: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS} ({self.kind!r} given).")
+        if self.controller is not None and (
+            self.kind != "dynamic" or self.controller not in CONTROLLERS
+        ):
+            raise ValueError(
+                f"a named controller is for the dynamic variant, one of {sorted(CONTROLLERS)} "
+                f"({self.kind} {self.controller!r} given)."
+            )
         if self.weight_decay is not None and not 0.0 <= self.weight_decay < math.inf:
             raise ValueError(f"weight_decay must be finite and >= 0 ({self.weight_decay} given).")
 
     @property
+    def arm(self) -> str:
+        """The arm this variant is a candidate of: its kind, and a named controller's name
+        (``dynamic seed``)."""
+        return self.kind if self.controller is None else f"{self.kind} {self.controller}"
+
+    @property
     def label(self) -> str:
-        """The arm's name in reports: ``none``, ``dynamic``, ``static 0.25``, and for a
-        weight-decay override ``none wd 0.1``."""
-        base = self.kind if self.kind in ("none", "dynamic") else f"{self.kind} {self.rate:g}"
+        """The arm's name in reports: ``none``, ``dynamic``, ``dynamic seed``, ``static 0.25``,
+        and for a weight-decay override ``none wd 0.1``."""
+        base = self.arm if self.kind in ("none", "dynamic") else f"{self.kind} {self.rate:g}"
         return base if self.weight_decay is None else f"{base} wd {self.weight_decay:g}"
+
+    def controller_config(self, task: Task) -> ControllerConfig:
+        """The dynamic variant's controller settings: the task's, changed by the named
+        controller."""
+        if self.controller is None:
+            return task.controller
+        return replace(task.controller, **CONTROLLERS[self.controller])
 
 
 @dataclass
@@ -309,7 +339,7 @@ def build_masker(
     if variant.kind == "schedule":
         sched = linear(0.0, variant.rate, max(1, total_steps // 2))
         return DynamicMask(task.make_masker(0.0, seed), sched, monitor=monitor)
-    cfg = task.controller
+    cfg = variant.controller_config(task)
     tracker = None
     n = task.num_keys()
     if cfg.tracker and n is not None:
@@ -444,7 +474,9 @@ def train_run(
     return RunResult(
         task=task.name,
         variant=variant.kind,
-        rate=variant.rate if variant.kind != "dynamic" else task.controller.initial_rate,
+        rate=variant.rate
+        if variant.kind != "dynamic"
+        else variant.controller_config(task).initial_rate,
         seed=seed,
         train=train,
         dev=dev,

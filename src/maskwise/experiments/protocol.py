@@ -3,8 +3,10 @@ every arm on fresh, paired evaluation seeds (SPEC.md, "Evidence protocol").
 
 * An **arm** is a family of runs compared with no masking: ``none`` (its candidates: the
   weight decays it may be given, so that "masking helped" cannot just mean "more regularisation
-  helped"), ``static``, ``consistency`` and ``schedule`` (one candidate per rate) and ``dynamic``
-  (the default controller: one candidate, no sweep).
+  helped"), ``static``, ``consistency`` and ``schedule`` (one candidate per rate), ``dynamic``
+  (the default controller: one candidate, no sweep) and ``dynamic NAME`` (a named controller of
+  :data:`~maskwise.experiments.engine.CONTROLLERS`, e.g. ``dynamic seed``: the seeds' literal
+  rule), given as ``dynamic:NAME``.
 * **Tuning**: an arm with more than one candidate trains each on the tuning seeds
   ``0 .. tune_seeds - 1``; the candidate with the best mean *dev* metric is chosen (ties: the
   first listed). Test is never read to choose.
@@ -25,7 +27,7 @@ import concurrent.futures as cf
 import math
 import multiprocessing
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -44,6 +46,11 @@ class Arm:
 
     kind: str
     candidates: tuple[Variant, ...]
+
+    @property
+    def name(self) -> str:
+        """The arm's name: its kind, or ``dynamic NAME`` for a named controller."""
+        return self.candidates[0].arm
 
     @property
     def tuned(self) -> bool:
@@ -90,11 +97,16 @@ def plan_arms(
     rates: Sequence[float],
     baseline_weight_decays: Sequence[float] | None = None,
 ) -> list[Arm]:
-    """The arms of ``variants`` (kinds): the swept kinds get one candidate per rate; ``none``
-    gets one per weight decay of ``baseline_weight_decays`` (default: the task's own only)."""
+    """The arms of ``variants`` (kinds, or ``dynamic:NAME`` for a named controller): the swept
+    kinds get one candidate per rate; ``none`` gets one per weight decay of
+    ``baseline_weight_decays`` (default: the task's own only)."""
     arms = []
-    for kind in dict.fromkeys(variants):  # unique, in order
-        if kind in SWEPT:
+    for spec in dict.fromkeys(variants):  # unique, in order
+        kind, _, name = spec.partition(":")
+        if name:
+            v = Variant(kind, 0.0, controller=name)  # checks the kind and the name
+            cands: tuple[Variant, ...] = (replace(v, rate=v.controller_config(task).initial_rate),)
+        elif kind in SWEPT:
             if not rates:
                 raise ValueError(f"the {kind} arm needs at least one rate.")
             cands = tuple(Variant(kind, r) for r in dict.fromkeys(rates))
@@ -204,12 +216,12 @@ def run_protocol(
     have nothing to tune (so parallel workers stay busy); the second, the evaluation runs of
     the tuned arms. Returns ``[(job, result)]`` (tuning runs first, then evaluation runs, each
     in arm and seed order: the same order for any number of workers) and each arm's chosen
-    variant by kind.
+    variant by arm name (:attr:`Arm.name`).
     """
     tuned = [a for a in arms if a.tuned]
     if tuned and not protocol.tune:
         raise ValueError(
-            f"arms {', '.join(a.kind for a in tuned)} have settings to choose: "
+            f"arms {', '.join(a.name for a in tuned)} have settings to choose: "
             "they need at least one tuning seed."
         )
     tune_jobs = [Job(c, s, "tune") for a in tuned for c in a.candidates for s in protocol.tune]
@@ -225,18 +237,18 @@ def run_protocol(
         done=done,
     )
     tune_results = first[: len(tune_jobs)]
-    chosen = {a.kind: choose(task, a, tune_results) for a in arms}
-    tuned_eval = [Job(chosen[a.kind], s, "eval") for a in tuned for s in protocol.eval]
+    chosen = {a.name: choose(task, a, tune_results) for a in arms}
+    tuned_eval = [Job(chosen[a.name], s, "eval") for a in tuned for s in protocol.eval]
     second = run_jobs(
         task, tuned_eval, config=config, workers=protocol.jobs, progress=progress, done=done
     )
     pairs = list(zip(tune_jobs, tune_results)) + list(
         zip(fixed_eval + tuned_eval, first[len(tune_jobs) :] + second)
     )
-    order = {a.kind: i for i, a in enumerate(arms)}
+    order = {a.name: i for i, a in enumerate(arms)}
     tune_part = [p for p in pairs if p[0].role == "tune"]
     eval_part = sorted(
         (p for p in pairs if p[0].role == "eval"),
-        key=lambda p: (order[p[0].variant.kind], p[0].seed),
+        key=lambda p: (order[p[0].variant.arm], p[0].seed),
     )
     return tune_part + eval_part, chosen

@@ -234,6 +234,7 @@ def corrupt(
     replace_prob: float = 0.8,
     random_prob: float = 0.1,
     special_ids: Iterable[int] | torch.Tensor = (),
+    random_weights: torch.Tensor | None = None,
     generator: torch.Generator | KeyedGenerator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Apply a mask BERT-style: ``[MASK]`` / random token / unchanged, and build the labels.
@@ -241,7 +242,9 @@ def corrupt(
     Each masked position independently becomes ``mask_id`` with probability ``replace_prob``, a
     random id with probability ``random_prob``, and stays as it is otherwise (80/10/10 by
     default). Random ids are uniform over ``[0, vocab_size)`` minus ``special_ids`` and
-    ``mask_id``, so a random replacement is never a special token. ``input_ids`` is not modified.
+    ``mask_id``, so a random replacement is never a special token; with ``random_weights`` they
+    are drawn in proportion to the weights instead (token frequencies: unigram noising, Xie et
+    al. 2017). ``input_ids`` is not modified.
 
     Args:
         input_ids: integer tensor (B, ...).
@@ -253,6 +256,8 @@ def corrupt(
         replace_prob: probability that a masked token becomes ``mask_id``.
         random_prob: probability that a masked token becomes a random token.
         special_ids: ids never drawn as random replacements.
+        random_weights: optional (vocab_size,) non-negative weights of the random replacements
+            (e.g. the training set's token counts); special ids and ``mask_id`` get none.
         generator: random source.
 
     Returns:
@@ -264,6 +269,10 @@ def corrupt(
     >>> x, y = corrupt(ids, masked, mask_id=4, vocab_size=10, replace_prob=1.0, random_prob=0.0)
     >>> x.tolist(), y.tolist()
     ([[5, 4, 4, 8]], [[-100, 6, 7, -100]])
+    >>> unigram = torch.tensor([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0])
+    >>> corrupt(ids, masked, mask_id=4, vocab_size=10, replace_prob=0.0, random_prob=1.0,
+    ...         random_weights=unigram)[0].tolist()
+    [[5, 9, 9, 8]]
     """
     check_long("input_ids", input_ids, dim=None)
     if not isinstance(masked, torch.Tensor) or masked.dtype != torch.bool:
@@ -305,6 +314,7 @@ def corrupt(
                 f"No id is left to draw random replacements from: vocab_size={vocab_size} and "
                 f"{len(excluded)} special ids."
             )
+        cdf = None if random_weights is None else _cdf(random_weights, allowed, int(vocab_size))
 
     labels = torch.where(masked, input_ids.long(), IGNORE_INDEX)
     if replace_prob == 1.0:  # every masked token becomes [MASK]: nothing to draw
@@ -317,7 +327,11 @@ def corrupt(
         out = out.masked_fill(masked & (u < replace_prob), int(mask_id))  # type: ignore[arg-type]
     if allowed is not None:
         is_random = masked & (u >= replace_prob) & (u < replace_prob + random_prob)
-        r = integers(input_ids.shape, allowed.numel(), generator=generator, device=device)
+        if cdf is None:
+            r = integers(input_ids.shape, allowed.numel(), generator=generator, device=device)
+        else:  # inverse CDF of the weights over the allowed ids
+            v = uniform(input_ids.shape, generator=generator, device=device, dtype=torch.float64)
+            r = torch.searchsorted(cdf, v * cdf[-1], right=True).clamp_max(cdf.numel() - 1)
         random_ids = allowed.index_select(0, r.reshape(-1)).view(r.shape)  # the r-th allowed id
         out = torch.where(is_random, random_ids.to(input_ids.dtype), out)
     if out is input_ids:
@@ -348,6 +362,23 @@ def _check_mask_id(mask_id: int, vocab_size: int | None, dtype: torch.dtype) -> 
 
 
 @functools.lru_cache(maxsize=32)
+def _cdf(weights: torch.Tensor, allowed: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """The float64 cumulative sum of ``weights`` over the ``allowed`` ids (checked: a 1-D
+    tensor of ``vocab_size`` finite, non-negative values, some weight on an allowed id)."""
+    if not isinstance(weights, torch.Tensor) or weights.shape != (vocab_size,):
+        raise ValueError(
+            f"random_weights must be a tensor of shape ({vocab_size},) "
+            f"({tuple(getattr(weights, 'shape', ())) or type(weights).__name__} given)."
+        )
+    w = weights.to(device=allowed.device, dtype=torch.float64).index_select(0, allowed)
+    if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
+        raise ValueError("random_weights must be finite and non-negative.")
+    cdf = w.cumsum(0)
+    if float(cdf[-1]) <= 0:
+        raise ValueError("random_weights put no weight on an id that may be drawn.")
+    return cdf
+
+
 def _allowed_ids(vocab_size: int, excluded: tuple[int, ...], device: str) -> torch.Tensor:
     """Ascending int64 ids of ``[0, vocab_size)`` minus ``excluded`` (cached: built once per
     setup).

@@ -69,7 +69,10 @@ class TokenMask(MaskModule):
     :func:`~maskwise.functional.mask_tokens`, replace with :func:`~maskwise.functional.corrupt`.
 
     By default every chosen token becomes ``mask_id`` (``replace_prob=1``, input-token noising);
-    pass ``replace_prob=0.8, random_prob=0.1, vocab_size=V`` for BERT's 80/10/10.
+    pass ``replace_prob=0.8, random_prob=0.1, vocab_size=V`` for BERT's 80/10/10, and
+    ``replace_prob=0, random_prob=1, vocab_size=V, random_weights=counts`` for unigram noising
+    (Xie et al. 2017: chosen tokens replaced by draws from the training set's unigram
+    distribution).
 
     Args:
         rate: fraction of maskable tokens to mask.
@@ -78,6 +81,8 @@ class TokenMask(MaskModule):
         vocab_size: vocabulary size, needed when ``random_prob > 0``.
         replace_prob: probability that a masked token becomes ``mask_id``.
         random_prob: probability that it becomes a random token.
+        random_weights: optional (vocab_size,) weights of the random replacements (default:
+            uniform over the non-special ids).
         exact: exact count per row instead of Bernoulli draws.
         seed, keyed, return_mask: the random source and the output, as in :class:`MaskModule`.
 
@@ -103,6 +108,7 @@ class TokenMask(MaskModule):
         vocab_size: int | None = None,
         replace_prob: float = 1.0,
         random_prob: float = 0.0,
+        random_weights: torch.Tensor | None = None,
         exact: bool = False,
         seed: int | None = None,
         keyed: bool = False,
@@ -115,6 +121,10 @@ class TokenMask(MaskModule):
         self.replace_prob, self.random_prob = check_split(replace_prob, random_prob)
         if self.random_prob > 0 and vocab_size is None:
             raise ValueError("vocab_size is required when random_prob > 0 (None given).")
+        if random_weights is not None and vocab_size is None:
+            raise ValueError("vocab_size is required with random_weights (None given).")
+        self.random_weights: torch.Tensor | None
+        self.register_buffer("random_weights", random_weights, persistent=False)  # moves with .to
         self.exact = exact
 
     def forward(
@@ -144,6 +154,7 @@ class TokenMask(MaskModule):
             replace_prob=self.replace_prob,
             random_prob=self.random_prob,
             special_ids=self.special_ids,
+            random_weights=self.random_weights,
             generator=g,
         )
         return self._output((out, mask))
@@ -162,5 +173,6 @@ class TokenMask(MaskModule):
     def extra_repr(self) -> str:
         return (
             f"rate={self.rate}, mask_id={self.mask_id}, replace_prob={self.replace_prob}, "
-            f"random_prob={self.random_prob}, exact={self.exact}{self._settings()}"
+            f"random_prob={self.random_prob}, exact={self.exact}"
+            f"{', unigram' if self.random_weights is not None else ''}{self._settings()}"
         )

@@ -1,5 +1,6 @@
 """Language modelling: a decoder-only transformer on a text file or a folder of documents, with
-input-token noising; documents optionally packed into rows (:mod:`maskwise.packing`)."""
+input-token noising (``[MASK]`` or unigram); documents optionally packed into rows
+(:mod:`maskwise.packing`)."""
 
 from __future__ import annotations
 
@@ -24,9 +25,12 @@ from maskwise.experiments.tokenizers import BOS, EOS, IGNORE, BPETokenizer, Char
 from maskwise.nn import DynamicMask, MaskModule
 from maskwise.packing import PackedRows, pack_rows, pad_rows, pieces_of
 
-__all__ = ["SPEC", "LAYOUTS", "LanguageModeling", "lm_spec"]
+__all__ = ["LAYOUTS", "NOISES", "SPEC", "LanguageModeling", "lm_spec"]
 
 LAYOUTS = ("stream", "pack", "pad")
+#: Input noising: ``mask`` (blank noising: ``[MASK]``) or ``unigram`` (draws from the training
+#: tokens' unigram distribution), Xie et al. 2017; targets are never noised.
+NOISES = ("mask", "unigram")
 TRAIN_CHARS = 100_000  # default training text: the small-data regime (see LanguageModeling)
 EVAL_BATCH = 64  # rows per evaluation batch
 
@@ -56,9 +60,11 @@ class LanguageModeling:
     the same layout, unmasked.
 
     Masking: :class:`~maskwise.nn.TokenMask` replaces a ``rate`` of the input tokens by
-    ``[MASK]`` (targets unchanged). The dynamic variant steers the rate by the training step's
-    next-token accuracy and weights tokens by their running loss as targets (a
-    :class:`~maskwise.dynamic.DifficultyTracker` over the vocabulary). With ``key_drop=True``
+    ``[MASK]`` (``noise="mask"``, blank noising) or by draws from the training tokens' unigram
+    distribution (``noise="unigram"``, Xie et al. 2017); targets are unchanged. The dynamic
+    variant steers the rate by the training step's next-token accuracy and weights tokens by
+    their running loss as targets (a :class:`~maskwise.dynamic.DifficultyTracker` over the
+    vocabulary). With ``key_drop=True``
     masked variants also drop attention keys at the same rate (``causal() & drop_keys(rate)``).
 
     Defaults (about 60 s per run on one CPU core; ~21k tokens / s): characters, rows of 64,
@@ -98,7 +104,10 @@ class LanguageModeling:
         epochs: int = 10,
         lr: float = 1.5e-3,
         key_drop: bool = False,
+        noise: str = "mask",
     ) -> None:
+        if noise not in NOISES:
+            raise ValueError(f"noise must be one of {NOISES} ({noise!r} given).")
         if layout not in LAYOUTS:
             raise ValueError(f"layout must be 'stream', 'pack' or 'pad' ({layout!r} given).")
         if tokens not in ("char", "bpe"):
@@ -130,7 +139,11 @@ class LanguageModeling:
         self.key_drop = key_drop
         self.rows = {split: self.make_rows(d, layout) for split, d in docs.items()}
         self.chars = {split: sum(len(x) for x in d) for split, d in docs.items()}
-        self.masking = TokenMasking(self.vocab)
+        self.noise = noise
+        unigram = None
+        if noise == "unigram":
+            unigram = TokenMasking.counts(self.rows["train"].targets, self.vocab)
+        self.masking = TokenMasking(self.vocab, unigram=unigram)
         self.train_config = TrainConfig(epochs=epochs, lr=lr, weight_decay=0.1)
         self.controller = ControllerConfig(
             target=0.36, initial_rate=0.05, min_rate=0.0, max_rate=0.4, max_delta=0.005
@@ -161,7 +174,10 @@ class LanguageModeling:
             "seq_len": self.seq_len,
             "batch_size": self.batch_size,
             "model": f"decoder-only transformer d={self.dim} x{self.layers}, {self.heads} heads",
-            "masking": "input-token noising ([MASK] replaces inputs, targets unchanged)" + key_drop,
+            "masking": f"input-token noising ({self.noise}: "
+            + ("[MASK]" if self.noise == "mask" else "unigram draws")
+            + " replace inputs, targets unchanged)"
+            + key_drop,
             "split": "train first 85% of characters (capped), dev 85-90%, test last 10%",
         }
 
@@ -288,13 +304,16 @@ class LanguageModeling:
         return self.tokenizer.decode(out[0].tolist())
 
 
-def _build(data: str, *, train_size: int, tokens: str, pack: bool, key_drop: bool) -> Any:
+def _build(
+    data: str, *, train_size: int, tokens: str, pack: bool, key_drop: bool, noise: str
+) -> Any:
     return LanguageModeling(
         data,
         layout="pack" if pack else "stream",
         tokens=tokens,
         train_chars=train_size,
         key_drop=key_drop,
+        noise=noise,
     )
 
 
@@ -330,6 +349,13 @@ SPEC = TaskSpec(
             "--key-drop",
             "masked variants also drop attention keys at the masking rate",
             flag_only=True,
+        ),
+        Option(
+            "--noise",
+            "mask: noised inputs become [MASK]; unigram: draws from the training tokens' "
+            "unigram distribution (default %(default)s)",
+            default="mask",
+            choices=NOISES,
         ),
     ),
 )

@@ -1,7 +1,7 @@
 """Small parts the experiment tasks hold and call (composition, not inheritance).
 
-* :class:`TokenMasking`: ``[MASK]`` replacement of token ids whose first ids are special, and the
-  difficulty tracker's keys (the vocabulary's token ids);
+* :class:`TokenMasking`: ``[MASK]`` replacement (or unigram noising) of token ids whose first ids
+  are special, and the difficulty tracker's keys (the vocabulary's token ids);
 * :class:`Classifier`: batching, the training step and the evaluation of a classification task
   over in-memory splits, given how to run the model and how to mask its inputs.
 """
@@ -29,7 +29,9 @@ EVAL_BATCH = 512  # evaluation batch of the classification tasks
 
 @dataclass(frozen=True)
 class TokenMasking:
-    """``[MASK]`` replacement of token ids, for every task over token ids.
+    """``[MASK]`` replacement of token ids, for every task over token ids; with ``unigram`` (the
+    training tokens' counts, (vocab,)) the chosen tokens are replaced by draws from that unigram
+    distribution instead (unigram noising, Xie et al. 2017).
 
     Ids below ``num_specials`` are special (padding, unknown, two markers, ``[MASK]``): never
     masked, never tracker keys. The difficulty tracker (dynamic variant) keys tokens by id, so
@@ -40,16 +42,35 @@ class TokenMasking:
         mask_id: the id that replaces masked tokens.
         num_specials: ids ``0 .. num_specials - 1`` are special.
         pad_id: the padding id (never masked).
+        unigram: None (``[MASK]``), or the replacement weights of unigram noising.
     """
 
     vocab: int
     mask_id: int = MASK
     num_specials: int = NUM_SPECIALS
     pad_id: int = PAD
+    unigram: torch.Tensor | None = None
+
+    @staticmethod
+    def counts(ids: torch.Tensor, vocab: int) -> torch.Tensor:
+        """(vocab,) float counts of the ids in ``ids`` (any shape; negative ids ignored): the
+        ``unigram`` weights of a training split."""
+        flat = ids.flatten()
+        return torch.bincount(flat[flat >= 0], minlength=vocab).float()
 
     def make_masker(self, rate: float, seed: int) -> TokenMask:
+        specials = range(self.num_specials)
+        if self.unigram is None:
+            return TokenMask(rate, mask_id=self.mask_id, special_ids=specials, seed=seed)
         return TokenMask(
-            rate, mask_id=self.mask_id, special_ids=range(self.num_specials), seed=seed
+            rate,
+            mask_id=self.mask_id,
+            special_ids=specials,
+            vocab_size=self.vocab,
+            replace_prob=0.0,
+            random_prob=1.0,
+            random_weights=self.unigram,
+            seed=seed,
         )
 
     def apply(self, masker: DynamicMask, ids: torch.Tensor) -> torch.Tensor:
