@@ -226,3 +226,12 @@ def test_generate_continues_a_learned_text(tmp_path: Path) -> None:
             loss.backward()
             opt.step()
     assert task.generate(model, "the quick brown", max_new=29) == " fox jumps over the lazy dog."
+    # the report's samples: fixed test prompts, continued as the test text continues (up to
+    # a document break, which a 32-token context cannot place in 3 repeats of 45 characters)
+    samples = task.samples(model, device)
+    assert len(samples) == 3
+    for s in samples:
+        assert len(s["input"]) == 80 and not s["input"].startswith("\n")
+        assert len(s["output"]) == 80 >= len(s["reference"])  # the text may end first
+        line = s["reference"].split("\n")[0]
+        assert s["output"].startswith(line) and len(line) >= 20

@@ -61,6 +61,7 @@ RUN = {  # SPEC.md's fields, then the engine's
     "epoch_time_s",
     "items_per_s",
     "history",
+    "samples",
 }
 
 
@@ -281,6 +282,31 @@ def test_rows_lower_is_better_diverged_runs_and_unequal_seeds() -> None:
     no_base = evidence_rows({**result, "runs": result["runs"][4:]})
     assert all(row["diff"] is None for row in no_base)
     assert no_base[0]["baseline_best_epoch_fraction"] is None
+
+
+def test_results_markdown_shows_each_arms_samples_of_the_first_eval_seed() -> None:
+    from maskwise.experiments.report import _samples_markdown
+
+    def run(arm: str, seed: int, role: str, output: str) -> dict[str, Any]:
+        item = {"input": "Wie geht`s?\nGut.", "reference": "How are you?", "output": output}
+        return {"arm": arm, "seed": seed, "role": role, "samples": [item]}
+
+    runs = [
+        run("static 0.1", 0, "tune", "tuning output"),
+        run("none", 3, "eval", "later seed"),
+        run("none", 2, "eval", "how are you?"),
+        run("static 0.1", 2, "eval", "how is it?"),
+    ]
+    assert _samples_markdown(runs) == [
+        "",
+        "Sample outputs on fixed test items (evaluation seed 2, every arm):",
+        "",
+        "1. input: `` Wie geht`s?⏎Gut. ``  ",
+        "   reference: `` How are you? ``  ",
+        "   none: `` how are you? ``  ",
+        "   static 0.1: `` how is it? ``  ",
+    ]
+    assert _samples_markdown([{**r, "samples": []} for r in runs]) == []
 
 
 def test_results_markdown_and_plots(comparison: tuple[dict[str, Any], Path, TrainConfig]) -> None:

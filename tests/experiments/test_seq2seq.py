@@ -78,7 +78,13 @@ def test_translation_on_a_slice_of_multi30k(tmp_path: Path) -> None:
         r = train_run(task, variant, 0, config=FEW)
         assert r.steps == 3 and _finite(r.test) and set(r.test) == {"loss", "bleu"}
         assert 0.0 <= r.test["bleu"] <= 100.0
-    hyps = task.decode(task.build_model(), "test", torch.device("cpu"), limit=4)
+    test = task.splits["test"]
+    assert [(x["input"], x["reference"]) for x in r.samples] == [
+        (test.sources[i], test.references[i][0]) for i in range(3)
+    ]
+    model = task.build_model().eval()
+    hyps = task.decode(model, "test", torch.device("cpu"), limit=4)
+    assert [x["output"] for x in task.samples(model, torch.device("cpu"))] == hyps[:3]
     assert len(hyps) == 4 and all(isinstance(h, str) for h in hyps)
 
 

@@ -256,6 +256,14 @@ def task_for_seed(task: Task, seed: int) -> Task:
     return task if for_seed is None else for_seed(seed)
 
 
+def samples_of(task: Task, model: nn.Module, device: torch.device) -> list[dict[str, str]]:
+    """``task.samples(model, device)`` when the task defines it: a few outputs of the selected
+    model on fixed test items (``{"input", "reference", "output"}``: generated text, so a reader
+    sees the quality behind the metric), else ``[]``."""
+    samples = getattr(task, "samples", None)
+    return [] if samples is None else list(samples(model, device))
+
+
 @dataclass
 class RunResult:
     task: str
@@ -276,6 +284,7 @@ class RunResult:
     # independent of what else shares the machine)
     weight_decay: float | None = None
     history: list[dict[str, float]] = field(default_factory=list)
+    samples: list[dict[str, str]] = field(default_factory=list)  # outputs on fixed test items
     monitor: MaskMonitor | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -471,6 +480,7 @@ def train_run(
             progress(step, total, f"best epoch {best_epoch}: scoring {split}")
         final[split] = task.final_metrics(model, split, device, limit=cfg.eval_limit)
     train, dev, test = final["train"], final["dev"], final["test"]
+    samples = samples_of(task, model, device)
     return RunResult(
         task=task.name,
         variant=variant.kind,
@@ -491,5 +501,6 @@ def train_run(
         cpu_seconds=time.process_time() - cpu_started,
         weight_decay=variant.weight_decay,
         history=history,
+        samples=samples,
         monitor=monitor,
     )

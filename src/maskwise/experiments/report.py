@@ -13,7 +13,8 @@ Results JSON (``results.json``), schema ``maskwise.experiments/2``::
       "runs": [{"arm", "kind", "setting", "seed", "role", "train": {metric: value}, "dev",
                 "test", "best_epoch", "epochs_run", "budget", "seconds", "variant", "rate",
                 "weight_decay", "gap", "epochs", "steps", "epoch_time_s", "items_per_s",
-                "history": [{"epoch", "step", "train_loss", "dev_<metric>", "rate", ...}]}],
+                "history": [{"epoch", "step", "train_loss", "dev_<metric>", "rate", ...}],
+                "samples": [{"input", "reference", "output"}]}],  # sequence tasks; else []
       "summary": [the rows of maskwise.experiments.summary.evidence_rows],
       "sweep": [{"arm", "kind", "n", "dev_mean", "test_mean", "gap_mean", "chosen"}],
       "plots": {"dynamic_rate": "<file>.png", "curves": "<file>.png"}
@@ -154,7 +155,37 @@ def to_markdown(result: dict[str, Any]) -> str:
                 f"{_fmt(row['test_mean'], pct)} | {_fmt(row['gap_mean'], pct)} | "
                 f"{'yes' if row['chosen'] else ''} |"
             )
+    lines += _samples_markdown(result["runs"])
     return "\n".join(lines) + "\n"
+
+
+def _quote(text: str) -> str:
+    """``text`` on one line, as inline code (newlines shown as ``⏎``; backticks kept)."""
+    one = text.replace("\r", "").replace("\n", "⏎")
+    return f"`` {one} ``"
+
+
+def _samples_markdown(runs: Sequence[dict[str, Any]]) -> list[str]:
+    """Each arm's outputs on the same fixed test items, from the first evaluation seed (the same
+    seed in every arm): the text behind the metric."""
+    evals = [r for r in runs if r.get("role") == "eval" and r.get("samples")]
+    if not evals:
+        return []
+    seed = min(r["seed"] for r in evals)
+    first = [r for r in evals if r["seed"] == seed]
+    lines = ["", f"Sample outputs on fixed test items (evaluation seed {seed}, every arm):"]
+    for i, item in enumerate(first[0]["samples"]):
+        lines += [
+            "",
+            f"{i + 1}. input: {_quote(item['input'])}  ",
+            f"   reference: {_quote(item['reference'])}  ",
+        ]
+        lines += [
+            f"   {r['arm']}: {_quote(r['samples'][i]['output'])}  "
+            for r in first
+            if i < len(r["samples"])
+        ]
+    return lines
 
 
 def _plot_curves(result: dict[str, Any], path: Path) -> Path | None:

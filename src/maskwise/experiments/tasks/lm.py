@@ -5,6 +5,7 @@ input-token noising (``[MASK]`` or unigram); documents optionally packed into ro
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,8 @@ LAYOUTS = ("stream", "pack", "pad")
 NOISES = ("mask", "unigram")
 TRAIN_CHARS = 100_000  # default training text: the small-data regime (see LanguageModeling)
 EVAL_BATCH = 64  # rows per evaluation batch
+SAMPLE_PROMPTS = 3  # test prompts continued in every run's report
+SAMPLE_CHARS = 80  # characters of each prompt
 
 
 def lm_spec(layout: str, doc_ids: torch.Tensor) -> AttentionSpec:
@@ -278,6 +281,27 @@ class LanguageModeling:
         self, model: nn.Module, split: str, device: torch.device, limit: int | None = None
     ) -> dict[str, float]:
         return self.evaluate(model, split, device, limit)
+
+    def samples(self, model: nn.Module, device: torch.device) -> list[dict[str, str]]:
+        """Greedy continuations of :data:`SAMPLE_PROMPTS` fixed test prompts (each the
+        :data:`SAMPLE_CHARS` characters from a line start at 0, 1/3 and 2/3 of the test text),
+        with the text that really follows, as long as the output."""
+        text = "\n\n".join(self.docs["test"])
+        max_new = SAMPLE_CHARS if self.tokens == "char" else SAMPLE_CHARS // 4
+        out = []
+        for k in range(SAMPLE_PROMPTS):
+            line = re.compile(r"\n+(?=\S)").search(text, k * len(text) // SAMPLE_PROMPTS)
+            start = line.end() if k and line is not None else 0
+            end = start + SAMPLE_CHARS
+            generated = self.generate(model, text[start:end], max_new=max_new, device=device)
+            out.append(
+                {
+                    "input": text[start:end],
+                    "reference": text[end : end + len(generated)],
+                    "output": generated,
+                }
+            )
+        return out
 
     @torch.no_grad()
     def generate(

@@ -39,6 +39,7 @@ __all__ = [
 ]
 
 EVAL_BATCH = 256  # pairs per teacher-forced evaluation batch
+SAMPLES = 3  # test items whose outputs every run's report shows
 DECODE_BATCH = 512  # pairs per greedy decoding batch
 
 #: ``score(hypotheses, references) -> metrics`` (detokenised text).
@@ -346,6 +347,15 @@ class Seq2SeqTask:
         hyps = self.decode(model, split, device, limit)
         refs = self.splits[split].references[: len(hyps)]
         return {"loss": self.loss_of(model, split, device, limit), **self.score(hyps, refs)}
+
+    def samples(self, model: nn.Module, device: torch.device) -> list[dict[str, str]]:
+        """The outputs on the first :data:`SAMPLES` test items, with their first reference."""
+        test = self.splits["test"]
+        hyps = self.decode(model, "test", device, limit=SAMPLES)
+        return [
+            {"input": test.sources[i], "reference": test.references[i][0], "output": h}
+            for i, h in enumerate(hyps)
+        ]
 
     def evaluate(
         self, model: nn.Module, split: str, device: torch.device, limit: int | None = None
