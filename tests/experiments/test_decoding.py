@@ -102,3 +102,128 @@ def test_greedy_decoding_never_repeats_a_blocked_ngram() -> None:
 
     assert any(len(set(ngrams(r))) < len(ngrams(r)) for r in loops.tolist())
     assert all(len(set(ngrams(r))) == len(ngrams(r)) for r in blocked.tolist())
+
+
+# ----------------------------------------------------------------------------------------------
+# Beam search
+# ----------------------------------------------------------------------------------------------
+
+
+def _exhaustive_best(
+    model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_len: int, lp: float
+) -> list[list[int]]:
+    """The reference: every hypothesis (ending in [EOS] before max_len, or any max_len tokens
+    without one) scored by teacher forcing, without caches; the best by score / len ** lp."""
+    import itertools
+
+    V = model.bias.shape[0]
+    best = []
+    with torch.no_grad():
+        memory = model.encode(src, padding(src_len))
+        for b in range(src.shape[0]):
+            cands = []
+            for n in range(1, max_len + 1):
+                for body in itertools.product(range(V), repeat=n - 1):
+                    if EOS in body:
+                        continue
+                    cands.append(list(body) + [EOS])
+                    if n == max_len:
+                        cands += [list(body) + [v] for v in range(V) if v != EOS]
+            scored = []
+            for y in cands:
+                tgt_in = torch.tensor([[BOS] + y[:-1]])
+                logits = model.decode(
+                    tgt_in,
+                    memory[b : b + 1],
+                    causal(),
+                    cross(torch.tensor([len(y)]), src_len[b : b + 1]),
+                )
+                logp = torch.log_softmax(logits[0].float(), -1)
+                score = float(logp[torch.arange(len(y)), torch.tensor(y)].sum())
+                scored.append((score / len(y) ** lp, y))
+            best.append(max(scored)[1])
+    return best
+
+
+@pytest.mark.parametrize("lp", [0.0, 1.0])
+def test_a_wide_beam_finds_the_exhaustive_best(lp: float) -> None:
+    """With as many beams as hypotheses of length max_len - 1, beam search is exact."""
+    from maskwise.experiments.decoding import beam_decode
+
+    torch.manual_seed(3)
+    V, L = 7, 3
+    model = _sharpen(Seq2Seq(V, dim=16, heads=2, max_len=8), 3.0)
+    src = torch.randint(0, V, (3, 4))
+    src_len = torch.tensor([4, 2, 3])
+    out = beam_decode(model, src, src_len, L, beam=V ** (L - 1), length_penalty=lp)
+    assert _no_caches(model)
+    rows = [r[: r.index(EOS) + 1] if EOS in r else r for r in out.tolist()]
+    assert rows == _exhaustive_best(model, src, src_len, L, lp)
+    assert all(set(r[len(k) :]) <= {PAD} for r, k in zip(out.tolist(), rows))
+
+
+def test_one_beam_without_length_penalty_is_greedy_and_beams_are_batch_independent() -> None:
+    from maskwise.experiments.decoding import beam_decode
+
+    torch.manual_seed(0)
+    model = Seq2Seq(60, dim=32, heads=4, max_len=32).eval()
+    src = torch.randint(5, 60, (6, 9))
+    src_len = torch.tensor([9, 3, 5, 1, 9, 7])
+    greedy = greedy_decode(model, src, src_len, 20, no_repeat_ngram=2)
+    assert torch.equal(
+        beam_decode(model, src, src_len, 20, beam=1, length_penalty=0.0, no_repeat_ngram=2), greedy
+    )
+    together = beam_decode(model, src, src_len, 12, beam=4)
+    for b in (0, 3):  # a source decodes the same alone as among others
+        alone = beam_decode(model, src[b : b + 1], src_len[b : b + 1], 12, beam=4)
+        row = together[b, : alone.shape[1]]
+        assert torch.equal(row, alone[0]) and (together[b, alone.shape[1] :] == PAD).all()
+    with pytest.raises(ValueError, match="beam must be >= 1"):
+        beam_decode(model, src, src_len, 5, beam=0)
+
+
+def _naive_beam(
+    model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_len: int, k: int, lp: float
+) -> list[list[int]]:
+    """The reference: the same search one source at a time over Python lists, the whole prefix
+    re-decoded for every hypothesis at every step (no caches)."""
+    out = []
+    with torch.no_grad():
+        memory = model.encode(src, padding(src_len))
+        for b in range(src.shape[0]):
+            live: list[tuple[float, list[int]]] = [(0.0, [])]
+            best: tuple[float, list[int]] = (float("-inf"), [])
+            for t in range(max_len):
+                cands = []
+                for score, y in live:
+                    tgt = torch.tensor([[BOS] + y])
+                    cm = cross(torch.tensor([t + 1]), src_len[b : b + 1])
+                    logits = model.decode(tgt, memory[b : b + 1], causal(), cm)[0, -1]
+                    logp = torch.log_softmax(logits.float(), -1).tolist()
+                    cands += [(score + lv, y + [v]) for v, lv in enumerate(logp)]
+                top = sorted(cands, key=lambda c: -c[0])[: 2 * k]
+                for score, y in top:
+                    if y[-1] == EOS and score / (t + 1) ** lp > best[0]:
+                        best = (score / (t + 1) ** lp, y)
+                live = [c for c in top if c[1][-1] != EOS][:k]
+                if best[0] >= max(s for s, _ in live) / max_len**lp:
+                    break
+            else:
+                for score, y in live:
+                    if score / max_len**lp > best[0]:
+                        best = (score / max_len**lp, y)
+            out.append(best[1])
+    return out
+
+
+def test_beam_search_with_caches_equals_a_naive_search_without() -> None:
+    from maskwise.experiments.decoding import beam_decode
+
+    torch.manual_seed(0)
+    model = _sharpen(Seq2Seq(60, dim=32, heads=4, max_len=32), 3.0)
+    src = torch.randint(5, 60, (6, 9))
+    src_len = torch.tensor([9, 3, 5, 1, 9, 7])
+    out = beam_decode(model, src, src_len, 12, beam=4, length_penalty=1.0)
+    rows = [r[: r.index(EOS) + 1] if EOS in r else r for r in out.tolist()]
+    assert rows == _naive_beam(model, src, src_len, 12, 4, 1.0)
+    assert _no_caches(model)

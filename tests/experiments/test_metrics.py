@@ -31,3 +31,7 @@ def test_rouge_on_known_pairs() -> None:
     assert stemmed["rouge1"] == pytest.approx(100.0)  # Porter stemming
     best = rouge(["the cat"], [["a dog", "the cat"]])
     assert best["rouge1"] == pytest.approx(100.0)  # the best reference counts
+    mean = rouge(["the cat"], [["a dog", "the cat"]], reduce="mean")
+    assert mean["rouge1"] == pytest.approx(50.0)  # every reference counts: (0 + 100) / 2
+    with pytest.raises(ValueError, match="reduce must be"):
+        rouge(["a"], [["a"]], reduce="min")

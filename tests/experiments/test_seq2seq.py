@@ -76,8 +76,9 @@ def test_translation_on_a_slice_of_multi30k(tmp_path: Path) -> None:
     assert task.describe()["sizes"] == {"train": 120, "dev": 16, "test": 16}
     for variant in (Variant("none"), Variant("dynamic")):
         r = train_run(task, variant, 0, config=FEW)
-        assert r.steps == 3 and _finite(r.test) and set(r.test) == {"loss", "bleu"}
-        assert 0.0 <= r.test["bleu"] <= 100.0
+        assert r.steps == 3 and _finite(r.test) and set(r.test) == {"loss", "bleu", "bleu_beam"}
+        assert set(r.train) == {"loss", "bleu"}  # beam search on dev and test only
+        assert 0.0 <= r.test["bleu"] <= 100.0 and 0.0 <= r.test["bleu_beam"] <= 100.0
     test = task.splits["test"]
     assert [(x["input"], x["reference"]) for x in r.samples] == [
         (test.sources[i], test.references[i][0]) for i in range(3)
@@ -85,6 +86,14 @@ def test_translation_on_a_slice_of_multi30k(tmp_path: Path) -> None:
     model = task.build_model().eval()
     hyps = task.decode(model, "test", torch.device("cpu"), limit=4)
     assert [x["output"] for x in task.samples(model, torch.device("cpu"))] == hyps[:3]
+    beams = task.decode(model, "test", torch.device("cpu"), limit=4, beam=3)
+    assert len(beams) == 4 and all(isinstance(h, str) for h in beams)
+    metrics = task.final_metrics(model, "test", torch.device("cpu"), limit=4)
+    refs = task.splits["test"].references[:4]
+    assert (
+        metrics["bleu_beam"]
+        == task.score(task.decode(model, "test", "cpu", 4, beam=4), refs)["bleu"]
+    )
     assert len(hyps) == 4 and all(isinstance(h, str) for h in hyps)
 
 
@@ -170,7 +179,12 @@ def test_summarization_on_slices_of_scitldr_and_dialogsum(
         "rouge1_max",
         "rouge2_max",
         "rougeL_max",
+        "rouge1_mean",
+        "rouge2_mean",
+        "rougeL_mean",
+        "rougeL_beam",
     }
+    assert r.test["rougeL_max"] >= r.test["rougeL_mean"] - 1e-9
     assert r.test["rougeL_max"] >= r.test["rougeL"] - 1e-9
 
 

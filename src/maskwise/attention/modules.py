@@ -74,6 +74,24 @@ class KVCache(nn.Module):
         """Forget every position (the buffers stay allocated)."""
         self.size = 0
 
+    def reorder(self, index: torch.Tensor) -> None:
+        """Row ``b`` takes the keys and values of row ``index[b]`` (beam search: each beam
+        continues the hypothesis it extends); ``index`` (B,) int64, rows may repeat.
+
+        >>> cache = KVCache(2, 4, num_kv_heads=1, head_dim=1)
+        >>> _ = cache.update(torch.tensor([1.0, 2.0]).view(2, 1, 1, 1), torch.zeros(2, 1, 1, 1))
+        >>> cache.reorder(torch.tensor([1, 1]))
+        >>> cache.k[:, 0, 0, 0].tolist()
+        [2.0, 2.0]
+        """
+        if index.shape != (self.k.shape[0],):
+            raise ValueError(
+                f"index must have shape ({self.k.shape[0]},) ({tuple(index.shape)} given)."
+            )
+        index = index.to(self.k.device)
+        self.k.copy_(self.k.index_select(0, index))
+        self.v.copy_(self.v.index_select(0, index))
+
     def extra_repr(self) -> str:
         return f"shape={tuple(self.k.shape)}, size={self.size}"
 
@@ -178,6 +196,11 @@ class SpecAttention(nn.Module):
     def remove_cache(self) -> None:
         """Stop caching: back to full-sequence attention."""
         self.cache = None
+
+    def reorder_cache(self, index: torch.Tensor) -> None:
+        """:meth:`KVCache.reorder` of the cache, if any (beam search)."""
+        if self.cache is not None:
+            self.cache.reorder(index)
 
     # -- forward -------------------------------------------------------------------------------
     def _heads(self, proj: nn.Linear, x: torch.Tensor, heads: int) -> torch.Tensor:

@@ -4,6 +4,8 @@ a time, the keys and values of earlier tokens cached by their
 
 * :func:`greedy_decode`: encoder-decoder (:class:`~maskwise.experiments.models.Seq2Seq`), with
   optional no-repeat-n-gram blocking (:func:`repeated_ngram_ban`);
+* :func:`beam_decode`: the same models, beam search with a length penalty (the caches'
+  rows reordered to follow the beams);
 * :func:`greedy_generate`: decoder-only (:class:`~maskwise.experiments.models.DecoderLM`), a
   continuation of a prompt within the model's context window.
 
@@ -23,7 +25,7 @@ from maskwise.attention import causal, cross, padding
 from maskwise.experiments.models import DecoderLM, Seq2Seq
 from maskwise.experiments.tokenizers import BOS, EOS, PAD
 
-__all__ = ["caches", "greedy_decode", "greedy_generate", "repeated_ngram_ban"]
+__all__ = ["beam_decode", "caches", "greedy_decode", "greedy_generate", "repeated_ngram_ban"]
 
 
 @contextmanager
@@ -106,6 +108,100 @@ def greedy_decode(
             if bool(done.all()):
                 break
     return torch.stack(out, 1)
+
+
+@torch.no_grad()
+def beam_decode(
+    model: Seq2Seq,
+    src: torch.Tensor,
+    src_len: torch.Tensor,
+    max_len: int,
+    *,
+    beam: int = 4,
+    length_penalty: float = 1.0,
+    no_repeat_ngram: int = 0,
+) -> torch.Tensor:
+    """Beam search of an encoder-decoder, batched over sources and beams.
+
+    A hypothesis scores its summed log-probability divided by ``length ** length_penalty``
+    (``length`` counts its ``[EOS]``; fairseq's ``lenpen``). Every step, each of a source's
+    ``beam`` live hypotheses proposes every next token; of the best ``2 * beam`` candidates,
+    those ending in ``[EOS]`` are finished hypotheses (the source keeps its best one) and the
+    best ``beam`` others live on. The decoder's key/value caches follow the beams
+    (:meth:`~maskwise.experiments.models.Seq2Seq.reorder_caches`). A source is done once no live
+    hypothesis can beat its best finished one (log-probabilities only fall, so a live score
+    ``s`` ends at most at ``s / max_len ** length_penalty``); hypotheses still live at
+    ``max_len`` compete unfinished. ``beam=1`` with ``length_penalty=0`` is greedy decoding.
+
+    Args:
+        model: the encoder-decoder (put in eval mode).
+        src: (B, S) source ids, ``src_len`` (B,) their lengths.
+        max_len: the most tokens decoded per hypothesis.
+        beam: live hypotheses per source.
+        length_penalty: >= 0; 0 ranks by the summed log-probability (favours short outputs).
+        no_repeat_ngram: ``n > 0``: no hypothesis repeats an ``n``-gram of its own tokens.
+
+    Returns:
+        (B, <= max_len) the best hypothesis of each source after ``[BOS]``, as
+        :func:`greedy_decode` returns: ``[EOS]`` included, ``PAD`` after it.
+    """
+    if beam < 1 or length_penalty < 0:
+        raise ValueError(
+            f"beam must be >= 1, length_penalty >= 0 ({beam}, {length_penalty} given)."
+        )
+    model.eval()
+    memory = model.encode(src, padding(src_len))  # (B, S, E)
+    B, S = memory.shape[:2]
+    K, N, dev = beam, memory.shape[0] * beam, src.device
+    memory = memory.repeat_interleave(K, 0)  # (N, S, E): beam k of source b is row b * K + k
+    cross_mask = cross(torch.ones(N, dtype=torch.long, device=dev), src_len.repeat_interleave(K))
+    tok = torch.full((N,), BOS, dtype=torch.long, device=dev)
+    scores = torch.full((B, K), float("-inf"), device=dev)
+    scores[:, 0] = 0.0  # the first step expands one hypothesis per source
+    hist = torch.empty(N, 0, dtype=torch.long, device=dev)
+    best = torch.full((B,), float("-inf"), device=dev)
+    best_tokens = torch.full((B, max_len), PAD, dtype=torch.long, device=dev)
+    best_len = torch.zeros(B, dtype=torch.long, device=dev)
+    base = torch.arange(B, device=dev).unsqueeze(1) * K  # (B, 1)
+    with caches(model, N, max_len, memory_len=S):
+        for t in range(max_len):
+            pos = torch.full((1,), t, dtype=torch.long, device=dev)
+            logits = model.decode(tok[:, None], memory, None, cross_mask, pos)[:, -1]  # (N, V)
+            logp = torch.log_softmax(logits.float(), -1)
+            V = logp.shape[-1]
+            if no_repeat_ngram and t >= no_repeat_ngram:
+                logp = logp.masked_fill(repeated_ngram_ban(hist, no_repeat_ngram, V), float("-inf"))
+            cand = (scores.reshape(N, 1) + logp).reshape(B, K * V)
+            top, idx = cand.topk(min(2 * K, K * V), dim=1)  # (B, 2K), best first
+            from_beam, token = idx // V, idx % V
+            # candidates ending in [EOS]: finished hypotheses of length t + 1
+            ended = (token == EOS) & torch.isfinite(top)
+            normed = torch.where(ended, top / (t + 1) ** length_penalty, float("-inf"))
+            value, at = normed.max(1)
+            better = value > best
+            if bool(better.any()):
+                rows = (base.squeeze(1) + from_beam.gather(1, at[:, None]).squeeze(1))[better]
+                best_tokens[better] = PAD
+                best_tokens[better, :t] = hist[rows]
+                best_tokens[better, t] = EOS
+                best_len[better], best[better] = t + 1, value[better]
+            # the best K candidates not ending in [EOS] live on (at most K of 2K end)
+            order = torch.argsort(ended.to(torch.int8), dim=1, stable=True)[:, :K]
+            scores = top.gather(1, order)
+            rows = (base + from_beam.gather(1, order)).reshape(N)
+            tok = token.gather(1, order).reshape(N)
+            hist = torch.cat([hist.index_select(0, rows), tok[:, None]], 1)
+            model.reorder_caches(rows)
+            bound = scores.max(1).values / max_len**length_penalty
+            if bool((best >= bound).all()):
+                break
+        else:  # max_len reached: live hypotheses compete unfinished
+            value, at = (scores / max_len**length_penalty).max(1)
+            better = value > best
+            if bool(better.any()):
+                best_tokens[better] = hist[(base.squeeze(1) + at)[better]]
+                best_len[better] = max_len
+    return best_tokens[:, : max(1, int(best_len.max()))]
 
 
 @torch.no_grad()

@@ -27,18 +27,28 @@ def bleu(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> floa
     return float(sacrebleu.corpus_bleu(list(hypotheses), streams).score)
 
 
-def rouge(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> dict[str, float]:
+def rouge(
+    hypotheses: Sequence[str], references: Sequence[Sequence[str]], reduce: str = "max"
+) -> dict[str, float]:
     """Mean ROUGE-1 / 2 / L F1, 0-100 (rouge-score, Porter stemming).
 
-    With several references an item scores its best one (``score_multi``, as SciTLDR's
-    evaluation).
+    With several references an item scores its best one (``reduce="max"``: ``score_multi``, as
+    SciTLDR's evaluation) or the mean over them (``reduce="mean"``: each reference counts, as
+    DialogSum's three-reference evaluation).
     """
     from rouge_score import rouge_scorer
 
+    if reduce not in ("max", "mean"):
+        raise ValueError(f"reduce must be 'max' or 'mean' ({reduce!r} given).")
     keys = ("rouge1", "rouge2", "rougeL")
     scorer = rouge_scorer.RougeScorer(list(keys), use_stemmer=True)
     sums = dict.fromkeys(keys, 0.0)
     for hyp, refs in zip(hypotheses, references):
+        if reduce == "mean":
+            each = [scorer.score(r, hyp) for r in refs]
+            for k in keys:
+                sums[k] += sum(e[k].fmeasure for e in each) / len(each)
+            continue
         s = scorer.score_multi(list(refs), hyp) if len(refs) > 1 else scorer.score(refs[0], hyp)
         for k in keys:
             sums[k] += s[k].fmeasure

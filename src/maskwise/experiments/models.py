@@ -77,6 +77,12 @@ class Block(nn.Module):
             if attn is not None:
                 attn.reset_cache()
 
+    def reorder_cache(self, index: torch.Tensor) -> None:
+        """Row ``b`` of every cache takes row ``index[b]`` (beam search)."""
+        for attn in (self.attn, self.cross):
+            if attn is not None:
+                attn.reorder_cache(index)
+
     def remove_cache(self) -> None:
         for attn in (self.attn, self.cross):
             if attn is not None:
@@ -382,6 +388,11 @@ class Seq2Seq(nn.Module):
     def reset_caches(self) -> None:
         for block in _blocks(self.decoder):
             block.reset_cache()
+
+    def reorder_caches(self, index: torch.Tensor) -> None:
+        """Row ``b`` of the decoder's caches takes row ``index[b]`` (beam search)."""
+        for block in _blocks(self.decoder):
+            block.reorder_cache(index)
 
     def remove_caches(self) -> None:
         for block in _blocks(self.decoder):

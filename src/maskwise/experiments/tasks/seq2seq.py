@@ -16,7 +16,7 @@ from torch import nn
 from maskwise.attention import causal, cross, padding
 from maskwise.experiments.batching import LengthBatches, eval_batches
 from maskwise.experiments.data import Pairs, load_summarization, load_translation
-from maskwise.experiments.decoding import greedy_decode
+from maskwise.experiments.decoding import beam_decode, greedy_decode
 from maskwise.experiments.engine import ControllerConfig, StepOutput, TrainConfig
 from maskwise.experiments.metrics import bleu, rouge
 from maskwise.experiments.models import Seq2Seq
@@ -60,7 +60,11 @@ class Seq2SeqConfig:
         select_size: dev items scored every epoch (model selection).
         train_eval_size: training items scored once at the end (the train-test gap).
         max_eval: cut dev and test to this many items (None: whole; tests and smoke runs).
-        no_repeat_ngram: greedy decoding's n-gram blocking (0: none).
+        no_repeat_ngram: decoding's n-gram blocking (0: none).
+        beam: ``> 1``: the selected model's dev and test outputs are also beam-searched with
+            this many beams (:func:`~maskwise.experiments.decoding.beam_decode`), scored as
+            ``<metric>_beam`` beside the greedy metric (1: greedy only).
+        length_penalty: beam search's length penalty.
     """
 
     train_size: int | None
@@ -78,6 +82,8 @@ class Seq2SeqConfig:
     train_eval_size: int = 500
     max_eval: int | None = None
     no_repeat_ngram: int = 0
+    beam: int = 4
+    length_penalty: float = 1.0
 
 
 #: Translation defaults (Multi30k de->en; about a minute per run on one CPU core): the first
@@ -142,8 +148,10 @@ class Seq2SeqTask:
     metric (greedy decoding) on the first ``select_size`` dev items, cheap enough per epoch; the
     selected model is then measured on the whole dev and test splits and on the first
     ``train_eval_size`` training items (for the train-test gap) by :meth:`final_metrics`.
-    Decoding is greedy (argmax, no beam) up to ``max_tgt`` tokens, with no-repeat-n-gram blocking
-    when ``no_repeat_ngram > 0``.
+    Decoding is greedy (argmax) up to ``max_tgt`` tokens, with no-repeat-n-gram blocking when
+    ``no_repeat_ngram > 0``; with ``beam > 1`` the selected model's dev and test outputs are
+    beam-searched as well (``<metric>_beam``: whether the cheaper greedy measurement ranks the
+    arms as beam search does).
 
     Args:
         raw: ``{"train", "dev", "test"}`` of ``(source, references)``; training uses each item's
@@ -221,7 +229,13 @@ class Seq2SeqTask:
             "model": f"encoder-decoder transformer d={c.dim} x{c.layers}+{c.layers}, "
             f"{c.heads} heads",
             "masking": "[MASK] over source tokens and decoder inputs, one rate",
-            "decoding": f"greedy, at most {c.max_tgt} tokens{blocking}",
+            "decoding": f"greedy, at most {c.max_tgt} tokens{blocking}"
+            + (
+                f"; dev and test also by beam search ({c.beam} beams, length penalty "
+                f"{c.length_penalty:g}): {self.metric}_beam"
+                if c.beam > 1
+                else ""
+            ),
             "selection": f"dev {self.metric} on the first {c.select_size} dev items each epoch",
             "train_metrics_on": f"the first {c.train_eval_size} training items",
         }
@@ -322,20 +336,30 @@ class Seq2SeqTask:
         device: torch.device,
         limit: int | None = None,
         batch_size: int = DECODE_BATCH,
+        beam: int = 1,
     ) -> list[str]:
-        """Greedy outputs of the first ``limit`` items of ``split``, detokenised."""
+        """Greedy (``beam=1``) or beam-search outputs of the first ``limit`` items of
+        ``split``, detokenised."""
         if not isinstance(model, Seq2Seq):
             raise TypeError(f"decode needs a Seq2Seq model ({type(model).__name__} given).")
+        c = self.config
         texts: list[str] = []
-        for idx in eval_batches(self._limit(split, limit), batch_size):
+        for idx in eval_batches(self._limit(split, limit), max(1, batch_size // beam)):
             src, src_len, *_ = self.fetch(split, idx)
-            ids = greedy_decode(
-                model,
-                src.to(device),
-                src_len.to(device),
-                self.config.max_tgt,
-                no_repeat_ngram=self.config.no_repeat_ngram,
-            ).tolist()
+            src, src_len = src.to(device), src_len.to(device)
+            if beam > 1:
+                out = beam_decode(
+                    model,
+                    src,
+                    src_len,
+                    c.max_tgt,
+                    beam=beam,
+                    length_penalty=c.length_penalty,
+                    no_repeat_ngram=c.no_repeat_ngram,
+                )
+            else:
+                out = greedy_decode(model, src, src_len, c.max_tgt, c.no_repeat_ngram)
+            ids = out.tolist()
             rows = [r[: r.index(EOS)] if EOS in r else r for r in ids]
             texts += self.tokenizer.decode_batch(rows)
         return texts
@@ -370,7 +394,12 @@ class Seq2SeqTask:
         """Every dev and test item; the first ``train_eval_size`` training items (at most
         ``limit`` of each)."""
         own = self.config.train_eval_size if split == "train" else None
-        return self.metrics(model, split, device, _least(own, limit))
+        metrics = self.metrics(model, split, device, _least(own, limit))
+        if split != "train" and self.config.beam > 1:
+            hyps = self.decode(model, split, device, limit, beam=self.config.beam)
+            refs = self.splits[split].references[: len(hyps)]
+            metrics[f"{self.metric}_beam"] = self.score(hyps, refs)[self.metric]
+        return metrics
 
 
 def bleu_score(hypotheses: list[str], references: list[list[str]]) -> dict[str, float]:
@@ -378,11 +407,19 @@ def bleu_score(hypotheses: list[str], references: list[list[str]]) -> dict[str, 
 
 
 def rouge_scores(hypotheses: list[str], references: list[list[str]]) -> dict[str, float]:
-    """ROUGE-1 / 2 / L against each item's first reference, and ``rouge*_max``: the best over all
-    references (SciTLDR's multi-reference protocol; equal to the first where items have one)."""
+    """ROUGE-1 / 2 / L against each item's first reference, ``rouge*_max``: the best over all
+    references (SciTLDR's multi-reference protocol), and ``rouge*_mean``: the mean over all
+    references (DialogSum's three); both equal the first where items have one reference."""
     first = rouge(hypotheses, [r[:1] for r in references])
-    best = rouge(hypotheses, references) if any(len(r) > 1 for r in references) else first
-    return {**first, **{f"{k}_max": v for k, v in best.items()}}
+    if not any(len(r) > 1 for r in references):
+        best = mean = first
+    else:
+        best, mean = rouge(hypotheses, references), rouge(hypotheses, references, "mean")
+    return {
+        **first,
+        **{f"{k}_max": v for k, v in best.items()},
+        **{f"{k}_mean": v for k, v in mean.items()},
+    }
 
 
 def translation(
@@ -476,6 +513,13 @@ TRANSLATION_SPEC = TaskSpec(
             default=TRANSLATION_DEFAULTS.train_size,
             type=int,
         ),
+        Option(
+            "--beam",
+            "beam size of the final dev / test decoding, scored as bleu_beam beside greedy "
+            "BLEU (1: greedy only; default %(default)s)",
+            default=TRANSLATION_DEFAULTS.beam,
+            type=int,
+        ),
         Option("--src-lang", "source language suffix of the files (default %(default)s)", "de"),
         Option("--tgt-lang", "target language suffix of the files (default %(default)s)", "en"),
         Option(
@@ -501,6 +545,13 @@ SUMMARIZATION_SPEC = TaskSpec(
             "--train-size",
             "the first N training items (default %(default)s)",
             default=SUMMARIZATION_DEFAULTS.train_size,
+            type=int,
+        ),
+        Option(
+            "--beam",
+            "beam size of the final dev / test decoding, scored as rougeL_beam beside greedy "
+            "ROUGE-L (1: greedy only; default %(default)s)",
+            default=SUMMARIZATION_DEFAULTS.beam,
             type=int,
         ),
         Option("--source-field", "the JSONL source field (default: detected)"),
