@@ -106,6 +106,39 @@ def test_translation_on_a_file_pair(tmp_path: Path) -> None:
     assert train_run(task, Variant("static", 0.2), 0, config=FEW).steps == 3
 
 
+@pytest.mark.parametrize(
+    ("side", "src_masked", "tgt_masked"),
+    [("both", True, True), ("source", True, False), ("target", False, True)],
+)
+def test_mask_side_masks_only_that_side(
+    tmp_path: Path, side: str, src_masked: bool, tgt_masked: bool
+) -> None:
+    from maskwise.experiments.tokenizers import MASK
+    from maskwise.nn import DynamicMask
+
+    src, tgt = sentences(60, 1), [s.upper() for s in sentences(60, 1)]
+    write_lines(tmp_path / "corpus.xx", src)
+    write_lines(tmp_path / "corpus.yy", tgt)
+    task = translation(
+        tmp_path / "corpus.xx", src_lang="xx", tgt_lang="yy", mask_side=side, **TINY_S2S
+    )
+    assert task.describe()["masking"].startswith("[MASK] over")
+    seen = {}
+
+    def capture(model, src, src_len, tgt_in, tgt_len):  # type: ignore[no-untyped-def]
+        seen["src"], seen["tgt"] = src, tgt_in
+        return type(task).logits(model, src, src_len, tgt_in, tgt_len)
+
+    task.logits = capture  # type: ignore[method-assign]
+    batch = next(iter(task.train_batches(0, torch.Generator().manual_seed(0))))
+    masker = DynamicMask(task.make_masker(0.5, seed=0), 0.5).train()
+    task.train_step(task.build_model(), masker, batch, torch.device("cpu"))
+    assert bool((seen["src"] == MASK).any()) == src_masked
+    assert bool((seen["tgt"] == MASK).any()) == tgt_masked
+    with pytest.raises(ValueError, match="mask_side must be one of"):
+        translation(tmp_path / "corpus.xx", src_lang="xx", tgt_lang="yy", mask_side="decoder")
+
+
 def test_decoding_produces_text(tmp_path: Path) -> None:
     """A tiny model trained briefly on a copy task (words -> upper case) decodes to words."""
     src = sentences(400, 2)

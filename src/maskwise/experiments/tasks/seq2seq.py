@@ -26,6 +26,7 @@ from maskwise.experiments.tokenizers import BOS, EOS, IGNORE, PAD, UNK, BPEToken
 from maskwise.nn import DynamicMask, MaskModule
 
 __all__ = [
+    "MASK_SIDES",
     "SUMMARIZATION_DEFAULTS",
     "SUMMARIZATION_SPEC",
     "TRANSLATION_DEFAULTS",
@@ -40,6 +41,7 @@ __all__ = [
 
 EVAL_BATCH = 256  # pairs per teacher-forced evaluation batch
 SAMPLES = 3  # test items whose outputs every run's report shows
+MASK_SIDES = ("both", "source", "target")  # what the masker replaces (Seq2SeqConfig.mask_side)
 DECODE_BATCH = 512  # pairs per greedy decoding batch
 
 #: ``score(hypotheses, references) -> metrics`` (detokenised text).
@@ -65,6 +67,9 @@ class Seq2SeqConfig:
             this many beams (:func:`~maskwise.experiments.decoding.beam_decode`), scored as
             ``<metric>_beam`` beside the greedy metric (1: greedy only).
         length_penalty: beam search's length penalty.
+        mask_side: what masking replaces by ``[MASK]``: ``"both"`` (source tokens and decoder
+            inputs, one draw), ``"source"`` (source-side word dropout only) or ``"target"``
+            (decoder inputs only).
     """
 
     train_size: int | None
@@ -84,6 +89,13 @@ class Seq2SeqConfig:
     no_repeat_ngram: int = 0
     beam: int = 4
     length_penalty: float = 1.0
+    mask_side: str = "both"
+
+    def __post_init__(self) -> None:
+        if self.mask_side not in MASK_SIDES:
+            raise ValueError(f"mask_side must be one of {MASK_SIDES} ({self.mask_side!r} given).")
+        if self.beam < 1:
+            raise ValueError(f"beam must be >= 1 ({self.beam} given).")
 
 
 #: Translation defaults (Multi30k de->en; about a minute per run on one CPU core): the first
@@ -140,7 +152,8 @@ class Seq2SeqTask:
 
     Masking: one :class:`~maskwise.nn.TokenMask` over the source and the decoder inputs side by
     side (``cat([src, tgt_in], 1)``, one draw, one rate): source tokens and decoder inputs are
-    replaced by ``[MASK]`` at the same rate (source noising + word dropout), labels unchanged.
+    replaced by ``[MASK]`` at the same rate (source noising + word dropout), labels unchanged;
+    ``mask_side="source"`` or ``"target"`` masks one side only.
     One call per step keeps the :class:`~maskwise.nn.DynamicMask` step count, its monitor and the
     tracker's weights (by token id, joint vocabulary) in one place.
 
@@ -228,7 +241,11 @@ class Seq2SeqTask:
             "batch_size": c.batch_size,
             "model": f"encoder-decoder transformer d={c.dim} x{c.layers}+{c.layers}, "
             f"{c.heads} heads",
-            "masking": "[MASK] over source tokens and decoder inputs, one rate",
+            "masking": {
+                "both": "[MASK] over source tokens and decoder inputs, one rate",
+                "source": "[MASK] over source tokens (source-side word dropout)",
+                "target": "[MASK] over decoder inputs",
+            }[c.mask_side],
             "decoding": f"greedy, at most {c.max_tgt} tokens{blocking}"
             + (
                 f"; dev and test also by beam search ({c.beam} beams, length penalty "
@@ -290,7 +307,12 @@ class Seq2SeqTask:
     ) -> StepOutput:
         n = int(batch[-1].sum())  # target tokens, counted on the host
         src, src_len, tgt_in, labels, tgt_len = (t.to(device) for t in batch)
-        if masker is not None:
+        side = self.config.mask_side
+        if masker is not None and side == "source":
+            src = self.masking.apply(masker, src)
+        elif masker is not None and side == "target":
+            tgt_in = self.masking.apply(masker, tgt_in)
+        elif masker is not None:
             both = torch.cat([src, tgt_in], 1)  # (B, S + T): one draw for source and decoder inputs
             both = self.masking.apply(masker, both)
             src, tgt_in = both.split([src.shape[1], tgt_in.shape[1]], 1)
@@ -520,6 +542,13 @@ TRANSLATION_SPEC = TaskSpec(
             default=TRANSLATION_DEFAULTS.beam,
             type=int,
         ),
+        Option(
+            "--mask-side",
+            "both: source tokens and decoder inputs; source: source-side word dropout; "
+            "target: decoder inputs only (default %(default)s)",
+            default="both",
+            choices=MASK_SIDES,
+        ),
         Option("--src-lang", "source language suffix of the files (default %(default)s)", "de"),
         Option("--tgt-lang", "target language suffix of the files (default %(default)s)", "en"),
         Option(
@@ -553,6 +582,13 @@ SUMMARIZATION_SPEC = TaskSpec(
             "ROUGE-L (1: greedy only; default %(default)s)",
             default=SUMMARIZATION_DEFAULTS.beam,
             type=int,
+        ),
+        Option(
+            "--mask-side",
+            "both: source tokens and decoder inputs; source: source-side word dropout; "
+            "target: decoder inputs only (default %(default)s)",
+            default="both",
+            choices=MASK_SIDES,
         ),
         Option("--source-field", "the JSONL source field (default: detected)"),
         Option("--target-field", "the JSONL target field (default: detected)"),
