@@ -168,6 +168,34 @@ def test_unigram_noising_draws_replacements_from_the_training_tokens(tmp_path: P
         LanguageModeling(path, noise="kneser-ney")
 
 
+def test_key_dropping_alone_leaves_the_inputs_and_drops_keys(tmp_path: Path) -> None:
+    from maskwise.nn import DynamicMask
+
+    path = tmp_path / "text.txt"
+    path.write_text("\n\n".join(s.capitalize() + "." for s in sentences(60, 1)))
+    with pytest.raises(ValueError, match="without key_drop"):
+        LanguageModeling(path, noise="none")
+    task = LanguageModeling(path, noise="none", key_drop=True, **TINY_LM)
+    assert "DropKey" in task.describe()["masking"]
+    seen = []
+
+    def capture(model, ids, doc_ids, positions, extra=None):  # type: ignore[no-untyped-def]
+        seen.append((ids, extra))
+        return type(task).forward(task, model, ids, doc_ids, positions, extra)
+
+    task.forward = capture  # type: ignore[method-assign]
+    batch = next(iter(task.train_batches(0, torch.Generator().manual_seed(0))))
+    masker = DynamicMask(task.make_masker(0.3, seed=0), 0.3).train()
+    model = task.build_model()
+    for step in range(2):
+        task.train_step(model, masker, batch, torch.device("cpu"))
+        ids, extra = seen[-1]
+        assert torch.equal(ids, batch[0])  # inputs untouched
+        assert extra is not None and extra.step == step and int(masker.step) == step + 1
+    r = train_run(task, Variant("static", 0.2), 0, config=FEW)
+    assert r.steps == 3 and _finite(r.test)
+
+
 # ----------------------------------------------------------------------------------------------
 # Generation
 # ----------------------------------------------------------------------------------------------

@@ -30,8 +30,9 @@ __all__ = ["LAYOUTS", "NOISES", "SPEC", "LanguageModeling", "lm_spec"]
 
 LAYOUTS = ("stream", "pack", "pad")
 #: Input noising: ``mask`` (blank noising: ``[MASK]``) or ``unigram`` (draws from the training
-#: tokens' unigram distribution), Xie et al. 2017; targets are never noised.
-NOISES = ("mask", "unigram")
+#: tokens' unigram distribution), Xie et al. 2017; targets are never noised. ``none``: no input
+#: noising, for attention key dropping alone (``key_drop=True``: DropKey as its own arm).
+NOISES = ("mask", "unigram", "none")
 TRAIN_CHARS = 100_000  # default training text: the small-data regime (see LanguageModeling)
 EVAL_BATCH = 64  # rows per evaluation batch
 SAMPLE_PROMPTS = 3  # test prompts continued in every run's report
@@ -111,6 +112,8 @@ class LanguageModeling:
     ) -> None:
         if noise not in NOISES:
             raise ValueError(f"noise must be one of {NOISES} ({noise!r} given).")
+        if noise == "none" and not key_drop:
+            raise ValueError("noise='none' masks nothing without key_drop=True (DropKey alone).")
         if layout not in LAYOUTS:
             raise ValueError(f"layout must be 'stream', 'pack' or 'pad' ({layout!r} given).")
         if tokens not in ("char", "bpe"):
@@ -177,7 +180,9 @@ class LanguageModeling:
             "seq_len": self.seq_len,
             "batch_size": self.batch_size,
             "model": f"decoder-only transformer d={self.dim} x{self.layers}, {self.heads} heads",
-            "masking": f"input-token noising ({self.noise}: "
+            "masking": "attention key dropping only (DropKey), no input noising"
+            if self.noise == "none"
+            else f"input-token noising ({self.noise}: "
             + ("[MASK]" if self.noise == "mask" else "unigram draws")
             + " replace inputs, targets unchanged)"
             + key_drop,
@@ -234,7 +239,13 @@ class LanguageModeling:
         extra = None
         if masker is not None:
             step = int(masker.step) if self.key_drop else 0
-            ids = self.masking.apply(masker, ids)
+            if self.noise == "none":  # DropKey alone: the DynamicMask is the rate and the step
+                masker.masker.rate = rate = masker.current_rate()
+                if masker.monitor is not None:
+                    masker.monitor.record(step, rate=rate)
+                masker.step += 1
+            else:
+                ids = self.masking.apply(masker, ids)
             if self.key_drop and masker.masker.rate > 0:
                 extra = drop_keys(masker.masker.rate, seed=masker.masker.generators.seed)
                 extra.step = step
@@ -377,7 +388,8 @@ SPEC = TaskSpec(
         Option(
             "--noise",
             "mask: noised inputs become [MASK]; unigram: draws from the training tokens' "
-            "unigram distribution (default %(default)s)",
+            "unigram distribution; none: no input noising, only --key-drop (DropKey alone) "
+            "(default %(default)s)",
             default="mask",
             choices=NOISES,
         ),
