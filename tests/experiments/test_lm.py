@@ -156,6 +156,11 @@ def test_unigram_noising_draws_replacements_from_the_training_tokens(tmp_path: P
     train = task.rows["train"].targets
     assert weights.sum() == (train != IGNORE).sum()  # one count per training target
     assert "unigram" in task.describe()["masking"]
+    from maskwise.experiments.report import setting_of
+
+    assert setting_of(task) == task.describe()["setting"]  # the report tells the runs apart
+    assert setting_of(task).startswith("decoder d=32 x1, char (vocab ")
+    assert setting_of(task).endswith("k train chars, unigram noising")
     masker = task.make_masker(1.0, seed=0).train()
     ids = task.rows["train"].inputs[:8]
     noised, mask = masker(ids)

@@ -304,8 +304,11 @@ class _Progress:
 
 
 def setting_of(task: Task) -> str:
-    """A short name of the data regime and model, e.g. ``"ViT d=64 x2, 300 train images"``."""
+    """A short name of the data regime and model, e.g. ``"ViT d=64 x2, 300 train images"``
+    (a task whose :meth:`describe` gives ``"setting"`` names its own)."""
     d = task.describe()
+    if "setting" in d:
+        return str(d["setting"])
     sizes = d.get("sizes", {})
     model = d.get("model", task.name)
     train = sizes.get("train")

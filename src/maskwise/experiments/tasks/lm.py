@@ -169,7 +169,14 @@ class LanguageModeling:
 
     def describe(self) -> dict[str, Any]:
         key_drop = " + attention key dropping at the same rate" if self.key_drop else ""
+        noising = {"mask": "[MASK] noising", "unigram": "unigram noising", "none": "no noising"}
+        setting = (
+            f"decoder d={self.dim} x{self.layers}, {self.tokens} (vocab {self.vocab}), "
+            f"{self.chars['train'] // 1000}k train chars, {noising[self.noise]}"
+            + (" + key dropping" if self.key_drop else "")
+        )
         return {
+            "setting": setting,
             "data": self.source,
             "layout": self.layout,
             "characters": self.chars,
