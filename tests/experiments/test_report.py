@@ -62,6 +62,7 @@ RUN = {  # SPEC.md's fields, then the engine's
     "items_per_s",
     "history",
     "samples",
+    "test_items",
 }
 
 

@@ -256,6 +256,16 @@ def task_for_seed(task: Task, seed: int) -> Task:
     return task if for_seed is None else for_seed(seed)
 
 
+def test_items_of(
+    task: Task, model: nn.Module, device: torch.device, limit: int | None = None
+) -> dict[str, Any] | None:
+    """``task.item_scores(model, "test", device, limit)`` when the task defines it: the
+    selected model's statistics on every test item (:mod:`maskwise.experiments.items`), for
+    item-level tests between arms; else None."""
+    item_scores = getattr(task, "item_scores", None)
+    return None if item_scores is None else dict(item_scores(model, "test", device, limit))
+
+
 def samples_of(task: Task, model: nn.Module, device: torch.device) -> list[dict[str, str]]:
     """``task.samples(model, device)`` when the task defines it: a few outputs of the selected
     model on fixed test items (``{"input", "reference", "output"}``: generated text, so a reader
@@ -285,6 +295,7 @@ class RunResult:
     weight_decay: float | None = None
     history: list[dict[str, float]] = field(default_factory=list)
     samples: list[dict[str, str]] = field(default_factory=list)  # outputs on fixed test items
+    test_items: dict[str, Any] | None = None  # per-item test statistics (experiments.items)
     monitor: MaskMonitor | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -481,6 +492,7 @@ def train_run(
         final[split] = task.final_metrics(model, split, device, limit=cfg.eval_limit)
     train, dev, test = final["train"], final["dev"], final["test"]
     samples = samples_of(task, model, device)
+    test_items = test_items_of(task, model, device, cfg.eval_limit)
     return RunResult(
         task=task.name,
         variant=variant.kind,
@@ -502,5 +514,6 @@ def train_run(
         weight_decay=variant.weight_decay,
         history=history,
         samples=samples,
+        test_items=test_items,
         monitor=monitor,
     )

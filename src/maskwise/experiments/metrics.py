@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["bleu", "rouge"]
+__all__ = ["bleu", "rouge", "rouge_items"]
 
 
 def bleu(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> float:
@@ -54,3 +54,14 @@ def rouge(
             sums[k] += s[k].fmeasure
     n = max(1, len(hypotheses))
     return {k: 100.0 * v / n for k, v in sums.items()}
+
+
+def rouge_items(
+    hypotheses: Sequence[str], references: Sequence[Sequence[str]], key: str = "rougeL"
+) -> list[float]:
+    """Each item's ROUGE ``key`` F1 x 100 against its first reference (rouge-score, Porter
+    stemming): their mean is :func:`rouge`'s ``key`` against the first references."""
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer([key], use_stemmer=True)
+    return [100.0 * scorer.score(r[0], h)[key].fmeasure for h, r in zip(hypotheses, references)]

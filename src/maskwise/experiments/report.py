@@ -14,7 +14,8 @@ Results JSON (``results.json``), schema ``maskwise.experiments/2``::
                 "test", "best_epoch", "epochs_run", "budget", "seconds", "variant", "rate",
                 "weight_decay", "gap", "epochs", "steps", "epoch_time_s", "items_per_s",
                 "history": [{"epoch", "step", "train_loss", "dev_<metric>", "rate", ...}],
-                "samples": [{"input", "reference", "output"}]}],  # sequence tasks; else []
+                "samples": [{"input", "reference", "output"}],  # sequence tasks; else []
+                "test_items": {"kind", "values"}}],  # per-item test statistics, or null
       "summary": [the rows of maskwise.experiments.summary.evidence_rows],
       "sweep": [{"arm", "kind", "n", "dev_mean", "test_mean", "gap_mean", "chosen"}],
       "plots": {"dynamic_rate": "<file>.png", "curves": "<file>.png"}

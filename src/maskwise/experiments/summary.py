@@ -21,7 +21,12 @@ results it summarises:
 Extra keys (beyond SPEC.md's): ``kind``, ``failed_seeds``, ``train_mean``, ``gap_mean`` (train -
 test, positive = better on training data), ``best_epoch_fraction`` (the arm's own),
 ``tuning_runs``, ``detectable`` (the smallest paired effect the seeds detect at 80 % power, from
-the observed spread of the differences), ``source`` (the results file).
+the observed spread of the differences), ``item_diff`` (where the runs recorded per-item test
+statistics, :mod:`maskwise.experiments.items`: the difference of the metric on the test items,
+the paired seeds pooled, with a 95 % percentile interval from 1,000 bootstrap resamples of the
+test items, each resample keeping an item's every seed together:
+:func:`~maskwise.experiments.stats.paired_bootstrap_items`; ``n`` items, ``seeds``; null
+otherwise), ``source`` (the results file).
 """
 
 from __future__ import annotations
@@ -119,6 +124,47 @@ def _compute(run: dict[str, Any]) -> float:
     return float(run.get("cpu_seconds") or run["seconds"])
 
 
+def item_difference(
+    runs: Sequence[dict[str, Any]], base: dict[int, dict[str, Any]], higher_is_better: bool
+) -> dict[str, Any] | None:
+    """The item-level paired difference of ``runs`` to the unmasked ``base`` runs (by seed):
+    the seeds where both recorded the same kind of per-item test statistics on the same number
+    of items, pooled; a bootstrap over the test items (see the module docstring). None when
+    there is no such seed."""
+    import numpy as np
+
+    from maskwise.experiments import stats
+    from maskwise.experiments.items import item_metric
+
+    pairs = [
+        (r["test_items"], base[r["seed"]]["test_items"])
+        for r in runs
+        if r.get("test_items") and r["seed"] in base and base[r["seed"]].get("test_items")
+    ]
+    pairs = [
+        (m, b)
+        for m, b in pairs
+        if m["kind"] == b["kind"] == pairs[0][0]["kind"] and len(m["values"]) == len(b["values"])
+    ]
+    if (
+        not pairs
+        or len({len(m["values"]) for m, _ in pairs}) != 1
+        or len(pairs[0][0]["values"]) < 2
+    ):
+        return None
+    masked = np.stack([np.asarray(m["values"], dtype=float) for m, _ in pairs], axis=1)
+    baseline = np.stack([np.asarray(b["values"], dtype=float) for _, b in pairs], axis=1)
+    d = stats.paired_bootstrap_items(
+        masked,
+        baseline,
+        metric=item_metric(pairs[0][0]["kind"]),
+        higher_is_better=higher_is_better,
+        n_resamples=1000,
+        seed=0,
+    )
+    return {**d.as_dict(), "n": d.n, "seeds": len(pairs)}
+
+
 def evidence_rows(result: dict[str, Any], source: str | None = None) -> list[dict[str, Any]]:
     """One summary row per evaluated arm of a results dict (``results.json``), unmasked first."""
     from maskwise.experiments import stats
@@ -139,7 +185,7 @@ def evidence_rows(result: dict[str, Any], source: str | None = None) -> list[dic
         kind = rs[0]["kind"]
         scored = [(r, _finite(r["test"].get(metric))) for r in rs]
         test = [v for _, v in scored if v is not None]
-        diff, verdict, detectable = None, None, None
+        diff, verdict, detectable, item_diff = None, None, None, None
         pairs = [
             (v, b)
             for r, v in scored
@@ -154,6 +200,8 @@ def evidence_rows(result: dict[str, Any], source: str | None = None) -> list[dic
             verdict = stats.verdict(d)
             spread = statistics.stdev(a - b for a, b in pairs)
             detectable = stats.detectable_effect(spread, len(pairs))
+        if arm != base_label:
+            item_diff = item_difference(rs, base, hib)
         tune = [r for r in runs if r["role"] == "tune" and r["kind"] == kind]
         rows.append(
             {
@@ -177,6 +225,7 @@ def evidence_rows(result: dict[str, Any], source: str | None = None) -> list[dic
                 "best_epoch_fraction": statistics.fmean(_fraction(r) for r in rs),
                 "tuning_runs": len(tune),
                 "detectable": detectable,
+                "item_diff": item_diff,
                 "source": source,
             }
         )
@@ -200,28 +249,34 @@ def _spread(row: dict[str, Any], scale: float, metric: str) -> str:
     return f"{_num(row['mean'], scale)}{std} {metric}{failed}"
 
 
+def _interval(diff: dict[str, Any] | None, scale: float, unit: str) -> str:
+    if diff is None:
+        return "-"
+    low, high = scale * diff["ci_low"], scale * diff["ci_high"]
+    return f"{scale * diff['mean']:+.2f}{unit} [{low:+.2f}, {high:+.2f}]"
+
+
 def rows_markdown(rows: Sequence[dict[str, Any]]) -> str:
     """The summary table: one line per arm, the paired difference with its 95 % CI, the verdict,
     the smallest paired effect the seeds detect (80 % power, from the observed spread of the
     differences), the baseline's best-epoch fraction (flagged when still fitting) and the
-    compute."""
+    compute; where runs recorded per-item test statistics, the item-level difference (a
+    bootstrap over test items, seeds pooled) beside the seed-level one."""
     from maskwise.experiments.stats import still_fitting
 
+    items = any(row.get("item_diff") for row in rows)
     lines = [
         "| task | data | setting | arm | seeds | test (mean ± std) | paired diff [95 % CI] "
-        "| verdict | detectable | baseline best epoch | compute (min) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        + ("| items: diff [95 % CI] " if items else "")
+        + "| verdict | detectable | baseline best epoch | compute (min) |",
+        "|---|---|---|---|---|---|---|" + ("---|" if items else "") + "---|---|---|---|",
     ]
     for row in rows:
         scale, unit = _scale(row)
         metric = row["metric"] + (" %" if scale == 100.0 else "")
-        diff = row["diff"]
-        cell = (
-            "-"
-            if diff is None
-            else f"{scale * diff['mean']:+.2f}{unit} [{scale * diff['ci_low']:+.2f}, "
-            f"{scale * diff['ci_high']:+.2f}]"
-        )
+        cell = _interval(row["diff"], scale, unit)
+        if items:
+            cell += " | " + _interval(row.get("item_diff"), scale, unit)
         frac = row["baseline_best_epoch_fraction"]
         fit = (
             "-"

@@ -300,6 +300,25 @@ class LanguageModeling:
     ) -> dict[str, float]:
         return self.evaluate(model, split, device, limit)
 
+    @torch.no_grad()
+    def item_scores(
+        self, model: nn.Module, split: str, device: torch.device, limit: int | None = None
+    ) -> dict[str, Any]:
+        """``[loss_sum, targets]`` of every row of ``split`` (its first ``limit``), kind
+        ``"perplexity"`` (:mod:`maskwise.experiments.items`): summed, the split's perplexity."""
+        values: list[list[float]] = []
+        rows = len(self.rows[split]) if limit is None else min(len(self.rows[split]), limit)
+        for idx in eval_batches(rows, EVAL_BATCH):
+            *batch, _ = self.fetch(split, idx)
+            ids, labels, doc_ids, pos = (t.to(device) for t in batch)
+            logits = self.forward(model, ids, doc_ids, pos)
+            loss = F.cross_entropy(
+                logits.transpose(1, 2), labels, ignore_index=IGNORE, reduction="none"
+            )  # (B, L)
+            counts = (labels != IGNORE).sum(1)
+            values += [[float(a), int(c)] for a, c in zip(loss.sum(1).tolist(), counts.tolist())]
+        return {"kind": "perplexity", "values": values}
+
     def samples(self, model: nn.Module, device: torch.device) -> list[dict[str, str]]:
         """Greedy continuations of :data:`SAMPLE_PROMPTS` fixed test prompts (each the
         :data:`SAMPLE_CHARS` characters from a line start at 0, 1/3 and 2/3 of the test text),

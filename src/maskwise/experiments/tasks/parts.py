@@ -195,3 +195,14 @@ class Classifier:
             loss += float(F.cross_entropy(logits, y, reduction="sum"))
             correct += int((logits.argmax(-1) == y).sum())
         return {"accuracy": correct / n, "loss": loss / n}
+
+    @torch.no_grad()
+    def item_scores(
+        self, model: nn.Module, split: str, device: torch.device, limit: int | None = None
+    ) -> dict[str, Any]:
+        """Whether each item of ``split`` (its first ``limit``) is classified right, 0/1
+        (:mod:`maskwise.experiments.items`, kind ``"mean"``: their mean is the accuracy)."""
+        right: list[int] = []
+        for x, y in self.batches(split, limit):
+            right += (self.forward(model, x.to(device)).argmax(-1) == y.to(device)).int().tolist()
+        return {"kind": "mean", "values": right}

@@ -18,7 +18,8 @@ from maskwise.experiments.batching import LengthBatches, eval_batches
 from maskwise.experiments.data import Pairs, load_summarization, load_translation
 from maskwise.experiments.decoding import beam_decode, greedy_decode
 from maskwise.experiments.engine import ControllerConfig, StepOutput, TrainConfig
-from maskwise.experiments.metrics import bleu, rouge
+from maskwise.experiments.items import bleu_statistics
+from maskwise.experiments.metrics import bleu, rouge, rouge_items
 from maskwise.experiments.models import Seq2Seq
 from maskwise.experiments.registry import Option, TaskSpec
 from maskwise.experiments.tasks.parts import TokenMasking
@@ -393,6 +394,18 @@ class Seq2SeqTask:
         hyps = self.decode(model, split, device, limit)
         refs = self.splits[split].references[: len(hyps)]
         return {"loss": self.loss_of(model, split, device, limit), **self.score(hyps, refs)}
+
+    def item_scores(
+        self, model: nn.Module, split: str, device: torch.device, limit: int | None = None
+    ) -> dict[str, Any]:
+        """Per-item statistics of the greedy outputs of ``split`` (:mod:`~maskwise.experiments.
+        items`): BLEU's sentence statistics (kind ``"bleu"``), or each item's ROUGE-L F1 x 100
+        against its first reference (kind ``"mean"``)."""
+        hyps = self.decode(model, split, device, limit)
+        refs = self.splits[split].references[: len(hyps)]
+        if self.metric == "bleu":
+            return {"kind": "bleu", "values": bleu_statistics(hyps, refs)}
+        return {"kind": "mean", "values": rouge_items(hyps, refs, self.metric)}
 
     def samples(self, model: nn.Module, device: torch.device) -> list[dict[str, str]]:
         """The outputs on the first :data:`SAMPLES` test items, with their first reference."""

@@ -189,6 +189,11 @@ class TextClassification:
     ) -> dict[str, float]:
         return self.classifier.evaluate(model, split, device, limit)
 
+    def item_scores(
+        self, model: nn.Module, split: str, device: torch.device, limit: int | None = None
+    ) -> dict[str, Any]:
+        return self.classifier.item_scores(model, split, device, limit)
+
 
 SPEC = TaskSpec(
     name="text-classification",
