@@ -137,6 +137,8 @@ def test_mask_side_masks_only_that_side(
     assert bool((seen["tgt"] == MASK).any()) == tgt_masked
     with pytest.raises(ValueError, match="mask_side must be one of"):
         translation(tmp_path / "corpus.xx", src_lang="xx", tgt_lang="yy", mask_side="decoder")
+    with pytest.raises(ValueError, match="dim must be a positive multiple of heads=4"):
+        translation(tmp_path / "corpus.xx", src_lang="xx", tgt_lang="yy", dim=30)
 
 
 def test_decoding_produces_text(tmp_path: Path) -> None:

@@ -97,6 +97,11 @@ class Seq2SeqConfig:
             raise ValueError(f"mask_side must be one of {MASK_SIDES} ({self.mask_side!r} given).")
         if self.beam < 1:
             raise ValueError(f"beam must be >= 1 ({self.beam} given).")
+        if self.dim < 1 or self.layers < 1 or self.dim % self.heads:
+            raise ValueError(
+                f"dim must be a positive multiple of heads={self.heads} and layers >= 1 "
+                f"(dim={self.dim}, layers={self.layers} given)."
+            )
 
 
 #: Translation defaults (Multi30k de->en; about a minute per run on one CPU core): the first
@@ -556,6 +561,18 @@ TRANSLATION_SPEC = TaskSpec(
             type=int,
         ),
         Option(
+            "--dim",
+            "model width (default %(default)s)",
+            default=TRANSLATION_DEFAULTS.dim,
+            type=int,
+        ),
+        Option(
+            "--layers",
+            "encoder and decoder blocks each (default %(default)s)",
+            default=TRANSLATION_DEFAULTS.layers,
+            type=int,
+        ),
+        Option(
             "--mask-side",
             "both: source tokens and decoder inputs; source: source-side word dropout; "
             "target: decoder inputs only (default %(default)s)",
@@ -594,6 +611,18 @@ SUMMARIZATION_SPEC = TaskSpec(
             "beam size of the final dev / test decoding, scored as rougeL_beam beside greedy "
             "ROUGE-L (1: greedy only; default %(default)s)",
             default=SUMMARIZATION_DEFAULTS.beam,
+            type=int,
+        ),
+        Option(
+            "--dim",
+            "model width (default %(default)s)",
+            default=SUMMARIZATION_DEFAULTS.dim,
+            type=int,
+        ),
+        Option(
+            "--layers",
+            "encoder and decoder blocks each (default %(default)s)",
+            default=SUMMARIZATION_DEFAULTS.layers,
             type=int,
         ),
         Option(
