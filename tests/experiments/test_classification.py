@@ -343,6 +343,10 @@ def test_speech_speaker_split_follows_the_seed(tmp_path: Path, cache_dir: Path) 
     task = _small_speech(tmp_path, split="speakers")
     assert task.speakers == ["ann", "bob", "cy"] and task.dev_speaker == "cy"
     # seed s: test speaker s % 2 of ann, bob; dev always cy; train the third
+    model = task.build_model().eval()
+    items = [task.for_seed(s).item_scores(model, "test", torch.device("cpu")) for s in (0, 1, 2)]
+    assert items[0]["items"] != items[1]["items"]  # another speaker: other test items
+    assert items[0]["items"] == items[2]["items"]  # the same speaker: the same items
     for seed, test in enumerate(["ann", "bob", "ann", "bob"]):
         fold = task.for_seed(seed)
         assert fold.held_out() == {"dev": "cy", "test": test}

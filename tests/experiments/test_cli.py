@@ -505,6 +505,8 @@ def test_cli_runs_the_sequence_tasks(tmp_path: Path) -> None:
         r = results(out)
         assert r["task"] == task and {run["variant"] for run in r["runs"]} == {"none", "dynamic"}
         assert {run["arm"] for run in r["runs"]} == {"none", "dynamic seed"}
+        assert r["settings"]["named_controllers"]["dynamic seed"]["direction"] == "seed"
+        assert r["settings"]["controller"]["direction"] == "curriculum"  # the task's default
         assert all(0 < run["steps"] <= 6 for run in r["runs"])  # --fast: at most 6 steps
     assert results(tmp_path / "translation")["settings"]["data"]["sizes"]["train"] == 30
     data = results(tmp_path / "language-modeling")["settings"]["data"]

@@ -79,14 +79,19 @@ def test_seq2seq_items_add_up_to_the_test_metric(tmp_path: Path, kind: str) -> N
         (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         task = summarization(tmp_path / "d.jsonl", **tiny)
     model = task.build_model().eval()
+    refs = [r[0] for r in task.splits["test"].references]
+    # fixed outputs that score neither 0 nor 100: each reference less its last word
+    fixed = [" ".join(r.split()[:-1]) or "x" for r in refs]
+    task.decode = lambda *args, **kwargs: fixed[: args[3] if len(args) > 3 else None]  # type: ignore[method-assign]
     items = task.item_scores(model, "test", CPU)
     metric = task.final_metrics(model, "test", CPU)[task.metric]
+    assert 5.0 < metric < 100.0
     assert items["kind"] == ("bleu" if kind == "translation" else "mean")
     assert item_metric(items["kind"])(np.asarray(items["values"])) == pytest.approx(metric)
 
 
-def _run(seed: int, values: list[int]) -> dict:
-    return {"seed": seed, "test_items": {"kind": "mean", "values": values}}
+def _run(seed: int, values: list[float], items: str = "abc") -> dict:
+    return {"seed": seed, "test_items": {"kind": "mean", "items": items, "values": values}}
 
 
 def test_item_difference_pools_paired_seeds() -> None:
@@ -104,3 +109,12 @@ def test_item_difference_pools_paired_seeds() -> None:
     assert worse is not None and worse["mean"] == pytest.approx(-d["mean"])
     assert item_difference([{"seed": 2}], base, True) is None  # nothing recorded
     assert item_difference([_run(2, [1, 1])], base, True) is None  # other items
+    assert item_difference([_run(2, [1, 1, 1, 1], items="xyz")], base, True) is None
+    # a diverged seed (NaN) is left out, the others still count
+    nan = float("nan")
+    d2 = item_difference([*always, _run(4, [nan, 1, 1, 1])], base, higher_is_better=True)
+    assert d2 == d
+    # seeds that scored different items (a held-out speaker per seed) are not pooled
+    moved = {2: _run(2, [0, 0, 1, 1], "s2"), 3: _run(3, [0, 1, 1, 1], "s3")}
+    spk = [_run(2, [1, 1, 1, 1], "s2"), _run(3, [1, 1, 1, 1], "s3")]
+    assert item_difference(spk, moved, True) is None

@@ -297,8 +297,20 @@ def test_token_mask_unigram_noising_module():
     assert out[0, 0] == 1 and out[0, 4] == 0 and set(out[0, 1:4].tolist()) <= {11, 12}
     assert "random_weights" not in tm.state_dict()  # data, not state: rebuilt with the module
     assert "unigram" in repr(tm)
-    with pytest.raises(ValueError, match="vocab_size is required with random_weights"):
+    with pytest.raises(ValueError, match="vocab_size is required and random_prob must be > 0"):
         mw.nn.TokenMask(0.1, mask_id=4, random_weights=weights)
+    with pytest.raises(ValueError, match="vocab_size is required and random_prob must be > 0"):
+        mw.nn.TokenMask(0.1, mask_id=4, vocab_size=20, random_weights=weights)
+    with pytest.raises(ValueError, match="random_prob must be > 0"):
+        mw.corrupt(
+            torch.tensor([[5]]),
+            torch.tensor([[True]]),
+            mask_id=4,
+            vocab_size=20,
+            random_weights=weights,
+            replace_prob=1.0,
+            random_prob=0.0,
+        )
 
 
 def test_corrupt_does_not_modify_input_and_keeps_dtype():

@@ -88,9 +88,9 @@ class KVCache(nn.Module):
             raise ValueError(
                 f"index must have shape ({self.k.shape[0]},) ({tuple(index.shape)} given)."
             )
-        index = index.to(self.k.device)
-        self.k.copy_(self.k.index_select(0, index))
-        self.v.copy_(self.v.index_select(0, index))
+        index, n = index.to(self.k.device), self.size  # only the filled positions move
+        self.k[:, :, :n] = self.k[:, :, :n].index_select(0, index)
+        self.v[:, :, :n] = self.v[:, :, :n].index_select(0, index)
 
     def extra_repr(self) -> str:
         return f"shape={tuple(self.k.shape)}, size={self.size}"

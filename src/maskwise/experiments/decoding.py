@@ -131,7 +131,10 @@ def beam_decode(
     (:meth:`~maskwise.experiments.models.Seq2Seq.reorder_caches`). A source is done once no live
     hypothesis can beat its best finished one (log-probabilities only fall, so a live score
     ``s`` ends at most at ``s / max_len ** length_penalty``); hypotheses still live at
-    ``max_len`` compete unfinished. ``beam=1`` with ``length_penalty=0`` is greedy decoding.
+    ``max_len`` compete unfinished. With ``beam=1`` the live hypothesis follows greedy
+    decoding's path until greedy would end, so the result scores at least as well as greedy's
+    (it may be a different, better-scoring hypothesis: an ``[EOS]`` ranked second is kept as a
+    finished candidate).
 
     Args:
         model: the encoder-decoder (put in eval mode).

@@ -256,7 +256,7 @@ def task_for_seed(task: Task, seed: int) -> Task:
     return task if for_seed is None else for_seed(seed)
 
 
-def test_items_of(
+def item_scores_of(
     task: Task, model: nn.Module, device: torch.device, limit: int | None = None
 ) -> dict[str, Any] | None:
     """``task.item_scores(model, "test", device, limit)`` when the task defines it: the
@@ -492,7 +492,7 @@ def train_run(
         final[split] = task.final_metrics(model, split, device, limit=cfg.eval_limit)
     train, dev, test = final["train"], final["dev"], final["test"]
     samples = samples_of(task, model, device)
-    test_items = test_items_of(task, model, device, cfg.eval_limit)
+    test_items = item_scores_of(task, model, device, cfg.eval_limit)
     return RunResult(
         task=task.name,
         variant=variant.kind,

@@ -1,8 +1,10 @@
 """Per-item test statistics of a run, for item-level tests across arms (a paired bootstrap over
 test items, :func:`~maskwise.experiments.stats.paired_bootstrap_items`).
 
-A run records its selected model's statistics on every test item as ``{"kind", "values"}``
-(``results.json``: ``test_items``); the kind says how the items add up to the test metric:
+A run records its selected model's statistics on every test item as ``{"kind", "items",
+"values"}`` (``results.json``: ``test_items``); ``items`` is a fingerprint of the test items
+(:func:`fingerprint`: runs are compared item by item only when it matches, e.g. not across the
+speech task's per-seed speakers); the kind says how the items add up to the test metric:
 
 * ``"mean"``: one number per item, the metric their mean (accuracy: 0/1 per item; ROUGE-L: the
   item's F1 x 100);
@@ -20,12 +22,36 @@ import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+import torch
+
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["ITEM_KINDS", "bleu_statistics", "item_metric"]
+__all__ = ["ITEM_KINDS", "bleu_statistics", "fingerprint", "item_metric"]
 
 ITEM_KINDS = ("mean", "bleu", "perplexity")
+
+
+def fingerprint(*parts: torch.Tensor | Sequence[str]) -> str:
+    """A short hash of test items (tensors' bytes, texts), naming which items were scored.
+
+    >>> fingerprint(torch.tensor([1, 2])) == fingerprint(torch.tensor([1, 2]))
+    True
+    >>> fingerprint(["a b"]) == fingerprint(["ab"])
+    False
+    """
+    import hashlib
+
+    h = hashlib.sha1()
+    for part in parts:
+        if isinstance(part, torch.Tensor):
+            t = part.detach().to("cpu").contiguous()
+            h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.numpy().tobytes())
+        else:
+            for text in part:
+                h.update(text.encode("utf-8") + b"\x00")
+    return h.hexdigest()[:16]
 
 
 def bleu_statistics(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> list[Any]:

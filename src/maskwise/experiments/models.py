@@ -78,10 +78,10 @@ class Block(nn.Module):
                 attn.reset_cache()
 
     def reorder_cache(self, index: torch.Tensor) -> None:
-        """Row ``b`` of every cache takes row ``index[b]`` (beam search)."""
-        for attn in (self.attn, self.cross):
-            if attn is not None:
-                attn.reorder_cache(index)
+        """Row ``b`` of the self-attention cache takes row ``index[b]`` (beam search; the
+        cross-attention cache holds the memory, the same for a source's every beam, and
+        ``index`` only moves rows within a source)."""
+        self.attn.reorder_cache(index)
 
     def remove_cache(self) -> None:
         for attn in (self.attn, self.cross):

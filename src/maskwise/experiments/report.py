@@ -75,7 +75,7 @@ def sweep_rows(
     metric: str, runs: Sequence[dict[str, Any]], chosen: dict[str, str]
 ) -> list[dict[str, Any]]:
     """The tuning sweep: one row per candidate tuned on dev (mean dev and test metric over the
-    tuning seeds), marked ``chosen`` when it is the arm's choice (``chosen``: kind -> arm, as
+    tuning seeds), marked ``chosen`` when it is the arm's choice (``chosen``: arm -> label, as
     :func:`~maskwise.experiments.protocol.choose` made it; test is shown, never used)."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in runs:
@@ -213,16 +213,19 @@ def _plot_curves(result: dict[str, Any], path: Path) -> Path | None:
         "consistency": "tab:purple",
         "dynamic": "tab:red",
     }
+    seen: dict[str, int] = {}  # arms of one kind (dynamic, dynamic seed): dashed after the first
     for arm, hists in groups.items():
         n = min(len(h) for h in hists)  # early stopping: the epochs every seed ran
         epochs = [hists[0][i]["epoch"] for i in range(n)]
         dev = [statistics.fmean(h[i][f"dev_{metric}"] for h in hists) for i in range(n)]
-        ax1.plot(epochs, dev, marker="o", ms=2, color=colors[kinds[arm]], label=arm)
+        seen[kinds[arm]] = seen.get(kinds[arm], -1) + 1
+        style = {"color": colors[kinds[arm]], "ls": ("-", "--", ":")[min(seen[kinds[arm]], 2)]}
+        ax1.plot(epochs, dev, marker="o", ms=2, label=arm, **style)
         if kinds[arm] != "none":
             rates = [
                 statistics.fmean(h[i].get("rate", float("nan")) for h in hists) for i in range(n)
             ]
-            ax2.plot(epochs, rates, marker="o", ms=2, color=colors[kinds[arm]], label=arm)
+            ax2.plot(epochs, rates, marker="o", ms=2, label=arm, **style)
     ax1.set(
         xlabel="epoch",
         ylabel=f"dev {metric}",
@@ -394,6 +397,11 @@ def compare(
             "data": task.describe(),
             "train": asdict(cfg),
             "controller": asdict(task.controller),
+            "named_controllers": {
+                j.variant.arm: asdict(j.variant.controller_config(task))
+                for j, _ in pairs
+                if j.variant.controller is not None
+            },
             "rates": list(rates),
             "baseline_weight_decays": list(baseline_weight_decays or []),
             "tune_seeds": protocol.tune,
@@ -414,16 +422,15 @@ def compare(
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        dyn = next(
-            (r for j, r in pairs if j.role == "eval" and r.variant == "dynamic" and r.monitor),
-            None,
-        )
-        if dyn is not None and dyn.monitor is not None:
+        dynamic = [(j, r) for j, r in pairs if j.role == "eval" and r.variant == "dynamic"]
+        dynamic.sort(key=lambda p: p[0].variant.controller is not None)  # the default first
+        job, dyn = dynamic[0] if dynamic else (None, None)
+        if job is not None and dyn is not None and dyn.monitor is not None:
             dyn.monitor.to_csv(out / "dynamic_monitor.csv")
             try:
                 dyn.monitor.plot(
                     out / "dynamic_rate.png",
-                    title=f"{task.name}: dynamic rate and reliability (seed {dyn.seed})",
+                    title=f"{task.name}: {job.variant.arm} rate and reliability (seed {dyn.seed})",
                 )
                 result["plots"]["dynamic_rate"] = "dynamic_rate.png"
             except ImportError:

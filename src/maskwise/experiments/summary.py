@@ -25,8 +25,10 @@ the observed spread of the differences), ``item_diff`` (where the runs recorded 
 statistics, :mod:`maskwise.experiments.items`: the difference of the metric on the test items,
 the paired seeds pooled, with a 95 % percentile interval from 1,000 bootstrap resamples of the
 test items, each resample keeping an item's every seed together:
-:func:`~maskwise.experiments.stats.paired_bootstrap_items`; ``n`` items, ``seeds``; null
-otherwise), ``source`` (the results file).
+:func:`~maskwise.experiments.stats.paired_bootstrap_items`; ``n`` items, ``seeds``; null where
+the seeds scored different items). It measures test-set sampling noise with the trained
+models fixed, not seed-to-seed variance: evidence beside ``diff``, not instead of it.
+``source`` is the results file.
 """
 
 from __future__ import annotations
@@ -127,37 +129,30 @@ def _compute(run: dict[str, Any]) -> float:
 def item_difference(
     runs: Sequence[dict[str, Any]], base: dict[int, dict[str, Any]], higher_is_better: bool
 ) -> dict[str, Any] | None:
-    """The item-level paired difference of ``runs`` to the unmasked ``base`` runs (by seed):
-    the seeds where both recorded the same kind of per-item test statistics on the same number
-    of items, pooled; a bootstrap over the test items (see the module docstring). None when
-    there is no such seed."""
+    """The item-level paired difference of ``runs`` to the unmasked ``base`` runs (by seed),
+    the seeds pooled: a bootstrap over the test items (see the module docstring). It needs the
+    same test items in every pair (the same ``items`` fingerprint and kind, finite values); a
+    seed that differs is left out, and when the seeds scored different items (the speech
+    task's per-seed speakers) there is nothing to pool: None."""
     import numpy as np
 
     from maskwise.experiments import stats
     from maskwise.experiments.items import item_metric
 
-    pairs = [
-        (r["test_items"], base[r["seed"]]["test_items"])
-        for r in runs
-        if r.get("test_items") and r["seed"] in base and base[r["seed"]].get("test_items")
-    ]
-    pairs = [
-        (m, b)
-        for m, b in pairs
-        if m["kind"] == b["kind"] == pairs[0][0]["kind"] and len(m["values"]) == len(b["values"])
-    ]
-    if (
-        not pairs
-        or len({len(m["values"]) for m, _ in pairs}) != 1
-        or len(pairs[0][0]["values"]) < 2
-    ):
+    pairs = []
+    for r in runs:
+        m, b = r.get("test_items"), base.get(r["seed"], {}).get("test_items")
+        if not m or not b or (m["kind"], m.get("items")) != (b["kind"], b.get("items")):
+            continue
+        mv, bv = np.asarray(m["values"], dtype=float), np.asarray(b["values"], dtype=float)
+        if mv.shape == bv.shape and np.isfinite(mv).all() and np.isfinite(bv).all():
+            pairs.append((m["kind"], m.get("items"), mv, bv))
+    if not pairs or len({(k, i, mv.shape) for k, i, mv, _ in pairs}) != 1 or len(pairs[0][2]) < 2:
         return None
-    masked = np.stack([np.asarray(m["values"], dtype=float) for m, _ in pairs], axis=1)
-    baseline = np.stack([np.asarray(b["values"], dtype=float) for _, b in pairs], axis=1)
     d = stats.paired_bootstrap_items(
-        masked,
-        baseline,
-        metric=item_metric(pairs[0][0]["kind"]),
+        np.stack([p[2] for p in pairs], axis=1),
+        np.stack([p[3] for p in pairs], axis=1),
+        metric=item_metric(pairs[0][0]),
         higher_is_better=higher_is_better,
         n_resamples=1000,
         seed=0,
@@ -267,7 +262,7 @@ def rows_markdown(rows: Sequence[dict[str, Any]]) -> str:
     items = any(row.get("item_diff") for row in rows)
     lines = [
         "| task | data | setting | arm | seeds | test (mean ± std) | paired diff [95 % CI] "
-        + ("| items: diff [95 % CI] " if items else "")
+        + ("| items, seeds fixed: diff [95 % CI] " if items else "")
         + "| verdict | detectable | baseline best epoch | compute (min) |",
         "|---|---|---|---|---|---|---|" + ("---|" if items else "") + "---|---|---|---|",
     ]

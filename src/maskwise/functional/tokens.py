@@ -285,6 +285,8 @@ def corrupt(
             f"({tuple(masked.shape)} given)."
         )
     replace_prob, random_prob = check_split(replace_prob, random_prob)
+    if random_weights is not None and random_prob == 0:
+        raise ValueError("random_weights weight the random replacements: random_prob must be > 0.")
     if replace_prob > 0 and mask_id is None:
         raise ValueError("mask_id is required when replace_prob > 0 (None given).")
     if mask_id is not None:
@@ -330,7 +332,7 @@ def corrupt(
         if cdf is None:
             r = integers(input_ids.shape, allowed.numel(), generator=generator, device=device)
         else:  # inverse CDF of the weights over the allowed ids
-            v = uniform(input_ids.shape, generator=generator, device=device, dtype=torch.float64)
+            v = uniform(input_ids.shape, generator=generator, device=device, dtype=cdf.dtype)
             r = torch.searchsorted(cdf, v * cdf[-1], right=True).clamp_max(cdf.numel() - 1)
         random_ids = allowed.index_select(0, r.reshape(-1)).view(r.shape)  # the r-th allowed id
         out = torch.where(is_random, random_ids.to(input_ids.dtype), out)
@@ -361,16 +363,21 @@ def _check_mask_id(mask_id: int, vocab_size: int | None, dtype: torch.dtype) -> 
         )
 
 
-@functools.lru_cache(maxsize=32)
+def _float(device: torch.device) -> torch.dtype:
+    """float64 for the inverse CDF of unigram draws, float32 where the device has no float64."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
 def _cdf(weights: torch.Tensor, allowed: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """The float64 cumulative sum of ``weights`` over the ``allowed`` ids (checked: a 1-D
-    tensor of ``vocab_size`` finite, non-negative values, some weight on an allowed id)."""
+    """The float64 (MPS: float32) cumulative sum of ``weights`` over the ``allowed`` ids
+    (checked: a 1-D tensor of ``vocab_size`` finite, non-negative values, some weight on an
+    allowed id)."""
     if not isinstance(weights, torch.Tensor) or weights.shape != (vocab_size,):
         raise ValueError(
             f"random_weights must be a tensor of shape ({vocab_size},) "
             f"({tuple(getattr(weights, 'shape', ())) or type(weights).__name__} given)."
         )
-    w = weights.to(device=allowed.device, dtype=torch.float64).index_select(0, allowed)
+    w = weights.to(device=allowed.device, dtype=_float(allowed.device)).index_select(0, allowed)
     if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
         raise ValueError("random_weights must be finite and non-negative.")
     cdf = w.cumsum(0)
@@ -379,6 +386,7 @@ def _cdf(weights: torch.Tensor, allowed: torch.Tensor, vocab_size: int) -> torch
     return cdf
 
 
+@functools.lru_cache(maxsize=32)
 def _allowed_ids(vocab_size: int, excluded: tuple[int, ...], device: str) -> torch.Tensor:
     """Ascending int64 ids of ``[0, vocab_size)`` minus ``excluded`` (cached: built once per
     setup).

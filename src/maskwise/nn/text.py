@@ -121,8 +121,11 @@ class TokenMask(MaskModule):
         self.replace_prob, self.random_prob = check_split(replace_prob, random_prob)
         if self.random_prob > 0 and vocab_size is None:
             raise ValueError("vocab_size is required when random_prob > 0 (None given).")
-        if random_weights is not None and vocab_size is None:
-            raise ValueError("vocab_size is required with random_weights (None given).")
+        if random_weights is not None and (vocab_size is None or self.random_prob == 0):
+            raise ValueError(
+                "random_weights weight random replacements: vocab_size is required and "
+                f"random_prob must be > 0 (vocab_size={vocab_size}, random_prob={random_prob})."
+            )
         self.random_weights: torch.Tensor | None
         self.register_buffer("random_weights", random_weights, persistent=False)  # moves with .to
         self.exact = exact

@@ -19,6 +19,7 @@ from maskwise.experiments.batching import Batches, eval_batches
 from maskwise.experiments.data import read_documents, split_documents
 from maskwise.experiments.decoding import greedy_generate
 from maskwise.experiments.engine import ControllerConfig, StepOutput, TrainConfig
+from maskwise.experiments.items import fingerprint
 from maskwise.experiments.models import DecoderLM
 from maskwise.experiments.registry import Option, TaskSpec
 from maskwise.experiments.tasks.parts import TokenMasking
@@ -317,7 +318,8 @@ class LanguageModeling:
             )  # (B, L)
             counts = (labels != IGNORE).sum(1)
             values += [[float(a), int(c)] for a, c in zip(loss.sum(1).tolist(), counts.tolist())]
-        return {"kind": "perplexity", "values": values}
+        items = fingerprint(self.rows[split].inputs[:rows], self.rows[split].targets[:rows])
+        return {"kind": "perplexity", "items": items, "values": values}
 
     def samples(self, model: nn.Module, device: torch.device) -> list[dict[str, str]]:
         """Greedy continuations of :data:`SAMPLE_PROMPTS` fixed test prompts (each the

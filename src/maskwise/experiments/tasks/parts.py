@@ -19,6 +19,7 @@ from torch import nn
 from maskwise.experiments.batching import Batches, eval_batches
 from maskwise.experiments.data import Split
 from maskwise.experiments.engine import StepOutput
+from maskwise.experiments.items import fingerprint
 from maskwise.experiments.tokenizers import IGNORE, MASK, NUM_SPECIALS, PAD
 from maskwise.nn import DynamicMask, TokenMask
 
@@ -205,4 +206,6 @@ class Classifier:
         right: list[int] = []
         for x, y in self.batches(split, limit):
             right += (self.forward(model, x.to(device)).argmax(-1) == y.to(device)).int().tolist()
-        return {"kind": "mean", "values": right}
+        s = self.splits[split]
+        items = fingerprint(s.tensor[: len(right)], s.labels[: len(right)])
+        return {"kind": "mean", "items": items, "values": right}

@@ -18,7 +18,7 @@ from maskwise.experiments.batching import LengthBatches, eval_batches
 from maskwise.experiments.data import Pairs, load_summarization, load_translation
 from maskwise.experiments.decoding import beam_decode, greedy_decode
 from maskwise.experiments.engine import ControllerConfig, StepOutput, TrainConfig
-from maskwise.experiments.items import bleu_statistics
+from maskwise.experiments.items import bleu_statistics, fingerprint
 from maskwise.experiments.metrics import bleu, rouge, rouge_items
 from maskwise.experiments.models import Seq2Seq
 from maskwise.experiments.registry import Option, TaskSpec
@@ -407,10 +407,12 @@ class Seq2SeqTask:
         items`): BLEU's sentence statistics (kind ``"bleu"``), or each item's ROUGE-L F1 x 100
         against its first reference (kind ``"mean"``)."""
         hyps = self.decode(model, split, device, limit)
-        refs = self.splits[split].references[: len(hyps)]
+        s = self.splits[split]
+        refs = s.references[: len(hyps)]
+        items = fingerprint(s.sources[: len(hyps)], [r[0] for r in refs])
         if self.metric == "bleu":
-            return {"kind": "bleu", "values": bleu_statistics(hyps, refs)}
-        return {"kind": "mean", "values": rouge_items(hyps, refs, self.metric)}
+            return {"kind": "bleu", "items": items, "values": bleu_statistics(hyps, refs)}
+        return {"kind": "mean", "items": items, "values": rouge_items(hyps, refs, self.metric)}
 
     def samples(self, model: nn.Module, device: torch.device) -> list[dict[str, str]]:
         """The outputs on the first :data:`SAMPLES` test items, with their first reference."""
