@@ -26,11 +26,15 @@ def _sharpen(model: torch.nn.Module, factor: float = 8.0) -> torch.nn.Module:
     return model.eval()
 
 
-def test_greedy_decoding_with_a_cache_equals_decoding_the_whole_prefix() -> None:
+def _random_seq2seq() -> tuple[Seq2Seq, torch.Tensor, torch.Tensor]:
+    """An untrained encoder-decoder (vocabulary 60) and 6 sources of lengths 1-9."""
     torch.manual_seed(0)
     model = Seq2Seq(60, dim=32, heads=4, max_len=32).eval()
-    src = torch.randint(5, 60, (6, 9))
-    src_len = torch.tensor([9, 3, 5, 1, 9, 7])
+    return model, torch.randint(5, 60, (6, 9)), torch.tensor([9, 3, 5, 1, 9, 7])
+
+
+def test_greedy_decoding_with_a_cache_equals_decoding_the_whole_prefix() -> None:
+    model, src, src_len = _random_seq2seq()
     fast = greedy_decode(model, src, src_len, 20)
     assert _no_caches(model)
     with torch.no_grad():  # naive reference: re-decode the whole prefix at every step
@@ -217,10 +221,7 @@ def _score(
 def test_one_beam_scores_at_least_greedy_and_beams_are_batch_independent() -> None:
     from maskwise.experiments.decoding import beam_decode
 
-    torch.manual_seed(0)
-    model = Seq2Seq(60, dim=32, heads=4, max_len=32).eval()
-    src = torch.randint(5, 60, (6, 9))
-    src_len = torch.tensor([9, 3, 5, 1, 9, 7])
+    model, src, src_len = _random_seq2seq()
     greedy = greedy_decode(model, src, src_len, 20)
     one = beam_decode(model, src, src_len, 20, beam=1, length_penalty=0.0)
     for g, o in zip(_score(model, src, src_len, greedy), _score(model, src, src_len, one)):
@@ -271,10 +272,8 @@ def _naive_beam(
 def test_beam_search_with_caches_equals_a_naive_search_without() -> None:
     from maskwise.experiments.decoding import beam_decode
 
-    torch.manual_seed(0)
-    model = _sharpen(Seq2Seq(60, dim=32, heads=4, max_len=32), 3.0)
-    src = torch.randint(5, 60, (6, 9))
-    src_len = torch.tensor([9, 3, 5, 1, 9, 7])
+    model, src, src_len = _random_seq2seq()
+    model = _sharpen(model, 3.0)
     out = beam_decode(model, src, src_len, 12, beam=4, length_penalty=1.0)
     rows = [r[: r.index(EOS) + 1] if EOS in r else r for r in out.tolist()]
     assert rows == _naive_beam(model, src, src_len, 12, 4, 1.0)

@@ -52,10 +52,11 @@ def test_classification_items_add_up_to_the_test_accuracy(tmp_path: Path) -> Non
 
 def test_lm_items_add_up_to_the_test_perplexity(tmp_path: Path) -> None:
     from maskwise.experiments.tasks.lm import LanguageModeling
+    from tests.experiments.test_lm import _sentences_file
 
-    path = tmp_path / "text.txt"
-    path.write_text("\n\n".join(s.capitalize() + "." for s in sentences(60, 1)))
-    task = LanguageModeling(path, dim=32, heads=2, layers=1, seq_len=32, batch_size=4)
+    task = LanguageModeling(
+        _sentences_file(tmp_path), dim=32, heads=2, layers=1, seq_len=32, batch_size=4
+    )
     model = task.build_model().eval()
     items = task.item_scores(model, "test", CPU)
     assert items["kind"] == "perplexity" and len(items["values"]) == len(task.rows["test"])

@@ -40,6 +40,13 @@ def _random_docs(n: int, vocab: int, seed: int, max_len: int = 40) -> list[torch
     ]
 
 
+def _sentences_file(tmp_path: Path) -> Path:
+    """60 short sentences, one document each (blank lines between)."""
+    path = tmp_path / "text.txt"
+    path.write_text("\n\n".join(s.capitalize() + "." for s in sentences(60, 1)))
+    return path
+
+
 # ----------------------------------------------------------------------------------------------
 # Packing: same loss as padding; no attention across documents
 # ----------------------------------------------------------------------------------------------
@@ -148,8 +155,7 @@ def test_language_modeling_on_a_folder_with_bpe_and_key_dropping(tmp_path: Path)
 
 
 def test_unigram_noising_draws_replacements_from_the_training_tokens(tmp_path: Path) -> None:
-    path = tmp_path / "text.txt"
-    path.write_text("\n\n".join(s.capitalize() + "." for s in sentences(60, 1)))
+    path = _sentences_file(tmp_path)
     task = LanguageModeling(path, noise="unigram", **TINY_LM)
     weights = task.masking.unigram
     assert weights is not None and weights.shape == (task.vocab,)
@@ -176,8 +182,7 @@ def test_unigram_noising_draws_replacements_from_the_training_tokens(tmp_path: P
 def test_key_dropping_alone_leaves_the_inputs_and_drops_keys(tmp_path: Path) -> None:
     from maskwise.nn import DynamicMask
 
-    path = tmp_path / "text.txt"
-    path.write_text("\n\n".join(s.capitalize() + "." for s in sentences(60, 1)))
+    path = _sentences_file(tmp_path)
     with pytest.raises(ValueError, match="without key_drop"):
         LanguageModeling(path, noise="none")
     task = LanguageModeling(path, noise="none", key_drop=True, **TINY_LM)

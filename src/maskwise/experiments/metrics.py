@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["bleu", "rouge", "rouge_items"]
+__all__ = ["bleu", "bleu_score", "rouge", "rouge_items", "rouge_scores"]
 
 
 def bleu(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> float:
@@ -65,3 +65,24 @@ def rouge_items(
 
     scorer = rouge_scorer.RougeScorer([key], use_stemmer=True)
     return [100.0 * scorer.score(r[0], h)[key].fmeasure for h, r in zip(hypotheses, references)]
+
+
+def bleu_score(hypotheses: list[str], references: list[list[str]]) -> dict[str, float]:
+    """The translation task's ``score``: ``{"bleu": bleu(...)}``."""
+    return {"bleu": bleu(hypotheses, references)}
+
+
+def rouge_scores(hypotheses: list[str], references: list[list[str]]) -> dict[str, float]:
+    """ROUGE-1 / 2 / L against each item's first reference, ``rouge*_max``: the best over all
+    references (SciTLDR's multi-reference protocol), and ``rouge*_mean``: the mean over all
+    references (DialogSum's three); both equal the first where items have one reference."""
+    first = rouge(hypotheses, [r[:1] for r in references])
+    if not any(len(r) > 1 for r in references):
+        best = mean = first
+    else:
+        best, mean = rouge(hypotheses, references), rouge(hypotheses, references, "mean")
+    return {
+        **first,
+        **{f"{k}_max": v for k, v in best.items()},
+        **{f"{k}_mean": v for k, v in mean.items()},
+    }

@@ -19,7 +19,7 @@ from maskwise.experiments.data import Pairs, load_summarization, load_translatio
 from maskwise.experiments.decoding import beam_decode, greedy_decode
 from maskwise.experiments.engine import ControllerConfig, StepOutput, TrainConfig
 from maskwise.experiments.items import bleu_statistics, fingerprint
-from maskwise.experiments.metrics import bleu, rouge, rouge_items
+from maskwise.experiments.metrics import bleu_score, rouge_items, rouge_scores
 from maskwise.experiments.models import Seq2Seq
 from maskwise.experiments.registry import Option, TaskSpec
 from maskwise.experiments.tasks.parts import TokenMasking
@@ -35,7 +35,6 @@ __all__ = [
     "PairSplit",
     "Seq2SeqConfig",
     "Seq2SeqTask",
-    "rouge_scores",
     "summarization",
     "translation",
 ]
@@ -444,26 +443,6 @@ class Seq2SeqTask:
         return metrics
 
 
-def bleu_score(hypotheses: list[str], references: list[list[str]]) -> dict[str, float]:
-    return {"bleu": bleu(hypotheses, references)}
-
-
-def rouge_scores(hypotheses: list[str], references: list[list[str]]) -> dict[str, float]:
-    """ROUGE-1 / 2 / L against each item's first reference, ``rouge*_max``: the best over all
-    references (SciTLDR's multi-reference protocol), and ``rouge*_mean``: the mean over all
-    references (DialogSum's three); both equal the first where items have one reference."""
-    first = rouge(hypotheses, [r[:1] for r in references])
-    if not any(len(r) > 1 for r in references):
-        best = mean = first
-    else:
-        best, mean = rouge(hypotheses, references), rouge(hypotheses, references, "mean")
-    return {
-        **first,
-        **{f"{k}_max": v for k, v in best.items()},
-        **{f"{k}_mean": v for k, v in mean.items()},
-    }
-
-
 def translation(
     root: str | Path,
     *,
@@ -538,6 +517,39 @@ def summarization(
     )
 
 
+def _options(defaults: Seq2SeqConfig, items: str, metric: str) -> tuple[Option, ...]:
+    """The options both tasks share: training size, model size, masking side, beam."""
+    return (
+        Option(
+            "--train-size",
+            f"the first N training {items} (default %(default)s)",
+            default=defaults.train_size,
+            type=int,
+        ),
+        Option("--dim", "model width (default %(default)s)", defaults.dim, int),
+        Option(
+            "--layers",
+            "encoder and decoder blocks each (default %(default)s)",
+            defaults.layers,
+            int,
+        ),
+        Option(
+            "--mask-side",
+            "both: source tokens and decoder inputs; source: source-side word dropout; "
+            "target: decoder inputs only (default %(default)s)",
+            default=defaults.mask_side,
+            choices=MASK_SIDES,
+        ),
+        Option(
+            "--beam",
+            f"beam size of the final dev / test decoding, scored as {metric}_beam beside the "
+            "greedy metric (1: greedy only; default %(default)s)",
+            default=defaults.beam,
+            type=int,
+        ),
+    )
+
+
 TRANSLATION_SPEC = TaskSpec(
     name="translation",
     help="translation (encoder-decoder transformer, BLEU)",
@@ -549,38 +561,7 @@ TRANSLATION_SPEC = TaskSpec(
     dataset="Multi30k (task 1, de-en): line-aligned train.de.gz / train.en.gz, val.*, "
     "test_2016_flickr.* (any '<split>.<lang>[.gz]' files)",
     options=(
-        Option(
-            "--train-size",
-            "the first N training pairs (default %(default)s)",
-            default=TRANSLATION_DEFAULTS.train_size,
-            type=int,
-        ),
-        Option(
-            "--beam",
-            "beam size of the final dev / test decoding, scored as bleu_beam beside greedy "
-            "BLEU (1: greedy only; default %(default)s)",
-            default=TRANSLATION_DEFAULTS.beam,
-            type=int,
-        ),
-        Option(
-            "--dim",
-            "model width (default %(default)s)",
-            default=TRANSLATION_DEFAULTS.dim,
-            type=int,
-        ),
-        Option(
-            "--layers",
-            "encoder and decoder blocks each (default %(default)s)",
-            default=TRANSLATION_DEFAULTS.layers,
-            type=int,
-        ),
-        Option(
-            "--mask-side",
-            "both: source tokens and decoder inputs; source: source-side word dropout; "
-            "target: decoder inputs only (default %(default)s)",
-            default="both",
-            choices=MASK_SIDES,
-        ),
+        *_options(TRANSLATION_DEFAULTS, "pairs", "bleu"),
         Option("--src-lang", "source language suffix of the files (default %(default)s)", "de"),
         Option("--tgt-lang", "target language suffix of the files (default %(default)s)", "en"),
         Option(
@@ -602,38 +583,7 @@ SUMMARIZATION_SPEC = TaskSpec(
     dataset="SciTLDR-A (or DialogSum): JSONL splits train.jsonl / dev.jsonl / test.jsonl "
     "with source and target fields",
     options=(
-        Option(
-            "--train-size",
-            "the first N training items (default %(default)s)",
-            default=SUMMARIZATION_DEFAULTS.train_size,
-            type=int,
-        ),
-        Option(
-            "--beam",
-            "beam size of the final dev / test decoding, scored as rougeL_beam beside greedy "
-            "ROUGE-L (1: greedy only; default %(default)s)",
-            default=SUMMARIZATION_DEFAULTS.beam,
-            type=int,
-        ),
-        Option(
-            "--dim",
-            "model width (default %(default)s)",
-            default=SUMMARIZATION_DEFAULTS.dim,
-            type=int,
-        ),
-        Option(
-            "--layers",
-            "encoder and decoder blocks each (default %(default)s)",
-            default=SUMMARIZATION_DEFAULTS.layers,
-            type=int,
-        ),
-        Option(
-            "--mask-side",
-            "both: source tokens and decoder inputs; source: source-side word dropout; "
-            "target: decoder inputs only (default %(default)s)",
-            default="both",
-            choices=MASK_SIDES,
-        ),
+        *_options(SUMMARIZATION_DEFAULTS, "items", "rougeL"),
         Option("--source-field", "the JSONL source field (default: detected)"),
         Option("--target-field", "the JSONL target field (default: detected)"),
     ),
