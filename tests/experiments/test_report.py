@@ -117,7 +117,8 @@ def test_results_json_schema(comparison: tuple[dict[str, Any], Path, TrainConfig
         True,
         "images",
     )
-    assert saved["data"] == "digits" and saved["setting"] == "ViT d=64 x2, 64 train images"
+    assert saved["data"] == "digits"
+    assert saved["setting"] == "ViT d=64 x2, 64 train images, masker patch"
     assert saved["command"] == "maskwise test"
     assert isinstance(saved["machine"], str) and saved["machine"]
     assert datetime.datetime.fromisoformat(saved["created"]).tzinfo is not None

@@ -308,15 +308,17 @@ class _Progress:
 
 
 def setting_of(task: Task) -> str:
-    """A short name of the data regime and model, e.g. ``"ViT d=64 x2, 300 train images"``
-    (a task whose :meth:`describe` gives ``"setting"`` names its own)."""
+    """A short name of the data regime, the model and the masker, e.g. ``"ViT d=64 x2, 300
+    train images, masker drop"`` (a task whose :meth:`describe` gives ``"setting"`` names its
+    own)."""
     d = task.describe()
     if "setting" in d:
         return str(d["setting"])
     sizes = d.get("sizes", {})
     model = d.get("model", task.name)
     train = sizes.get("train")
-    return f"{model}, {train} train {task.item_name}" if train is not None else str(model)
+    name = f"{model}, {train} train {task.item_name}" if train is not None else str(model)
+    return name + (f", masker {d['masker']}" if "masker" in d else "")
 
 
 def record(job: Job, r: RunResult, *, setting: str, budget: int) -> dict[str, Any]:

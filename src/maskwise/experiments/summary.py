@@ -244,6 +244,17 @@ def _spread(row: dict[str, Any], scale: float, metric: str) -> str:
     return f"{_num(row['mean'], scale)}{std} {metric}{failed}"
 
 
+def _setting(row: dict[str, Any]) -> str:
+    """The setting, and in a table across results files the folder a row comes from (two
+    commands on one setting, e.g. two rate grids, stay apart)."""
+    source = row.get("source")
+    if not source:
+        return str(row["setting"])
+    path = Path(source)
+    folder = path.parent.name if path.name == "results.json" else path.name
+    return f"{row['setting']} (`{folder}`)"
+
+
 def _interval(diff: dict[str, Any] | None, scale: float, unit: str) -> str:
     if diff is None:
         return "-"
@@ -284,7 +295,7 @@ def rows_markdown(rows: Sequence[dict[str, Any]]) -> str:
                 [
                     row["task"],
                     row["data"],
-                    row["setting"],
+                    _setting(row),
                     row["arm"],
                     str(row["n_seeds"]),
                     _spread(row, scale, metric),
