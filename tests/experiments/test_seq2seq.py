@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from maskwise.experiments.engine import Task, TrainConfig, Variant, train_run
+from maskwise.experiments.report import setting_of
 from maskwise.experiments.tasks.seq2seq import (
     SUMMARIZATION_DEFAULTS,
     TRANSLATION_DEFAULTS,
@@ -123,6 +124,8 @@ def test_mask_side_masks_only_that_side(
         tmp_path / "corpus.xx", src_lang="xx", tgt_lang="yy", mask_side=side, **TINY_S2S
     )
     assert task.describe()["masking"].startswith("[MASK] over")
+    masked = {"both": "source + decoder inputs", "source": "source", "target": "decoder inputs"}
+    assert setting_of(task).endswith(f", 54 train pairs, masking {masked[side]}")
     seen = {}
 
     def capture(model, src, src_len, tgt_in, tgt_len):  # type: ignore[no-untyped-def]

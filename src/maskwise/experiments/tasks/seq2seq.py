@@ -236,7 +236,11 @@ class Seq2SeqTask:
     def describe(self) -> dict[str, Any]:
         c = self.config
         blocking = f", no repeated {c.no_repeat_ngram}-grams of tokens" if c.no_repeat_ngram else ""
+        model = f"encoder-decoder transformer d={c.dim} x{c.layers}+{c.layers}, {c.heads} heads"
+        side = {"both": "source + decoder inputs", "source": "source", "target": "decoder inputs"}
         return {
+            "setting": f"{model}, {len(self.splits['train'])} train pairs, "
+            f"masking {side[c.mask_side]}",
             "data": self.source,
             "sizes": {k: len(v) for k, v in self.splits.items()},
             "target_tokens": {k: int(v.tgt_len.sum()) for k, v in self.splits.items()},
@@ -244,8 +248,7 @@ class Seq2SeqTask:
             "max_src": c.max_src,
             "max_tgt": c.max_tgt,
             "batch_size": c.batch_size,
-            "model": f"encoder-decoder transformer d={c.dim} x{c.layers}+{c.layers}, "
-            f"{c.heads} heads",
+            "model": model,
             "masking": {
                 "both": "[MASK] over source tokens and decoder inputs, one rate",
                 "source": "[MASK] over source tokens (source-side word dropout)",
