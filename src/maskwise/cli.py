@@ -143,8 +143,10 @@ def _masking(p: argparse.ArgumentParser) -> None:
         type=_variants,
         default=["none", "static", "dynamic"],
         help="comma-separated variants from none, static, dynamic, schedule, consistency, "
-        "and dynamic:seed (the seed documents' literal rule: reliable predictions -> less "
-        "masking) (default none,static,dynamic)",
+        "dynamic:seed (the seed documents' literal rule: reliable predictions -> less "
+        "masking) and dynamic:gap (the rate follows the gap between the training loss and "
+        "the dev loss: no masking until the model starts to memorise) "
+        "(default none,static,dynamic)",
     )
     g.add_argument(
         "--rates",

@@ -328,6 +328,78 @@ def test_gap_signals_ignore_direction_and_need_val_value(signal: str) -> None:
         a.update(0.5)
 
 
+def heldout(rate: float = 0.0, **kwargs: Any) -> ReliabilityController:
+    kwargs.setdefault("min_rate", 0.0)
+    kwargs.setdefault("momentum", 0.0)
+    kwargs.setdefault("max_delta", 1.0)
+    return ReliabilityController(rate, signal="heldout_gap", **kwargs)
+
+
+def test_heldout_gap_law_literal() -> None:
+    c = heldout(0.0, gain=0.5)
+    assert c.target == 0.0 and math.isnan(c.reference)
+    # No held-out loss yet: nothing to compare with, the state is left unchanged.
+    assert c.update(1.0) == 0.0 and c.updates == 0
+    c.set_reference(2.0)
+    assert c.reference == 2.0
+    assert c.update(1.0) == pytest.approx(0.25)  # gap 1 - 1/2 = 0.5; rate += 0.5 * 0.5
+    assert c.update(2.5) == pytest.approx(0.125)  # gap 1 - 2.5/2 = -0.25: less masking
+    assert c.update(0.5, 1.0) == pytest.approx(0.375)  # a new reference with the update
+    assert c.reference == 1.0
+    # direction does not apply: a wider gap always means more masking.
+    a, b = heldout(0.2, gain=0.5, direction="seed"), heldout(0.2, gain=0.5)
+    for x in (a, b):
+        x.set_reference(torch.tensor([1.0, 3.0, float("nan")]))  # the finite mean: 2.0
+    assert a.update(1.0) == b.update(1.0) == pytest.approx(0.45)
+
+
+@pytest.mark.parametrize("value", [0.0, -1.0, float("nan"), float("inf")])
+def test_heldout_reference_must_be_a_positive_loss(value: float) -> None:
+    c = heldout(0.0)
+    with pytest.raises(ValueError, match="held-out loss"):
+        c.set_reference(value)
+    assert math.isnan(c.reference)
+    with pytest.raises(ValueError, match="heldout_gap"):
+        controller(0.5).set_reference(1.0)
+
+
+@pytest.mark.parametrize("base", [0.6, 1.2])
+def test_heldout_gap_closed_loop_masks_only_what_closes_the_gap(base: float) -> None:
+    """Plant: masking at rate r raises the training loss to base + 2 r (noise sd 0.05); the
+    held-out loss is 1.0. A memorising model (base 0.6) is masked until its training loss meets
+    the held-out loss (r = 0.2); a model still fitting (base 1.2 > 1.0) is never masked."""
+    c = ReliabilityController(0.0, signal="heldout_gap", min_rate=0.0, max_rate=0.6, gain=0.05)
+    c.set_reference(1.0)
+    g = torch.Generator().manual_seed(0)
+    rates = []
+    for _ in range(3000):
+        train = base + 2 * c.rate + 0.05 * float(torch.randn((), generator=g))
+        rates.append(c.update(train))
+    late = sum(rates[-1000:]) / 1000
+    if base < 1.0:
+        assert late == pytest.approx(0.2, abs=0.02)
+    else:
+        assert max(rates) == 0.0
+
+
+def test_heldout_reference_is_state() -> None:
+    a = heldout(0.1, gain=0.2, momentum=0.5)
+    a.set_reference(1.5)
+    feed(a, [1.0, 0.9, 1.2])
+    state = a.state_dict()
+    assert state["reference"] == 1.5
+    b = heldout(0.3)
+    b.load_state_dict(state)
+    assert same_state(a, b) and feed(a, [0.8, 1.0]) == feed(b, [0.8, 1.0])
+    # A state saved before the reference existed loads as "not measured yet".
+    del state["reference"]
+    b.load_state_dict(state)
+    assert math.isnan(b.reference)
+    assert b.update(0.5) == state["rate"] and b.updates == state["updates"]  # no update
+    a.reset()
+    assert math.isnan(a.reference) and a.state_dict()["reference"] is None
+
+
 # --------------------------------------------------------------------------------------------
 # tensor inputs and NaN
 

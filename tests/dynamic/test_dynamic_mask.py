@@ -139,6 +139,34 @@ def test_observe_uses_valid_positions_only_and_precomputed_reliability() -> None
         dm.observe(logits)
 
 
+def test_heldout_gap_observes_the_step_loss_without_touching_the_logits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import maskwise.dynamic.feedback as feedback
+
+    def no_pass(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("reliability() computed: a second pass over the logits")
+
+    monkeypatch.setattr(feedback, "compute_reliability", no_pass)
+    c = ReliabilityController(
+        0.0, signal="heldout_gap", min_rate=0.0, momentum=0.0, gain=0.5, max_delta=1.0
+    )
+    dm = DynamicMask(token_mask(), c)
+    labels = torch.tensor([[5, -100, 7, -100]])
+    logits = perfect_logits(labels)
+    assert dm.observe(logits, labels, loss=torch.tensor(1.0)) == 0.0  # no reference yet
+    assert c.updates == 0
+    c.set_reference(2.0)
+    assert dm.observe(logits, labels, loss=torch.tensor(1.0)) == pytest.approx(0.25)
+    assert dm.observe(loss=1.0) == pytest.approx(0.5)  # the loss alone is enough
+    # Without a scalar loss, the mean per-position loss of the logits stands in.
+    monkeypatch.undo()
+    dm.observe(logits, labels)
+    assert c.smoothed == pytest.approx(1.0 - float(reliability(logits, labels).mean()["loss"]) / 2)
+    with pytest.raises(ValueError, match="loss="):
+        dm.observe(logits)
+
+
 def test_bad_arguments() -> None:
     with pytest.raises(TypeError, match="Linear"):
         DynamicMask(nn.Linear(2, 2), 0.3)

@@ -364,6 +364,58 @@ def test_dynamic_gap_signal_updates_once_per_epoch() -> None:
     assert [h["rate_next"] for h in r.history] == pytest.approx([0.25, 0.3, 0.35])
 
 
+def _heldout(**kwargs: Any) -> ControllerConfig:
+    return ControllerConfig(
+        signal="heldout_gap",
+        target=0.0,
+        initial_rate=0.0,
+        min_rate=0.0,
+        gain=10.0,
+        momentum=0.0,
+        max_delta=0.05,
+        tracker=False,
+        **kwargs,
+    )
+
+
+@pytest.mark.parametrize(("offset", "rises"), [(1.0, True), (-0.3, False)])
+def test_heldout_gap_follows_the_step_loss_against_the_epochs_dev_loss(
+    offset: float, rises: bool
+) -> None:
+    # dev loss = the model's loss + offset: +1 looks like memorising (the rate rises by
+    # max_delta per step once there is a reference), -0.3 like still fitting (rate 0 throughout)
+    task = ScriptedTask(controller=_heldout(), dev_loss_offset=offset)
+    r = train_run(task, Variant("dynamic"), 0, config=CFG)
+    assert task.evaluated == ["dev"] * 3  # no extra pass: the epoch's dev loss is the reference
+    expected = [0.0, 0.2, 0.4] if rises else [0.0, 0.0, 0.0]
+    assert [h["rate"] for h in r.history] == pytest.approx(expected)
+    # The reference of each row is the dev loss measured at that epoch's end.
+    assert [h["reference"] for h in r.history] == pytest.approx([h["dev_loss"] for h in r.history])
+    forward_rates = [row["rate"] for row in r.monitor.rows if "masked_fraction" in row]
+    assert forward_rates[:5] == [0.0] * 5  # epoch 1 (no reference yet) and the first step after
+
+
+def test_heldout_gap_reference_every_n_steps_on_a_dev_slice() -> None:
+    task = ScriptedTask(controller=_heldout(reference_every=3, reference_size=5))
+    task.dev_loss_offset = 1.0
+    r = train_run(task, Variant("dynamic"), 0, config=CFG)
+    # 12 steps: a slice of dev after steps 3, 6, 9, 12 (and the epoch ends' dev evaluation)
+    assert task.evaluated.count("dev") == 3 + 4 and "train" not in task.evaluated
+    forward_rates = [row["rate"] for row in r.monitor.rows if "masked_fraction" in row]
+    assert forward_rates[:4] == [0.0] * 4 and forward_rates[4] == pytest.approx(0.05)
+    assert forward_rates[-1] == pytest.approx(0.4)
+
+
+def test_named_gap_controller() -> None:
+    task = ScriptedTask(dev_loss_offset=1.0)
+    v = Variant("dynamic", controller="gap")
+    cfg = v.controller_config(task)
+    assert (cfg.signal, cfg.initial_rate, cfg.min_rate) == ("heldout_gap", 0.0, 0.0)
+    assert v.label == "dynamic gap"
+    r = train_run(task, v, 0, config=CFG)
+    assert r.history[0]["rate"] == 0.0 and r.history[-1]["rate"] > 0.0
+
+
 def test_schedule_warms_up_to_its_rate() -> None:
     r = train_run(ScriptedTask(), Variant("schedule", 0.4), 0, config=CFG)
     rates = [row["rate"] for row in r.monitor.rows if "masked_fraction" in row]

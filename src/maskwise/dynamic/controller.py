@@ -20,7 +20,7 @@ __all__ = [
 ]
 
 #: The signals a controller follows, and its directions.
-SIGNALS = ("accuracy", "confidence", "loss", "loss_gap", "accuracy_gap")
+SIGNALS = ("accuracy", "confidence", "loss", "loss_gap", "accuracy_gap", "heldout_gap")
 DIRECTIONS = ("curriculum", "seed")
 
 
@@ -83,6 +83,7 @@ _DEFAULT_TARGETS = {
     "confidence": _D.target,
     "loss_gap": 0.0,
     "accuracy_gap": 0.0,
+    "heldout_gap": 0.0,
 }
 
 
@@ -122,6 +123,7 @@ class ReliabilityController:
         e_t  = s_t - target        for accuracy, confidence         (e > 0: more reliable)
         e_t  = target - s_t        for loss
         e_t  = s_t - target        for loss_gap / accuracy_gap      (e > 0: gap too wide)
+        e_t  = s_t - target        for heldout_gap, x_t = 1 - train_loss / heldout_loss
         d_t  = clip(gain * e_t, -max_delta, max_delta)
         rate = clip(rate - d_t, min_rate, max_rate)   direction="seed":  reliable -> less masking
         rate = clip(rate + d_t, min_rate, max_rate)   direction="curriculum": reliable -> more
@@ -136,6 +138,17 @@ class ReliabilityController:
     when the signal is measured on the masked inputs themselves. The defaults and why they were
     chosen: :class:`ControllerDefaults`.
 
+    ``signal="heldout_gap"`` steers the rate by the measured overfitting: the relative gap
+    ``1 - train_loss / heldout_loss`` between the training step's own loss (on masked inputs,
+    which the step has already computed: no extra pass) and the latest loss on held-out data
+    (the *reference*, measured every so often on data the model does not train on and given
+    with :meth:`set_reference`). While the model is still fitting, its training loss is at or
+    above the held-out loss and the rate stays at ``min_rate``; once it starts to memorise, the
+    gap opens and the rate rises until masking makes the training task as hard as held-out data
+    (the gap back at ``target``). Masking raises the training loss within the same step, so the
+    loop is negative feedback. It is scale-free (a ratio of losses), so one target fits
+    classifiers, language models and translation.
+
     Non-finite values are ignored like NaN ones: a NaN (a batch with no target) or infinite
     (a ``-inf`` logit at the label) signal leaves the state unchanged, and the non-finite
     entries of a tensor of per-position values are left out of its mean.
@@ -148,7 +161,8 @@ class ReliabilityController:
         signal: ``"accuracy"``, ``"confidence"`` (mean max-softmax probability), ``"loss"``, or
             the generalisation signals ``"loss_gap"`` (validation loss - training loss) and
             ``"accuracy_gap"`` (training accuracy - validation accuracy), fed with
-            ``update(train_value, val_value)``.
+            ``update(train_value, val_value)``, and ``"heldout_gap"`` (``1 - training loss /
+            held-out loss``), fed with the training step's loss after :meth:`set_reference`.
         target: the signal's set point, a finite number (default 0.9 for accuracy /
             confidence, 0 for gaps; required for loss, whose scale depends on the task).
         gain: rate change per unit of error, finite and >= 0 (0: the rate never moves).
@@ -209,8 +223,11 @@ class ReliabilityController:
             raise ValueError(f"max_delta must be > 0 ({max_delta} given).")
         self.signal, self.target, self.gain = signal, target, gain
         self.direction, self.momentum, self.max_delta = direction, momentum, max_delta
-        # [rate, smoothed signal, number of updates], shared with DataLoader workers.
-        self._state = torch.tensor([rate, math.nan, 0.0], dtype=torch.float64).share_memory_()
+        # [rate, smoothed signal, number of updates, held-out reference], shared with DataLoader
+        # workers.
+        self._state = torch.tensor(
+            [rate, math.nan, 0.0, math.nan], dtype=torch.float64
+        ).share_memory_()
         self._initial_rate = rate
 
     # -- state ---------------------------------------------------------------------------------
@@ -227,6 +244,22 @@ class ReliabilityController:
     def updates(self) -> int:
         return int(self._state[2])
 
+    @property
+    def reference(self) -> float:
+        """The latest held-out figure of ``signal="heldout_gap"`` (NaN before the first)."""
+        return float(self._state[3])
+
+    def set_reference(self, value: Any) -> None:
+        """Record the latest held-out loss (``signal="heldout_gap"``): a finite number > 0, or a
+        tensor of per-item losses whose finite mean is taken. The following :meth:`update` calls
+        compare the training loss with it."""
+        if self.signal != "heldout_gap":
+            raise ValueError(f"set_reference is for signal='heldout_gap' ({self.signal!r} given).")
+        v = _as_float(value)
+        if not (math.isfinite(v) and v > 0):
+            raise ValueError(f"the held-out loss must be finite and > 0 ({v} given).")
+        self._state[3] = v
+
     def __call__(self, step: int | None = None) -> float:
         """The current rate (so a controller can stand wherever a schedule can)."""
         return self.rate
@@ -234,9 +267,18 @@ class ReliabilityController:
     def update(self, value: Any, val_value: Any = None) -> float:
         """Feed the latest reliability (and, for gap signals, the validation figure); return the
         new rate. Non-finite values (NaN: e.g. a batch with no target; +-inf) leave the state
-        unchanged."""
+        unchanged.
+
+        For ``signal="heldout_gap"``, ``value`` is the training loss and ``val_value`` (optional)
+        a new held-out loss, recorded as by :meth:`set_reference`; before the first held-out
+        loss the state is left unchanged."""
         x = _as_float(value)
-        if self.signal.endswith("_gap"):
+        if self.signal == "heldout_gap":
+            if val_value is not None:
+                self.set_reference(val_value)
+            ref = self.reference
+            x = 1.0 - x / ref if math.isfinite(ref) else math.nan
+        elif self.signal.endswith("_gap"):
             if val_value is None:
                 raise ValueError(f"signal={self.signal!r} needs update(train_value, val_value).")
             v = _as_float(val_value)
@@ -252,7 +294,7 @@ class ReliabilityController:
         delta = max(-self.max_delta, min(self.max_delta, self.gain * error))
         sign = 1.0 if (self.signal.endswith("_gap") or self.direction == "curriculum") else -1.0
         rate = min(self.max_rate, max(self.min_rate, self.rate + sign * delta))
-        self._state.copy_(torch.tensor([rate, s, n + 1.0], dtype=torch.float64))
+        self._state[:3] = torch.tensor([rate, s, n + 1.0], dtype=torch.float64)
         return rate
 
     def state_dict(self) -> dict[str, Any]:
@@ -260,6 +302,7 @@ class ReliabilityController:
             "rate": self.rate,
             "smoothed": self.smoothed,
             "updates": self.updates,
+            "reference": self.reference if math.isfinite(self.reference) else None,
             "signal": self.signal,
             "target": self.target,
             "gain": self.gain,
@@ -284,32 +327,53 @@ class ReliabilityController:
         ):
             if key in state:
                 setattr(self, key, state[key])
+        reference = state.get("reference")  # None: not measured yet (absent in older states)
+        reference = math.nan if reference is None else float(reference)
         self._state.copy_(
-            torch.tensor([state["rate"], state["smoothed"], state["updates"]], dtype=torch.float64)
+            torch.tensor(
+                [state["rate"], state["smoothed"], state["updates"], reference],
+                dtype=torch.float64,
+            )
         )
         self._initial_rate = float(state.get("initial_rate", self._initial_rate))
 
     def reset(self) -> None:
-        self._state.copy_(torch.tensor([self._initial_rate, math.nan, 0.0], dtype=torch.float64))
+        self._state.copy_(
+            torch.tensor([self._initial_rate, math.nan, 0.0, math.nan], dtype=torch.float64)
+        )
 
     def sync(self) -> None:
-        """Average the rate and the smoothed signal over ``torch.distributed`` ranks (no-op when
-        it is not initialised), so every rank masks at the same rate. Ranks that have not
-        measured anything yet take the others' smoothed signal and do not dilute it."""
+        """Average the rate, the smoothed signal and the held-out reference over
+        ``torch.distributed`` ranks (no-op when it is not initialised), so every rank masks at the
+        same rate. Ranks that have not measured a signal (or a reference) yet take the others'
+        and do not dilute them."""
         dist = torch.distributed
         if not (dist.is_available() and dist.is_initialized()):
             return
         has = 1.0 if self.updates > 0 else 0.0
-        smoothed = self.smoothed if has else 0.0
-        t = torch.tensor([self.rate, smoothed * has, has, float(self.updates)], dtype=torch.float64)
+        has_ref = 1.0 if math.isfinite(self.reference) else 0.0
+        t = torch.tensor(
+            [
+                self.rate,
+                self.smoothed if has else 0.0,
+                has,
+                self.reference if has_ref else 0.0,
+                has_ref,
+                float(self.updates),
+            ],
+            dtype=torch.float64,
+        )
         if dist.get_backend() == "nccl":
             t = t.cuda()
-        dist.all_reduce(t[:3], op=dist.ReduceOp.SUM)
-        dist.all_reduce(t[3:], op=dist.ReduceOp.MAX)
+        dist.all_reduce(t[:5], op=dist.ReduceOp.SUM)
+        dist.all_reduce(t[5:], op=dist.ReduceOp.MAX)
         t = t.cpu()
         world = dist.get_world_size()
         s = float(t[1] / t[2]) if t[2] > 0 else math.nan
-        self._state.copy_(torch.tensor([float(t[0]) / world, s, float(t[3])], dtype=torch.float64))
+        ref = float(t[3] / t[4]) if t[4] > 0 else math.nan
+        self._state.copy_(
+            torch.tensor([float(t[0]) / world, s, float(t[5]), ref], dtype=torch.float64)
+        )
 
     def __getstate__(self) -> dict[str, Any]:
         return self.__dict__.copy()  # the shared tensor pickles as a handle to the same memory

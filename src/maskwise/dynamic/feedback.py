@@ -9,6 +9,9 @@ everywhere:
   ignores); ``"loss"`` falls back on a scalar ``loss`` when there are no logits;
 * ``"loss_gap"`` / ``"accuracy_gap"``: not fed here (they need a validation figure: call
   ``controller.update(train_value, val_value)`` where it is measured);
+* ``"heldout_gap"``: the step's scalar ``loss`` (else the mean per-position loss), once the
+  controller has a held-out reference (``controller.set_reference``); nothing is computed from
+  the logits for it;
 * the tracker gets the per-position losses at ``keys``; when ``keys`` has one more trailing
   dimension than the losses (per-example losses, per-token keys), each example's loss is shared
   by its keys.
@@ -67,8 +70,8 @@ def feed(
         logits, labels: the step's outputs (..., C) and targets (...); used to compute the
             reliability when ``reliability`` is not given and something needs it.
         reliability: a precomputed :class:`~maskwise.dynamic.Reliability`.
-        loss: the step's scalar loss (a float or 0-d tensor), for a ``"loss"`` controller when
-            there are no logits.
+        loss: the step's scalar loss (a float or 0-d tensor), for a ``"heldout_gap"``
+            controller, and for a ``"loss"`` controller when there are no logits.
         keys: integer tracker keys, the shape of the labels or with one more trailing dimension.
         key_valid: bool, the shape of ``keys``: which keys count (default: all).
         ignore_index: label value without a target.
@@ -85,7 +88,12 @@ def feed(
     """
     signal = getattr(controller, "signal", None) if controller is not None else None
     per_position = signal in SIGNAL_FIELDS
-    needs = per_position or (tracker is not None and keys is not None)
+    heldout = signal == "heldout_gap" and math.isfinite(controller.reference)
+    needs = (
+        per_position
+        or (tracker is not None and keys is not None)
+        or (heldout and loss is None and reliability is None)
+    )
     r = reliability
     if r is None and needs and logits is not None and labels is not None:
         r = compute_reliability(logits, labels, ignore_index=ignore_index)
@@ -96,6 +104,11 @@ def feed(
             value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
             if math.isfinite(value):
                 controller.update(value)
+    if heldout and controller is not None:
+        if loss is not None:
+            controller.update(loss.detach() if isinstance(loss, torch.Tensor) else loss)
+        elif r is not None:
+            controller.update(r.mean()["loss"])
     if tracker is not None and keys is not None and r is not None:
         losses, valid = r.loss, r.valid
         if keys.dim() == losses.dim() + 1:  # per-example losses shared by the example's keys

@@ -57,7 +57,20 @@ VARIANTS = ("none", "static", "dynamic", "schedule", "consistency")
 #: task's :class:`ControllerConfig` (the arm ``dynamic NAME``; ``--masking dynamic:NAME``):
 #: ``seed`` is the seed documents' literal rule, reliable predictions -> less masking, with the
 #: task's signal, target and bounds.
-CONTROLLERS: dict[str, dict[str, Any]] = {"seed": {"direction": "seed"}}
+#: ``gap`` steers the rate by the measured overfitting (``signal="heldout_gap"``): the training
+#: step's own loss against the dev loss of the latest epoch end (every ``reference_every``
+#: steps on the first ``reference_size`` dev items when set), from rate 0: no masking while the
+#: model is still fitting, then as much as makes the training loss meet the held-out one.
+CONTROLLERS: dict[str, dict[str, Any]] = {
+    "seed": {"direction": "seed"},
+    "gap": {
+        "signal": "heldout_gap",
+        "target": 0.0,
+        "initial_rate": 0.0,
+        "min_rate": 0.0,
+        "max_rate": 0.5,
+    },
+}
 
 
 @dataclass(frozen=True)
@@ -117,7 +130,10 @@ class ControllerConfig:
     predicts its training batches more reliably than ``target``, the rate rises, so the training
     task stays hard and memorising the training set stops paying; when predictions fall below
     the target the rate falls. ``direction="seed"`` is the seed documents' rule (reliable ->
-    less masking); ``signal="loss_gap"`` feeds the dev-minus-train loss once per epoch instead.
+    less masking); ``signal="loss_gap"`` feeds the dev-minus-train loss once per epoch instead;
+    ``signal="heldout_gap"`` compares every training step's loss with the held-out (dev) loss
+    measured at each epoch end, or every ``reference_every`` steps on the first
+    ``reference_size`` dev items (the test split is never read during training).
 
     Every default is the library's (:data:`maskwise.dynamic.CONTROLLER_DEFAULTS`): one set of
     defaults for ``ReliabilityController`` and ``maskwise run``; tasks override what their
@@ -135,6 +151,8 @@ class ControllerConfig:
     max_delta: float = CONTROLLER_DEFAULTS.max_delta
     tracker: bool = True
     temperature: float = 1.0
+    reference_every: int | None = None
+    reference_size: int = 256
 
     def build(self) -> ReliabilityController:
         return ReliabilityController(
@@ -373,6 +391,27 @@ def build_masker(
     )
 
 
+def key_weight_spread(tracker: DifficultyTracker, temperature: float) -> float:
+    """How unequal a tracker's per-key sampling weights are: the largest weight over the mean
+    weight of the keys seen so far (1: every key masked alike; NaN before any key is seen)."""
+    seen = torch.nonzero(tracker.count > 0).flatten()
+    if seen.numel() == 0:
+        return math.nan
+    w = tracker.weights(seen, temperature=temperature)
+    return float(w.max() / w.mean())
+
+
+def heldout_loss(task: Task, model: nn.Module, device: torch.device, limit: int) -> float:
+    """The model's mean loss on the first ``limit`` dev items, in eval mode (the reference of a
+    ``heldout_gap`` controller): ``task.loss_of`` when the task has a loss-only evaluation
+    (sequence tasks, whose ``evaluate`` decodes), else ``task.evaluate``'s loss."""
+    model.eval()
+    loss_of = getattr(task, "loss_of", None)
+    if loss_of is not None:
+        return float(loss_of(model, "dev", device, limit))
+    return float(task.evaluate(model, "dev", device, limit=limit)["loss"])
+
+
 def _count(batches: Iterable[Any]) -> int:
     try:
         return len(batches)  # type: ignore[arg-type]
@@ -415,11 +454,10 @@ def train_run(
         masker.to(device)
         if masker.tracker is not None:
             masker.tracker.to(device)
-    gap_signal = (
-        masker is not None
-        and masker.controller is not None
-        and masker.controller.signal.endswith("_gap")
-    )
+    controller = masker.controller if masker is not None else None
+    signal = getattr(controller, "signal", None)
+    gap_signal = signal in ("loss_gap", "accuracy_gap")  # fed once per epoch, below
+    every = variant.controller_config(task).reference_every if signal == "heldout_gap" else None
 
     best_value, best_state, best_epoch = None, None, 0
     history: list[dict[str, float]] = []
@@ -445,7 +483,17 @@ def train_run(
                 # The controller, the tracker and the monitor, from the step's own outputs (gap
                 # signals are left to the epoch end); per-example losses are shared by the
                 # example's keys.
-                masker.observe(out.logits, out.labels, keys=out.keys, key_valid=out.key_valid)
+                masker.observe(
+                    out.logits,
+                    out.labels,
+                    loss=out.loss.detach(),
+                    keys=out.keys,
+                    key_valid=out.key_valid,
+                )
+            if every is not None and controller is not None and (step + 1) % every == 0:
+                size = variant.controller_config(task).reference_size
+                controller.set_reference(heldout_loss(task, model, device, size))
+                model.train()
             losses.append(float(out.loss.detach()))
             items += out.items
             step += 1
@@ -470,10 +518,18 @@ def train_run(
         }
         if masker is not None:
             row["rate"] = masker.current_rate()
-        if gap_signal and masker is not None and masker.controller is not None:
+        if controller is not None:
+            row["signal"] = controller.smoothed
+        if masker is not None and masker.tracker is not None:
+            row["key_weight_spread"] = key_weight_spread(masker.tracker, masker.temperature)
+        if gap_signal and controller is not None:
             tr = task.evaluate(model, "train", device, limit=cfg.eval_limit)
-            masker.controller.update(tr["loss"], dev["loss"])
-            row["rate_next"] = masker.current_rate()
+            controller.update(tr["loss"], dev["loss"])
+            row["rate_next"] = controller.rate
+        if signal == "heldout_gap" and every is None and controller is not None:
+            controller.set_reference(dev["loss"])  # the dev loss just measured: no extra pass
+        if signal == "heldout_gap" and controller is not None:
+            row["reference"] = controller.reference
         history.append(row)
         if best_value is None or _better(task, dev[task.metric], best_value):
             best_value, best_epoch = dev[task.metric], epoch + 1

@@ -33,6 +33,7 @@ import json
 import os
 import platform
 import shlex
+import math
 import statistics
 import subprocess
 import sys
@@ -189,8 +190,18 @@ def _samples_markdown(runs: Sequence[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _epoch_mean(hists: list[list[dict[str, Any]]], i: int, key: str) -> float:
+    """Mean over seeds of ``key`` at epoch ``i`` (NaN, stored as null in results.json, and a
+    missing key count as NaN)."""
+    values = [h[i].get(key) for h in hists]
+    return statistics.fmean(math.nan if v is None else float(v) for v in values)
+
+
 def _plot_curves(result: dict[str, Any], path: Path) -> Path | None:
-    """Dev metric and masking rate per epoch of each evaluated arm (mean over its seeds)."""
+    """Per epoch, mean over each evaluated arm's seeds: the dev metric, the masking rate and,
+    for controlled arms, the controller's state: its smoothed signal (accuracy, or the relative
+    train / held-out loss gap of ``dynamic gap``) and how unequal its tracker's per-key weights
+    are (largest / mean)."""
     try:
         import matplotlib
 
@@ -199,7 +210,8 @@ def _plot_curves(result: dict[str, Any], path: Path) -> Path | None:
     except ImportError:
         return None
     metric = result["metric"]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), constrained_layout=True)
+    (ax1, ax2), (ax3, ax4) = axes
     groups: dict[str, list[list[dict[str, float]]]] = {}
     kinds: dict[str, str] = {}
     for run in result["runs"]:
@@ -222,17 +234,25 @@ def _plot_curves(result: dict[str, Any], path: Path) -> Path | None:
         style = {"color": colors[kinds[arm]], "ls": ("-", "--", ":")[min(seen[kinds[arm]], 2)]}
         ax1.plot(epochs, dev, marker="o", ms=2, label=arm, **style)
         if kinds[arm] != "none":
-            rates = [
-                statistics.fmean(h[i].get("rate", float("nan")) for h in hists) for i in range(n)
-            ]
+            rates = [_epoch_mean(hists, i, "rate") for i in range(n)]
             ax2.plot(epochs, rates, marker="o", ms=2, label=arm, **style)
+        for ax, key in ((ax3, "signal"), (ax4, "key_weight_spread")):
+            if any(key in h[0] for h in hists):
+                values = [_epoch_mean(hists, i, key) for i in range(n)]
+                ax.plot(epochs, values, marker="o", ms=2, label=arm, **style)
     ax1.set(
         xlabel="epoch",
         ylabel=f"dev {metric}",
         title=f"{result['task']}: dev {metric} (mean over evaluation seeds)",
     )
     ax2.set(xlabel="epoch", ylabel="masking rate (end of epoch)", title="rate")
-    for ax in (ax1, ax2):
+    ax3.set(xlabel="epoch", ylabel="smoothed signal", title="controller signal (end of epoch)")
+    ax4.set(xlabel="epoch", ylabel="largest / mean key weight", title="tracker: per-key weights")
+    for ax, what in ((ax3, "no controller"), (ax4, "no per-key weights")):
+        if not ax.lines:
+            ax.text(0.5, 0.5, f"{what} in these arms", ha="center", va="center", alpha=0.6)
+            ax.set(xticks=[], yticks=[])
+    for ax in (ax1, ax2, ax3, ax4):
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend()

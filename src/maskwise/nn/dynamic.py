@@ -132,6 +132,7 @@ class DynamicMask(nn.Module):
         labels: torch.Tensor | None = None,
         *,
         reliability: Any = None,
+        loss: Any = None,
         keys: torch.Tensor | None = None,
         key_valid: torch.Tensor | None = None,
         ignore_index: int = -100,
@@ -141,15 +142,28 @@ class DynamicMask(nn.Module):
         Updates the controller with its signal and the tracker with the per-position losses at
         ``keys`` (see :func:`maskwise.dynamic.feed`: ``keys`` may have one more trailing
         dimension than ``labels``, sharing each example's loss among its keys; ``key_valid``
-        marks the keys that count).
+        marks the keys that count). ``loss`` is the step's training loss (a float or 0-d
+        tensor), all a ``"heldout_gap"`` controller needs: the per-position reliability (a
+        ``log_softmax`` over the logits) is then computed only when the tracker or the monitor
+        reads it.
         """
-        if reliability is None:
-            if logits is None or labels is None:
-                raise ValueError("observe needs logits and labels, or reliability=.")
-            reliability = compute_reliability(logits, labels, ignore_index=ignore_index)
-        feed(self.controller, self.tracker, reliability=reliability, keys=keys, key_valid=key_valid)
+        if reliability is None and loss is None and (logits is None or labels is None):
+            raise ValueError("observe needs logits and labels, reliability= or loss=.")
+        r = feed(
+            self.controller,
+            self.tracker,
+            logits=logits,
+            labels=labels,
+            reliability=reliability,
+            loss=loss,
+            keys=keys,
+            key_valid=key_valid,
+            ignore_index=ignore_index,
+        )
         if self.monitor is not None:
-            self.monitor.record(int(self.step), rate=self.current_rate(), reliability=reliability)
+            if r is None and logits is not None and labels is not None:
+                r = compute_reliability(logits, labels, ignore_index=ignore_index)
+            self.monitor.record(int(self.step), rate=self.current_rate(), reliability=r)
         return self.current_rate()
 
     def extra_repr(self) -> str:
