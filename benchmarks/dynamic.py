@@ -31,6 +31,10 @@ batch in each round:
   keys=input_ids[mask])`` [masked]: the reliability is then computed on ~15 % of the rows, with
   the same result for the controller, tracker and monitor, as the other rows carry no label;
   and that every 10th step only [masked10].
+* ``gap``: ``DynamicMask(TokenMask(...), ReliabilityController(0.15, signal="heldout_gap",
+  ...))`` (bounds pinned as above, a held-out reference set once), no tracker or monitor, and
+  ``dm.observe(loss=loss.detach())`` every step: the held-out gap controller reads only the
+  loss the step has already computed.
 
 The timed step is everything a training step does: masking (plus the tracker's weights and the
 monitor's forward record for ``dynamic``), forward, loss, backward, ``AdamW.step`` and, for the
@@ -193,6 +197,8 @@ class Config:
     monitor_every: int = 1
     observe_every: int = 1
     masked_only: bool = False
+    signal: str = "accuracy"
+    tracked: bool = True  # a DifficultyTracker keyed by token id and a MaskMonitor
 
 
 CONFIGS = {
@@ -209,6 +215,11 @@ CONFIGS = {
     "masked10": Config(
         "dynamic, observe(logits[mask], ...) every 10 steps", masked_only=True, observe_every=10
     ),
+    "gap": Config(
+        "dynamic gap: heldout_gap controller, observe(loss=loss) every step",
+        signal="heldout_gap",
+        tracked=False,
+    ),
 }
 
 
@@ -216,7 +227,11 @@ def make_masker(cfg: Config) -> TokenMask | DynamicMask:
     tm = TokenMask(RATE, mask_id=MASK_ID, special_ids=SPECIAL_IDS, seed=0)
     if not cfg.dynamic:
         return tm
-    controller = ReliabilityController(RATE, signal="accuracy", min_rate=RATE, max_rate=RATE)
+    controller = ReliabilityController(RATE, signal=cfg.signal, min_rate=RATE, max_rate=RATE)
+    if cfg.signal == "heldout_gap":
+        controller.set_reference(8.5)  # a held-out loss (ln 5000): the update runs in full
+    if not cfg.tracked:
+        return DynamicMask(tm, controller)
     return DynamicMask(
         tm,
         controller,
@@ -249,7 +264,9 @@ class Variant:
         if cfg.dynamic and self.step_no % cfg.observe_every == 0:
             dm = self.masker
             assert isinstance(dm, DynamicMask)
-            if cfg.masked_only:
+            if cfg.signal == "heldout_gap":
+                dm.observe(loss=loss.detach())  # the step's own loss: no pass over the logits
+            elif cfg.masked_only:
                 dm.observe(logits[mask], ids[mask], keys=ids[mask])
             else:
                 dm.observe(logits, labels, keys=ids)
@@ -399,9 +416,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--variants",
-        default="dynamic,mon10,obs10,masked,masked10",
+        default="dynamic,gap,mon10,obs10,masked,masked10",
         help=f"comma-separated, from {', '.join(CONFIGS)} (static is always run; "
-        "default: dynamic,mon10,obs10,masked,masked10)",
+        "default: dynamic,gap,mon10,obs10,masked,masked10)",
     )
     parser.add_argument(
         "--data",
