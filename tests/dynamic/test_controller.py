@@ -571,6 +571,49 @@ def _dist_tracker() -> DifficultyTracker:
     return DifficultyTracker(5, momentum=0.5)
 
 
+#: Controllers run through a synced, checkpointed trajectory on every rank: the library
+#: default and the held-out gap controller.
+TRAJECTORY_STEPS, RESUME_AT = 24, 10
+
+
+def _trajectory_controller(name: str) -> ReliabilityController:
+    if name == "default":
+        return ReliabilityController(CONTROLLER_DEFAULTS.rate, **CONTROLLER_DEFAULTS.kwargs())
+    return ReliabilityController(0.0, signal="heldout_gap", min_rate=0.0, max_rate=0.5)
+
+
+def _trajectory_inputs(name: str, rank: int, step: int) -> tuple[float, float | None]:
+    """(signal value, new held-out reference or None) of ``rank`` at ``step``: the ranks see
+    different batches, so different values."""
+    g = torch.Generator().manual_seed(1000 * rank + step)
+    u = float(torch.rand((), generator=g))
+    if name == "default":
+        return (0.97 if rank == 0 else 0.85) + 0.05 * u, None
+    reference = (1.0 + 0.2 * rank) if step % 5 == 0 else None
+    return 0.6 + 0.2 * rank + 0.1 * u, reference
+
+
+def _trajectory(name: str, rank: int, resume: bool) -> list[float]:
+    """The rates of ``TRAJECTORY_STEPS`` updates, each followed by ``sync()``; with ``resume``,
+    the controller is checkpointed after ``RESUME_AT`` steps and a fresh one continues from the
+    saved state."""
+    c, rates = _trajectory_controller(name), []
+    for step in range(TRAJECTORY_STEPS):
+        if resume and step == RESUME_AT:
+            buffer = io.BytesIO()
+            torch.save(c.state_dict(), buffer)
+            buffer.seek(0)
+            c = _trajectory_controller(name)
+            c.load_state_dict(torch.load(buffer, weights_only=True))
+        value, reference = _trajectory_inputs(name, rank, step)
+        if reference is not None:
+            c.set_reference(reference)
+        c.update(value)
+        c.sync()
+        rates.append(c.rate)
+    return rates
+
+
 def _gloo_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
     from maskwise.collators import IndexedDataset, MLMCollator
     from maskwise.nn import TokenMask
@@ -593,6 +636,10 @@ def _gloo_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
             c2.update(0.9)
         c2.sync()
         res["controller_one_rank"] = c2.state_dict()
+        # The default and the gap controller: synced every step, with and without a resume.
+        for name in ("default", "gap"):
+            res[f"trajectory_{name}"] = _trajectory(name, rank, resume=False)
+            res[f"trajectory_{name}_resumed"] = _trajectory(name, rank, resume=True)
         # Trackers: overlapping keys.
         t = _dist_tracker()
         t.update(*TRACKER_UPDATES[rank])
@@ -691,3 +738,42 @@ def test_masks_differ_by_rank_with_one_seed(gloo_results: dict[int, dict[str, An
     assert torch.equal(r0["token_mask"], TokenMask(0.5, mask_id=3, seed=0)(DIST_IDS)[1])
     # Keyed masks are a pure function of (seed, epoch, example index): the same on every rank.
     assert torch.equal(r0["keyed_labels"], r1["keyed_labels"])
+
+
+def _simulated_sync_trajectory(name: str, world: int = 2) -> list[float]:
+    """The synced trajectory computed in one process: one controller per rank, their states
+    averaged after every update as ``sync()`` documents (rate, smoothed signal and reference
+    averaged over the ranks that have them; updates: the largest)."""
+    cs = [_trajectory_controller(name) for _ in range(world)]
+    rates = []
+    for step in range(TRAJECTORY_STEPS):
+        for rank, c in enumerate(cs):
+            value, reference = _trajectory_inputs(name, rank, step)
+            if reference is not None:
+                c.set_reference(reference)
+            c.update(value)
+        states = [c.state_dict() for c in cs]
+        refs = [st["reference"] for st in states if st["reference"] is not None]
+        merged = dict(
+            states[0],
+            rate=sum(st["rate"] for st in states) / world,
+            smoothed=sum(st["smoothed"] for st in states) / world,
+            reference=sum(refs) / len(refs) if refs else None,
+            updates=max(st["updates"] for st in states),
+        )
+        for c in cs:
+            c.load_state_dict(merged)
+        rates.append(cs[0].rate)
+    return rates
+
+
+@pytest.mark.parametrize("name", ["default", "gap"])
+def test_synced_controller_resumes_with_the_same_rates(
+    gloo_results: dict[int, dict[str, Any]], name: str
+) -> None:
+    runs = [gloo_results[r][f"trajectory_{name}"] for r in (0, 1)]
+    resumed = [gloo_results[r][f"trajectory_{name}_resumed"] for r in (0, 1)]
+    assert runs[0] == runs[1]  # every rank masks at the same rate, every step
+    assert resumed[0] == runs[0] and resumed[1] == runs[1]  # a checkpoint changes nothing
+    assert runs[0] == pytest.approx(_simulated_sync_trajectory(name), abs=1e-12)
+    assert len(set(runs[0])) > 5  # the rates moved: the trajectory tests something
