@@ -31,6 +31,9 @@ batch in each round:
   keys=input_ids[mask])`` [masked]: the reliability is then computed on ~15 % of the rows, with
   the same result for the controller, tracker and monitor, as the other rows carry no label;
   and that every 10th step only [masked10].
+* ``losses``: ``dynamic`` with the objective computed as per-position cross-entropies (then
+  averaged) and ``dm.observe(logits, labels, losses=..., keys=input_ids)``: the reliability
+  reuses them, one ``max`` over the logits instead of a ``log_softmax``.
 * ``gap``: ``DynamicMask(TokenMask(...), ReliabilityController(0.15, signal="heldout_gap",
   ...))`` (bounds pinned as above, a held-out reference set once), no tracker or monitor, and
   ``dm.observe(loss=loss.detach())`` every step: the held-out gap controller reads only the
@@ -199,6 +202,7 @@ class Config:
     masked_only: bool = False
     signal: str = "accuracy"
     tracked: bool = True  # a DifficultyTracker keyed by token id and a MaskMonitor
+    losses: bool = False  # observe(..., losses=) with the step's per-position cross-entropy
 
 
 CONFIGS = {
@@ -215,6 +219,7 @@ CONFIGS = {
     "masked10": Config(
         "dynamic, observe(logits[mask], ...) every 10 steps", masked_only=True, observe_every=10
     ),
+    "losses": Config("dynamic, observe(logits, labels, losses=...) every step", losses=True),
     "gap": Config(
         "dynamic gap: heldout_gap controller, observe(loss=loss) every step",
         signal="heldout_gap",
@@ -257,7 +262,13 @@ class Variant:
         x, mask = self.masker(ids)
         labels = ids.masked_fill(~mask, -100)
         logits = self.model(x)
-        loss = F.cross_entropy(logits.view(-1, VOCAB), labels.view(-1))
+        if cfg.losses:  # the objective from per-position losses, which observe reuses
+            per_position = F.cross_entropy(
+                logits.view(-1, VOCAB), labels.view(-1), reduction="none"
+            )
+            loss = per_position.sum() / (labels != -100).sum().clamp_min(1)
+        else:
+            loss = F.cross_entropy(logits.view(-1, VOCAB), labels.view(-1))
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
@@ -266,6 +277,8 @@ class Variant:
             assert isinstance(dm, DynamicMask)
             if cfg.signal == "heldout_gap":
                 dm.observe(loss=loss.detach())  # the step's own loss: no pass over the logits
+            elif cfg.losses:
+                dm.observe(logits, labels, losses=per_position.view(labels.shape), keys=ids)
             elif cfg.masked_only:
                 dm.observe(logits[mask], ids[mask], keys=ids[mask])
             else:
@@ -416,9 +429,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--variants",
-        default="dynamic,gap,mon10,obs10,masked,masked10",
+        default="dynamic,losses,gap,mon10,obs10,masked,masked10",
         help=f"comma-separated, from {', '.join(CONFIGS)} (static is always run; "
-        "default: dynamic,gap,mon10,obs10,masked,masked10)",
+        "default: dynamic,losses,gap,mon10,obs10,masked,masked10)",
     )
     parser.add_argument(
         "--data",

@@ -104,3 +104,34 @@ def test_is_a_named_tuple() -> None:
 def test_shape_mismatch_is_an_error(logits_shape: tuple, labels_shape: tuple) -> None:
     with pytest.raises(ValueError, match=r"\(\.\.\., C\)"):
         reliability(torch.randn(*logits_shape), torch.zeros(labels_shape, dtype=torch.long))
+
+
+@pytest.mark.parametrize("shape", [(7,), (3, 11), (2, 3, 5)], ids=["N", "BL", "BLK"])
+def test_from_the_steps_losses_equals_the_full_computation(shape: tuple[int, ...]) -> None:
+    logits, labels = random_case(shape, classes=13, seed=10 + len(shape))
+    ce = F.cross_entropy(
+        logits.reshape(-1, 13), labels.reshape(-1), reduction="none", ignore_index=-100
+    ).reshape(shape)
+    full, light = reliability(logits, labels), reliability(logits, labels, losses=ce)
+    valid = full.valid
+    assert torch.equal(light.valid, valid) and torch.equal(light.correct, full.correct)
+    assert torch.allclose(light.loss, full.loss, atol=1e-5)
+    assert torch.allclose(light.confidence[valid], full.confidence[valid], atol=1e-5)
+    assert (light.confidence[~valid] == 0).all()
+    for k, v in full.mean().items():
+        assert light.mean()[k].item() == pytest.approx(v.item(), abs=1e-5)
+
+
+def test_from_losses_needs_their_shape_and_uses_no_log_softmax(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    logits, labels = random_case((4, 6), classes=5, seed=3)
+    with pytest.raises(ValueError, match="losses must have the shape of labels"):
+        reliability(logits, labels, losses=torch.zeros(4))
+
+    def no_log_softmax(*args: object, **kwargs: object) -> None:
+        raise AssertionError("log_softmax called")
+
+    monkeypatch.setattr(torch, "log_softmax", no_log_softmax)
+    ce = torch.zeros(4, 6)
+    assert reliability(logits, labels, losses=ce).loss.shape == (4, 6)

@@ -57,6 +57,7 @@ def feed(
     labels: torch.Tensor | None = None,
     reliability: Reliability | None = None,
     loss: Any = None,
+    losses: torch.Tensor | None = None,
     keys: torch.Tensor | None = None,
     key_valid: torch.Tensor | None = None,
     ignore_index: int = -100,
@@ -72,6 +73,9 @@ def feed(
         reliability: a precomputed :class:`~maskwise.dynamic.Reliability`.
         loss: the step's scalar loss (a float or 0-d tensor), for a ``"heldout_gap"``
             controller, and for a ``"loss"`` controller when there are no logits.
+        losses: the step's per-position cross-entropy (the shape of ``labels``): the
+            reliability is then computed without a ``log_softmax`` (see
+            :func:`~maskwise.dynamic.reliability`).
         keys: integer tracker keys, the shape of the labels or with one more trailing dimension.
         key_valid: bool, the shape of ``keys``: which keys count (default: all).
         ignore_index: label value without a target.
@@ -96,7 +100,7 @@ def feed(
     )
     r = reliability
     if r is None and needs and logits is not None and labels is not None:
-        r = compute_reliability(logits, labels, ignore_index=ignore_index)
+        r = compute_reliability(logits, labels, ignore_index=ignore_index, losses=losses)
     if per_position and controller is not None:
         if r is not None:
             controller.update(signal_values(r, str(signal)))

@@ -35,18 +35,29 @@ class Reliability(NamedTuple):
 
 @torch.no_grad()
 def reliability(
-    logits: torch.Tensor, labels: torch.Tensor, *, ignore_index: int = -100
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    ignore_index: int = -100,
+    losses: torch.Tensor | None = None,
 ) -> Reliability:
     """Per-position loss, correctness and confidence of a classifier's or LM's outputs.
 
     Uses only the logits and labels the training step already has: dynamic masking costs no
-    extra forward pass (one ``log_softmax`` over the logits, without gradient).
+    extra forward pass (one ``log_softmax`` over the logits, without gradient). With
+    ``losses``, the per-position cross-entropy the step computed for its objective
+    (``F.cross_entropy(..., reduction="none")``), there is no ``log_softmax`` either: one
+    ``max`` over the logits and a gather at the labels give the rest, since
+    ``max softmax = exp(max logit - label logit - loss)``. Confidence is then 0 where there is
+    no target.
 
     Args:
         logits: (..., C).
         labels: (...) integer class ids in ``[0, C)``, ``ignore_index`` where there is no
             target. Other values raise a ``ValueError`` on CPU; on other devices, where checking
             them would sync, they count as no target.
+        losses: optional float (...), the shape of ``labels``: each position's cross-entropy,
+            as the training step computed it.
 
     >>> r = reliability(
     ...     torch.tensor([[2.0, 0.0], [0.0, 3.0], [1.0, 1.0]]), torch.tensor([0, 0, -100])
@@ -74,6 +85,23 @@ def reliability(
     else:  # reading them would sync: a label out of range is no target (as ignore_index)
         valid = valid & in_range
     safe = torch.where(valid, labels, 0).long()
+    if losses is not None:
+        if losses.shape != labels.shape:
+            raise ValueError(
+                f"losses must have the shape of labels ({tuple(losses.shape)} and "
+                f"{tuple(labels.shape)} given)."
+            )
+        z = logits.detach()
+        top, pred = z.max(dim=-1)
+        at_label = z.gather(-1, safe.unsqueeze(-1)).squeeze(-1)
+        ce = losses.detach().float()
+        confidence = torch.exp(top.float() - at_label.float() - ce).clamp(max=1.0)
+        return Reliability(
+            loss=torch.where(valid, ce, 0.0),
+            correct=(pred == safe) & valid,
+            confidence=torch.where(valid, confidence, 0.0),
+            valid=valid,
+        )
     logp = torch.log_softmax(logits.detach().float(), dim=-1)
     best, pred = logp.max(dim=-1)
     loss = -logp.gather(-1, safe.unsqueeze(-1)).squeeze(-1)

@@ -133,6 +133,7 @@ class DynamicMask(nn.Module):
         *,
         reliability: Any = None,
         loss: Any = None,
+        losses: torch.Tensor | None = None,
         keys: torch.Tensor | None = None,
         key_valid: torch.Tensor | None = None,
         ignore_index: int = -100,
@@ -145,7 +146,8 @@ class DynamicMask(nn.Module):
         marks the keys that count). ``loss`` is the step's training loss (a float or 0-d
         tensor), all a ``"heldout_gap"`` controller needs: the per-position reliability (a
         ``log_softmax`` over the logits) is then computed only when the tracker or the monitor
-        reads it.
+        reads it. ``losses``, the step's per-position cross-entropy, spares that
+        ``log_softmax`` when the reliability is needed (:func:`~maskwise.dynamic.reliability`).
         """
         if reliability is None and loss is None and (logits is None or labels is None):
             raise ValueError("observe needs logits and labels, reliability= or loss=.")
@@ -156,13 +158,16 @@ class DynamicMask(nn.Module):
             labels=labels,
             reliability=reliability,
             loss=loss,
+            losses=losses,
             keys=keys,
             key_valid=key_valid,
             ignore_index=ignore_index,
         )
         if self.monitor is not None:
             if r is None and logits is not None and labels is not None:
-                r = compute_reliability(logits, labels, ignore_index=ignore_index)
+                r = compute_reliability(
+                    logits, labels, ignore_index=ignore_index, losses=losses
+                )
             self.monitor.record(int(self.step), rate=self.current_rate(), reliability=r)
         return self.current_rate()
 
