@@ -145,7 +145,8 @@ def _masking(p: argparse.ArgumentParser) -> None:
         help="comma-separated variants from none, static, dynamic, schedule, consistency, "
         "dynamic:seed (the seed documents' literal rule: reliable predictions -> less "
         "masking) and dynamic:gap (the rate follows the gap between the training loss and "
-        "the dev loss: no masking until the model starts to memorise) "
+        "the dev loss: no masking until the model starts to memorise) and dynamic:easy "
+        "(per-token weights flipped: reliably predicted tokens masked more) "
         "(default none,static,dynamic)",
     )
     g.add_argument(

@@ -406,6 +406,24 @@ def test_heldout_gap_reference_every_n_steps_on_a_dev_slice() -> None:
     assert forward_rates[-1] == pytest.approx(0.4)
 
 
+def test_named_easy_controller_flips_the_tracker_weights() -> None:
+    from maskwise.experiments.engine import build_masker
+
+    class Keyed(ScriptedTask):
+        def num_keys(self) -> int:
+            return V
+
+    task = Keyed()
+    easy = build_masker(task, Variant("dynamic", controller="easy"), 0, 12, None)
+    plain = build_masker(task, Variant("dynamic"), 0, 12, None)
+    assert easy is not None and plain is not None
+    assert (easy.temperature, plain.temperature) == (-1.0, 1.0)
+    assert easy.tracker is not None and easy.controller.signal == plain.controller.signal
+    easy.tracker.update(torch.tensor([4, 5]), torch.tensor([0.1, 3.0]))  # 4 easy, 5 hard
+    w = easy.tracker.weights(torch.tensor([4, 5]), temperature=easy.temperature)
+    assert w[0] > w[1]  # the easy token weighs more: masked more
+
+
 def test_named_gap_controller() -> None:
     task = ScriptedTask(dev_loss_offset=1.0)
     v = Variant("dynamic", controller="gap")

@@ -61,8 +61,13 @@ VARIANTS = ("none", "static", "dynamic", "schedule", "consistency")
 #: step's own loss against the dev loss of the latest epoch end (every ``reference_every``
 #: steps on the first ``reference_size`` dev items when set), from rate 0: no masking while the
 #: model is still fitting, then as much as makes the training loss meet the held-out one.
+#: ``easy`` keeps the task's controller and flips its tracker's weights (``temperature=-1``):
+#: the tokens the model already predicts reliably (low running loss per token id) are masked
+#: more, the hard ones less (tasks with token keys: text, language modeling, translation,
+#: summarization; elsewhere it equals ``dynamic``).
 CONTROLLERS: dict[str, dict[str, Any]] = {
     "seed": {"direction": "seed"},
+    "easy": {"temperature": -1.0},
     "gap": {
         "signal": "heldout_gap",
         "target": 0.0,

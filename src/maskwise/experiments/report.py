@@ -30,10 +30,10 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 import platform
 import shlex
-import math
 import statistics
 import subprocess
 import sys

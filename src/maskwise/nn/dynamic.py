@@ -165,9 +165,7 @@ class DynamicMask(nn.Module):
         )
         if self.monitor is not None:
             if r is None and logits is not None and labels is not None:
-                r = compute_reliability(
-                    logits, labels, ignore_index=ignore_index, losses=losses
-                )
+                r = compute_reliability(logits, labels, ignore_index=ignore_index, losses=losses)
             self.monitor.record(int(self.step), rate=self.current_rate(), reliability=r)
         return self.current_rate()
 
