@@ -146,7 +146,9 @@ def _masking(p: argparse.ArgumentParser) -> None:
         "dynamic:seed (the seed documents' literal rule: reliable predictions -> less "
         "masking) and dynamic:gap (the rate follows the gap between the training loss and "
         "the dev loss: no masking until the model starts to memorise) and dynamic:easy "
-        "(per-token weights flipped: reliably predicted tokens masked more) "
+        "(per-token weights flipped: reliably predicted tokens masked more) and "
+        "dynamic:examples (a rate per example, higher for the examples the model already "
+        "fits; text classification) "
         "(default none,static,dynamic)",
     )
     g.add_argument(

@@ -5,6 +5,7 @@ trained end to end, and the other maskers (FeatureMask, PatchMask, SpecAugment, 
 from __future__ import annotations
 
 import io
+import math
 from typing import Any
 
 import pytest
@@ -227,6 +228,54 @@ def test_tracker_keys_argument_and_observe_updates_the_tracker() -> None:
     r = reliability(logits, labels)
     assert t2.count[[10, 11, 12]].tolist() == [1.0, 1.0, 0.0]
     assert torch.allclose(t2.loss[[10, 11]], r.loss[0, [0, 2]])
+
+
+def test_per_sample_rates_follow_the_example_tracker() -> None:
+    tracker = DifficultyTracker(10)
+    # examples 0-4 memorised (loss 0.1), 5-9 not (loss 3.0)
+    tracker.update(torch.arange(10), torch.tensor([0.1] * 5 + [3.0] * 5))
+    dm = DynamicMask(token_mask(0.3), 0.3, tracker=tracker, temperature=-1.0, per_sample=True)
+    ids = token_ids(b=10, length=200)
+    examples = torch.arange(10)
+    rates = dm._sample_rates(0.3, examples)
+    # Literal: weights e^{+1} (easy) and e^{-1} (hard), normalised to the batch mean.
+    e = math.e
+    easy, hard = 0.3 * e / ((e + 1 / e) / 2), 0.3 * (1 / e) / ((e + 1 / e) / 2)
+    assert rates[:5].tolist() == pytest.approx([easy] * 5)
+    assert rates[5:].tolist() == pytest.approx([hard] * 5)
+    assert float(rates.mean()) == pytest.approx(0.3)
+    mask = dm(ids, keys=examples)[1]
+    share = mask.float().mean(1)
+    assert float(share[:5].mean()) == pytest.approx(easy, abs=0.05)
+    assert float(share[5:].mean()) == pytest.approx(hard, abs=0.05)
+    assert dm.masker.rate == 0.3  # the batch's rate, back in the masker's state
+    # The context gives the keys to a masker called without them; same draws as keys=.
+    a = DynamicMask(token_mask(0.3), 0.3, tracker=tracker, temperature=-1.0, per_sample=True)
+    with a.sample_keys(examples):
+        in_context = a(ids)[1]
+    assert torch.equal(in_context, mask)
+    with pytest.raises(ValueError, match="example ids"):
+        a(ids)
+
+
+def test_per_sample_observe_keys_examples_by_their_mean_loss() -> None:
+    tracker = DifficultyTracker(4, momentum=0.0)
+    dm = DynamicMask(token_mask(0.2), 0.2, tracker=tracker, per_sample=True)
+    labels = torch.tensor([[5, 6, -100], [7, -100, -100]])
+    logits = perfect_logits(labels)
+    logits[0, 1] = 0.0  # a wrong position in example 2's row
+    losses = reliability(logits, labels).loss
+    dm.observe(logits, labels, keys=torch.tensor([2, 0]))
+    assert tracker.count.tolist() == [1.0, 0.0, 1.0, 0.0]
+    assert tracker.loss[2].item() == pytest.approx(float(losses[0, :2].mean()))
+    assert tracker.loss[0].item() == pytest.approx(float(losses[1, 0]))
+
+
+def test_per_sample_needs_a_tracker_and_a_per_sample_masker() -> None:
+    with pytest.raises(ValueError, match="tracker"):
+        DynamicMask(token_mask(), 0.2, per_sample=True)
+    with pytest.raises(ValueError, match="one rate per batch"):
+        DynamicMask(SpecAugment(0.5, seed=0), 0.2, tracker=DifficultyTracker(4), per_sample=True)
 
 
 def test_monitor_records_rows() -> None:

@@ -185,6 +185,33 @@ def test_text_tracker_keys_are_the_unmasked_tokens(tmp_path: Path) -> None:
     assert no_tracker.keys is None
 
 
+def test_text_per_example_masker_keys_the_tracker_by_example(tmp_path: Path) -> None:
+    from maskwise.dynamic import DifficultyTracker
+
+    write_text_dir(tmp_path, n_train=20, n_dev=4, n_test=4)
+    task = _small_text(tmp_path)
+    assert task.num_examples() == 20
+    batch = next(iter(task.train_batches(0, torch.Generator().manual_seed(0))))
+    ids, y, idx = batch
+    assert torch.equal(ids, task.classifier.fetch("train", idx)[0])
+    tracker = DifficultyTracker(20, momentum=0.0)
+    # every example memorised (loss 0) but the batch's first, which is hard (loss 5)
+    tracker.update(torch.arange(20), torch.where(torch.arange(20) == idx[0], 5.0, 0.0))
+    dm = DynamicMask(
+        task.make_masker(0.5, 0), 0.5, tracker=tracker, temperature=-1.0, per_sample=True
+    ).train()
+    out = task.train_step(task.build_model(), dm, batch, torch.device("cpu"))
+    assert torch.equal(out.keys, idx) and out.key_valid is None  # keyed by example
+    rates = dm._sample_rates(0.5, idx)
+    assert float(rates[0]) < 0.05 and bool((rates[1:] > 0.5).all())  # the hard one spared
+    # Through the engine, by name.
+    v = Variant("dynamic", controller="examples")
+    check_run(train_run(task, v, 0, config=TrainConfig(epochs=1)), task, v)
+    # Tasks without example keys say so.
+    with pytest.raises(ValueError, match="per-example masking needs a task with example keys"):
+        train_run(ImageClassification("digits", train_size=40), v, 0, config=FEW)
+
+
 @pytest.mark.parametrize("name", ["trec", "sst2"])
 def test_text_real_slice(tmp_path: Path, request: pytest.FixtureRequest, name: str) -> None:
     src = request.getfixturevalue(f"{name}_dir")

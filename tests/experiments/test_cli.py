@@ -258,7 +258,8 @@ def _usage_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
         (
             ["--masking", "none,bogus"],
             "argument --masking: variants must be among none, static, dynamic, schedule, "
-            "consistency, dynamic:seed ('none,bogus' given)",
+            "consistency, dynamic:seed, dynamic:easy, dynamic:examples, dynamic:gap "
+            "('none,bogus' given)",
         ),
         (["--masking", "dynamic:gain"], "variants must be among none, static, dynamic, "),
         (["--masking", ","], "variants must be among none, static, dynamic, schedule, consistency"),

@@ -14,7 +14,8 @@ everywhere:
   the logits for it;
 * the tracker gets the per-position losses at ``keys``; when ``keys`` has one more trailing
   dimension than the losses (per-example losses, per-token keys), each example's loss is shared
-  by its keys.
+  by its keys; when it has fewer (per-example keys (B,), per-position losses (B, L)), each key
+  gets its example's mean loss over the positions with a target.
 """
 
 from __future__ import annotations
@@ -76,7 +77,9 @@ def feed(
         losses: the step's per-position cross-entropy (the shape of ``labels``): the
             reliability is then computed without a ``log_softmax`` (see
             :func:`~maskwise.dynamic.reliability`).
-        keys: integer tracker keys, the shape of the labels or with one more trailing dimension.
+        keys: integer tracker keys: the shape of the labels, with one more trailing dimension
+            (per-token keys of per-example losses), or a leading part of it (per-example keys
+            of per-position losses).
         key_valid: bool, the shape of ``keys``: which keys count (default: all).
         ignore_index: label value without a target.
 
@@ -118,6 +121,12 @@ def feed(
         if keys.dim() == losses.dim() + 1:  # per-example losses shared by the example's keys
             losses = losses.unsqueeze(-1).expand_as(keys)
             valid = valid.unsqueeze(-1).expand_as(keys)
+        elif keys.dim() < losses.dim() and keys.shape == losses.shape[: keys.dim()]:
+            # per-example keys, per-position losses: each example's mean over its targets
+            dims = tuple(range(keys.dim(), losses.dim()))
+            n = valid.sum(dims)
+            losses = (losses * valid).sum(dims) / n.clamp_min(1)
+            valid = n > 0
         if key_valid is not None:
             valid = valid & key_valid.to(valid.device)
         tracker.update(keys, losses, valid=valid)

@@ -64,10 +64,14 @@ VARIANTS = ("none", "static", "dynamic", "schedule", "consistency")
 #: ``easy`` keeps the task's controller and flips its tracker's weights (``temperature=-1``):
 #: the tokens the model already predicts reliably (low running loss per token id) are masked
 #: more, the hard ones less (tasks with token keys: text, language modeling, translation,
-#: summarization; elsewhere it equals ``dynamic``).
+#: summarization; elsewhere it equals ``dynamic``). ``examples`` keys the tracker by training
+#: example instead and gives each sample its own rate, higher for the examples the model already
+#: fits (a low running loss: memorised) and lower for the rest, the batch's mean rate the
+#: controller's (tasks whose masker takes per-sample rates: text classification).
 CONTROLLERS: dict[str, dict[str, Any]] = {
     "seed": {"direction": "seed"},
     "easy": {"temperature": -1.0},
+    "examples": {"per_example": True, "temperature": -1.0},
     "gap": {
         "signal": "heldout_gap",
         "target": 0.0,
@@ -158,6 +162,7 @@ class ControllerConfig:
     temperature: float = 1.0
     reference_every: int | None = None
     reference_size: int = 256
+    per_example: bool = False
 
     def build(self) -> ReliabilityController:
         return ReliabilityController(
@@ -385,7 +390,12 @@ def build_masker(
     cfg = variant.controller_config(task)
     tracker = None
     n = task.num_keys()
-    if cfg.tracker and n is not None:
+    if cfg.per_example:
+        num_examples = getattr(task, "num_examples", None)
+        if num_examples is None:
+            raise ValueError(f"{task.name}: per-example masking needs a task with example keys.")
+        tracker = DifficultyTracker(int(num_examples()))
+    elif cfg.tracker and n is not None:
         tracker = DifficultyTracker(n)
     return DynamicMask(
         task.make_masker(cfg.initial_rate, seed),
@@ -393,6 +403,7 @@ def build_masker(
         tracker=tracker,
         temperature=cfg.temperature,
         monitor=monitor,
+        per_sample=cfg.per_example,
     )
 
 

@@ -97,6 +97,11 @@ class MaskModule(nn.Module):
         self.register_buffer("calls", torch.zeros((), dtype=torch.long), persistent=False)
         self._worker_streams: tuple[int, DeviceGenerators] | None = None
 
+    def _rate_is_zero(self) -> bool:
+        """Whether the rate is the number 0 (masks nothing). A per-sample rate tensor (B,), which
+        :class:`~maskwise.nn.DynamicMask` sets with ``per_sample=True``, is passed on as it is."""
+        return isinstance(self.rate, (int, float)) and self.rate == 0.0
+
     def generator(
         self, device: torch.device, batch: int | None = None
     ) -> torch.Generator | KeyedGenerator:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -39,6 +41,14 @@ class DynamicMask(nn.Module):
             (the rate; the masked fraction over the positions the masker may mask, see
             :meth:`MaskModule.maskable`; per-class counts of the integer ``keys`` or input ids)
             and at every observe.
+        per_sample: the tracker is keyed by *example* (``keys``: (B,) example ids, e.g. dataset
+            indices) and sets a rate per sample instead of weighting positions:
+            ``rate_b = clip(rate * w_b / mean(w), 0, 1)``, ``w`` the tracker's weights of the
+            batch's examples, so the batch's mean rate stays the source's. With
+            ``temperature < 0`` the examples the model already fits (memorised: a low running
+            loss) are masked more. Needs a tracker and a masker that takes per-sample rates
+            (``TokenMask``, ``FeatureMask``, ``PatchMask`` without ``drop``,
+            ``TimeSpanMask``); the keys come as ``keys=`` or from :meth:`sample_keys`.
 
     The step (training forwards so far) is a buffer, saved in ``state_dict``.
 
@@ -60,12 +70,22 @@ class DynamicMask(nn.Module):
         tracker: Any = None,
         temperature: float = 1.0,
         monitor: Any = None,
+        per_sample: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(masker, MaskModule):
             raise TypeError(
                 f"masker must be a maskwise MaskModule ({type(masker).__name__} given)."
             )
+        if per_sample and tracker is None:
+            raise ValueError("per_sample=True sets rates from a tracker of examples: pass one.")
+        if per_sample and not masker.takes_ranges:
+            raise ValueError(
+                f"per_sample=True needs a masker that takes a rate per sample "
+                f"({type(masker).__name__} takes one rate per batch)."
+            )
+        self.per_sample = per_sample
+        self._sample_keys: torch.Tensor | None = None
         self.masker = masker
         self.rate_source = check_rate_source(rate)
         self.tracker, self.temperature, self.monitor = tracker, temperature, monitor
@@ -86,10 +106,34 @@ class DynamicMask(nn.Module):
         source = self.rate_source
         return resolve_rate(source, int(self.step) if callable(source) else 0)
 
+    @contextlib.contextmanager
+    def sample_keys(self, keys: torch.Tensor) -> Iterator[None]:
+        """``per_sample=True``: the example ids (B,) of the forwards inside the block, for code
+        that calls the masker without passing ``keys=`` (a model that applies it inside)."""
+        previous, self._sample_keys = self._sample_keys, keys
+        try:
+            yield
+        finally:
+            self._sample_keys = previous
+
+    def _sample_rates(self, rate: float, keys: torch.Tensor | None) -> torch.Tensor:
+        """Per-sample rates (B,) from the tracker's weights of the examples ``keys``."""
+        if keys is None:
+            keys = self._sample_keys
+        if keys is None or not isinstance(keys, torch.Tensor) or keys.dim() != 1:
+            raise ValueError(
+                "per_sample=True needs the batch's example ids: keys= a (B,) integer tensor, "
+                "or the sample_keys(ids) context."
+            )
+        w = self.tracker.weights(keys, temperature=self.temperature).double()
+        return (rate * w / w.mean()).clamp(0.0, 1.0)
+
     def forward(self, x: Any, *args: Any, keys: torch.Tensor | None = None, **kwargs: Any) -> Any:
         if not self.training:
             return self.masker(x, *args, **kwargs)
         rate = self.current_rate()
+        if self.per_sample:
+            return self._forward_per_sample(rate, x, *args, keys=keys, **kwargs)
         self.masker.rate = rate
         k = keys if keys is not None else x  # integer keys: token ids, or those given
         if not isinstance(k, torch.Tensor) or k.dtype.is_floating_point:
@@ -101,6 +145,22 @@ class DynamicMask(nn.Module):
             out = self.masker(x, *args, **kwargs)
         else:
             out = self._forward_monitored(rate, k, x, *args, **kwargs)
+        self.step += 1
+        return out
+
+    def _forward_per_sample(
+        self, rate: float, x: Any, *args: Any, keys: torch.Tensor | None, **kwargs: Any
+    ) -> Any:
+        """A training forward with a rate per sample (``per_sample=True``); the masker's
+        ``rate`` is set back to the batch's rate afterwards (a float in its state)."""
+        self.masker.rate = self._sample_rates(rate, keys) if rate > 0 else 0.0
+        try:
+            if self.monitor is None:
+                out = self.masker(x, *args, **kwargs)
+            else:
+                out = self._forward_monitored(rate, None, x, *args, **kwargs)
+        finally:
+            self.masker.rate = rate
         self.step += 1
         return out
 

@@ -202,7 +202,7 @@ class TimeSpanMask(MaskModule):
     ) -> tuple[torch.Tensor, torch.Tensor] | torch.Tensor:
         check_tokens(x)
         B, T, _ = x.shape
-        if not self.training or self.rate == 0.0:
+        if not self.training or self._rate_is_zero():
             return self._output((x, torch.zeros(B, T, dtype=torch.bool, device=x.device)))
         if lengths is None:
             lengths = torch.full((B,), T, dtype=torch.long, device=x.device)

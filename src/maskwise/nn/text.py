@@ -53,7 +53,7 @@ class FeatureMask(MaskModule):
         self.dims = dims
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | torch.Tensor:
-        if not self.training or self.rate == 0.0:
+        if not self.training or self._rate_is_zero():
             shape = mask_shape(x.shape, self.dims)
             return self._output((x, torch.zeros(shape, dtype=torch.bool, device=x.device)))
         rows = mask_shape(x.shape, self.dims)[0] if x.dim() else 1  # keyed: one key per mask row
@@ -136,7 +136,7 @@ class TokenMask(MaskModule):
         attention_mask: torch.Tensor | None = None,
         weights: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor] | torch.Tensor:
-        if not self.training or self.rate == 0.0:
+        if not self.training or self._rate_is_zero():
             nothing = torch.zeros(input_ids.shape, dtype=torch.bool, device=input_ids.device)
             return self._output((input_ids, nothing))
         g = self.generator(input_ids.device, input_ids.shape[0])

@@ -102,7 +102,7 @@ class PatchMask(MaskModule):
         B, L, D = self._check(x)
         P = self.num_prefix_tokens
         N = L - P  # patches
-        if not self.training or self.rate == 0.0:
+        if not self.training or self._rate_is_zero():
             return self._output((x, torch.zeros(B, L, dtype=torch.bool, device=x.device)))
         if scores is not None and tuple(getattr(scores, "shape", ())) != (B, N):
             raise ValueError(

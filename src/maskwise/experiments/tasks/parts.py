@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -145,25 +146,41 @@ class Classifier:
         s = self.splits[split]
         return self.prepare(s.tensor[idx]), s.labels[idx]
 
+    def num_examples(self) -> int:
+        """Training examples (the keys of a per-example tracker)."""
+        return len(self.splits["train"])
+
     def train_batches(self, generator: torch.Generator) -> Batches:
+        """Batches of ``(inputs, labels, example indices)``."""
         return Batches(
-            len(self.splits["train"]), self.batch_size, generator, lambda i: self.fetch("train", i)
+            len(self.splits["train"]),
+            self.batch_size,
+            generator,
+            lambda i: (*self.fetch("train", i), i),
         )
 
     def train_step(
         self, model: nn.Module, masker: DynamicMask | None, batch: Any, device: torch.device
     ) -> StepOutput:
-        x, y = batch
+        x, y, *rest = batch  # (inputs, labels[, example indices])
         x, y = x.to(device), y.to(device)
         keys, key_valid = None, None
-        if masker is not None and masker.tracker is not None and self.keys_of is not None:
+        examples = masker is not None and masker.per_sample
+        context: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+        if masker is not None and examples:
+            if not rest:
+                raise ValueError("a per-example masker needs batches with example indices.")
+            keys = rest[0].to(device)  # the tracker's keys: the examples
+            context = masker.sample_keys(keys)
+        elif masker is not None and masker.tracker is not None and self.keys_of is not None:
             keys, key_valid = self.keys_of(x)
-        if masker is not None and self.masked_forward is not None:
-            logits = self.masked_forward(model, masker, x)  # (B, C)
-        else:
-            if masker is not None:
-                x = self.apply_mask(masker, x)
-            logits = self.forward(model, x)  # (B, C)
+        with context:
+            if masker is not None and self.masked_forward is not None:
+                logits = self.masked_forward(model, masker, x)  # (B, C)
+            else:
+                if masker is not None:
+                    x = self.apply_mask(masker, x)
+                logits = self.forward(model, x)  # (B, C)
         return StepOutput(
             F.cross_entropy(logits, y),
             logits.detach(),

@@ -171,6 +171,10 @@ class TextClassification:
     def num_keys(self) -> int:
         return self.masking.vocab
 
+    def num_examples(self) -> int:
+        """Training sentences: the keys of the per-example tracker (``dynamic examples``)."""
+        return self.classifier.num_examples()
+
     def train_batches(self, epoch: int, generator: torch.Generator) -> Batches:
         return self.classifier.train_batches(generator)
 
