@@ -110,6 +110,16 @@ def _common(p: argparse.ArgumentParser, name: str) -> None:
         "identical to --jobs 1 with --threads 1 (default 1)",
     )
     g.add_argument("--out", type=Path, default=None, help=f"output directory (default runs/{name})")
+    g.add_argument(
+        "--reuse",
+        type=Path,
+        nargs="+",
+        default=[],
+        metavar="DIR",
+        help="earlier results folders: their runs with the same data, training, variant and "
+        "controller settings and seed are taken instead of trained again (e.g. to add an arm "
+        "to a finished comparison); the report counts them",
+    )
     g.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     g.add_argument(
         "--threads",
@@ -391,6 +401,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"controller settings: {e}")
     out = args.out or Path("runs") / name
     _check_writable(parser, out)
+    for d in args.reuse:
+        if not (d / "results.json").is_file():
+            parser.error(f"--reuse {d}: no results.json there")
     result = compare(
         task,
         variants=variants,
@@ -404,6 +417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out=out,
         quiet=args.quiet,
         command="maskwise " + shlex.join(argv),
+        reuse=args.reuse,
     )
     _report(result, out)
     return 0

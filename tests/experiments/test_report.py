@@ -350,3 +350,69 @@ def test_report_refuses_results_from_before_the_protocol(tmp_path: Path) -> None
     (tmp_path / "bad" / "results.json").write_text("{not json")
     with pytest.raises(ValueError, match="not a readable results file"):
         report([tmp_path / "bad"])
+
+
+def test_reuse_takes_the_same_runs_and_trains_only_the_new_arm(
+    comparison: tuple[dict[str, Any], Path, TrainConfig], tmp_path: Path
+) -> None:
+    import torch
+
+    from maskwise.experiments import protocol
+
+    first, out, cfg = comparison
+    trained: list[str] = []
+    real = protocol.train_run
+
+    def counting(task: Any, variant: Any, seed: int, **kwargs: Any) -> Any:
+        trained.append(f"{variant.label} seed {seed}")
+        return real(task, variant, seed, **kwargs)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(protocol, "train_run", counting)
+            again = compare(
+                ImageClassification("digits", train_size=64),
+                variants=("none", "static", "dynamic", "dynamic:gap"),
+                rates=(0.1, 0.3),
+                seeds=3,
+                tune_seeds=1,
+                baseline_weight_decays=(0.01, 0.1),
+                data="digits",
+                out=tmp_path / "again",
+                config=cfg,
+                command="maskwise test again",
+                quiet=True,
+                reuse=[out],
+            )
+            other = compare(  # other training settings: nothing is the same run
+                ImageClassification("digits", train_size=64),
+                variants=("none",),
+                seeds=1,
+                tune_seeds=0,
+                config=TrainConfig(epochs=2, max_steps=2, lr=2e-3),
+                quiet=True,
+                reuse=[out],
+            )
+    finally:
+        torch.set_num_threads(threads)
+    # Only the new arm trained: 3 evaluation seeds of dynamic gap (then the other settings' run).
+    assert trained == [f"dynamic gap seed {s}" for s in (1, 2, 3)] + ["none seed 0"]
+    assert other["settings"]["reused"]["runs"] == 0
+    reused = [r for r in again["runs"] if "reused_from" in r]
+    assert len(reused) == 13 and {r["reused_from"] for r in reused} == {str(out)}
+    assert again["settings"]["reused"] == {"from": [str(out)], "runs": 13}
+    # A reused run is the stored run; the shared arms' rows are the same numbers.
+    key = ("arm", "seed", "role")
+    stored = {tuple(r[k] for k in key): r for r in first["runs"]}
+    for r in reused:
+        original = stored[tuple(r[k] for k in key)]
+        assert {k: v for k, v in r.items() if k != "reused_from"} == original
+    rows = {row["arm"]: row for row in first["summary"]}
+    for row in again["summary"]:
+        if row["arm"] in ("none wd 0.01", "none wd 0.1", "static 0.1", "static 0.3", "dynamic"):
+            assert (
+                row["diff"] == rows[row["arm"]]["diff"] and row["mean"] == rows[row["arm"]]["mean"]
+            )
+    assert "Reused: 13 of 16 runs taken from" in (tmp_path / "again" / "results.md").read_text()

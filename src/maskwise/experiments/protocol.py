@@ -159,6 +159,8 @@ def _work(variant: Variant, seed: int) -> RunResult:
 
 
 Progress = Callable[[Job], Callable[[int, int, str], None] | None]
+#: ``lookup(job)``: a finished run of ``job`` to reuse instead of training it, or None.
+Lookup = Callable[[Job], RunResult | None]
 
 
 def run_jobs(
@@ -169,13 +171,32 @@ def run_jobs(
     workers: int = 1,
     progress: Progress | None = None,
     done: Callable[[Job, RunResult], None] | None = None,
+    lookup: Lookup | None = None,
 ) -> list[RunResult]:
     """Train every job; return the results in the order of ``jobs``.
 
     ``workers > 1`` runs them in that many ``spawn`` processes, one torch thread each.
     ``progress(job)`` may return a per-step callback (used with one worker only); ``done(job,
-    result)`` is called as each run finishes.
+    result)`` is called as each run finishes. A job for which ``lookup(job)`` gives a run is
+    not trained: that run is its result.
     """
+    found = [lookup(job) if lookup is not None else None for job in jobs]
+    todo = [i for i, r in enumerate(found) if r is None]
+    if len(todo) < len(jobs):  # some are reused: report them, train the others
+        for job, r in zip(jobs, found):
+            if r is not None and done is not None:
+                done(job, r)
+        trained = run_jobs(
+            task,
+            [jobs[i] for i in todo],
+            config=config,
+            workers=workers,
+            progress=progress,
+            done=done,
+        )
+        for i, r in zip(todo, trained):
+            found[i] = r
+        return found  # type: ignore[return-value]
     results: list[RunResult | None] = [None] * len(jobs)
     if workers <= 1 or len(jobs) <= 1:
         for i, job in enumerate(jobs):
@@ -208,6 +229,7 @@ def run_protocol(
     config: TrainConfig | None = None,
     progress: Progress | None = None,
     done: Callable[[Job, RunResult], None] | None = None,
+    lookup: Lookup | None = None,
 ) -> tuple[list[tuple[Job, RunResult]], dict[str, Variant]]:
     """Tune every arm that has a choice on the tuning seeds, then train every arm's chosen
     candidate on the evaluation seeds.
@@ -216,7 +238,8 @@ def run_protocol(
     have nothing to tune (so parallel workers stay busy); the second, the evaluation runs of
     the tuned arms. Returns ``[(job, result)]`` (tuning runs first, then evaluation runs, each
     in arm and seed order: the same order for any number of workers) and each arm's chosen
-    variant by arm name (:attr:`Arm.name`).
+    variant by arm name (:attr:`Arm.name`). Jobs that ``lookup`` answers are not trained
+    (:func:`run_jobs`).
     """
     tuned = [a for a in arms if a.tuned]
     if tuned and not protocol.tune:
@@ -235,12 +258,19 @@ def run_protocol(
         workers=protocol.jobs,
         progress=progress,
         done=done,
+        lookup=lookup,
     )
     tune_results = first[: len(tune_jobs)]
     chosen = {a.name: choose(task, a, tune_results) for a in arms}
     tuned_eval = [Job(chosen[a.name], s, "eval") for a in tuned for s in protocol.eval]
     second = run_jobs(
-        task, tuned_eval, config=config, workers=protocol.jobs, progress=progress, done=done
+        task,
+        tuned_eval,
+        config=config,
+        workers=protocol.jobs,
+        progress=progress,
+        done=done,
+        lookup=lookup,
     )
     pairs = list(zip(tune_jobs, tune_results)) + list(
         zip(fixed_eval + tuned_eval, first[len(tune_jobs) :] + second)

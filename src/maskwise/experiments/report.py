@@ -44,6 +44,7 @@ from typing import Any
 
 from maskwise.experiments.engine import RunResult, Task, TrainConfig
 from maskwise.experiments.protocol import Job, Protocol, plan_arms, run_protocol
+from maskwise.experiments.reuse import Reuse
 from maskwise.experiments.summary import evidence_rows, finite_json
 
 __all__ = ["SCHEMA", "compare", "machine", "record", "setting_of", "sweep_rows", "to_markdown"]
@@ -119,6 +120,19 @@ def _still_fitting(result: dict[str, Any]) -> list[str]:
     return []
 
 
+def _reused_line(result: dict[str, Any]) -> str:
+    """The Protocol line's note on runs taken from earlier folders (``--reuse``), if any."""
+    reused = result["settings"].get("reused") or {}
+    if not reused.get("runs"):
+        return ""
+    sources = sorted({r["reused_from"] for r in result["runs"] if "reused_from" in r})
+    return (
+        f"  \nReused: {reused['runs']} of {len(result['runs'])} runs taken from "
+        f"{', '.join(sources)} (`--reuse`: the same data, training, variant and controller "
+        "settings and seeds, so the same runs; trained there, not here)."
+    )
+
+
 def to_markdown(result: dict[str, Any]) -> str:
     """The evaluated arms (paired differences, CIs, verdicts), the tuning sweep and the
     settings, as Markdown."""
@@ -137,7 +151,8 @@ def to_markdown(result: dict[str, Any]) -> str:
         f"fresh seeds {s['eval_seeds']} (paired: same initialisation, batch order and split "
         f"in every arm); {s['train']['epochs']} epochs"
         + (f", patience {s['train']['patience']}" if s["train"].get("patience") else "")
-        + "; paired t 95 % CI of the test difference to no masking.",
+        + "; paired t 95 % CI of the test difference to no masking."
+        + _reused_line(result),
         "",
         rows_markdown(result["summary"]).rstrip("\n"),
     ]
@@ -371,6 +386,7 @@ def compare(
     config: TrainConfig | None = None,
     command: str | None = None,
     quiet: bool = False,
+    reuse: Sequence[str | Path] = (),
 ) -> dict[str, Any]:
     """Run the evidence protocol on ``task`` (:mod:`maskwise.experiments.protocol`): tune every
     arm with a choice on dev with ``tune_seeds`` seeds, then train each arm's chosen setting on
@@ -387,6 +403,8 @@ def compare(
             task's own only).
         setting: the setting's name in the report (default from the task's description).
         data: the data's name in the report (e.g. the folder given).
+        reuse: earlier results folders whose runs of the same settings are taken instead of
+            trained again (:class:`~maskwise.experiments.reuse.Reuse`).
     """
     rates = tuple(rates if rates is not None else task.default_rates)
     cfg = config or task.train_config
@@ -394,6 +412,7 @@ def compare(
     arms = plan_arms(task, variants, rates, baseline_weight_decays)
     setting = setting or setting_of(task)
     total = sum(len(a.candidates) * tune_seeds for a in arms if a.tuned) + len(arms) * seeds
+    lookup = Reuse(task, cfg, reuse) if reuse else None
     with _Progress(quiet, total=total if jobs > 1 else None) as progress:
         pairs, chosen = run_protocol(
             task,
@@ -402,8 +421,13 @@ def compare(
             config=cfg,
             progress=progress.run,
             done=lambda job, r: progress.done(job, r, task.metric),
+            lookup=lookup,
         )
     runs = [record(job, r, setting=setting, budget=cfg.epochs) for job, r in pairs]
+    if lookup is not None:
+        for (job, _), run in zip(pairs, runs):
+            if (source := lookup.source(job)) is not None:
+                run["reused_from"] = source
     result: dict[str, Any] = {
         "schema": SCHEMA,
         "task": task.name,
@@ -432,6 +456,10 @@ def compare(
             "jobs": jobs,
             "variants": list(variants),
             "chosen": {kind: v.label for kind, v in chosen.items()},
+            "reused": {
+                "from": [str(d) for d in reuse],
+                "runs": sum(1 for r in runs if "reused_from" in r),
+            },
         },
         "runs": runs,
         "summary": [],
