@@ -425,8 +425,8 @@ def compare(
         )
     runs = [record(job, r, setting=setting, budget=cfg.epochs) for job, r in pairs]
     if lookup is not None:
-        for (job, _), run in zip(pairs, runs):
-            if (source := lookup.source(job)) is not None:
+        for (j, _), run in zip(pairs, runs):
+            if (source := lookup.source(j)) is not None:
                 run["reused_from"] = source
     result: dict[str, Any] = {
         "schema": SCHEMA,

@@ -96,7 +96,7 @@ class Reuse:
 
     @staticmethod
     def _variant(rec: dict[str, Any]) -> Variant | None:
-        kind = rec.get("kind", rec.get("variant"))
+        kind = str(rec.get("kind", rec.get("variant")))
         arm = str(rec.get("arm", kind))
         name = arm.split(" ", 1)[1] if kind == "dynamic" and " " in arm else None
         try:
