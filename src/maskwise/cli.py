@@ -231,6 +231,13 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument(
         "--out", type=Path, default=Path("runs/summary"), help="output folder (default %(default)s)"
     )
+    rep.add_argument(
+        "--metric",
+        default=None,
+        help="compare on another test metric the runs recorded (e.g. bleu_beam, rougeL_mean) "
+        "instead of each folder's own; item-level intervals are left out (they are the "
+        "folder metric's)",
+    )
 
     run = sub.add_parser(
         "run",
@@ -353,7 +360,7 @@ def _summary(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
     _check_writable(parser, args.out)
     try:
-        rows = report(args.dirs, args.out)
+        rows = report(args.dirs, args.out, metric=args.metric)
     except ValueError as e:
         raise SystemExit(f"maskwise report: {e}") from None
     print(rows_markdown(rows))

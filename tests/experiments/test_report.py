@@ -416,3 +416,21 @@ def test_reuse_takes_the_same_runs_and_trains_only_the_new_arm(
                 row["diff"] == rows[row["arm"]]["diff"] and row["mean"] == rows[row["arm"]]["mean"]
             )
     assert "Reused: 13 of 16 runs taken from" in (tmp_path / "again" / "results.md").read_text()
+
+
+def test_report_on_another_recorded_metric(
+    comparison: tuple[dict[str, Any], Path, TrainConfig],
+) -> None:
+    result, out, _ = comparison
+    rows = report([out], metric="loss")
+    assert {r["metric"] for r in rows} == {"loss"} and not any(r["higher_is_better"] for r in rows)
+    assert all(r["item_diff"] is None for r in rows)  # the items are the accuracy's
+    evals = [r for r in result["runs"] if r["role"] == "eval"]
+    base = {r["seed"]: r["test"]["loss"] for r in evals if r["kind"] == "none"}
+    static = next(r for r in rows if r["kind"] == "static")
+    mine = [r for r in evals if r["arm"] == static["arm"]]
+    want = statistics.fmean(base[r["seed"]] - r["test"]["loss"] for r in mine)  # lower: better
+    assert static["diff"]["mean"] == pytest.approx(want)
+    assert report([out], metric="accuracy") == report([out])  # the folder's own metric
+    with pytest.raises(ValueError, match="no test 'bleu_beam'"):
+        report([out], metric="bleu_beam")

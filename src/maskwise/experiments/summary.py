@@ -358,12 +358,38 @@ def forest_plot(rows: Sequence[dict[str, Any]], path: str | Path) -> Path | None
     return Path(path)
 
 
-def report(paths: Iterable[str | Path], out: str | Path | None = None) -> list[dict[str, Any]]:
-    """Summary rows of every results file in ``paths``; with ``out``, write ``summary.json``,
-    ``summary.md`` and ``forest.png`` there. Raises ``ValueError`` naming a file that cannot
-    be read or predates the protocol."""
+#: Metrics where lower is better, whatever the folder's own metric (``report(metric=...)``).
+LOWER_IS_BETTER = ("loss", "perplexity")
+
+
+def on_metric(result: dict[str, Any], metric: str, source: str) -> dict[str, Any]:
+    """``result`` compared on another ``metric`` its runs recorded on test (``bleu_beam``,
+    ``rougeL_mean``...): the item-level statistics, which are the folder metric's, are left
+    out. Raises ``ValueError`` when an evaluation run lacks the metric."""
+    if metric == result["metric"]:
+        return result
+    missing = [r["arm"] for r in result["runs"] if r["role"] == "eval" and metric not in r["test"]]
+    if missing:
+        raise ValueError(f"{source}: no test {metric!r} in the runs of {sorted(set(missing))}.")
+    return {
+        **result,
+        "metric": metric,
+        "higher_is_better": metric not in LOWER_IS_BETTER,
+        "runs": [{**r, "test_items": None} for r in result["runs"]],
+    }
+
+
+def report(
+    paths: Iterable[str | Path], out: str | Path | None = None, *, metric: str | None = None
+) -> list[dict[str, Any]]:
+    """Summary rows of every results file in ``paths``, on each folder's metric or on
+    ``metric`` (:func:`on_metric`); with ``out``, write ``summary.json``, ``summary.md`` and
+    ``forest.png`` there. Raises ``ValueError`` naming a file that cannot be read or predates
+    the protocol."""
     rows: list[dict[str, Any]] = []
     for file, result in load_results(paths):
+        if metric is not None:
+            result = on_metric(result, metric, str(file))
         rows += evidence_rows(result, source=str(file))
     if out is not None:
         out = Path(out)
