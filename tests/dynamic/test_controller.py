@@ -400,6 +400,55 @@ def test_heldout_reference_is_state() -> None:
     assert math.isnan(a.reference) and a.state_dict()["reference"] is None
 
 
+def test_start_overfit_waits_for_the_heldout_loss_to_rise_literal() -> None:
+    c = heldout(0.0, gain=0.5, start="overfit")
+    assert not c.started and math.isnan(c.lowest_reference)
+    for ref in (3.0, 2.0, 2.0):  # falling, then level: still fitting, never steered
+        c.set_reference(ref)
+        assert c.update(0.5) == 0.0 and c.updates == 0 and not c.started
+    assert c.lowest_reference == 2.0
+    c.set_reference(2.5)  # above the lowest before it: the model has begun to overfit
+    assert c.started and c.lowest_reference == 2.0 and c.reference == 2.5
+    assert c.update(0.5) == pytest.approx(0.4)  # gap 1 - 0.5/2.5 = 0.8; rate += 0.5 * 0.8
+    c.set_reference(1.0)  # a later, lower held-out loss does not stop it
+    assert c.started and c.lowest_reference == 1.0
+    assert c.update(1.5) == pytest.approx(0.15)  # gap 1 - 1.5/1 = -0.5: rate -= 0.25
+    # start="now" (the default) steers from the first reference, as before.
+    d = heldout(0.0, gain=0.5)
+    d.set_reference(2.5)
+    assert d.started and d.update(0.5) == pytest.approx(0.4)
+
+
+def test_start_overfit_is_state_and_resets() -> None:
+    a = heldout(0.0, gain=0.5, start="overfit")
+    a.set_reference(2.0)
+    state = a.state_dict()
+    assert (state["start"], state["started"], state["lowest_reference"]) == ("overfit", False, 2.0)
+    b = heldout(0.0, gain=0.5)  # start="now": the loaded state says otherwise
+    b.load_state_dict(state)
+    assert b.start == "overfit" and not b.started and b.lowest_reference == 2.0
+    for x in (a, b):
+        x.set_reference(2.2)
+    assert a.started and b.started and a.update(1.1) == b.update(1.1) == pytest.approx(0.25)
+    a.reset()
+    assert not a.started and math.isnan(a.lowest_reference) and a.rate == 0.0
+    assert "started=False" in repr(a)
+    # A state saved before `start` existed keeps the old behaviour: steering from the start.
+    old = heldout(0.0).state_dict()
+    for key in ("start", "started", "lowest_reference"):
+        del old[key]
+    c = heldout(0.0)
+    c.load_state_dict(old)
+    assert c.started and math.isnan(c.lowest_reference)
+
+
+def test_start_overfit_needs_the_heldout_signal() -> None:
+    with pytest.raises(ValueError, match="heldout_gap.*'accuracy'"):
+        ReliabilityController(0.1, start="overfit")
+    with pytest.raises(ValueError, match="start must be one of.*'later'"):
+        heldout(0.0, start="later")
+
+
 # --------------------------------------------------------------------------------------------
 # tensor inputs and NaN
 
@@ -572,14 +621,21 @@ def _dist_tracker() -> DifficultyTracker:
 
 
 #: Controllers run through a synced, checkpointed trajectory on every rank: the library
-#: default and the held-out gap controller.
+#: default, the held-out gap controller, and the gap controller that waits for overfitting
+#: (the ranks see their held-out losses rise at different steps).
 TRAJECTORY_STEPS, RESUME_AT = 24, 10
 
 
 def _trajectory_controller(name: str) -> ReliabilityController:
     if name == "default":
         return ReliabilityController(CONTROLLER_DEFAULTS.rate, **CONTROLLER_DEFAULTS.kwargs())
-    return ReliabilityController(0.0, signal="heldout_gap", min_rate=0.0, max_rate=0.5)
+    start = "overfit" if name == "overfit" else "now"
+    return ReliabilityController(0.0, signal="heldout_gap", min_rate=0.0, max_rate=0.5, start=start)
+
+
+#: Held-out losses of the ``overfit`` trajectory every 5 steps, per rank: rank 0's rises above
+#: the lowest of both ranks (1.1, rank 1's at step 5) at step 10, rank 1's only at step 15.
+OVERFIT_REFERENCES = {0: [1.3, 1.2, 1.25, 1.4, 1.5], 1: [1.2, 1.1, 1.0, 1.05, 1.1]}
 
 
 def _trajectory_inputs(name: str, rank: int, step: int) -> tuple[float, float | None]:
@@ -590,6 +646,8 @@ def _trajectory_inputs(name: str, rank: int, step: int) -> tuple[float, float | 
     if name == "default":
         return (0.97 if rank == 0 else 0.85) + 0.05 * u, None
     reference = (1.0 + 0.2 * rank) if step % 5 == 0 else None
+    if name == "overfit":
+        reference = OVERFIT_REFERENCES[rank][step // 5] if step % 5 == 0 else None
     return 0.6 + 0.2 * rank + 0.1 * u, reference
 
 
@@ -637,7 +695,7 @@ def _gloo_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         c2.sync()
         res["controller_one_rank"] = c2.state_dict()
         # The default and the gap controller: synced every step, with and without a resume.
-        for name in ("default", "gap"):
+        for name in ("default", "gap", "overfit"):
             res[f"trajectory_{name}"] = _trajectory(name, rank, resume=False)
             res[f"trajectory_{name}_resumed"] = _trajectory(name, rank, resume=True)
         # Trackers: overlapping keys.
@@ -743,7 +801,8 @@ def test_masks_differ_by_rank_with_one_seed(gloo_results: dict[int, dict[str, An
 def _simulated_sync_trajectory(name: str, world: int = 2) -> list[float]:
     """The synced trajectory computed in one process: one controller per rank, their states
     averaged after every update as ``sync()`` documents (rate, smoothed signal and reference
-    averaged over the ranks that have them; updates: the largest)."""
+    averaged over the ranks that have them; updates: the largest; the lowest reference: the
+    lowest; started once any rank has)."""
     cs = [_trajectory_controller(name) for _ in range(world)]
     rates = []
     for step in range(TRAJECTORY_STEPS):
@@ -754,12 +813,15 @@ def _simulated_sync_trajectory(name: str, world: int = 2) -> list[float]:
             c.update(value)
         states = [c.state_dict() for c in cs]
         refs = [st["reference"] for st in states if st["reference"] is not None]
+        lows = [st["lowest_reference"] for st in states if st["lowest_reference"] is not None]
         merged = dict(
             states[0],
             rate=sum(st["rate"] for st in states) / world,
             smoothed=sum(st["smoothed"] for st in states) / world,
             reference=sum(refs) / len(refs) if refs else None,
             updates=max(st["updates"] for st in states),
+            lowest_reference=min(lows) if lows else None,
+            started=any(st["started"] for st in states),
         )
         for c in cs:
             c.load_state_dict(merged)
@@ -767,7 +829,7 @@ def _simulated_sync_trajectory(name: str, world: int = 2) -> list[float]:
     return rates
 
 
-@pytest.mark.parametrize("name", ["default", "gap"])
+@pytest.mark.parametrize("name", ["default", "gap", "overfit"])
 def test_synced_controller_resumes_with_the_same_rates(
     gloo_results: dict[int, dict[str, Any]], name: str
 ) -> None:
@@ -777,3 +839,5 @@ def test_synced_controller_resumes_with_the_same_rates(
     assert resumed[0] == runs[0] and resumed[1] == runs[1]  # a checkpoint changes nothing
     assert runs[0] == pytest.approx(_simulated_sync_trajectory(name), abs=1e-12)
     assert len(set(runs[0])) > 5  # the rates moved: the trajectory tests something
+    if name == "overfit":  # no masking until a held-out loss rose (rank 0's, at step 10)
+        assert runs[0][:10] == [0.0] * 10 and runs[0][10] > 0.0

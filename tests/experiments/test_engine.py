@@ -434,6 +434,32 @@ def test_named_gap_controller() -> None:
     assert r.history[0]["rate"] == 0.0 and r.history[-1]["rate"] > 0.0
 
 
+def test_named_overfit_controller_trains_as_no_masking_until_dev_loss_rises() -> None:
+    cfg = TrainConfig(epochs=5, lr=0.05)
+    # dev losses (the model's loss + offset): fall for two epochs, then rise from epoch 3
+    offsets = iter([1.0, 0.5, 0.9, 1.5, 2.0])
+
+    class Rising(ScriptedTask):
+        def evaluate(self, model: nn.Module, split: str, device: Any, limit: Any = None) -> Any:
+            if split == "dev":
+                self.dev_loss_offset = next(offsets)
+            return super().evaluate(model, split, device, limit)
+
+    plain, waiting = ScriptedTask(), Rising()
+    v = Variant("dynamic", controller="overfit")
+    assert (v.controller_config(waiting).start, v.label) == ("overfit", "dynamic overfit")
+    r = train_run(waiting, v, 0, config=cfg)
+    none = train_run(plain, Variant("none"), 0, config=cfg)
+    rates = [h["rate"] for h in r.history]
+    assert rates[:3] == [0.0, 0.0, 0.0] and rates[3] > 0.0  # started after epoch 3's rise
+    # Until then, the very batches and weights of the unmasked run.
+    steps = 3 * 4
+    assert all(torch.equal(a, b) for a, b in zip(waiting.fed[:steps], plain.fed[:steps]))
+    assert all(torch.equal(a, b) for a, b in zip(waiting.epoch_weights[:3], plain.epoch_weights))
+    assert not all(torch.equal(a, b) for a, b in zip(waiting.fed[steps:], plain.fed[steps:]))
+    assert none.history[0]["train_loss"] == r.history[0]["train_loss"]
+
+
 def test_schedule_warms_up_to_its_rate() -> None:
     r = train_run(ScriptedTask(), Variant("schedule", 0.4), 0, config=CFG)
     rates = [row["rate"] for row in r.monitor.rows if "masked_fraction" in row]

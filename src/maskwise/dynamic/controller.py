@@ -15,6 +15,7 @@ __all__ = [
     "CONTROLLER_DEFAULTS",
     "DIRECTIONS",
     "SIGNALS",
+    "STARTS",
     "ControllerDefaults",
     "ReliabilityController",
 ]
@@ -22,6 +23,8 @@ __all__ = [
 #: The signals a controller follows, and its directions.
 SIGNALS = ("accuracy", "confidence", "loss", "loss_gap", "accuracy_gap", "heldout_gap")
 DIRECTIONS = ("curriculum", "seed")
+#: When a ``heldout_gap`` controller starts to steer: at once, or once the model overfits.
+STARTS = ("now", "overfit")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,6 +152,13 @@ class ReliabilityController:
     loop is negative feedback. It is scale-free (a ratio of losses), so one target fits
     classifiers, language models and translation.
 
+    With ``start="overfit"`` a ``heldout_gap`` controller waits: the rate stays where it
+    started, and the signal is not read, until a held-out loss given to :meth:`set_reference`
+    is higher than the lowest one before it, the point where early stopping would see the
+    model begin to overfit. From then on it steers as above. Until that point a run with
+    ``rate=0`` trains exactly as one without masking, so selecting the best epoch on held-out
+    data can only pick a later, masked epoch when that one is better.
+
     Non-finite values are ignored like NaN ones: a NaN (a batch with no target) or infinite
     (a ``-inf`` logit at the label) signal leaves the state unchanged, and the non-finite
     entries of a tensor of per-position values are left out of its mean.
@@ -170,6 +180,9 @@ class ReliabilityController:
         direction: ``"curriculum"`` (default) or ``"seed"`` (ignored by the gap signals).
         momentum: smoothing of the signal, in [0, 1).
         max_delta: largest rate change per update, finite and > 0.
+        start: ``"now"`` (default) or ``"overfit"``: a ``heldout_gap`` controller steers from
+            its first reference, or only once a held-out loss has risen above the lowest one
+            before it.
 
     >>> c = ReliabilityController(0.3, signal="accuracy", target=0.7, gain=0.5, momentum=0.0,
     ...                           max_delta=1.0)
@@ -191,9 +204,17 @@ class ReliabilityController:
         direction: str = _D.direction,
         momentum: float = _D.momentum,
         max_delta: float = _D.max_delta,
+        start: str = "now",
     ) -> None:
         if signal not in SIGNALS:
             raise ValueError(f"signal must be one of {SIGNALS} ({signal!r} given).")
+        if start not in STARTS:
+            raise ValueError(f"start must be one of {STARTS} ({start!r} given).")
+        if start == "overfit" and signal != "heldout_gap":
+            raise ValueError(
+                f"start='overfit' reads held-out losses: it needs signal='heldout_gap' "
+                f"({signal!r} given)."
+            )
         if direction not in ("seed", "curriculum"):
             raise ValueError(f"direction must be 'seed' or 'curriculum' ({direction!r} given).")
         if target is None:
@@ -223,12 +244,15 @@ class ReliabilityController:
             raise ValueError(f"max_delta must be > 0 ({max_delta} given).")
         self.signal, self.target, self.gain = signal, target, gain
         self.direction, self.momentum, self.max_delta = direction, momentum, max_delta
-        # [rate, smoothed signal, number of updates, held-out reference], shared with DataLoader
-        # workers.
-        self._state = torch.tensor(
-            [rate, math.nan, 0.0, math.nan], dtype=torch.float64
-        ).share_memory_()
+        self.start = start
+        # [rate, smoothed signal, number of updates, held-out reference, lowest reference,
+        # started (0 / 1)], shared with DataLoader workers.
+        self._state = self._fresh_state(rate).share_memory_()
         self._initial_rate = rate
+
+    def _fresh_state(self, rate: float) -> torch.Tensor:
+        started = 1.0 if self.start == "now" else 0.0
+        return torch.tensor([rate, math.nan, 0.0, math.nan, math.nan, started], dtype=torch.float64)
 
     # -- state ---------------------------------------------------------------------------------
     @property
@@ -249,16 +273,32 @@ class ReliabilityController:
         """The latest held-out figure of ``signal="heldout_gap"`` (NaN before the first)."""
         return float(self._state[3])
 
+    @property
+    def lowest_reference(self) -> float:
+        """The lowest held-out figure given so far (NaN before the first)."""
+        return float(self._state[4])
+
+    @property
+    def started(self) -> bool:
+        """Whether the controller steers the rate: always with ``start="now"``; with
+        ``start="overfit"``, once a held-out loss has risen above the lowest before it."""
+        return bool(self._state[5] > 0)
+
     def set_reference(self, value: Any) -> None:
         """Record the latest held-out loss (``signal="heldout_gap"``): a finite number > 0, or a
         tensor of per-item losses whose finite mean is taken. The following :meth:`update` calls
-        compare the training loss with it."""
+        compare the training loss with it. With ``start="overfit"``, the first value above the
+        lowest one before it starts the controller."""
         if self.signal != "heldout_gap":
             raise ValueError(f"set_reference is for signal='heldout_gap' ({self.signal!r} given).")
         v = _as_float(value)
         if not (math.isfinite(v) and v > 0):
             raise ValueError(f"the held-out loss must be finite and > 0 ({v} given).")
+        lowest = self.lowest_reference
+        if v > lowest:  # the held-out loss rose: the model has begun to overfit
+            self._state[5] = 1.0
         self._state[3] = v
+        self._state[4] = min(v, lowest) if math.isfinite(lowest) else v
 
     def __call__(self, step: int | None = None) -> float:
         """The current rate (so a controller can stand wherever a schedule can)."""
@@ -271,13 +311,14 @@ class ReliabilityController:
 
         For ``signal="heldout_gap"``, ``value`` is the training loss and ``val_value`` (optional)
         a new held-out loss, recorded as by :meth:`set_reference`; before the first held-out
-        loss the state is left unchanged."""
+        loss, and with ``start="overfit"`` before the model overfits, the state is left
+        unchanged."""
         x = _as_float(value)
         if self.signal == "heldout_gap":
             if val_value is not None:
                 self.set_reference(val_value)
             ref = self.reference
-            x = 1.0 - x / ref if math.isfinite(ref) else math.nan
+            x = 1.0 - x / ref if math.isfinite(ref) and self.started else math.nan
         elif self.signal.endswith("_gap"):
             if val_value is None:
                 raise ValueError(f"signal={self.signal!r} needs update(train_value, val_value).")
@@ -303,6 +344,11 @@ class ReliabilityController:
             "smoothed": self.smoothed,
             "updates": self.updates,
             "reference": self.reference if math.isfinite(self.reference) else None,
+            "lowest_reference": (
+                self.lowest_reference if math.isfinite(self.lowest_reference) else None
+            ),
+            "started": self.started,
+            "start": self.start,
             "signal": self.signal,
             "target": self.target,
             "gain": self.gain,
@@ -324,29 +370,40 @@ class ReliabilityController:
             "direction",
             "momentum",
             "max_delta",
+            "start",
         ):
             if key in state:
                 setattr(self, key, state[key])
-        reference = state.get("reference")  # None: not measured yet (absent in older states)
-        reference = math.nan if reference is None else float(reference)
+
+        def figure(key: str) -> float:  # None: not measured yet (absent in older states)
+            value = state.get(key)
+            return math.nan if value is None else float(value)
+
+        started = state.get("started", self.start == "now")
         self._state.copy_(
             torch.tensor(
-                [state["rate"], state["smoothed"], state["updates"], reference],
+                [
+                    state["rate"],
+                    state["smoothed"],
+                    state["updates"],
+                    figure("reference"),
+                    figure("lowest_reference"),
+                    1.0 if started else 0.0,
+                ],
                 dtype=torch.float64,
             )
         )
         self._initial_rate = float(state.get("initial_rate", self._initial_rate))
 
     def reset(self) -> None:
-        self._state.copy_(
-            torch.tensor([self._initial_rate, math.nan, 0.0, math.nan], dtype=torch.float64)
-        )
+        self._state.copy_(self._fresh_state(self._initial_rate))
 
     def sync(self) -> None:
         """Average the rate, the smoothed signal and the held-out reference over
         ``torch.distributed`` ranks (no-op when it is not initialised), so every rank masks at the
         same rate. Ranks that have not measured a signal (or a reference) yet take the others'
-        and do not dilute them."""
+        and do not dilute them. The lowest reference is the lowest of any rank's, and the
+        controller has started on every rank once it has on one."""
         dist = torch.distributed
         if not (dist.is_available() and dist.is_initialized()):
             return
@@ -360,6 +417,8 @@ class ReliabilityController:
                 self.reference if has_ref else 0.0,
                 has_ref,
                 float(self.updates),
+                float(self._state[5]),
+                -self.lowest_reference if math.isfinite(self.lowest_reference) else -math.inf,
             ],
             dtype=torch.float64,
         )
@@ -371,8 +430,12 @@ class ReliabilityController:
         world = dist.get_world_size()
         s = float(t[1] / t[2]) if t[2] > 0 else math.nan
         ref = float(t[3] / t[4]) if t[4] > 0 else math.nan
+        lowest = -float(t[7]) if math.isfinite(float(t[7])) else math.nan
         self._state.copy_(
-            torch.tensor([float(t[0]) / world, s, float(t[5]), ref], dtype=torch.float64)
+            torch.tensor(
+                [float(t[0]) / world, s, float(t[5]), ref, lowest, float(t[6])],
+                dtype=torch.float64,
+            )
         )
 
     def __getstate__(self) -> dict[str, Any]:
@@ -382,5 +445,6 @@ class ReliabilityController:
         return (
             f"ReliabilityController(rate={self.rate:.4f}, signal={self.signal!r}, "
             f"target={self.target}, gain={self.gain}, direction={self.direction!r}, "
-            f"bounds=[{self.min_rate}, {self.max_rate}])"
+            f"bounds=[{self.min_rate}, {self.max_rate}]"
+            + (f", start={self.start!r}, started={self.started})" if self.start != "now" else ")")
         )

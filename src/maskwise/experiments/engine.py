@@ -61,6 +61,9 @@ VARIANTS = ("none", "static", "dynamic", "schedule", "consistency")
 #: step's own loss against the dev loss of the latest epoch end (every ``reference_every``
 #: steps on the first ``reference_size`` dev items when set), from rate 0: no masking while the
 #: model is still fitting, then as much as makes the training loss meet the held-out one.
+#: ``overfit`` is ``gap`` that waits (``start="overfit"``): no masking, so the same training as
+#: the unmasked arm, until an epoch's dev loss is higher than the lowest before it (where early
+#: stopping sees the model begin to overfit), then steered by the gap as ``gap`` is.
 #: ``easy`` keeps the task's controller and flips its tracker's weights (``temperature=-1``):
 #: the tokens the model already predicts reliably (low running loss per token id) are masked
 #: more, the hard ones less (tasks with token keys: text, language modeling, translation,
@@ -74,6 +77,14 @@ CONTROLLERS: dict[str, dict[str, Any]] = {
     "examples": {"per_example": True, "temperature": -1.0},
     "gap": {
         "signal": "heldout_gap",
+        "target": 0.0,
+        "initial_rate": 0.0,
+        "min_rate": 0.0,
+        "max_rate": 0.5,
+    },
+    "overfit": {
+        "signal": "heldout_gap",
+        "start": "overfit",
         "target": 0.0,
         "initial_rate": 0.0,
         "min_rate": 0.0,
@@ -163,6 +174,7 @@ class ControllerConfig:
     reference_every: int | None = None
     reference_size: int = 256
     per_example: bool = False
+    start: str = "now"
 
     def build(self) -> ReliabilityController:
         return ReliabilityController(
@@ -175,6 +187,7 @@ class ControllerConfig:
             direction=self.direction,
             momentum=self.momentum,
             max_delta=self.max_delta,
+            start=self.start,
         )
 
 
