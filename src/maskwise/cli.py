@@ -238,6 +238,14 @@ def build_parser() -> argparse.ArgumentParser:
         "instead of each folder's own; item-level intervals are left out (they are the "
         "folder metric's)",
     )
+    rep.add_argument(
+        "--against",
+        default=None,
+        metavar="ARM",
+        help="compare every arm with this one instead of no masking: an arm (e.g. 'static "
+        "0.25') or a kind ('static': the tuned static arm); verdicts read better / within "
+        "noise / worse",
+    )
 
     run = sub.add_parser(
         "run",
@@ -360,7 +368,7 @@ def _summary(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
     _check_writable(parser, args.out)
     try:
-        rows = report(args.dirs, args.out, metric=args.metric)
+        rows = report(args.dirs, args.out, metric=args.metric, against=args.against)
     except ValueError as e:
         raise SystemExit(f"maskwise report: {e}") from None
     print(rows_markdown(rows))

@@ -434,3 +434,29 @@ def test_report_on_another_recorded_metric(
     assert report([out], metric="accuracy") == report([out])  # the folder's own metric
     with pytest.raises(ValueError, match="no test 'bleu_beam'"):
         report([out], metric="bleu_beam")
+
+
+def test_report_against_another_arm(comparison: tuple[dict[str, Any], Path, TrainConfig]) -> None:
+    result, out, _ = comparison
+    evals = [r for r in result["runs"] if r["role"] == "eval"]
+    static_arm = next(r["arm"] for r in evals if r["kind"] == "static")
+    for against in ("static", static_arm):  # a kind (its tuned arm) or the arm's label
+        rows = report([out], against=against)
+        assert rows[0]["arm"] == static_arm and rows[0]["diff"] is None
+        assert {r["against"] for r in rows} == {static_arm}
+    ref = {r["seed"]: r["test"]["accuracy"] for r in evals if r["arm"] == static_arm}
+    none = next(r for r in rows if r["kind"] == "none")
+    mine = [r for r in evals if r["kind"] == "none"]
+    want = statistics.fmean(r["test"]["accuracy"] - ref[r["seed"]] for r in mine)
+    assert none["diff"]["mean"] == pytest.approx(want)
+    assert none["verdict"] in ("better", "within noise", "worse")
+    # the unmasked arm's best-epoch fraction is still the baseline's
+    plain = {r["arm"]: r for r in report([out])}
+    assert (
+        none["baseline_best_epoch_fraction"] == plain[none["arm"]]["baseline_best_epoch_fraction"]
+    )
+    assert none["compute_s"] == plain[none["arm"]]["compute_s"]
+    md = rows_markdown(rows)
+    assert "paired diff to the reference arm" in md and f"{static_arm} (reference)" in md
+    with pytest.raises(ValueError, match="no evaluated arm 'consistency 0.9'"):
+        report([out], against="consistency 0.9")

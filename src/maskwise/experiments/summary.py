@@ -29,6 +29,11 @@ test items, each resample keeping an item's every seed together:
 the seeds scored different items). It measures test-set sampling noise with the trained
 models fixed, not seed-to-seed variance: evidence beside ``diff``, not instead of it.
 ``source`` is the results file.
+
+With ``against=ARM`` (``maskwise report --against static``) every difference, interval and
+verdict is to that arm instead of the unmasked one (an arm label such as ``static 0.25`` or a
+kind such as ``static``: the tuned arm of that kind), and the verdicts read ``better`` /
+``within noise`` / ``worse``; the row names it in ``against``.
 """
 
 from __future__ import annotations
@@ -160,8 +165,16 @@ def item_difference(
     return {**d.as_dict(), "n": d.n, "seeds": len(pairs)}
 
 
-def evidence_rows(result: dict[str, Any], source: str | None = None) -> list[dict[str, Any]]:
-    """One summary row per evaluated arm of a results dict (``results.json``), unmasked first."""
+#: Verdicts against another arm than the unmasked one.
+AGAINST_VERDICTS = {"helps": "better", "no effect": "within noise", "hurts": "worse"}
+
+
+def evidence_rows(
+    result: dict[str, Any], source: str | None = None, *, against: str | None = None
+) -> list[dict[str, Any]]:
+    """One summary row per evaluated arm of a results dict (``results.json``), the arm compared
+    with first: the unmasked one, or ``against`` (an arm label or kind; ``ValueError`` when the
+    results have no such arm)."""
     from maskwise.experiments import stats
 
     runs = result.get("runs", [])
@@ -172,9 +185,21 @@ def evidence_rows(result: dict[str, Any], source: str | None = None) -> list[dic
     arms: dict[str, list[dict[str, Any]]] = {}
     for r in evals:
         arms.setdefault(r["arm"], []).append(r)
-    base_label = next((a for a, rs in arms.items() if rs[0]["kind"] == "none"), None)
+    none_label = next((a for a, rs in arms.items() if rs[0]["kind"] == "none"), None)
+    nones = arms.get(none_label, []) if none_label else []
+    base_fraction = statistics.fmean(_fraction(r) for r in nones) if nones else None
+    base_label = none_label
+    if against is not None:
+        base_label = against if against in arms else None
+        base_label = base_label or next(
+            (a for a, rs in arms.items() if rs[0]["kind"] == against), None
+        )
+        if base_label is None:
+            raise ValueError(
+                f"{source or result.get('task')}: no evaluated arm {against!r} to compare "
+                f"against (arms: {sorted(arms)})."
+            )
     base = {r["seed"]: r for r in arms.get(base_label, [])} if base_label else {}
-    base_fraction = statistics.fmean(_fraction(r) for r in base.values()) if base else None
     rows = []
     for arm, rs in sorted(arms.items(), key=lambda kv: kv[0] != base_label):
         kind = rs[0]["kind"]
@@ -193,6 +218,8 @@ def evidence_rows(result: dict[str, Any], source: str | None = None) -> list[dic
             d = stats.paired_difference(masked, baseline, higher_is_better=hib, method="t")
             diff = {**d.as_dict(), "n": d.n}
             verdict = stats.verdict(d)
+            if against is not None:
+                verdict = AGAINST_VERDICTS[verdict]
             spread = statistics.stdev(a - b for a, b in pairs)
             detectable = stats.detectable_effect(spread, len(pairs))
         if arm != base_label:
@@ -222,6 +249,7 @@ def evidence_rows(result: dict[str, Any], source: str | None = None) -> list[dic
                 "detectable": detectable,
                 "item_diff": item_diff,
                 "source": source,
+                **({"against": base_label} if against is not None else {}),
             }
         )
     return rows
@@ -271,8 +299,10 @@ def rows_markdown(rows: Sequence[dict[str, Any]]) -> str:
     from maskwise.experiments.stats import still_fitting
 
     items = any(row.get("item_diff") for row in rows)
+    against = any("against" in row for row in rows)
     lines = [
-        "| task | data | setting | arm | seeds | test (mean ± std) | paired diff [95 % CI] "
+        "| task | data | setting | arm | seeds | test (mean ± std) | "
+        + ("paired diff to the reference arm [95 % CI] " if against else "paired diff [95 % CI] ")
         + ("| items, seeds fixed: diff [95 % CI] " if items else "")
         + "| verdict | detectable | baseline best epoch | compute (min) |",
         "|---|---|---|---|---|---|---|" + ("---|" if items else "") + "---|---|---|---|",
@@ -296,7 +326,7 @@ def rows_markdown(rows: Sequence[dict[str, Any]]) -> str:
                     row["task"],
                     row["data"],
                     _setting(row),
-                    row["arm"],
+                    row["arm"] + (" (reference)" if row.get("against") == row["arm"] else ""),
                     str(row["n_seeds"]),
                     _spread(row, scale, metric),
                     cell,
@@ -335,6 +365,8 @@ def forest_plot(rows: Sequence[dict[str, Any]], path: str | Path) -> Path | None
         constrained_layout=True,
     )
     colors = {"helps": "tab:green", "hurts": "tab:red", "no effect": "tab:gray"}
+    colors |= {AGAINST_VERDICTS[k]: c for k, c in list(colors.items())}
+    to = "the reference arm" if any("against" in r for r in shown) else "no masking"
     for ax, metric in zip(axes[:, 0], metrics):
         mine = [r for r in shown if r["metric"] == metric]
         scale, unit = _scale(mine[0])
@@ -349,8 +381,7 @@ def forest_plot(rows: Sequence[dict[str, Any]], path: str | Path) -> Path | None
             [f"{r['task']} | {r['setting']} | {r['arm']}" for r in reversed(mine)], fontsize=7
         )
         ax.set_xlabel(
-            f"paired test {metric} difference to no masking{unit or ''} "
-            "(positive = better; 95 % CI)"
+            f"paired test {metric} difference to {to}{unit or ''} (positive = better; 95 % CI)"
         )
         ax.grid(axis="x", alpha=0.3)
     fig.savefig(path, dpi=110)
@@ -380,17 +411,22 @@ def on_metric(result: dict[str, Any], metric: str, source: str) -> dict[str, Any
 
 
 def report(
-    paths: Iterable[str | Path], out: str | Path | None = None, *, metric: str | None = None
+    paths: Iterable[str | Path],
+    out: str | Path | None = None,
+    *,
+    metric: str | None = None,
+    against: str | None = None,
 ) -> list[dict[str, Any]]:
     """Summary rows of every results file in ``paths``, on each folder's metric or on
-    ``metric`` (:func:`on_metric`); with ``out``, write ``summary.json``, ``summary.md`` and
-    ``forest.png`` there. Raises ``ValueError`` naming a file that cannot be read or predates
-    the protocol."""
+    ``metric`` (:func:`on_metric`), compared with the unmasked arm or with ``against``
+    (:func:`evidence_rows`); with ``out``, write ``summary.json``, ``summary.md`` and
+    ``forest.png`` there. Raises ``ValueError`` naming a file that cannot be read, predates
+    the protocol or lacks the ``against`` arm."""
     rows: list[dict[str, Any]] = []
     for file, result in load_results(paths):
         if metric is not None:
             result = on_metric(result, metric, str(file))
-        rows += evidence_rows(result, source=str(file))
+        rows += evidence_rows(result, source=str(file), against=against)
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
