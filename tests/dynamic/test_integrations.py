@@ -214,6 +214,53 @@ def test_hf_callback_feeds_a_loss_controller_and_a_monitor(tmp_path: Path) -> No
     assert coll.step == STEPS and coll.epoch == 0
 
 
+def heldout_controller() -> ReliabilityController:
+    """MLM has targets only where it masks: the rate stays >= 0.1."""
+    return ReliabilityController(
+        0.15, signal="heldout_gap", min_rate=0.1, max_rate=0.9, gain=0.1, momentum=0.0
+    )
+
+
+@pytest.mark.hf
+def test_hf_callback_feeds_a_heldout_gap_controller_from_the_evaluations(tmp_path: Path) -> None:
+    transformers = pytest.importorskip("transformers")
+    from maskwise.integrations.hf import MaskwiseCallback
+
+    c = heldout_controller()
+    coll = collator(c)
+    rec = recorder()
+    trainer = transformers.Trainer(
+        model=tiny_bert(),
+        args=training_args(tmp_path, eval_strategy="steps", eval_steps=2),
+        train_dataset=token_lists(48),
+        eval_dataset=token_lists(16, seed=1),
+        data_collator=coll,
+        callbacks=[MaskwiseCallback(coll, controller=c), rec],
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.train()
+    assert not [w for w in caught if "heldout_gap" in str(w.message)]
+    evals = [log["eval_loss"] for log in rec.logs if "eval_loss" in log]
+    assert len(evals) == STEPS // 2
+    assert c.reference == pytest.approx(evals[-1])  # the latest evaluation's loss
+    # Trainer logs a step's loss before it evaluates: steps 1-2 have no reference yet.
+    assert c.updates == STEPS - 2
+    # Without evaluations the reference never comes: say so.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        c2 = heldout_controller()
+        transformers.Trainer(
+            model=tiny_bert(),
+            args=training_args(tmp_path, max_steps=1),
+            train_dataset=token_lists(8),
+            data_collator=collator(c2),
+            callbacks=[MaskwiseCallback(collator(c2), controller=c2)],
+        ).train()
+    assert len([w for w in caught if "never evaluates" in str(w.message)]) == 1
+    assert c2.updates == 0
+
+
 # --------------------------------------------------------------------------------------------
 # Lightning
 
@@ -306,3 +353,47 @@ def test_lightning_warns_once_when_the_controller_gets_nothing() -> None:
         run_lightning(c, return_logits=False)
     assert len([w for w in caught if "signal='accuracy'" in str(w.message)]) == 1
     assert c.updates == 0
+
+
+def test_lightning_feeds_a_heldout_gap_controller_from_the_validation_loss() -> None:
+    L = pytest.importorskip("lightning")
+    from maskwise.integrations.lightning import MaskwiseLightningCallback
+
+    base = type(lightning_module(False))
+
+    class WithValidation(base):  # type: ignore[misc, valid-type]
+        def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+            logits = self.head(self.embed(batch["input_ids"]))
+            loss = nn.functional.cross_entropy(
+                logits.reshape(-1, VOCAB), batch["labels"].reshape(-1)
+            )
+            self.log("val_loss", loss)
+
+    c = heldout_controller()
+    coll = collator(c)
+    train = DataLoader(token_lists(16), batch_size=8, collate_fn=coll)  # 2 batches per epoch
+    val = DataLoader(token_lists(8, seed=1), batch_size=8, collate_fn=coll)
+    references: list[float] = []
+
+    class Spy(L.Callback):  # runs after maskwise's callback
+        def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+            if not trainer.sanity_checking:
+                references.append(c.reference)
+
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        max_steps=6,
+        callbacks=[MaskwiseLightningCallback(coll, controller=c), Spy()],
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(WithValidation(), train, val)
+    assert not [w for w in caught if "MaskwiseLightningCallback" in str(w.message)]
+    # Validation after epochs 1, 2 and 3 (steps 2, 4, 6); the sanity check is not a reference.
+    assert len(references) == 3
+    assert references[-1] == pytest.approx(float(trainer.callback_metrics["val_loss"]))
+    assert c.updates == 4  # the training losses of steps 3-6, after the first reference

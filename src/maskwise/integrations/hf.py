@@ -109,14 +109,20 @@ class MaskwiseCallback(TrainerCallback):
 
     * ``on_train_begin``: checks that ``Trainer`` keeps the fields the collators need (an error
       for whole-word masking, a warning for a dropped index), and warns when ``controller``
-      can never be fed here (only a ``"loss"`` controller can be fed from the logged loss;
-      :class:`MaskwiseTrainer` feeds the others);
+      can never be fed here (only a ``"loss"`` or ``"heldout_gap"`` controller can be fed from
+      the logged loss; :class:`MaskwiseTrainer` feeds the others), or, for ``"heldout_gap"``,
+      when ``Trainer`` never evaluates;
     * ``on_epoch_begin``: ``collator.set_epoch(epoch)`` (new masks every epoch with
       ``redraw="epoch"``, different keys on resume);
     * ``on_step_end``: ``collator.set_step(global_step)`` (schedule rates);
-    * ``on_log``: with a ``"loss"`` controller, ``controller.update(loss)`` (unless a
-      :class:`MaskwiseTrainer` already feeds that controller every step); with a ``monitor``,
-      records the rate and the logged loss; adds ``maskwise_rate`` to the logs.
+    * ``on_log``: with a ``"loss"`` or ``"heldout_gap"`` controller, the logged training loss
+      to the controller (unless a :class:`MaskwiseTrainer` already feeds that controller every
+      step); with a ``monitor``, records the rate and the logged loss; adds ``maskwise_rate``
+      to the logs;
+    * ``on_evaluate``: with a ``"heldout_gap"`` controller, ``controller.set_reference`` with
+      the evaluation's ``eval_loss``: the held-out loss the training loss is compared with
+      (the evaluation set is the held-out data; never evaluate on the test set during
+      training).
 
     Args:
         collators: objects with ``set_epoch`` (and ``set_step``): ``MLMCollator``, ``T5Collator``.
@@ -139,7 +145,20 @@ class MaskwiseCallback(TrainerCallback):
         _check_fields(args, unchecked, getattr(loader, "dataset", None))
         c = self.controller
         signal = getattr(c, "signal", None)
-        if c is not None and c is not self._fed_by_trainer and signal != "loss":
+        strategy = getattr(args, "eval_strategy", "no")
+        if signal == "heldout_gap" and getattr(strategy, "value", strategy) == "no":
+            warnings.warn(
+                "MaskwiseCallback: the controller (signal='heldout_gap') compares the training "
+                "loss with the evaluation loss, but Trainer never evaluates, so the rate never "
+                "moves: set eval_strategy ('steps' or 'epoch') and an eval_dataset.",
+                UserWarning,
+                stacklevel=2,
+            )
+        if (
+            c is not None
+            and c is not self._fed_by_trainer
+            and signal not in ("loss", "heldout_gap")
+        ):
             warnings.warn(
                 f"MaskwiseCallback cannot feed a controller with signal={signal!r}: it sees only "
                 "the logged training loss, so the rate would never move. Pass the controller to "
@@ -167,7 +186,8 @@ class MaskwiseCallback(TrainerCallback):
             return
         loss = float(logs["loss"])
         if self.controller is not self._fed_by_trainer:  # fed once per step, by one of us
-            feed(self.controller, loss=loss)  # only a "loss" controller can use the logged loss
+            # Only a "loss" or "heldout_gap" controller can use the logged loss.
+            feed(self.controller, loss=loss)
         rate = self._rate()
         if rate is not None:
             logs["maskwise_rate"] = rate
@@ -176,6 +196,21 @@ class MaskwiseCallback(TrainerCallback):
                 state.log_history[-1]["maskwise_rate"] = rate
         if self.monitor is not None:
             self.monitor.record(int(state.global_step), rate=rate, loss=loss)
+
+    def on_evaluate(
+        self,
+        args: Any,
+        state: Any,
+        control: Any,
+        metrics: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        c = self.controller
+        if getattr(c, "signal", None) != "heldout_gap" or not metrics:
+            return
+        loss = metrics.get("eval_loss")
+        if loss is not None and math.isfinite(float(loss)) and float(loss) > 0:
+            c.set_reference(float(loss))
 
     def _rate(self) -> float | None:
         if self.controller is not None:

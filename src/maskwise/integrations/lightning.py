@@ -7,9 +7,11 @@
     trainer = lightning.Trainer(callbacks=[callback])
 
 The ``LightningModule``'s ``training_step`` returns the loss, which feeds a controller whose
-signal is ``"loss"``; to steer the controller by accuracy or confidence instead, return a dict
-``{"loss": loss, "logits": logits, "labels": labels}`` (the callback warns once when its
-controller gets nothing it can use).
+signal is ``"loss"`` or ``"heldout_gap"``; to steer the controller by accuracy or confidence
+instead, return a dict ``{"loss": loss, "logits": logits, "labels": labels}`` (the callback
+warns once when its controller gets nothing it can use). A ``"heldout_gap"`` controller takes
+its held-out loss from the logged validation metric ``reference_key`` (default ``"val_loss"``)
+at the end of every validation epoch.
 """
 
 from __future__ import annotations
@@ -33,11 +35,20 @@ class MaskwiseLightningCallback(Callback):
         collators: objects with ``set_epoch`` / ``set_step`` (``MLMCollator``, ``T5Collator``).
         controller: optional ``ReliabilityController``.
         monitor: optional ``MaskMonitor``.
+        reference_key: the logged validation loss a ``"heldout_gap"`` controller compares the
+            training loss with (``self.log("val_loss", loss)`` in ``validation_step``).
     """
 
-    def __init__(self, *collators: Any, controller: Any = None, monitor: Any = None) -> None:
+    def __init__(
+        self,
+        *collators: Any,
+        controller: Any = None,
+        monitor: Any = None,
+        reference_key: str = "val_loss",
+    ) -> None:
         super().__init__()
         self.collators, self.controller, self.monitor = collators, controller, monitor
+        self.reference_key = reference_key
         self._warned_unfed = False
 
     def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
@@ -73,10 +84,28 @@ class MaskwiseLightningCallback(Callback):
                 step, rate=rate, reliability=r, loss=loss if loss is not None else math.nan
             )
 
+    def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        c = self.controller
+        if getattr(c, "signal", None) != "heldout_gap" or trainer.sanity_checking:
+            return
+        value = trainer.callback_metrics.get(self.reference_key)
+        if value is None:
+            warnings.warn(
+                f"MaskwiseLightningCallback: no logged {self.reference_key!r} after validation, "
+                "so the 'heldout_gap' controller has no held-out loss: log it in "
+                "validation_step or pass reference_key.",
+                UserWarning,
+                stacklevel=2,
+            )
+            return
+        value = float(value)
+        if math.isfinite(value) and value > 0:
+            c.set_reference(value)
+
     def _check_fed(self, controller: Any, *, has_logits: bool, has_loss: bool) -> None:
         """Warn once when this step gives ``controller`` nothing its signal can use."""
         signal = getattr(controller, "signal", None)
-        if signal == "loss" and (has_logits or has_loss):
+        if signal in ("loss", "heldout_gap") and (has_logits or has_loss):
             return
         if signal in SIGNAL_FIELDS and has_logits:
             return
