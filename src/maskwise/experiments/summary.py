@@ -205,7 +205,8 @@ def evidence_rows(
         kind = rs[0]["kind"]
         scored = [(r, _finite(r["test"].get(metric))) for r in rs]
         test = [v for _, v in scored if v is not None]
-        diff, verdict, detectable, item_diff = None, None, None, None
+        diff, detectable, item_diff = None, None, None
+        verdict: str | None = None
         pairs = [
             (v, b)
             for r, v in scored
