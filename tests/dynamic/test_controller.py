@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
+import statistics
 import traceback
 from pathlib import Path
 from typing import Any
@@ -442,6 +443,32 @@ def test_start_overfit_is_state_and_resets() -> None:
     assert c.started and math.isnan(c.lowest_reference)
 
 
+def test_target_best_holds_the_gap_of_the_lowest_heldout_loss_literal() -> None:
+    c = heldout(0.0, gain=0.5, start="overfit", target="best")
+    assert math.isnan(c.best_gap) and c.set_point == 0.0
+    assert c.update(2.0) == 0.0 and c.update(1.0) == 0.0  # no reference: counted, no move
+    c.set_reference(3.0)  # the lowest so far: gap 1 - mean(2, 1) / 3 = 0.5
+    assert c.best_gap == pytest.approx(0.5)
+    c.update(1.2)
+    c.set_reference(2.0)  # a new lowest: 1 - 1.2 / 2 = 0.4
+    assert c.best_gap == pytest.approx(0.4) and c.set_point == pytest.approx(0.4)
+    c.update(0.5)
+    c.set_reference(2.5)  # higher: started; the best gap stays the lowest's
+    assert c.started and c.best_gap == pytest.approx(0.4)
+    assert c.update(1.0) == pytest.approx(0.1)  # gap 1 - 1/2.5 = 0.6 > 0.4: rate += 0.5 * 0.2
+    assert c.update(2.0) == 0.0  # gap 0.2 < 0.4: less masking, down to min_rate
+    state = c.state_dict()
+    assert state["target"] == "best" and state["best_gap"] == pytest.approx(0.4)
+    d = heldout(0.0, start="overfit")
+    d.load_state_dict(state)
+    assert d.target == "best" and d.set_point == pytest.approx(0.4)
+    assert d.update(0.5) == c.update(0.5)
+    with pytest.raises(ValueError, match="target='best'.*'accuracy'"):
+        ReliabilityController(0.1, target="best")
+    with pytest.raises(TypeError, match="target must be a finite number"):
+        heldout(0.0, target="worst")
+
+
 def test_start_overfit_needs_the_heldout_signal() -> None:
     with pytest.raises(ValueError, match="heldout_gap.*'accuracy'"):
         ReliabilityController(0.1, start="overfit")
@@ -629,8 +656,11 @@ TRAJECTORY_STEPS, RESUME_AT = 24, 10
 def _trajectory_controller(name: str) -> ReliabilityController:
     if name == "default":
         return ReliabilityController(CONTROLLER_DEFAULTS.rate, **CONTROLLER_DEFAULTS.kwargs())
-    start = "overfit" if name == "overfit" else "now"
-    return ReliabilityController(0.0, signal="heldout_gap", min_rate=0.0, max_rate=0.5, start=start)
+    if name == "overfit":  # waits, then holds the gap of the lowest reference
+        return ReliabilityController(
+            0.0, signal="heldout_gap", min_rate=0.0, max_rate=0.5, start="overfit", target="best"
+        )
+    return ReliabilityController(0.0, signal="heldout_gap", min_rate=0.0, max_rate=0.5)
 
 
 #: Held-out losses of the ``overfit`` trajectory every 5 steps, per rank: rank 0's rises above
@@ -802,7 +832,8 @@ def _simulated_sync_trajectory(name: str, world: int = 2) -> list[float]:
     """The synced trajectory computed in one process: one controller per rank, their states
     averaged after every update as ``sync()`` documents (rate, smoothed signal and reference
     averaged over the ranks that have them; updates: the largest; the lowest reference: the
-    lowest; started once any rank has)."""
+    lowest; started once any rank has; the training-loss sums and counts: averaged;
+    the best gap: averaged over the ranks that have it)."""
     cs = [_trajectory_controller(name) for _ in range(world)]
     rates = []
     for step in range(TRAJECTORY_STEPS):
@@ -814,14 +845,20 @@ def _simulated_sync_trajectory(name: str, world: int = 2) -> list[float]:
         states = [c.state_dict() for c in cs]
         refs = [st["reference"] for st in states if st["reference"] is not None]
         lows = [st["lowest_reference"] for st in states if st["lowest_reference"] is not None]
+        gaps = [st["best_gap"] for st in states if st["best_gap"] is not None]
         merged = dict(
             states[0],
             rate=sum(st["rate"] for st in states) / world,
-            smoothed=sum(st["smoothed"] for st in states) / world,
+            smoothed=statistics.fmean(st["smoothed"] for st in states if st["updates"] > 0)
+            if any(st["updates"] > 0 for st in states)
+            else math.nan,
             reference=sum(refs) / len(refs) if refs else None,
             updates=max(st["updates"] for st in states),
             lowest_reference=min(lows) if lows else None,
             started=any(st["started"] for st in states),
+            train_loss_sum=sum(st["train_loss_sum"] for st in states) / world,
+            train_loss_count=sum(st["train_loss_count"] for st in states) / world,
+            best_gap=sum(gaps) / len(gaps) if gaps else None,
         )
         for c in cs:
             c.load_state_dict(merged)

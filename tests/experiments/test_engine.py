@@ -434,7 +434,8 @@ def test_named_gap_controller() -> None:
     assert r.history[0]["rate"] == 0.0 and r.history[-1]["rate"] > 0.0
 
 
-def test_named_overfit_controller_trains_as_no_masking_until_dev_loss_rises() -> None:
+@pytest.mark.parametrize("name", ["overfit", "hold"])
+def test_named_overfit_controllers_train_as_no_masking_until_dev_loss_rises(name: str) -> None:
     cfg = TrainConfig(epochs=5, lr=0.05)
     # dev losses (the model's loss + offset): fall for two epochs, then rise from epoch 3
     offsets = iter([1.0, 0.5, 0.9, 1.5, 2.0])
@@ -446,8 +447,8 @@ def test_named_overfit_controller_trains_as_no_masking_until_dev_loss_rises() ->
             return super().evaluate(model, split, device, limit)
 
     plain, waiting = ScriptedTask(), Rising()
-    v = Variant("dynamic", controller="overfit")
-    assert (v.controller_config(waiting).start, v.label) == ("overfit", "dynamic overfit")
+    v = Variant("dynamic", controller=name)
+    assert (v.controller_config(waiting).start, v.label) == ("overfit", f"dynamic {name}")
     r = train_run(waiting, v, 0, config=cfg)
     none = train_run(plain, Variant("none"), 0, config=cfg)
     rates = [h["rate"] for h in r.history]
@@ -458,6 +459,13 @@ def test_named_overfit_controller_trains_as_no_masking_until_dev_loss_rises() ->
     assert all(torch.equal(a, b) for a, b in zip(waiting.epoch_weights[:3], plain.epoch_weights))
     assert not all(torch.equal(a, b) for a, b in zip(waiting.fed[steps:], plain.fed[steps:]))
     assert none.history[0]["train_loss"] == r.history[0]["train_loss"]
+    # The set point: 0 for overfit; for hold the gap at the lowest dev loss (epoch 2's).
+    points = [h["set_point"] for h in r.history]
+    if name == "overfit":
+        assert points == [0.0] * 5
+    else:
+        train, dev = r.history[1]["train_loss"], r.history[1]["dev_loss"]
+        assert points[1:] == pytest.approx([1 - train / dev] * 4)
 
 
 def test_schedule_warms_up_to_its_rate() -> None:

@@ -159,6 +159,14 @@ class ReliabilityController:
     ``rate=0`` trains exactly as one without masking, so selecting the best epoch on held-out
     data can only pick a later, masked epoch when that one is better.
 
+    ``target="best"`` (``heldout_gap`` only) takes the set point from the data: the relative gap
+    ``1 - mean training loss / held-out loss`` measured when the held-out loss was at its lowest
+    so far (the training loss averaged over the updates since the reference before it). A model
+    generalises best with some gap, and how much depends on the task (a language model fed
+    noised inputs keeps a gap of 0.15 at its best masking rate; an image classifier one near 0):
+    the gap at the best held-out loss is that task's own figure, and the controller masks just
+    enough to keep the gap from widening past it. Before that gap is known the target is 0.
+
     Non-finite values are ignored like NaN ones: a NaN (a batch with no target) or infinite
     (a ``-inf`` logit at the label) signal leaves the state unchanged, and the non-finite
     entries of a tensor of per-position values are left out of its mean.
@@ -174,7 +182,8 @@ class ReliabilityController:
             ``update(train_value, val_value)``, and ``"heldout_gap"`` (``1 - training loss /
             held-out loss``), fed with the training step's loss after :meth:`set_reference`.
         target: the signal's set point, a finite number (default 0.9 for accuracy /
-            confidence, 0 for gaps; required for loss, whose scale depends on the task).
+            confidence, 0 for gaps; required for loss, whose scale depends on the task), or for
+            ``heldout_gap`` ``"best"``: the gap measured at the lowest held-out loss.
         gain: rate change per unit of error, finite and >= 0 (0: the rate never moves).
         min_rate, max_rate: bounds of the rate (default 0.1 and 0.6).
         direction: ``"curriculum"`` (default) or ``"seed"`` (ignored by the gap signals).
@@ -197,7 +206,7 @@ class ReliabilityController:
         rate: float,
         *,
         signal: str = _D.signal,
-        target: float | None = None,
+        target: float | str | None = None,
         gain: float = _D.gain,
         min_rate: float = _D.min_rate,
         max_rate: float = _D.max_rate,
@@ -223,7 +232,14 @@ class ReliabilityController:
                     f"target is required for signal={signal!r} (its scale depends on the task)."
                 )
             target = _DEFAULT_TARGETS[signal]
-        target = _finite("target", target)
+        if target == "best":
+            if signal != "heldout_gap":
+                raise ValueError(
+                    f"target='best' is the gap at the lowest held-out loss: it needs "
+                    f"signal='heldout_gap' ({signal!r} given)."
+                )
+        else:
+            target = _finite("target", target)
         self.min_rate = check_probability("min_rate", min_rate)
         self.max_rate = check_probability("max_rate", max_rate)
         if self.min_rate > self.max_rate:
@@ -246,13 +262,17 @@ class ReliabilityController:
         self.direction, self.momentum, self.max_delta = direction, momentum, max_delta
         self.start = start
         # [rate, smoothed signal, number of updates, held-out reference, lowest reference,
-        # started (0 / 1)], shared with DataLoader workers.
+        # started (0 / 1), training-loss sum and count since the last reference, the gap at the
+        # lowest reference], shared with DataLoader workers.
         self._state = self._fresh_state(rate).share_memory_()
         self._initial_rate = rate
 
     def _fresh_state(self, rate: float) -> torch.Tensor:
         started = 1.0 if self.start == "now" else 0.0
-        return torch.tensor([rate, math.nan, 0.0, math.nan, math.nan, started], dtype=torch.float64)
+        return torch.tensor(
+            [rate, math.nan, 0.0, math.nan, math.nan, started, 0.0, 0.0, math.nan],
+            dtype=torch.float64,
+        )
 
     # -- state ---------------------------------------------------------------------------------
     @property
@@ -279,6 +299,21 @@ class ReliabilityController:
         return float(self._state[4])
 
     @property
+    def best_gap(self) -> float:
+        """The gap ``1 - mean training loss / held-out loss`` when the held-out loss was lowest
+        (NaN before it is measured): the set point of ``target="best"``."""
+        return float(self._state[8])
+
+    @property
+    def set_point(self) -> float:
+        """The target the signal is steered to: ``target``, or for ``target="best"`` the
+        :attr:`best_gap` (0 until it is measured)."""
+        if self.target == "best":
+            gap = self.best_gap
+            return gap if math.isfinite(gap) else 0.0
+        return float(self.target)
+
+    @property
     def started(self) -> bool:
         """Whether the controller steers the rate: always with ``start="now"``; with
         ``start="overfit"``, once a held-out loss has risen above the lowest before it."""
@@ -297,8 +332,12 @@ class ReliabilityController:
         lowest = self.lowest_reference
         if v > lowest:  # the held-out loss rose: the model has begun to overfit
             self._state[5] = 1.0
+        total, count = float(self._state[6]), float(self._state[7])
+        if not v > lowest and count > 0:  # a new lowest: the gap there is the best one
+            self._state[8] = 1.0 - (total / count) / v
         self._state[3] = v
         self._state[4] = min(v, lowest) if math.isfinite(lowest) else v
+        self._state[6:8] = 0.0
 
     def __call__(self, step: int | None = None) -> float:
         """The current rate (so a controller can stand wherever a schedule can)."""
@@ -315,6 +354,9 @@ class ReliabilityController:
         unchanged."""
         x = _as_float(value)
         if self.signal == "heldout_gap":
+            if math.isfinite(x):  # the training losses since the last reference
+                self._state[6] += x
+                self._state[7] += 1.0
             if val_value is not None:
                 self.set_reference(val_value)
             ref = self.reference
@@ -328,10 +370,8 @@ class ReliabilityController:
             return self.rate
         n = self.updates
         s = x if n == 0 else self.momentum * self.smoothed + (1.0 - self.momentum) * x
-        if self.signal == "loss":
-            error = self.target - s
-        else:
-            error = s - self.target
+        target = self.set_point
+        error = target - s if self.signal == "loss" else s - target
         delta = max(-self.max_delta, min(self.max_delta, self.gain * error))
         sign = 1.0 if (self.signal.endswith("_gap") or self.direction == "curriculum") else -1.0
         rate = min(self.max_rate, max(self.min_rate, self.rate + sign * delta))
@@ -349,6 +389,9 @@ class ReliabilityController:
             ),
             "started": self.started,
             "start": self.start,
+            "train_loss_sum": float(self._state[6]),
+            "train_loss_count": float(self._state[7]),
+            "best_gap": self.best_gap if math.isfinite(self.best_gap) else None,
             "signal": self.signal,
             "target": self.target,
             "gain": self.gain,
@@ -389,6 +432,9 @@ class ReliabilityController:
                     figure("reference"),
                     figure("lowest_reference"),
                     1.0 if started else 0.0,
+                    float(state.get("train_loss_sum", 0.0)),
+                    float(state.get("train_loss_count", 0.0)),
+                    figure("best_gap"),
                 ],
                 dtype=torch.float64,
             )
@@ -401,14 +447,17 @@ class ReliabilityController:
     def sync(self) -> None:
         """Average the rate, the smoothed signal and the held-out reference over
         ``torch.distributed`` ranks (no-op when it is not initialised), so every rank masks at the
-        same rate. Ranks that have not measured a signal (or a reference) yet take the others'
-        and do not dilute them. The lowest reference is the lowest of any rank's, and the
-        controller has started on every rank once it has on one."""
+        same rate. Ranks that have not measured a signal (or a reference, or the best gap) yet
+        take the others' and do not dilute them. The lowest reference is the lowest of any
+        rank's, the controller has started on every rank once it has on one, and the training
+        losses since the last reference are pooled (their sums and counts averaged, so their
+        ratio is the mean over every rank's losses and later syncs count none twice)."""
         dist = torch.distributed
         if not (dist.is_available() and dist.is_initialized()):
             return
         has = 1.0 if self.updates > 0 else 0.0
         has_ref = 1.0 if math.isfinite(self.reference) else 0.0
+        has_gap = 1.0 if math.isfinite(self.best_gap) else 0.0
         t = torch.tensor(
             [
                 self.rate,
@@ -416,6 +465,10 @@ class ReliabilityController:
                 has,
                 self.reference if has_ref else 0.0,
                 has_ref,
+                float(self._state[6]),
+                float(self._state[7]),
+                self.best_gap if has_gap else 0.0,
+                has_gap,
                 float(self.updates),
                 float(self._state[5]),
                 -self.lowest_reference if math.isfinite(self.lowest_reference) else -math.inf,
@@ -424,16 +477,27 @@ class ReliabilityController:
         )
         if dist.get_backend() == "nccl":
             t = t.cuda()
-        dist.all_reduce(t[:5], op=dist.ReduceOp.SUM)
-        dist.all_reduce(t[5:], op=dist.ReduceOp.MAX)
+        dist.all_reduce(t[:9], op=dist.ReduceOp.SUM)
+        dist.all_reduce(t[9:], op=dist.ReduceOp.MAX)
         t = t.cpu()
         world = dist.get_world_size()
         s = float(t[1] / t[2]) if t[2] > 0 else math.nan
         ref = float(t[3] / t[4]) if t[4] > 0 else math.nan
-        lowest = -float(t[7]) if math.isfinite(float(t[7])) else math.nan
+        gap = float(t[7] / t[8]) if t[8] > 0 else math.nan
+        lowest = -float(t[11]) if math.isfinite(float(t[11])) else math.nan
         self._state.copy_(
             torch.tensor(
-                [float(t[0]) / world, s, float(t[5]), ref, lowest, float(t[6])],
+                [
+                    float(t[0]) / world,
+                    s,
+                    float(t[9]),
+                    ref,
+                    lowest,
+                    float(t[10]),
+                    float(t[5]) / world,
+                    float(t[6]) / world,
+                    gap,
+                ],
                 dtype=torch.float64,
             )
         )

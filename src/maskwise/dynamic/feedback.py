@@ -9,9 +9,9 @@ everywhere:
   ignores); ``"loss"`` falls back on a scalar ``loss`` when there are no logits;
 * ``"loss_gap"`` / ``"accuracy_gap"``: not fed here (they need a validation figure: call
   ``controller.update(train_value, val_value)`` where it is measured);
-* ``"heldout_gap"``: the step's scalar ``loss`` (else the mean per-position loss), once the
-  controller has a held-out reference (``controller.set_reference``); nothing is computed from
-  the logits for it;
+* ``"heldout_gap"``: the step's scalar ``loss`` (else the mean per-position loss); the rate
+  moves once the controller has a held-out reference (``controller.set_reference``); nothing
+  is computed from the logits when ``loss`` is given;
 * the tracker gets the per-position losses at ``keys``; when ``keys`` has one more trailing
   dimension than the losses (per-example losses, per-token keys), each example's loss is shared
   by its keys; when it has fewer (per-example keys (B,), per-position losses (B, L)), each key
@@ -95,7 +95,7 @@ def feed(
     """
     signal = getattr(controller, "signal", None) if controller is not None else None
     per_position = signal in SIGNAL_FIELDS
-    heldout = signal == "heldout_gap" and math.isfinite(controller.reference)
+    heldout = signal == "heldout_gap"  # fed before its first reference too (target="best")
     needs = (
         per_position
         or (tracker is not None and keys is not None)

@@ -64,6 +64,8 @@ VARIANTS = ("none", "static", "dynamic", "schedule", "consistency")
 #: ``overfit`` is ``gap`` that waits (``start="overfit"``): no masking, so the same training as
 #: the unmasked arm, until an epoch's dev loss is higher than the lowest before it (where early
 #: stopping sees the model begin to overfit), then steered by the gap as ``gap`` is.
+#: ``hold`` is ``overfit`` with ``target="best"``: from that point it holds the gap where it was
+#: at the lowest dev loss (the task's own healthy gap) instead of closing it.
 #: ``easy`` keeps the task's controller and flips its tracker's weights (``temperature=-1``):
 #: the tokens the model already predicts reliably (low running loss per token id) are masked
 #: more, the hard ones less (tasks with token keys: text, language modeling, translation,
@@ -86,6 +88,14 @@ CONTROLLERS: dict[str, dict[str, Any]] = {
         "signal": "heldout_gap",
         "start": "overfit",
         "target": 0.0,
+        "initial_rate": 0.0,
+        "min_rate": 0.0,
+        "max_rate": 0.5,
+    },
+    "hold": {
+        "signal": "heldout_gap",
+        "start": "overfit",
+        "target": "best",
         "initial_rate": 0.0,
         "min_rate": 0.0,
         "max_rate": 0.5,
@@ -161,7 +171,7 @@ class ControllerConfig:
     """
 
     signal: str = CONTROLLER_DEFAULTS.signal
-    target: float = CONTROLLER_DEFAULTS.target
+    target: float | str = CONTROLLER_DEFAULTS.target
     direction: str = CONTROLLER_DEFAULTS.direction
     initial_rate: float = CONTROLLER_DEFAULTS.rate
     min_rate: float = CONTROLLER_DEFAULTS.min_rate
@@ -558,6 +568,7 @@ def train_run(
         if signal == "heldout_gap" and every is None and controller is not None:
             controller.set_reference(dev["loss"])  # the dev loss just measured: no extra pass
         if signal == "heldout_gap" and controller is not None:
+            row["set_point"] = controller.set_point
             row["reference"] = controller.reference
         history.append(row)
         if best_value is None or _better(task, dev[task.metric], best_value):
