@@ -73,33 +73,24 @@ VARIANTS = ("none", "static", "dynamic", "schedule", "consistency")
 #: example instead and gives each sample its own rate, higher for the examples the model already
 #: fits (a low running loss: memorised) and lower for the rest, the batch's mean rate the
 #: controller's (tasks whose masker takes per-sample rates: text classification).
+#: The held-out gap controllers set every setting of the loop (none is the task's): one
+#: setting for every task.
+_HELDOUT: dict[str, Any] = {
+    "signal": "heldout_gap",
+    "initial_rate": 0.0,
+    "min_rate": 0.0,
+    "max_rate": 0.5,
+    "gain": CONTROLLER_DEFAULTS.gain,
+    "momentum": CONTROLLER_DEFAULTS.momentum,
+    "max_delta": CONTROLLER_DEFAULTS.max_delta,
+}
 CONTROLLERS: dict[str, dict[str, Any]] = {
     "seed": {"direction": "seed"},
     "easy": {"temperature": -1.0},
     "examples": {"per_example": True, "temperature": -1.0},
-    "gap": {
-        "signal": "heldout_gap",
-        "target": 0.0,
-        "initial_rate": 0.0,
-        "min_rate": 0.0,
-        "max_rate": 0.5,
-    },
-    "overfit": {
-        "signal": "heldout_gap",
-        "start": "overfit",
-        "target": 0.0,
-        "initial_rate": 0.0,
-        "min_rate": 0.0,
-        "max_rate": 0.5,
-    },
-    "hold": {
-        "signal": "heldout_gap",
-        "start": "overfit",
-        "target": "best",
-        "initial_rate": 0.0,
-        "min_rate": 0.0,
-        "max_rate": 0.5,
-    },
+    "gap": {**_HELDOUT, "target": 0.0},
+    "overfit": {**_HELDOUT, "start": "overfit", "target": 0.0},
+    "hold": {**_HELDOUT, "start": "overfit", "target": "best"},
 }
 
 
