@@ -469,6 +469,22 @@ def test_target_best_holds_the_gap_of_the_lowest_heldout_loss_literal() -> None:
         heldout(0.0, target="worst")
 
 
+def test_the_default_controller_is_the_gap_defaults_and_takes_overrides() -> None:
+    c = ReliabilityController.default()
+    assert (c.rate, c.signal, c.target, c.start) == (0.0, "heldout_gap", "best", "overfit")
+    assert (c.min_rate, c.max_rate, c.gain, c.momentum, c.max_delta) == (
+        0.0,
+        0.5,
+        CONTROLLER_DEFAULTS.gain,
+        CONTROLLER_DEFAULTS.momentum,
+        CONTROLLER_DEFAULTS.max_delta,
+    )
+    d = ReliabilityController.default(rate=0.1, min_rate=0.1, max_rate=0.3)
+    assert (d.rate, d.min_rate, d.max_rate, d.target) == (0.1, 0.1, 0.3, "best")
+    # The constructor's own defaults stay the accuracy curriculum (SPEC.md).
+    assert ReliabilityController(0.2).signal == "accuracy"
+
+
 def test_start_overfit_needs_the_heldout_signal() -> None:
     with pytest.raises(ValueError, match="heldout_gap.*'accuracy'"):
         ReliabilityController(0.1, start="overfit")

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from maskwise.dynamic import ReliabilityController
 from maskwise.experiments.batching import Batches
 from maskwise.experiments.engine import (
     ControllerConfig,
@@ -143,7 +144,9 @@ def test_a_task_is_anything_with_the_protocol() -> None:
 
 
 def _untimed(r: RunResult) -> dict[str, Any]:
-    d = r.to_dict()
+    from maskwise.experiments.summary import finite_json
+
+    d = finite_json(r.to_dict())  # NaN (a controller not yet started) as in results.json
     for k in TIMING:
         d.pop(k)
     return d
@@ -336,7 +339,7 @@ def test_dynamic_controller_moves_the_rate(shown: str, direction: str, sign: int
         tracker=False,
     )
     task = ScriptedTask(shown=shown, controller=ctrl)
-    r = train_run(task, Variant("dynamic"), 0, config=CFG)
+    r = train_run(task, Variant("dynamic", controller="accuracy"), 0, config=CFG)
     assert [h["rate"] for h in r.history] == pytest.approx(
         [0.3 + sign * 0.04 * e for e in (1, 2, 3)]
     )
@@ -358,7 +361,7 @@ def test_dynamic_gap_signal_updates_once_per_epoch() -> None:
         tracker=False,
     )
     task = ScriptedTask(controller=ctrl, dev_loss_offset=1.0)  # dev loss = train loss + 1
-    r = train_run(task, Variant("dynamic"), 0, config=CFG)
+    r = train_run(task, Variant("dynamic", controller="accuracy"), 0, config=CFG)
     assert task.evaluated == ["dev", "train"] * 3
     assert [h["rate"] for h in r.history] == pytest.approx([0.2, 0.25, 0.3])
     assert [h["rate_next"] for h in r.history] == pytest.approx([0.25, 0.3, 0.35])
@@ -385,7 +388,7 @@ def test_heldout_gap_follows_the_step_loss_against_the_epochs_dev_loss(
     # dev loss = the model's loss + offset: +1 looks like memorising (the rate rises by
     # max_delta per step once there is a reference), -0.3 like still fitting (rate 0 throughout)
     task = ScriptedTask(controller=_heldout(), dev_loss_offset=offset)
-    r = train_run(task, Variant("dynamic"), 0, config=CFG)
+    r = train_run(task, Variant("dynamic", controller="accuracy"), 0, config=CFG)
     assert task.evaluated == ["dev"] * 3  # no extra pass: the epoch's dev loss is the reference
     expected = [0.0, 0.2, 0.4] if rises else [0.0, 0.0, 0.0]
     assert [h["rate"] for h in r.history] == pytest.approx(expected)
@@ -398,7 +401,7 @@ def test_heldout_gap_follows_the_step_loss_against_the_epochs_dev_loss(
 def test_heldout_gap_reference_every_n_steps_on_a_dev_slice() -> None:
     task = ScriptedTask(controller=_heldout(reference_every=3, reference_size=5))
     task.dev_loss_offset = 1.0
-    r = train_run(task, Variant("dynamic"), 0, config=CFG)
+    r = train_run(task, Variant("dynamic", controller="accuracy"), 0, config=CFG)
     # 12 steps: a slice of dev after steps 3, 6, 9, 12 (and the epoch ends' dev evaluation)
     assert task.evaluated.count("dev") == 3 + 4 and "train" not in task.evaluated
     forward_rates = [row["rate"] for row in r.monitor.rows if "masked_fraction" in row]
@@ -415,7 +418,7 @@ def test_named_easy_controller_flips_the_tracker_weights() -> None:
 
     task = Keyed()
     easy = build_masker(task, Variant("dynamic", controller="easy"), 0, 12, None)
-    plain = build_masker(task, Variant("dynamic"), 0, 12, None)
+    plain = build_masker(task, Variant("dynamic", controller="accuracy"), 0, 12, None)
     assert easy is not None and plain is not None
     assert (easy.temperature, plain.temperature) == (-1.0, 1.0)
     assert easy.tracker is not None and easy.controller.signal == plain.controller.signal
@@ -466,6 +469,28 @@ def test_named_overfit_controllers_train_as_no_masking_until_dev_loss_rises(name
     else:
         train, dev = r.history[1]["train_loss"], r.history[1]["dev_loss"]
         assert points[1:] == pytest.approx([1 - train / dev] * 4)
+
+
+def test_the_plain_dynamic_arm_is_the_library_default_whatever_the_task() -> None:
+    from maskwise.dynamic import GAP_DEFAULTS
+    from maskwise.experiments.engine import DEFAULT_CONTROLLER
+
+    task = ScriptedTask(controller=ControllerConfig(target=0.3, max_delta=0.05, max_rate=0.9))
+    cfg = Variant("dynamic").controller_config(task)
+    assert DEFAULT_CONTROLLER == "hold" and Variant("dynamic").label == "dynamic"
+    assert cfg == Variant("dynamic", controller="hold").controller_config(task)
+    built = cfg.build().state_dict()
+    library = ReliabilityController.default().state_dict()
+    assert math.isnan(built.pop("smoothed")) and math.isnan(library.pop("smoothed"))
+    assert built == library  # one setting: nothing of the task's controller is left
+    assert (cfg.signal, cfg.start, cfg.target, cfg.initial_rate) == (
+        GAP_DEFAULTS.signal,
+        "overfit",
+        "best",
+        0.0,
+    )
+    # The task's own controller stays available by name.
+    assert Variant("dynamic", controller="accuracy").controller_config(task) == task.controller
 
 
 def test_schedule_warms_up_to_its_rate() -> None:

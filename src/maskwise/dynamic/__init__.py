@@ -15,6 +15,7 @@ controller), or directly as the ``rate`` of any functional masker.
 
 from maskwise.dynamic.controller import (
     CONTROLLER_DEFAULTS,
+    GAP_DEFAULTS,
     ControllerDefaults,
     ReliabilityController,
 )
@@ -40,6 +41,7 @@ from maskwise.dynamic.tracker import DifficultyTracker
 
 __all__ = [
     "CONTROLLER_DEFAULTS",
+    "GAP_DEFAULTS",
     "GAP_SIGNALS",
     "Controller",
     "ControllerDefaults",

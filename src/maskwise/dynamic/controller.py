@@ -14,6 +14,7 @@ from maskwise._checks import check_probability
 __all__ = [
     "CONTROLLER_DEFAULTS",
     "DIRECTIONS",
+    "GAP_DEFAULTS",
     "SIGNALS",
     "STARTS",
     "ControllerDefaults",
@@ -59,13 +60,14 @@ class ControllerDefaults:
 
     rate: float = 0.1
     signal: str = "accuracy"
-    target: float = 0.9
+    target: float | str = 0.9
     direction: str = "curriculum"
     gain: float = 0.05
     momentum: float = 0.9
     max_delta: float = 0.01
     min_rate: float = 0.1
     max_rate: float = 0.6
+    start: str = "now"
 
     def kwargs(self) -> dict[str, Any]:
         """The keyword arguments of :class:`ReliabilityController` (everything but ``rate``).
@@ -78,8 +80,24 @@ class ControllerDefaults:
         return out
 
 
-#: The defaults of :class:`ReliabilityController` (see :class:`ControllerDefaults`).
+#: The defaults of :class:`ReliabilityController`'s arguments (see :class:`ControllerDefaults`):
+#: the accuracy curriculum.
 CONTROLLER_DEFAULTS = ControllerDefaults()
+
+#: The settings of :meth:`ReliabilityController.default`, the library's default dynamic
+#: controller and ``maskwise run``'s ``dynamic`` arm, chosen by the comparison on six tasks in
+#: docs/RESULTS.md ("Choosing the default controller"): the held-out gap, waiting until the
+#: held-out loss rises (``start="overfit"``: until then no masking), then holding the gap at its
+#: value at the lowest held-out loss (``target="best"``), rate in [0, 0.5], the same loop
+#: settings as :data:`CONTROLLER_DEFAULTS` (gain 0.05, momentum 0.9, at most 0.01 per update).
+GAP_DEFAULTS = ControllerDefaults(
+    rate=0.0,
+    signal="heldout_gap",
+    target="best",
+    min_rate=0.0,
+    max_rate=0.5,
+    start="overfit",
+)
 _D = CONTROLLER_DEFAULTS
 _DEFAULT_TARGETS = {
     "accuracy": _D.target,
@@ -273,6 +291,23 @@ class ReliabilityController:
             [rate, math.nan, 0.0, math.nan, math.nan, started, 0.0, 0.0, math.nan],
             dtype=torch.float64,
         )
+
+    @classmethod
+    def default(cls, **overrides: Any) -> ReliabilityController:
+        """The library's default dynamic controller (:data:`GAP_DEFAULTS`; the ``dynamic`` arm
+        of ``maskwise run``): no masking until the held-out loss rises above its lowest, then as
+        much as keeps the gap ``1 - training loss / held-out loss`` where it was at the lowest
+        held-out loss. Feed it the step's loss (``update(loss)``, ``DynamicMask.observe(loss=)``)
+        and every held-out loss (``set_reference``; the Hugging Face and Lightning callbacks
+        pass the evaluation loss). ``overrides``: any argument, ``rate`` included.
+
+        >>> c = ReliabilityController.default()
+        >>> (c.rate, c.signal, c.start, c.target)
+        (0.0, 'heldout_gap', 'overfit', 'best')
+        """
+        settings = {**GAP_DEFAULTS.kwargs(), **overrides}
+        rate = settings.pop("rate", GAP_DEFAULTS.rate)
+        return cls(rate, **settings)
 
     # -- state ---------------------------------------------------------------------------------
     @property

@@ -32,6 +32,7 @@ from torch import nn
 
 from maskwise.dynamic import (
     CONTROLLER_DEFAULTS,
+    GAP_DEFAULTS,
     DifficultyTracker,
     ReliabilityController,
     linear,
@@ -42,6 +43,7 @@ from maskwise.nn import DynamicMask, MaskModule
 
 __all__ = [
     "CONTROLLERS",
+    "DEFAULT_CONTROLLER",
     "ControllerConfig",
     "RunResult",
     "StepOutput",
@@ -53,8 +55,11 @@ __all__ = [
 
 VARIANTS = ("none", "static", "dynamic", "schedule", "consistency")
 
-#: Named controllers of the dynamic variant besides the task's default, each a change to the
-#: task's :class:`ControllerConfig` (the arm ``dynamic NAME``; ``--masking dynamic:NAME``):
+#: Named controllers of the dynamic variant, each a change to the task's
+#: :class:`ControllerConfig` (the arm ``dynamic NAME``; ``--masking dynamic:NAME``); the plain
+#: ``dynamic`` arm is :data:`DEFAULT_CONTROLLER` (``hold``).
+#: ``accuracy`` is the task's own controller unchanged: the accuracy curriculum with the task's
+#: target and bounds (the ``dynamic`` arm before issue 16).
 #: ``seed`` is the seed documents' literal rule, reliable predictions -> less masking, with the
 #: task's signal, target and bounds.
 #: ``gap`` steers the rate by the measured overfitting (``signal="heldout_gap"``): the training
@@ -74,24 +79,27 @@ VARIANTS = ("none", "static", "dynamic", "schedule", "consistency")
 #: fits (a low running loss: memorised) and lower for the rest, the batch's mean rate the
 #: controller's (tasks whose masker takes per-sample rates: text classification).
 #: The held-out gap controllers set every setting of the loop (none is the task's): one
-#: setting for every task.
+#: setting for every task, the library's :data:`~maskwise.dynamic.GAP_DEFAULTS`.
 _HELDOUT: dict[str, Any] = {
-    "signal": "heldout_gap",
-    "initial_rate": 0.0,
-    "min_rate": 0.0,
-    "max_rate": 0.5,
-    "gain": CONTROLLER_DEFAULTS.gain,
-    "momentum": CONTROLLER_DEFAULTS.momentum,
-    "max_delta": CONTROLLER_DEFAULTS.max_delta,
+    "signal": GAP_DEFAULTS.signal,
+    "initial_rate": GAP_DEFAULTS.rate,
+    "min_rate": GAP_DEFAULTS.min_rate,
+    "max_rate": GAP_DEFAULTS.max_rate,
+    "gain": GAP_DEFAULTS.gain,
+    "momentum": GAP_DEFAULTS.momentum,
+    "max_delta": GAP_DEFAULTS.max_delta,
 }
 CONTROLLERS: dict[str, dict[str, Any]] = {
+    "accuracy": {},
     "seed": {"direction": "seed"},
     "easy": {"temperature": -1.0},
     "examples": {"per_example": True, "temperature": -1.0},
     "gap": {**_HELDOUT, "target": 0.0},
     "overfit": {**_HELDOUT, "start": "overfit", "target": 0.0},
-    "hold": {**_HELDOUT, "start": "overfit", "target": "best"},
+    "hold": {**_HELDOUT, "start": GAP_DEFAULTS.start, "target": GAP_DEFAULTS.target},
 }
+#: The named controller of the plain ``dynamic`` arm (``--masking dynamic``).
+DEFAULT_CONTROLLER = "hold"
 
 
 @dataclass(frozen=True)
@@ -100,8 +108,8 @@ class Variant:
     its rate (the fixed rate, the controller's initial rate, the schedule's final rate, or the
     masked view's rate), with an optional ``weight_decay`` replacing the training config's (the
     unmasked arm's own regularisation, tuned on dev like the masking rates) and, for
-    ``dynamic``, an optional named ``controller`` of :data:`CONTROLLERS` instead of the task's
-    default."""
+    ``dynamic``, an optional named ``controller`` of :data:`CONTROLLERS` instead of the
+    default (:data:`DEFAULT_CONTROLLER`)."""
 
     kind: str
     rate: float = 0.0
@@ -135,19 +143,20 @@ class Variant:
         return base if self.weight_decay is None else f"{base} wd {self.weight_decay:g}"
 
     def controller_config(self, task: Task) -> ControllerConfig:
-        """The dynamic variant's controller settings: the task's, changed by the named
-        controller."""
-        if self.controller is None:
-            return task.controller
-        return replace(task.controller, **CONTROLLERS[self.controller])
+        """The dynamic variant's controller settings: the task's, changed by the named controller
+        (:data:`DEFAULT_CONTROLLER` when none is named)."""
+        return replace(task.controller, **CONTROLLERS[self.controller or DEFAULT_CONTROLLER])
 
 
 @dataclass
 class ControllerConfig:
-    """Settings of the dynamic variant's :class:`~maskwise.dynamic.ReliabilityController`.
+    """Settings of the dynamic variant's :class:`~maskwise.dynamic.ReliabilityController`: a
+    task's own (``task.controller``), which the named controllers of :data:`CONTROLLERS` change
+    (the plain ``dynamic`` arm: ``hold``, whose settings are all its own).
 
-    The default steers the rate by the accuracy of the training step's own predictions (on
-    masked inputs, the logits it already has) in the ``curriculum`` direction: while the model
+    The task's own setting (the arm ``dynamic accuracy``) steers the rate by the accuracy of the
+    training step's own predictions (on masked inputs, the logits it already has) in the
+    ``curriculum`` direction: while the model
     predicts its training batches more reliably than ``target``, the rate rises, so the training
     task stays hard and memorising the training set stops paying; when predictions fall below
     the target the rate falls. ``direction="seed"`` is the seed documents' rule (reliable ->
@@ -156,9 +165,9 @@ class ControllerConfig:
     measured at each epoch end, or every ``reference_every`` steps on the first
     ``reference_size`` dev items (the test split is never read during training).
 
-    Every default is the library's (:data:`maskwise.dynamic.CONTROLLER_DEFAULTS`): one set of
-    defaults for ``ReliabilityController`` and ``maskwise run``; tasks override what their
-    signal needs (sequence tasks: a lower accuracy target and ``min_rate=0``).
+    Every default is the library's (:data:`maskwise.dynamic.CONTROLLER_DEFAULTS`): the defaults
+    of ``ReliabilityController``'s arguments; tasks override what their signal needs (sequence
+    tasks: a lower accuracy target and ``min_rate=0``).
     """
 
     signal: str = CONTROLLER_DEFAULTS.signal
