@@ -74,6 +74,15 @@ def _weight_decays(text: str) -> list[float]:
     return values
 
 
+def _target(text: str) -> float | str:
+    if text == "best":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'best' ({text!r} given)") from None
+
+
 def _variants(text: str) -> list[str]:
     from maskwise.experiments.engine import CONTROLLERS, VARIANTS
 
@@ -152,14 +161,16 @@ def _masking(p: argparse.ArgumentParser) -> None:
         "--masking",
         type=_variants,
         default=["none", "static", "dynamic"],
-        help="comma-separated variants from none, static, dynamic, schedule, consistency, "
+        help="comma-separated variants from none, static, dynamic, schedule, consistency and "
+        "the named controllers: dynamic (the default, = dynamic:hold: no masking until the "
+        "dev loss rises above its lowest, then as much as holds the gap between training and "
+        "dev loss where it was at the lowest dev loss), dynamic:overfit (the same, closing "
+        "the gap to 0), dynamic:gap (closing the gap from the first epoch), "
+        "dynamic:accuracy (the task's training-accuracy curriculum, the default before), "
         "dynamic:seed (the seed documents' literal rule: reliable predictions -> less "
-        "masking) and dynamic:gap (the rate follows the gap between the training loss and "
-        "the dev loss: no masking until the model starts to memorise) and dynamic:easy "
-        "(per-token weights flipped: reliably predicted tokens masked more) and "
-        "dynamic:examples (a rate per example, higher for the examples the model already "
-        "fits; text classification) "
-        "(default none,static,dynamic)",
+        "masking), dynamic:easy (per-token weights flipped: reliably predicted tokens masked "
+        "more), dynamic:examples (a rate per example, higher for the examples the model "
+        "already fits; text classification) (default none,static,dynamic)",
     )
     g.add_argument(
         "--rates",
@@ -180,8 +191,15 @@ def _masking(p: argparse.ArgumentParser) -> None:
         default=None,
         help="the setting's name in the report (default: the model and training-set size)",
     )
-    g.add_argument("--signal", default=None, choices=SIGNALS, help="controller signal")
-    g.add_argument("--target", type=float, default=None, help="controller target")
+    g.add_argument(
+        "--signal", default=None, choices=SIGNALS, help="controller signal (every dynamic arm)"
+    )
+    g.add_argument(
+        "--target",
+        type=_target,
+        default=None,
+        help="controller target: a number, or 'best' (heldout_gap: the gap at the lowest dev loss)",
+    )
     g.add_argument("--direction", default=None, choices=DIRECTIONS, help="controller direction")
     g.add_argument("--min-rate", type=_probability, default=None, help="controller's smallest rate")
     g.add_argument("--max-rate", type=_probability, default=None, help="controller's largest rate")
@@ -289,15 +307,18 @@ def make_task(args: argparse.Namespace) -> Any:
 
 
 def configure(task: Any, args: argparse.Namespace) -> Any:
-    """Apply the controller and training options (and ``--fast``) to ``task``'s configs."""
-    ctrl = task.controller
+    """Apply the controller and training options (and ``--fast``) to ``task``'s configs. The
+    controller options change every dynamic arm, named controllers included (they are kept in
+    ``task.controller_overrides`` and applied after the arm's own settings)."""
+    overrides: dict[str, Any] = {}
     for name in CONTROLLER_OPTIONS:
         value = getattr(args, name, None)
         if value is not None:
-            ctrl = replace(ctrl, **{name: value})
+            overrides[name] = value
     if getattr(args, "no_tracker", False):
-        ctrl = replace(ctrl, tracker=False)
-    task.controller = ctrl
+        overrides["tracker"] = False
+    task.controller = replace(task.controller, **overrides)
+    task.controller_overrides = overrides
     cfg = replace(task.train_config, device=args.device)
     if getattr(args, "consistency_weight", None) is not None:
         if not 0 <= args.consistency_weight < float("inf"):
@@ -410,8 +431,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.fast and rates is None:  # a smoke test: one static rate, not the sweep
         rates = list(task.default_rates[:1])
     task = configure(task, args)
+    from maskwise.experiments.engine import Variant
+
     try:  # every setting is checked here, before any training
-        task.controller.build()
+        for arm in variants:
+            if arm.startswith("dynamic"):
+                named = arm.partition(":")[2] or None
+                Variant("dynamic", controller=named).controller_config(task).build()
     except ValueError as e:
         parser.error(f"controller settings: {e}")
     out = args.out or Path("runs") / name

@@ -258,8 +258,8 @@ def _usage_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
         (
             ["--masking", "none,bogus"],
             "argument --masking: variants must be among none, static, dynamic, schedule, "
-            "consistency, dynamic:seed, dynamic:easy, dynamic:examples, dynamic:gap "
-            "('none,bogus' given)",
+            "consistency, dynamic:accuracy, dynamic:seed, dynamic:easy, dynamic:examples, "
+            "dynamic:gap, dynamic:overfit, dynamic:hold ('none,bogus' given)",
         ),
         (["--masking", "dynamic:gain"], "variants must be among none, static, dynamic, "),
         (["--masking", ","], "variants must be among none, static, dynamic, schedule, consistency"),
@@ -539,3 +539,20 @@ def test_patience_and_epochs_reach_the_training_config() -> None:
     args = build_parser().parse_args(["demo", "--epochs", "40", "--patience", "5"])
     cfg = configure(demo_task(), args).train_config
     assert (cfg.epochs, cfg.patience) == (40, 5)
+
+
+def test_controller_options_change_every_dynamic_arm() -> None:
+    from maskwise.cli import build_parser, configure
+    from maskwise.experiments.engine import Variant
+    from maskwise.experiments.registry import demo_task
+
+    argv = ["run", "image-classification", "--target", "0.2", "--max-rate", "0.3"]
+    task = configure(demo_task(), build_parser().parse_args(argv))
+    for name in (None, "hold", "seed", "accuracy"):
+        cfg = Variant("dynamic", controller=name).controller_config(task)
+        assert (cfg.target, cfg.max_rate) == (0.2, 0.3), name
+    # The default arm keeps its own settings otherwise.
+    cfg = Variant("dynamic").controller_config(task)
+    assert (cfg.signal, cfg.start) == ("heldout_gap", "overfit")
+    best = build_parser().parse_args(["run", "image-classification", "--target", "best"])
+    assert best.target == "best"

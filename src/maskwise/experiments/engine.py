@@ -145,7 +145,9 @@ class Variant:
     def controller_config(self, task: Task) -> ControllerConfig:
         """The dynamic variant's controller settings: the task's, changed by the named controller
         (:data:`DEFAULT_CONTROLLER` when none is named)."""
-        return replace(task.controller, **CONTROLLERS[self.controller or DEFAULT_CONTROLLER])
+        named = replace(task.controller, **CONTROLLERS[self.controller or DEFAULT_CONTROLLER])
+        # Settings the user gave for every dynamic arm (`maskwise run --target ...`) win.
+        return replace(named, **getattr(task, "controller_overrides", {}))
 
 
 @dataclass
