@@ -38,6 +38,9 @@ batch in each round:
   ...))`` (bounds pinned as above, a held-out reference set once), no tracker or monitor, and
   ``dm.observe(loss=loss.detach())`` every step: the held-out gap controller reads only the
   loss the step has already computed.
+* ``default``: ``gap`` with the library's default controller, ``ReliabilityController.default()``
+  (bounds pinned as above), started (a held-out loss above the lowest one given first), so every
+  step runs its full update, the running training-loss sum included.
 
 The timed step is everything a training step does: masking (plus the tracker's weights and the
 monitor's forward record for ``dynamic``), forward, loss, backward, ``AdamW.step`` and, for the
@@ -203,6 +206,7 @@ class Config:
     signal: str = "accuracy"
     tracked: bool = True  # a DifficultyTracker keyed by token id and a MaskMonitor
     losses: bool = False  # observe(..., losses=) with the step's per-position cross-entropy
+    default: bool = False  # ReliabilityController.default() instead of the constructor
 
 
 CONFIGS = {
@@ -225,6 +229,12 @@ CONFIGS = {
         signal="heldout_gap",
         tracked=False,
     ),
+    "default": Config(
+        "dynamic default: ReliabilityController.default(), observe(loss=loss) every step",
+        signal="heldout_gap",
+        tracked=False,
+        default=True,
+    ),
 }
 
 
@@ -232,7 +242,11 @@ def make_masker(cfg: Config) -> TokenMask | DynamicMask:
     tm = TokenMask(RATE, mask_id=MASK_ID, special_ids=SPECIAL_IDS, seed=0)
     if not cfg.dynamic:
         return tm
-    controller = ReliabilityController(RATE, signal=cfg.signal, min_rate=RATE, max_rate=RATE)
+    if cfg.default:
+        controller = ReliabilityController.default(rate=RATE, min_rate=RATE, max_rate=RATE)
+        controller.set_reference(8.4)  # then a higher held-out loss: started
+    else:
+        controller = ReliabilityController(RATE, signal=cfg.signal, min_rate=RATE, max_rate=RATE)
     if cfg.signal == "heldout_gap":
         controller.set_reference(8.5)  # a held-out loss (ln 5000): the update runs in full
     if not cfg.tracked:
