@@ -113,8 +113,8 @@ def plan_arms(
         elif kind == "none":
             wds = list(dict.fromkeys(baseline_weight_decays or []))
             cands = tuple(Variant("none", 0.0, wd) for wd in wds) if wds else (Variant("none"),)
-        else:  # dynamic: the controller's settings, nothing swept
-            cands = (Variant(kind, task.controller.initial_rate),)
+        else:  # dynamic: the default controller's settings, nothing swept
+            cands = (Variant(kind, Variant(kind).controller_config(task).initial_rate),)
         arms.append(Arm(kind, cands))
     return arms
 

@@ -42,7 +42,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from maskwise.experiments.engine import RunResult, Task, TrainConfig
+from maskwise.experiments.engine import RunResult, Task, TrainConfig, Variant
 from maskwise.experiments.protocol import Job, Protocol, plan_arms, run_protocol
 from maskwise.experiments.reuse import Reuse
 from maskwise.experiments.summary import evidence_rows, finite_json
@@ -442,7 +442,9 @@ def compare(
         "settings": {
             "data": task.describe(),
             "train": asdict(cfg),
-            "controller": asdict(task.controller),
+            # The plain dynamic arm's settings (the library default, or before issue 16 the
+            # task's own controller); named ones below.
+            "controller": asdict(Variant("dynamic").controller_config(task)),
             "named_controllers": {
                 j.variant.arm: asdict(j.variant.controller_config(task))
                 for j, _ in pairs
