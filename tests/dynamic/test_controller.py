@@ -663,19 +663,18 @@ def _dist_tracker() -> DifficultyTracker:
     return DifficultyTracker(5, momentum=0.5)
 
 
-#: Controllers run through a synced, checkpointed trajectory on every rank: the library
-#: default, the held-out gap controller, and the gap controller that waits for overfitting
-#: (the ranks see their held-out losses rise at different steps).
+#: Controllers run through a synced, checkpointed trajectory on every rank: the constructor's
+#: defaults (the accuracy curriculum, "default"), the held-out gap controller, and the library
+#: default ``ReliabilityController.default()`` ("overfit": it waits for overfitting, then holds
+#: the best gap; the ranks see their held-out losses rise at different steps).
 TRAJECTORY_STEPS, RESUME_AT = 24, 10
 
 
 def _trajectory_controller(name: str) -> ReliabilityController:
     if name == "default":
         return ReliabilityController(CONTROLLER_DEFAULTS.rate, **CONTROLLER_DEFAULTS.kwargs())
-    if name == "overfit":  # waits, then holds the gap of the lowest reference
-        return ReliabilityController(
-            0.0, signal="heldout_gap", min_rate=0.0, max_rate=0.5, start="overfit", target="best"
-        )
+    if name == "overfit":  # the library default (hold): waits, then holds the best gap
+        return ReliabilityController.default()
     return ReliabilityController(0.0, signal="heldout_gap", min_rate=0.0, max_rate=0.5)
 
 
