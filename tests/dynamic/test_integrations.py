@@ -355,7 +355,8 @@ def test_lightning_warns_once_when_the_controller_gets_nothing() -> None:
     assert c.updates == 0
 
 
-def test_lightning_feeds_a_heldout_gap_controller_from_the_validation_loss() -> None:
+@pytest.mark.parametrize("logged", ["val_loss", "valid_loss"])
+def test_lightning_feeds_a_heldout_gap_controller_from_the_validation_loss(logged: str) -> None:
     L = pytest.importorskip("lightning")
     from maskwise.integrations.lightning import MaskwiseLightningCallback
 
@@ -367,7 +368,7 @@ def test_lightning_feeds_a_heldout_gap_controller_from_the_validation_loss() -> 
             loss = nn.functional.cross_entropy(
                 logits.reshape(-1, VOCAB), batch["labels"].reshape(-1)
             )
-            self.log("val_loss", loss)
+            self.log(logged, loss)
 
     c = heldout_controller()
     coll = collator(c)
@@ -392,7 +393,12 @@ def test_lightning_feeds_a_heldout_gap_controller_from_the_validation_loss() -> 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         trainer.fit(WithValidation(), train, val)
-    assert not [w for w in caught if "MaskwiseLightningCallback" in str(w.message)]
+    warned = [w for w in caught if "MaskwiseLightningCallback" in str(w.message)]
+    if logged != "val_loss":  # not the reference_key: said once, over three validations
+        assert len(warned) == 1 and "no logged 'val_loss'" in str(warned[0].message)
+        assert c.updates == 0 and math.isnan(c.reference)
+        return
+    assert not warned
     # Validation after epochs 1, 2 and 3 (steps 2, 4, 6); the sanity check is not a reference.
     assert len(references) == 3
     assert references[-1] == pytest.approx(float(trainer.callback_metrics["val_loss"]))

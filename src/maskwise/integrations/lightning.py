@@ -49,7 +49,7 @@ class MaskwiseLightningCallback(Callback):
         super().__init__()
         self.collators, self.controller, self.monitor = collators, controller, monitor
         self.reference_key = reference_key
-        self._warned_unfed = False
+        self._warned_unfed = self._warned_no_reference = False
 
     def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         for c in self.collators:
@@ -90,6 +90,9 @@ class MaskwiseLightningCallback(Callback):
             return
         value = trainer.callback_metrics.get(self.reference_key)
         if value is None:
+            if self._warned_no_reference:
+                return
+            self._warned_no_reference = True
             warnings.warn(
                 f"MaskwiseLightningCallback: no logged {self.reference_key!r} after validation, "
                 "so the 'heldout_gap' controller has no held-out loss: log it in "
