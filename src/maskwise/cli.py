@@ -445,7 +445,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for d in args.reuse:
         if not (d / "results.json").is_file():
             parser.error(f"--reuse {d}: no results.json there")
-    result = compare(
+    from maskwise.experiments import registry
+
+    runner = compare if args.command == "demo" else registry.get(args.task).run or compare
+    result = runner(
         task,
         variants=variants,
         rates=rates,

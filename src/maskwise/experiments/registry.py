@@ -95,6 +95,9 @@ class TaskSpec:
             task has no data.
         options: the task's own command-line options.
         builtin_data: data names ``build`` loads without a path (e.g. ``"digits"``).
+        run: how ``maskwise run`` runs the task, for tasks with more than one comparison
+            (``run(task, **kwargs) -> results``, ``kwargs`` those of
+            :func:`~maskwise.experiments.report.compare`); None: ``compare`` itself.
     """
 
     name: str
@@ -105,6 +108,7 @@ class TaskSpec:
     dataset: str
     options: tuple[Option, ...] = ()
     builtin_data: tuple[str, ...] = ()
+    run: Callable[..., dict[str, Any]] | None = None
 
 
 _REGISTRY: dict[str, TaskSpec] = {}

@@ -9,8 +9,12 @@ order ``maskwise run --help`` lists them.
 * :mod:`~maskwise.experiments.tasks.speech`: speech classification;
 * :mod:`~maskwise.experiments.tasks.lm`: language modelling;
 * :mod:`~maskwise.experiments.tasks.seq2seq`: translation and summarization;
+* :mod:`~maskwise.experiments.tasks.pretrain`: MLM pretraining (Hugging Face ``Trainer``), then
+  fine-tuning for text classification (registered when ``transformers`` is installed);
 * :mod:`~maskwise.experiments.tasks.parts`: the parts they share.
 """
+
+import importlib.util
 
 from maskwise.experiments.registry import register
 from maskwise.experiments.tasks import image, lm, seq2seq, speech, text
@@ -39,3 +43,8 @@ for _spec in (
     seq2seq.SUMMARIZATION_SPEC,
 ):
     register(_spec)
+
+if importlib.util.find_spec("transformers") is not None:  # the hf extra (imported on use)
+    from maskwise.experiments.tasks import pretrain
+
+    register(pretrain.SPEC)
