@@ -26,6 +26,13 @@ __all__ = [
 ]
 
 
+def check_flag(name: str, value: bool) -> bool:
+    """``value`` if it is a bool (an int or None is a caller's mistake, not a flag)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool ({value!r} given).")
+    return value
+
+
 def check_probability(name: str, value: float) -> float:
     """Return ``value`` as a float after checking it lies in [0, 1] (NaN is rejected)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):

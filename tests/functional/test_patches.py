@@ -908,3 +908,52 @@ def test_erase_inplace_writes_into_the_input() -> None:
     expected, m = mw.erase(images.clone(), p=1.0, generator=torch.Generator().manual_seed(0))
     out, m2 = mw.erase(images, p=1.0, inplace=True, generator=torch.Generator().manual_seed(0))
     assert out is images and torch.equal(images, expected) and torch.equal(m, m2)
+
+
+@pytest.mark.parametrize(
+    "shape, kwargs",
+    [
+        ((16, 3, 20, 17), dict(p=0.7)),
+        ((16, 20, 17), dict(p=0.7, value=2.5)),
+        ((16, 3, 12, 12), dict(p=1.0, value=[1.0, 2.0, 3.0])),
+        ((16, 3, 12, 12), dict(p=1.0, value=[1.0, 2.0, 3.0], inplace=True)),
+        ((16, 1, 10, 10), dict(p=0.6, inplace=True, value=-1.0)),
+    ],
+)
+def test_erase_rectangle_writes_equal_the_batched_path(monkeypatch, shape, kwargs) -> None:
+    # On the CPU erase writes only the rectangles (as timm); GPUs and torch.compile take the
+    # batched full-tensor path. Both must give the same images and mask for the same draws.
+    from maskwise.functional import patches
+
+    x = torch.randn(shape, generator=seeded(62))
+    assert patches._use_rectangles(x, kwargs.get("value", 0.0))
+    rect_in = x.clone()
+    rect, rect_m = mw.erase(rect_in, **kwargs, generator=seeded(63))
+    monkeypatch.setattr(patches, "_use_rectangles", lambda images, value: False)
+    dense_in = x.clone()
+    dense, dense_m = mw.erase(dense_in, **kwargs, generator=seeded(63))
+    assert torch.equal(rect_m, dense_m) and rect_m.any()
+    assert torch.equal(rect, dense)
+    assert torch.equal(rect_in, dense_in)  # inplace: both wrote the input; else both left it
+    assert (rect is rect_in) == kwargs.get("inplace", False)
+
+
+@pytest.mark.parametrize("batched, shape", [(True, (6, 3, 20, 18)), (False, (3, 20, 18))])
+@pytest.mark.parametrize("inplace", [False, True])
+@pytest.mark.parametrize("value", [0.5, [1.0, 2.0, 3.0], "random"])
+def test_erase_without_mask_returns_the_same_images(batched, shape, inplace, value) -> None:
+    x = torch.randn(shape, generator=seeded(64))
+    kw = dict(p=0.8, value=value, batched=batched, inplace=inplace)
+    with_in, without_in = x.clone(), x.clone()
+    erased, m = mw.erase(with_in, **kw, generator=seeded(65))
+    alone = mw.erase(without_in, **kw, return_mask=False, generator=seeded(65))
+    assert isinstance(alone, torch.Tensor) and m.any()
+    assert torch.equal(alone, erased) and torch.equal(with_in, without_in)
+    assert (alone is without_in) == inplace
+
+
+def test_erase_return_mask_must_be_a_bool() -> None:
+    x = torch.ones(2, 3, 8, 8)
+    with pytest.raises(TypeError, match="return_mask must be a bool \\(0 given\\)"):
+        mw.erase(x, return_mask=0)  # type: ignore[call-overload]
+    assert torch.equal(x, torch.ones(2, 3, 8, 8))

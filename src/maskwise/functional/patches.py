@@ -9,11 +9,11 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
 
-from maskwise._checks import as_rate, check_bool_2d, check_probability
+from maskwise._checks import as_rate, check_bool_2d, check_flag, check_probability
 from maskwise.functional.select import Rate, per_sample_rates, top_k_per_row
 from maskwise.random import KeyedGenerator, uniform
 
@@ -361,6 +361,7 @@ def patches_to_pixels(
     return m.repeat_interleave(p, dim=1).repeat_interleave(p, dim=2)
 
 
+@overload
 def erase(
     images: torch.Tensor,
     *,
@@ -371,8 +372,56 @@ def erase(
     attempts: int = 10,
     inplace: bool = False,
     batched: bool = True,
+    return_mask: Literal[True] = True,
     generator: Generator = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+@overload
+def erase(
+    images: torch.Tensor,
+    *,
+    p: float = 0.5,
+    scale: tuple[float, float] = (0.02, 0.33),
+    ratio: tuple[float, float] = (0.3, 3.3),
+    value: float | Sequence[float] | torch.Tensor | str = 0.0,
+    attempts: int = 10,
+    inplace: bool = False,
+    batched: bool = True,
+    return_mask: Literal[False],
+    generator: Generator = None,
+) -> torch.Tensor: ...
+
+
+@overload
+def erase(
+    images: torch.Tensor,
+    *,
+    p: float = 0.5,
+    scale: tuple[float, float] = (0.02, 0.33),
+    ratio: tuple[float, float] = (0.3, 3.3),
+    value: float | Sequence[float] | torch.Tensor | str = 0.0,
+    attempts: int = 10,
+    inplace: bool = False,
+    batched: bool = True,
+    return_mask: bool,
+    generator: Generator = None,
+) -> tuple[torch.Tensor, torch.Tensor] | torch.Tensor: ...
+
+
+def erase(
+    images: torch.Tensor,
+    *,
+    p: float = 0.5,
+    scale: tuple[float, float] = (0.02, 0.33),
+    ratio: tuple[float, float] = (0.3, 3.3),
+    value: float | Sequence[float] | torch.Tensor | str = 0.0,
+    attempts: int = 10,
+    inplace: bool = False,
+    batched: bool = True,
+    return_mask: bool = True,
+    generator: Generator = None,
+) -> tuple[torch.Tensor, torch.Tensor] | torch.Tensor:
     """Random erasing / cutout: an independent rectangle per sample (Zhong et al., 2017).
 
     Each sample is erased with probability ``p``: the rectangle's area is a fraction of the image
@@ -398,12 +447,16 @@ def erase(
         inplace: write into ``images`` (no new image tensor; as timm's ``RandomErasing``)
             instead of returning a new tensor.
         batched: ``images`` is a batch (default) or one image.
+        return_mask: also return the mask (default). False returns the erased images alone, as
+            timm's ``RandomErasing`` and torchvision's transform; on the CPU the mask is then
+            never built.
         generator: random source (a :class:`~maskwise.random.KeyedGenerator` has one key per
             sample; one key with ``batched=False``).
 
     Returns:
         ``(erased, masked)``: the erased images (a new tensor unless ``inplace``) and bool
-        (B, H, W), or (H, W) with ``batched=False``, True = erased.
+        (B, H, W), or (H, W) with ``batched=False``, True = erased; ``erased`` alone with
+        ``return_mask=False``.
 
     >>> x, m = erase(torch.ones(8, 3, 32, 32), p=1.0, generator=torch.Generator().manual_seed(0))
     >>> bool((x[:, 0] == 0).eq(m).all()), int(m.flatten(1).any(1).sum())
@@ -412,11 +465,33 @@ def erase(
     >>> m.shape, bool((one == 0).eq(m).all())
     (torch.Size([32, 32]), True)
     """
+    return_mask = check_flag("return_mask", return_mask)
     if not batched:
-        return _erase_one(
+        erased, masked = _erase_one(
             images, p=p, scale=scale, ratio=ratio, value=value, attempts=attempts,
-            inplace=inplace, generator=generator,
+            inplace=inplace, need_mask=return_mask, generator=generator,
         )  # fmt: skip
+    else:
+        erased, masked = _erase(
+            images, p=p, scale=scale, ratio=ratio, value=value, attempts=attempts,
+            inplace=inplace, need_mask=return_mask, generator=generator,
+        )  # fmt: skip
+    return (erased, masked) if masked is not None and return_mask else erased
+
+
+def _erase(
+    images: torch.Tensor,
+    *,
+    p: float,
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+    value: float | Sequence[float] | torch.Tensor | str,
+    attempts: int,
+    inplace: bool,
+    need_mask: bool,
+    generator: Generator,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`erase` of a batch; the mask is None when not ``need_mask`` (CPU path only)."""
     if not isinstance(images, torch.Tensor) or images.dim() not in (3, 4):
         raise ValueError(
             f"images must be (B, C, H, W) or (B, H, W) "
@@ -430,6 +505,10 @@ def erase(
     if not 0 < r_lo <= r_hi:
         raise ValueError(f"ratio must be (low, high) with 0 < low <= high ({ratio!r} given).")
     attempts = _check_positive_int("attempts", attempts)
+    if isinstance(value, str) and value != "random":
+        raise ValueError(
+            f"value must be a number, per-channel values or 'random' ({value!r} given)."
+        )
     B, H, W = images.shape[0], images.shape[-2], images.shape[-1]
     device = images.device
     u = uniform((B, 4 * attempts + 1), generator=generator, device=device).double()
@@ -449,6 +528,10 @@ def erase(
     h, w = h.gather(1, first).squeeze(1), w.gather(1, first).squeeze(1)
     top = torch.floor(ut.gather(1, first).squeeze(1) * (H - h + 1)).long()
     left = torch.floor(ul.gather(1, first).squeeze(1) * (W - w + 1)).long()
+    if not isinstance(value, str) and _use_rectangles(images, value):
+        return _erase_rectangles(
+            images, value, ok, top, left, h, w, inplace=inplace, need_mask=need_mask
+        )
     rows = torch.arange(H, device=device).view(1, H, 1)
     cols = torch.arange(W, device=device).view(1, 1, W)
     in_rows = (rows >= top.view(B, 1, 1)) & (rows < (top + h).view(B, 1, 1)) & ok.view(B, 1, 1)
@@ -456,10 +539,6 @@ def erase(
     masked = in_rows & in_cols  # (B, H, W)
     m = masked if images.dim() == 3 else masked.unsqueeze(1)  # broadcast over channels
     if isinstance(value, str):
-        if value != "random":
-            raise ValueError(
-                f"value must be a number, per-channel values or 'random' ({value!r} given)."
-            )
         if isinstance(generator, KeyedGenerator):
             u1 = uniform(images.shape, generator=generator, device=device)
             u2 = uniform(images.shape, generator=generator, device=device)
@@ -469,21 +548,87 @@ def erase(
         if inplace:
             return images.copy_(torch.where(m, noise.to(images.dtype), images)), masked
         return torch.where(m, noise.to(images.dtype), images), masked
-    fill = torch.as_tensor(value, dtype=images.dtype, device=device)
+    fill = _fill_value(images, value)
+    if inplace:
+        if fill.dim() == 0:
+            return images.masked_fill_(m, fill), masked
+        return images.copy_(torch.where(m, fill, images)), masked
+    return torch.where(m, fill, images), masked
+
+
+def _fill_value(
+    images: torch.Tensor, value: float | Sequence[float] | torch.Tensor
+) -> torch.Tensor:
+    """The fill as a tensor that broadcasts against ``images``: a scalar or (1, C, 1, 1)."""
+    fill = torch.as_tensor(value, dtype=images.dtype, device=images.device)
     if fill.dim() == 1:
         if images.dim() != 4 or fill.numel() != images.shape[1]:
             raise ValueError(
                 f"Per-channel values need (B, C, H, W) images with C = {fill.numel()} "
                 f"({tuple(images.shape)} given)."
             )
-        fill = fill.view(1, -1, 1, 1)
-    elif fill.dim() != 0:
+        return fill.view(1, -1, 1, 1)
+    if fill.dim() != 0:
         raise ValueError(f"value must be a number or (C,) values ({tuple(fill.shape)} given).")
-    if inplace:
-        if fill.dim() == 0:
-            return images.masked_fill_(m, fill), masked
-        return images.copy_(torch.where(m, fill, images)), masked
-    return torch.where(m, fill, images), masked
+    return fill
+
+
+def _use_rectangles(images: torch.Tensor, value: object) -> bool:
+    """Write only the rectangles (a loop over the erased samples) instead of the whole batch.
+
+    On the CPU, as timm's ``RandomErasing``, that touches 8-9 % of the pixels instead of reading
+    and writing all of them, and building the (B, H, W) mask from rectangles avoids a broadcast
+    over it (docs/benchmarks.md). Non-contiguous batches, GPUs, and ``torch.compile`` traces
+    take the batched full-tensor path: it has no host sync and no Python loop. Noise fills (``value="random"``) keep the full path, so that a
+    :class:`~maskwise.random.KeyedGenerator` draws the same noise everywhere.
+    """
+    return (
+        images.device.type == "cpu"
+        and images.is_contiguous()
+        and not isinstance(value, str)
+        and not torch.compiler.is_compiling()
+    )
+
+
+def _erase_rectangles(
+    images: torch.Tensor,
+    value: float | Sequence[float] | torch.Tensor,
+    ok: torch.Tensor,
+    top: torch.Tensor,
+    left: torch.Tensor,
+    h: torch.Tensor,
+    w: torch.Tensor,
+    *,
+    inplace: bool,
+    need_mask: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`erase`'s CPU path: one slice write per erased sample, into the output and mask."""
+    fill = _fill_value(images, value)
+    out = images if inplace else images.clone()
+    B, H, W = images.shape[0], images.shape[-2], images.shape[-1]
+    C = images.shape[1] if images.dim() == 4 else 1
+    # uint8: its fills are faster than bool's; without the mask, writes go to a 1-element scratch
+    masked = torch.zeros(B * H * W if need_mask else 1, dtype=torch.uint8)
+    erased = ok.nonzero().squeeze(1)
+    corner = top[erased] * W + left[erased]  # offsets of the rectangles' top-left pixels
+    rects = zip(
+        (erased * (C * H * W) + corner).tolist(),
+        (erased * (H * W) + corner).tolist(),
+        h[erased].tolist(),
+        w[erased].tolist(),
+    )
+    # as_strided views of the (contiguous) batch: one op per rectangle instead of an index chain
+    channels = fill[0] if fill.dim() else None  # (C, 1, 1) per-channel values
+    scalar = fill.item() if channels is None else 0.0
+    for at, at_mask, hh, ww in rects:
+        region = torch.as_strided(out, (C, hh, ww), (H * W, W, 1), at)
+        if channels is None:
+            region.fill_(scalar)
+        else:
+            region.copy_(channels)
+        if need_mask:
+            torch.as_strided(masked, (hh, ww), (W, 1), at_mask).fill_(1)
+    return out, (masked.view(torch.bool).view(B, H, W) if need_mask else None)
 
 
 def _erase_one(
@@ -492,7 +637,7 @@ def _erase_one(
     inplace: bool,
     value: float | Sequence[float] | torch.Tensor | str,
     **kwargs: Any,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """:func:`erase` of one image (C, H, W) or (H, W): the batch of one ``images[None]``."""
     if not isinstance(images, torch.Tensor) or images.dim() not in (2, 3):
         raise ValueError(
@@ -503,5 +648,5 @@ def _erase_one(
         raise ValueError(
             f"Per-channel values need a (C, H, W) image ({tuple(images.shape)} given)."
         )
-    erased, masked = erase(images.unsqueeze(0), inplace=inplace, value=value, **kwargs)
-    return (images if inplace else erased[0]), masked[0]
+    erased, masked = _erase(images.unsqueeze(0), inplace=inplace, value=value, **kwargs)
+    return (images if inplace else erased[0]), (None if masked is None else masked[0])

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.utils.data import get_worker_info
 
-from maskwise._checks import check_probability
+from maskwise._checks import check_flag, check_probability
 from maskwise.random import DeviceGenerators, KeyedGenerator, distributed_rank, hash_keys
 
 __all__ = ["MaskModule", "check_flag", "check_tokens", "fill_masked", "mask_token_parameter"]
@@ -159,12 +159,6 @@ class MaskModule(nn.Module):
         keyed = ", keyed=True" if self.keyed else ""
         plain = ", return_mask=False" if not self.return_mask else ""
         return f"{keyed}{plain}, seed={self.generators.seed}"
-
-
-def check_flag(name: str, value: bool) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool ({value!r} given).")
-    return value
 
 
 def mask_token_parameter(dim: int | None) -> nn.Parameter | None:

@@ -275,9 +275,10 @@ class Erase(MaskModule):
             ratio=self.ratio,
             value=self.value,
             batched=self.batched,
+            return_mask=self.return_mask,  # without it, the CPU path never builds the mask
             generator=self.generator(images.device, rows),
         )
-        return self._output(erased)
+        return erased if isinstance(erased, torch.Tensor) else self._output(erased)
 
     def _dims(self) -> tuple[int, int]:
         return (3, 4) if self.batched else (2, 3)
