@@ -579,7 +579,8 @@ def _use_rectangles(images: torch.Tensor, value: object) -> bool:
     On the CPU, as timm's ``RandomErasing``, that touches 8-9 % of the pixels instead of reading
     and writing all of them, and building the (B, H, W) mask from rectangles avoids a broadcast
     over it (docs/benchmarks.md). Non-contiguous batches, GPUs, and ``torch.compile`` traces
-    take the batched full-tensor path: it has no host sync and no Python loop. Noise fills (``value="random"``) keep the full path, so that a
+    take the batched full-tensor path: it has no host sync and no Python loop. Noise fills
+    (``value="random"``) keep the full path, so that a
     :class:`~maskwise.random.KeyedGenerator` draws the same noise everywhere.
     """
     return (
