@@ -90,8 +90,8 @@ class PretrainFinetune:
 
     Args:
         root: a folder of text-classification split files (SST-2, TREC, any in those formats).
-        corpus: a folder of ``.txt`` files, the pretraining text; default: the training split's
-            texts (never dev or test).
+        corpus: a folder of ``.txt`` files, the pretraining text; default: the whole training
+            split's texts (never dev or test; all of them also with ``train_size``).
         train_size: fine-tune on a seeded random subset of this many training sentences.
         masker: the fine-tuning masker: ``"mask"`` (``[MASK]``) or ``"drop"`` (from attention).
         init: where fine-tuning starts, one of :data:`INITS`.
@@ -145,13 +145,15 @@ class PretrainFinetune:
         if init != "scratch" and init not in self.pretrain_arms:
             self.pretrain_arms = (init, *self.pretrain_arms)
         texts, self.classes = load_text_classification(root, seed=seed)
+        # The whole training split is the default unlabeled text, also with --train-size (the
+        # labelled subset): pretraining on text without its labels is the point of the stage.
+        unlabeled = read_corpus(corpus) if corpus is not None else list(texts["train"].texts)
         if train_size is not None:
             n = len(texts["train"])
             if not 0 < train_size <= n:
                 raise ValueError(f"train_size must be in [1, {n}] ({train_size} given).")
             g = torch.Generator().manual_seed(seed + 2)
             texts["train"] = texts["train"].subset(torch.randperm(n, generator=g)[:train_size])
-        unlabeled = read_corpus(corpus) if corpus is not None else list(texts["train"].texts)
         self.corpus_name = str(corpus) if corpus is not None else "the training split's texts"
         train, held = carve_list(unlabeled, heldout_fraction, seed)
         if not held or not train:
