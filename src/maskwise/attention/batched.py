@@ -89,6 +89,15 @@ class Padding(AttentionSpec):
         all_ = (cq == (at.qe - at.qs))[:, :, None] & (ck == (at.ke - at.ks))[:, None, :]
         return BlockFlags(any_, all_)
 
+    def intervals(self, Q: int, KV: int, device: torch.device) -> tuple[Tensor, Tensor] | None:
+        if self.lengths is None:  # an HF mask may have holes: real keys are no interval
+            return None
+        n = self.lengths.to(device).view(-1, 1)  # (B, 1)
+        p = torch.arange(KV - Q, KV, device=device).view(1, -1)  # (1, Q)
+        # Real queries attend [0, n); padding after them attends [n, n), before 0: [0, 0).
+        lo = torch.where(p < n, 0, n)
+        return lo, torch.where(p < 0, 0, n)
+
     @property
     def structure(self) -> Structure:
         return Structure(segments=lambda L: torch.where(self.real_positions(L), 0, -1))
@@ -126,6 +135,11 @@ class Cross(AttentionSpec):
         all_ = (at.qe.view(1, -1, 1) <= ql) & (at.ke.view(1, 1, -1) <= kl)
         return BlockFlags(any_, all_)
 
+    def intervals(self, Q: int, KV: int, device: torch.device) -> tuple[Tensor, Tensor]:
+        kl = self.kv_lengths.to(device).view(-1, 1).expand(-1, Q)  # (B, Q)
+        q = torch.arange(Q, device=device).view(1, -1)
+        return torch.where(q < self.q_lengths.to(device).view(-1, 1), 0, kl), kl
+
     def __repr__(self) -> str:
         return f"cross(batch={self.batch})"
 
@@ -150,6 +164,11 @@ class PrefixLM(AttentionSpec):
         any_ = (ks <= (at.pe[None, :, None] - 1)) | (ks < p)
         all_ = ((ke - 1) <= at.ps[None, :, None]) | (ke <= p)
         return BlockFlags(any_, all_)
+
+    def intervals(self, Q: int, KV: int, device: torch.device) -> tuple[Tensor, Tensor]:
+        p = torch.arange(KV - Q, KV, device=device).view(1, -1)  # (1, Q)
+        hi = torch.maximum(p + 1, self.prefix.to(device).view(-1, 1))  # (B, Q)
+        return torch.zeros_like(hi), hi
 
     def __repr__(self) -> str:
         return f"prefix_lm(batch={self.batch})"
@@ -260,6 +279,24 @@ class Documents(AttentionSpec):
         all_ = same_q & same_k & (q_lo[:, :, None] == k_lo[:, None, :])
         all_ &= (q_lo[:, :, None] < _BIG) & (ps >= 0)[None, :, None]
         return BlockFlags(any_, all_)
+
+    def intervals(self, Q: int, KV: int, device: torch.device) -> tuple[Tensor, Tensor]:
+        ids = self._ids(KV).to(device)  # (B, KV) non-decreasing, padding (-1) last
+        # Each position's document is the run [start, end) of its id (O(L): running max / min
+        # of the run boundaries); padding attends nothing: [start, start).
+        new = torch.ones_like(ids, dtype=torch.bool)  # True where a run starts
+        torch.ne(ids[:, 1:], ids[:, :-1], out=new[:, 1:])
+        pos = torch.arange(KV, device=device)
+        start = (pos * new).cummax(1).values
+        after = torch.full_like(ids, KV)  # the next run's start at a run's last position
+        after[:, :-1].copy_(pos[1:]).masked_fill_(~new[:, 1:], KV)
+        end = after.flip(1).cummin(1).values.flip(1)
+        end = torch.where(ids >= 0, end, start)
+        if Q == KV:
+            return start, end
+        p = torch.arange(KV - Q, KV, device=device)  # queries before position 0: [0, 0)
+        pc = p.clamp(0, KV - 1)
+        return start[:, pc].masked_fill(p < 0, 0), end[:, pc].masked_fill(p < 0, 0)
 
     @property
     def structure(self) -> Structure:

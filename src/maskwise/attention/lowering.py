@@ -37,6 +37,7 @@ __all__ = [
 Tensor = torch.Tensor
 MaskModFn = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
 _REFINE_CHUNK = 512  # tiles whose rule is evaluated at once when refining
+_BIG = 2**62  # beyond every index: the empty value of a minimum
 
 
 def _prepare(
@@ -104,6 +105,98 @@ def _refine(spec: MaskRule, cand: Tensor, grid: Blocks, bs: int) -> Tensor:
     return out
 
 
+def _ranges(
+    first: Tensor,
+    last: Tensor,
+    lo_all: Tensor,
+    hi_all: Tensor,
+    live: Tensor,
+    full: Tensor,
+    starts: Tensor,
+    ends: Tensor,
+) -> Tensor:
+    """(4, B, m) = (a, b, f, g): per block of rows, the column blocks ``[a, b)`` where some pair
+    is allowed and ``[f, g)`` (inside it) where every pair is. Inputs per block (B, m): ``first``
+    the interval start of its first live row, ``last`` the interval end of its last live row,
+    ``lo_all`` / ``hi_all`` the start of its last row and the end of its first row (the bounds
+    every row's interval covers), ``live`` whether some row is live, ``full`` whether all are;
+    column blocks ``[starts, ends)`` (sorted, 1-D)."""
+    a = torch.searchsorted(ends, first, right=True)  # first block ending after the first key
+    b = torch.where(live, torch.maximum(torch.searchsorted(starts, last), a), a)
+    f = torch.searchsorted(starts, lo_all).clamp_(a, b)  # first block inside every interval
+    g = torch.searchsorted(ends, hi_all, right=True)  # first block reaching past one of them
+    g = torch.where(full, torch.minimum(torch.maximum(g, f), b), f)
+    return torch.stack([a, b, f, g])
+
+
+def _tables(r: Tensor, n: int) -> tuple[Tensor, ...]:
+    """From ranges (4, B, m) = (a, b, f, g): the partial blocks ``[a, f) + [g, b)`` and the full
+    blocks ``[f, g)`` as (num (B, 1, m), indices (B, 1, m, n)) int32 pairs, listed blocks
+    first (the entries after ``num`` are in range but meaningless, as FlexAttention allows)."""
+    a, b, f, g = r.to(torch.int32).unsqueeze(2).unbind(0)  # (B, 1, m) each
+    j = torch.arange(n, dtype=torch.int32, device=r.device)
+    left = f - a  # partial blocks before the full ones
+    # Entry j is a + j, plus g - f once j reaches the right piece. Each table is one fresh
+    # allocation (the cost at large n), filled in place: [j >= left] = clamp(j + 1 - left, 0, 1).
+    part = torch.sub(j + 1, left[..., None]).clamp_(0, 1).mul_((g - f)[..., None])
+    part.add_(a[..., None]).add_(j).clamp_(0, n - 1)
+    full = torch.add(f[..., None], j).clamp_(max=n - 1)
+    return left + (b - g), part, g - f, full
+
+
+def _from_intervals(
+    lo: Tensor, hi: Tensor, B: int, Q: int, KV: int, bs: int, dev: torch.device
+) -> tuple[Tensor, ...]:
+    """The eight BlockMask tables from per-query key intervals (see ``AttentionSpec.intervals``):
+    O(L) work plus a few binary searches per block and filling the tables; no sort, no flags.
+
+    Both bounds are non-decreasing and the intervals leave no gap, so the live queries (those
+    with a key) are one run ``[q0, q1)``, the keys they attend one run ``[k0, k1)``, a block's
+    keys are the range from its first live query's start to its last live query's end, and key
+    ``kv`` is attended by the queries ``[c_lo, c_hi)`` with ``hi > kv >= lo`` (binary search).
+    """
+    lo, hi = (x.contiguous() for x in torch.broadcast_tensors(lo, hi))  # (B', Q)
+    qs, qe = _block_bounds(Q, bs, dev)
+    ks, ke = (qs, qe) if KV == Q else _block_bounds(KV, bs, dev)
+    alive = hi > lo
+    n_live = alive.sum(1, keepdim=True)  # (B', 1)
+    q0 = alive.to(torch.uint8).argmax(1, keepdim=True)  # first live query (0 when none)
+    q1 = q0 + n_live
+    k0 = lo.gather(1, q0.clamp(max=Q - 1))
+    k1 = torch.where(n_live > 0, hi.gather(1, (q1 - 1).clamp(min=0)), k0)
+
+    def side(s: Tensor, e: Tensor, r0: Tensor, r1: Tensor) -> tuple[Tensor, ...]:
+        """Per block [s, e) of rows whose live run is [r0, r1): its first and last live row,
+        whether it has one, and whether every row is live."""
+        fr, lr = torch.maximum(s, r0), torch.minimum(e, r1) - 1  # (B', m)
+        return fr, lr, fr <= lr, (s >= r0) & (e <= r1)
+
+    fq, lq, live_q, full_q = side(qs, qe, q0, q1)
+
+    def at(x: Tensor, i: Tensor) -> Tensor:  # x (B', Q) at rows i (B' or 1, nQ)
+        return x.gather(1, i.expand(x.shape[0], -1).clamp(0, Q - 1))
+
+    rows = _ranges(at(lo, fq), at(hi, lq), at(lo, qe - 1), at(hi, qs), live_q, full_q, ks, ke)
+    fk, lk, live_k, full_k = side(ks, ke, k0, k1)
+    last_k, first_k = (ke - 1).expand_as(fk).contiguous(), ks.expand_as(fk).contiguous()
+    cols = _ranges(
+        torch.searchsorted(hi, fk, right=True),  # the first query whose interval ends after kv
+        torch.searchsorted(lo, lk, right=True),  # the first query whose interval starts after kv
+        torch.searchsorted(hi, last_k, right=True),
+        torch.searchsorted(lo, first_k, right=True),
+        live_k,
+        full_k,
+        qs,
+        qe,
+    )
+    nq, nk = qs.shape[0], ks.shape[0]
+    rows, cols = rows.expand(4, B, nq), cols.expand(4, B, nk)
+    if Q == KV:  # both sides in one pass
+        t = _tables(torch.cat([rows, cols], 1), nk)
+        return tuple(x[:B] for x in t) + tuple(x[B:] for x in t)
+    return _tables(rows, nk) + _tables(cols, nq)
+
+
 def _indices(flags: Tensor) -> tuple[Tensor, Tensor]:
     """(num_blocks (B, 1, nQ) int32, indices (B, 1, nQ, nK) int32: flagged blocks first)."""
     num = flags.sum(-1, dtype=torch.int32)
@@ -137,6 +230,11 @@ def build_block_mask(
             mask_mod=mask_mod_of(spec, Q, KV),
             seq_lengths=(Q, KV),
         )
+    mod = mask_mod_of(spec, Q, KV)
+    iv = spec.intervals(Q, KV, dev) if hasattr(spec, "intervals") else None
+    if iv is not None:  # every query attends one interval of keys: no flags, no sort
+        B = max(iv[0].shape[0], iv[1].shape[0], spec.batch or 1)
+        return _block_mask(_from_intervals(iv[0], iv[1], B, Q, KV, bs, dev), Q, KV, bs, mod)
     qs, qe = _block_bounds(Q, bs, dev)
     ks, ke = _block_bounds(KV, bs, dev)
     grid = Blocks(qs, qe, ks, ke, Q, KV)
@@ -150,14 +248,23 @@ def build_block_mask(
             any_[cand[:, 0], cand[:, 1], cand[:, 2]] = _refine(spec, cand, grid, bs)
     full = all_ & any_
     partial = any_ & ~full
-    kv_num, kv_idx = _indices(partial)
-    full_num, full_idx = _indices(full)
-    mod = mask_mod_of(spec, Q, KV)
+    # The query-side indices (for the backward pass) straight from the same flags:
+    # from_kv_blocks would rebuild the block grid from the indices and sort it again.
+    tables = (
+        *_indices(partial),
+        *_indices(full),
+        *_indices(partial.transpose(-1, -2)),
+        *_indices(full.transpose(-1, -2)),
+    )
+    return _block_mask(tables, Q, KV, bs, mod)
+
+
+def _block_mask(tables: tuple[Tensor, ...], Q: int, KV: int, bs: int, mod: MaskModFn) -> Any:
+    """A ``BlockMask`` from its eight tables (kv-side partial and full, then query-side)."""
+    from torch.nn.attention.flex_attention import BlockMask
+
+    kv_num, kv_idx, full_num, full_idx, q_num, q_idx, full_q_num, full_q_idx = tables
     try:
-        # The query-side indices (for the backward pass) straight from the same flags:
-        # from_kv_blocks would rebuild the block grid from the indices and sort it again.
-        q_num, q_idx = _indices(partial.transpose(-1, -2))
-        full_q_num, full_q_idx = _indices(full.transpose(-1, -2))
         return BlockMask(
             (Q, KV),
             kv_num,

@@ -14,6 +14,11 @@ __all__ = ["Causal", "Chunked", "Full", "SlidingWindow"]
 Tensor = torch.Tensor
 
 
+def _positions(Q: int, KV: int, device: torch.device) -> Tensor:
+    """(1, Q) int64 query positions ``q + KV - Q``."""
+    return torch.arange(KV - Q, KV, device=device).unsqueeze(0)
+
+
 class Full(AttentionSpec):
     """Every query attends every key."""
 
@@ -23,6 +28,10 @@ class Full(AttentionSpec):
     def blocks(self, at: Blocks) -> BlockFlags:
         t = at.ones()
         return BlockFlags(t, t)
+
+    def intervals(self, Q: int, KV: int, device: torch.device) -> tuple[Tensor, Tensor]:
+        z = torch.zeros(1, Q, dtype=torch.long, device=device)
+        return z, z + KV
 
     @property
     def structure(self) -> Structure:
@@ -42,6 +51,10 @@ class Causal(AttentionSpec):
         any_ = at.ks[None, :] <= (at.pe[:, None] - 1)
         all_ = (at.ke[None, :] - 1) <= at.ps[:, None]
         return BlockFlags(any_.unsqueeze(0), all_.unsqueeze(0))
+
+    def intervals(self, Q: int, KV: int, device: torch.device) -> tuple[Tensor, Tensor]:
+        hi = (_positions(Q, KV, device) + 1).clamp_(min=0)  # keys 0 .. p; none before 0
+        return torch.zeros_like(hi), hi
 
     @property
     def structure(self) -> Structure:
@@ -71,6 +84,10 @@ class SlidingWindow(AttentionSpec):
         all_ = (k_hi <= p_lo) & (k_lo >= p_hi - w + 1)
         return BlockFlags(any_.unsqueeze(0), all_.unsqueeze(0))
 
+    def intervals(self, Q: int, KV: int, device: torch.device) -> tuple[Tensor, Tensor]:
+        p = _positions(Q, KV, device)
+        return (p - self.size + 1).clamp_(min=0), (p + 1).clamp_(min=0)
+
     def __repr__(self) -> str:
         return f"sliding_window({self.size})"
 
@@ -96,6 +113,12 @@ class Chunked(AttentionSpec):
         one_q, one_k = (cq_lo == cq_hi)[:, None], (ck_lo == ck_hi)[None, :]
         all_ = one_q & one_k & (cq_lo[:, None] == ck_lo[None, :])
         return BlockFlags(any_.unsqueeze(0), all_.unsqueeze(0))
+
+    def intervals(self, Q: int, KV: int, device: torch.device) -> tuple[Tensor, Tensor]:
+        s = self.size
+        start = torch.div(_positions(Q, KV, device), s, rounding_mode="floor") * s
+        # A query before position 0 (Q > KV) is in a chunk of no key: both bounds clamp to 0.
+        return start.clamp(0, KV), (start + s).clamp_(0, KV)
 
     def __repr__(self) -> str:
         return f"chunked({self.size})"

@@ -28,6 +28,7 @@ from maskwise.attention.lowering import build_block_mask, dense_mask, mask_mod_o
 __all__ = ["AttentionSpec", "MaskMod", "merge_batch", "with_batch"]
 
 Tensor = torch.Tensor
+Intervals = tuple[Tensor, Tensor]
 MaskModFn = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
 
 
@@ -61,6 +62,18 @@ class AttentionSpec:
     @property
     def structure(self) -> Structure | None:
         """The fused-kernel form of the spec (None: only the general kernels express it)."""
+        return None
+
+    def intervals(self, Q: int, KV: int, device: torch.device) -> Intervals | None:
+        """Per query, the keys it attends as one interval, or None (the default: unknown).
+
+        Returns ``(lo, hi)``, int64 (B or 1, Q): query ``q`` attends exactly keys
+        ``lo[q] <= kv < hi[q]`` (empty when ``hi <= lo``), with ``lo`` and ``hi``
+        non-decreasing in ``q``. Every query's non-empty interval contains its own position or is
+        the same as its neighbours', so the union over a block of queries has no gap. The
+        block-mask lowering builds a ``BlockMask`` from these in O(L) work plus filling its
+        tables, with no sort (FlashMask's column-range idea, per query row).
+        """
         return None
 
     def check(self, Q: int, KV: int) -> None:
@@ -240,6 +253,14 @@ class And(_Pair):
                 maybe = maybe | (any_ & m)
         return BlockFlags(any_, all_, maybe)
 
+    def intervals(self, Q: int, KV: int, device: torch.device) -> Intervals | None:
+        ia = self.a.intervals(Q, KV, device)
+        ib = None if ia is None else self.b.intervals(Q, KV, device)
+        if ia is None or ib is None:
+            return None
+        # The intersection of two intervals; max and min keep both bounds non-decreasing.
+        return torch.maximum(ia[0], ib[0]), torch.minimum(ia[1], ib[1])
+
     @property
     def structure(self) -> Structure | None:
         sa, sb = self.a.structure, self.b.structure
@@ -300,6 +321,9 @@ class _WithBatch(AttentionSpec):
 
     def blocks(self, at: Blocks) -> BlockFlags:
         return self.spec.blocks(at)
+
+    def intervals(self, Q: int, KV: int, device: torch.device) -> Intervals | None:
+        return self.spec.intervals(Q, KV, device)
 
     @property
     def structure(self) -> Structure | None:
