@@ -5,23 +5,63 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 
 from maskwise.attention.base import Structure
 from maskwise.attention.lowering import varlen_offsets
-from maskwise.attention.spec import AttentionSpec, MaskMod, MaskModFn, with_batch
+from maskwise.attention.spec import AttentionSpec, MaskMod, MaskModFn, cached_lowering, with_batch
 
-__all__ = ["BACKENDS", "attend", "choose_backend"]
+__all__ = ["BACKENDS", "CHOICE_RULES", "Rule", "attend", "choice_table", "choose_backend"]
 
 #: backends ``attend`` can use, fastest first where each applies
 BACKENDS = ("sdpa", "sdpa_causal", "sdpa_causal_lower_right", "varlen", "flex", "dense")
 
-# On CPU, compiled FlexAttention has forward only and a compile cost of tens of seconds per new
-# shape; it pays off only for long sequences.
-_CPU_FLEX_MIN_PAIRS = 2048 * 2048
+
+class Rule(NamedTuple):
+    """One row of :data:`CHOICE_RULES`: for inputs of this mask kind, device and gradient need,
+    with ``sqrt(Q * KV) >= min_len``, use ``backend`` if ``when`` holds."""
+
+    kind: str  # "full", "causal", "segments", "intervals", "general" or "any"
+    device: str  # "cpu", "cuda" or "any"
+    grad: str  # "yes" (a backward follows), "no" or "any"
+    min_len: int
+    backend: str
+    when: str  # the backend's own conditions, checked by _feasible
+
+
+#: The choice rule of ``attend(backend="auto")``: the first row that matches and whose
+#: conditions hold gives the backend. This tuple is the one source of truth: ``choose_backend``
+#: reads it, and its docstring and docs/benchmarks.md show ``choice_table()`` (a test checks
+#: both). The CPU thresholds are measured (docs/benchmarks.md, attention part 2: B=2, H=8, D=64,
+#: float32), counting FlexAttention's compile (4-6 s per mask kind and shape on CPU; new data of
+#: the same kind and shape reuse it) spread over 1000 calls of that shape.
+CHOICE_RULES: tuple[Rule, ...] = (
+    Rule("full", "any", "any", 0, "sdpa", "-"),
+    Rule("causal", "any", "any", 0, "sdpa_causal", "Q == KV"),
+    Rule("causal", "any", "any", 0, "sdpa_causal_lower_right", "Q < KV"),
+    Rule("segments", "cuda", "any", 0, "varlen", "half precision, Q == KV, no dropout"),
+    Rule("any", "cuda", "any", 0, "flex", "no dropout"),
+    Rule("segments", "cpu", "no", 2048, "flex", "no dropout"),
+    Rule("intervals", "cpu", "no", 1024, "flex", "no dropout"),
+    Rule("any", "any", "any", 0, "dense", "-"),
+)
+
+
+def choice_table() -> str:
+    """:data:`CHOICE_RULES` as a Markdown table (first matching row wins)."""
+    lines = [
+        "| # | mask kind | device | backward | sqrt(Q x KV) | backend | when |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for i, r in enumerate(CHOICE_RULES, 1):
+        lines.append(
+            f"| {i} | {r.kind} | {r.device} | {r.grad} | "
+            f"{'>= ' + str(r.min_len) if r.min_len else 'any'} | `{r.backend}` | {r.when} |"
+        )
+    return "\n".join(lines)
 
 
 def _as_mask(mask: Any) -> AttentionSpec | None:
@@ -120,6 +160,47 @@ def _check_forced(
         )
 
 
+def _kind(mask: AttentionSpec | None, s: Structure | None, Q: int, KV: int, cpu: bool) -> str:
+    """The mask kind of :data:`CHOICE_RULES` (intervals are looked for on CPU only, the one
+    place the rules tell them from general masks)."""
+    if _is_full(s):
+        return "full"
+    if _is_causal(s):
+        return "causal"
+    if _is_segments(s):
+        return "segments"
+    if cpu and mask is not None and mask.intervals(Q, KV, torch.device("cpu")) is not None:
+        return "intervals"
+    return "general"
+
+
+def _feasible(backend: str, Q: int, KV: int, half: bool, dropout_p: float) -> bool:
+    """The ``when`` column of :data:`CHOICE_RULES`."""
+    if backend == "sdpa_causal":
+        return Q == KV
+    if backend == "sdpa_causal_lower_right":
+        return Q < KV
+    if backend == "varlen":
+        return half and Q == KV and dropout_p == 0.0 and _varlen_fn() is not None
+    if backend == "flex":
+        return dropout_p == 0.0 and _has_flex()
+    return True
+
+
+def _pick(kind: str, device: str, grad: bool, Q: int, KV: int, half: bool, dropout_p: float) -> str:
+    """The first row of :data:`CHOICE_RULES` that matches and whose conditions hold."""
+    for r in CHOICE_RULES:
+        if (
+            r.kind in ("any", kind)
+            and r.device in ("any", device)
+            and r.grad in ("any", "yes" if grad else "no")
+            and Q * KV >= r.min_len**2
+            and _feasible(r.backend, Q, KV, half, dropout_p)
+        ):
+            return r.backend
+    return "dense"
+
+
 def choose_backend(
     mask: AttentionSpec | MaskModFn | None,
     q: torch.Tensor,
@@ -131,15 +212,29 @@ def choose_backend(
 ) -> str:
     """The backend :func:`attend` uses for these inputs (inspectable for tests and logs).
 
-    ``mask`` is what :func:`attend` takes. The choice reads the mask's
-    :attr:`~maskwise.attention.AttentionSpec.structure` (the form
-    a fused kernel can express), never its class. ``auto`` picks, in order: ``sdpa`` (no mask,
-    or a mask that allows everything), ``sdpa_causal`` (exactly causal, Q == KV),
-    ``sdpa_causal_lower_right`` (exactly causal, Q < KV), ``varlen`` (segments: padding or
-    packed documents, alone or with causal, on CUDA in half precision without dropout),
-    ``flex`` (compiled FlexAttention with the spec's BlockMask: on CUDA without dropout, or on
-    CPU for inference on long sequences), and ``dense`` (SDPA with the dense boolean mask) as
-    the last resort.
+    ``mask`` is what :func:`attend` takes. The choice reads the mask's kind (from
+    :attr:`~maskwise.attention.AttentionSpec.structure`, the form a fused kernel can express,
+    and :meth:`~maskwise.attention.AttentionSpec.intervals`), never its class, the device,
+    whether a backward pass follows (some input requires grad and grad mode is on) and the
+    lengths. The first row of :data:`CHOICE_RULES` that matches and whose conditions hold wins:
+
+    | # | mask kind | device | backward | sqrt(Q x KV) | backend | when |
+    |---|---|---|---|---|---|---|
+    | 1 | full | any | any | any | `sdpa` | - |
+    | 2 | causal | any | any | any | `sdpa_causal` | Q == KV |
+    | 3 | causal | any | any | any | `sdpa_causal_lower_right` | Q < KV |
+    | 4 | segments | cuda | any | any | `varlen` | half precision, Q == KV, no dropout |
+    | 5 | any | cuda | any | any | `flex` | no dropout |
+    | 6 | segments | cpu | no | >= 2048 | `flex` | no dropout |
+    | 7 | intervals | cpu | no | >= 1024 | `flex` | no dropout |
+    | 8 | any | any | any | any | `dense` | - |
+
+    Kinds: *full* (no mask, or one allowing every pair), *causal* (exactly causal), *segments*
+    (padding or packed documents, alone or with causal), *intervals* (each query attends one
+    run of keys: sliding window, chunked, prefix-LM, cross, padding by lengths, and their
+    intersections), *general* (anything else). ``varlen`` also needs right padding, checked
+    when it runs (one host read; otherwise ``dense``). FlexAttention has no backward on CPU;
+    its compile (seconds per mask kind and shape) is counted spread over 1000 calls.
     """
     mask = _as_mask(mask)
     s = _structure(mask)
@@ -148,24 +243,12 @@ def choose_backend(
             raise ValueError(f"backend must be 'auto' or one of {BACKENDS} ({backend!r} given).")
         _check_forced(backend, s, mask, q, k, dropout_p)
         return backend
-    if _is_full(s):
-        return "sdpa"
     Q, KV = q.shape[-2], k.shape[-2]
-    if _is_causal(s):
-        if Q == KV:
-            return "sdpa_causal"
-        if Q < KV:
-            return "sdpa_causal_lower_right"
-    cuda = q.device.type == "cuda"
-    half = q.dtype in (torch.float16, torch.bfloat16)  # the flash varlen kernel's dtypes
-    if cuda and half and dropout_p == 0.0 and Q == KV and _is_segments(s) and _varlen_fn():
-        return "varlen"
+    device = q.device.type
     needs_grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
-    # The cheap conditions first: importing and compiling FlexAttention costs seconds.
-    long_cpu_inference = q.device.type == "cpu" and not needs_grad and Q * KV >= _CPU_FLEX_MIN_PAIRS
-    if dropout_p == 0.0 and (cuda or long_cpu_inference) and _has_flex():
-        return "flex"
-    return "dense"
+    half = q.dtype in (torch.float16, torch.bfloat16)  # the flash varlen kernel's dtypes
+    kind = _kind(mask, s, Q, KV, cpu=device == "cpu" and not needs_grad)
+    return _pick(kind, device, needs_grad, Q, KV, half, dropout_p)
 
 
 def attend(
@@ -269,18 +352,23 @@ def _dense(
     dropout_p: float,
     gqa: bool,
 ) -> torch.Tensor:
-    allowed = mask.dense(q.shape[-2], k.shape[-2], device=q.device)  # (B or 1, 1, Q, KV)
-    live = allowed.any(-1, keepdim=True)  # (B or 1, 1, Q, 1): rows with a key
-    compiling = torch.compiler.is_compiling()
-    if q.device.type == "cpu" and not compiling and bool(live.all()):  # a free check on CPU
-        return F.scaled_dot_product_attention(
-            q, k, v, attn_mask=allowed, dropout_p=dropout_p, scale=scale, enable_gqa=gqa
-        )
-    # Empty rows attend everything (finite) and are zeroed after: no NaN forward or backward.
+    Q, KV = q.shape[-2], k.shape[-2]
+
+    def build() -> tuple[torch.Tensor, torch.Tensor | None]:
+        allowed = mask.dense(Q, KV, device=q.device)  # (B or 1, 1, Q, KV)
+        live = allowed.any(-1, keepdim=True)  # (B or 1, 1, Q, 1): rows with a key
+        compiling = torch.compiler.is_compiling()
+        if q.device.type == "cpu" and not compiling and bool(live.all()):  # free on CPU only
+            return allowed, None
+        # Empty rows attend everything (finite) and are zeroed after: no NaN forward or
+        # backward.
+        return allowed | ~live, ~live
+
+    attn_mask, empty = cached_lowering(mask, "dense", Q, KV, q.device, build)
     out = F.scaled_dot_product_attention(
-        q, k, v, attn_mask=allowed | ~live, dropout_p=dropout_p, scale=scale, enable_gqa=gqa
+        q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, scale=scale, enable_gqa=gqa
     )
-    return out.masked_fill(~live, 0.0)
+    return out if empty is None else out.masked_fill(empty, 0.0)
 
 
 def _flex(
@@ -291,7 +379,10 @@ def _flex(
     scale: float | None,
     gqa: bool,
 ) -> torch.Tensor:
-    block_mask = mask.block_mask(q.shape[-2], k.shape[-2], device=q.device)
+    Q, KV = q.shape[-2], k.shape[-2]
+    block_mask = cached_lowering(
+        mask, "block_mask", Q, KV, q.device, lambda: mask.block_mask(Q, KV, device=q.device)
+    )
     # FlexAttention already returns zeros for rows whose every key is masked.
     return _flex_fn()(q, k, v, block_mask=block_mask, scale=scale, enable_gqa=gqa)
 

@@ -214,6 +214,7 @@ class Documents(AttentionSpec):
         if self._lengths is not None and self._device != torch.device(device):
             out = copy.copy(out) if out is self else out  # ids from lengths: built on `device`
             vars(out).update(_device=torch.device(device), _cache=None)
+            vars(out).pop("_lowered", None)
         return out
 
     @property

@@ -107,6 +107,7 @@ class AttentionSpec:
             return self
         out = copy.copy(self)
         vars(out).update(moved)
+        vars(out).pop("_lowered", None)  # the copy starts its own lowering cache
         return out
 
     # -- composition ---------------------------------------------------------------------------
@@ -166,6 +167,65 @@ class AttentionSpec:
         """
         spec = with_batch(self, batch)
         return build_block_mask(spec, q_len, kv_len, device=device, block_size=block_size)
+
+
+_NOT_STATIC = object()
+_ATOMS = (int, float, bool, str, type(None), torch.device, torch.dtype)
+
+
+def _fingerprint(x: Any, keep: list[torch.Tensor]) -> Any:
+    """What a spec's lowering depends on, comparable with ``==``, or ``_NOT_STATIC``.
+
+    Tensors count by identity and version counter (every in-place change bumps it; the cache
+    entry keeps them alive, so an identity is never reused while it is compared against);
+    nested specs, plain values and lists of them by value. Anything else (a ``mask_mod``
+    function, whose closure may hold data that changes; a rate controller; a tensor made in
+    inference mode, which has no version counter) makes the spec not static: no cache.
+    """
+    if isinstance(x, torch.Tensor):
+        try:
+            version = x._version
+        except RuntimeError:  # inference tensors track no version
+            return _NOT_STATIC
+        keep.append(x)
+        return ("tensor", id(x), version)
+    if isinstance(x, AttentionSpec):
+        items: list[Any] = [type(x)]
+        for name, value in sorted(vars(x).items()):
+            if name in ("_lowered", "_cache"):  # the cache itself; ids derived from lengths
+                continue
+            f = _fingerprint(value, keep)
+            if f is _NOT_STATIC:
+                return f
+            items.append((name, f))
+        return tuple(items)
+    if isinstance(x, (list, tuple)):
+        parts = tuple(_fingerprint(v, keep) for v in x)
+        return _NOT_STATIC if any(p is _NOT_STATIC for p in parts) else parts
+    return x if isinstance(x, _ATOMS) else _NOT_STATIC
+
+
+def cached_lowering(
+    spec: AttentionSpec, what: str, Q: int, KV: int, device: torch.device, build: Callable[[], Any]
+) -> Any:
+    """``build()``, remembered on ``spec`` (one entry per ``what``) while the spec is static:
+    the same lengths and device, its tensors the same objects with the same version counters,
+    its other attributes equal (see ``_fingerprint``). Any change gives a fresh lowering,
+    never a stale one. Not while ``torch.compile`` traces (the trace owns its constants)."""
+    if torch.compiler.is_compiling():
+        return build()
+    keep: list[torch.Tensor] = []
+    fp = _fingerprint(spec, keep)
+    if fp is _NOT_STATIC:
+        return build()
+    key = (Q, KV, device, fp)
+    entries = vars(spec).setdefault("_lowered", {})
+    hit = entries.get(what)
+    if hit is not None and hit[0] == key:
+        return hit[2]
+    value = build()
+    entries[what] = (key, keep, value)
+    return value
 
 
 def with_batch(spec: AttentionSpec, batch: int | None) -> AttentionSpec:
