@@ -90,8 +90,10 @@ def mask_blocks(
     if num_masked == 0 or B == 0:
         out = torch.zeros(B, H, W, dtype=torch.bool)
         return (out, [0] * B) if return_filled else out
-    for _ in range(rounds):
-        u = uniform((B, 4), generator=generator).double()
+    # one draw: 4 numbers per round (area, aspect, top, left), then one per cell for the fill
+    draws = uniform((B, 4 * rounds + H * W), generator=generator)
+    for r in range(rounds):
+        u = draws[:, 4 * r : 4 * r + 4].double()
         for b in range(B):
             remaining = num_masked - count[b]
             hi_area = float(max(1, min(remaining, max_block)))
@@ -100,7 +102,7 @@ def mask_blocks(
             log_lo, log_hi = math.log(aspect[0]), math.log(aspect[1])
             ratio = math.exp(log_lo + float(u[b, 1]) * (log_hi - log_lo))
             h = min(max(round(math.sqrt(area * ratio)), 1), H)
-            w = min(max(round(math.sqrt(area / ratio)), 1), W)
+            w = min(max(round(math.sqrt(area * (1 / ratio))), 1), W)
             top = math.floor(float(u[b, 2]) * (H - h + 1))
             left = math.floor(float(u[b, 3]) * (W - w + 1))
             new = [
@@ -114,7 +116,7 @@ def mask_blocks(
                     masked[b][i][j] = True
                 count[b] += len(new)
     # Exact fill: free cells with the most masked cells among their 8 neighbours, ties at random.
-    u = uniform((B, H * W), generator=generator)
+    u = draws[:, 4 * rounds :]
     filled = []
     for b in range(B):
         deficit = num_masked - count[b]

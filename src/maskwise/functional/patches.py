@@ -6,6 +6,7 @@ on the patch grid; True = masked. Images are (B, C, H, W).
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from collections.abc import Sequence
@@ -241,37 +242,89 @@ def mask_blocks(
     masked = torch.zeros(B, H, W, dtype=torch.bool, device=device)
     if num_masked == 0 or B == 0:
         return masked
-    rows = torch.arange(H, device=device).view(1, H, 1)
-    cols = torch.arange(W, device=device).view(1, 1, W)
     log_lo, log_hi = math.log(lo_aspect), math.log(hi_aspect)
-    count = torch.zeros(B, device=device, dtype=torch.long)
-    for _ in range(rounds):  # a constant number of rounds for the whole batch
-        remaining = num_masked - count  # (B,)
-        hi_area = torch.clamp(remaining.clamp_max(max_block), min=1).double()
-        lo_area = torch.minimum(torch.full_like(hi_area, float(min_block)), hi_area)
-        u = uniform((B, 4), generator=generator, device=device).double()
-        area = lo_area + u[:, 0] * (hi_area - lo_area)
-        ratio = torch.exp(log_lo + u[:, 1] * (log_hi - log_lo))
-        h = torch.round(torch.sqrt(area * ratio)).long().clamp(1, H)
-        w = torch.round(torch.sqrt(area / ratio)).long().clamp(1, W)
-        top = torch.floor(u[:, 2] * (H - h + 1)).long()
-        left = torch.floor(u[:, 3] * (W - w + 1)).long()
-        in_rows = (rows >= top.view(B, 1, 1)) & (rows < (top + h).view(B, 1, 1))  # (B, H, 1)
-        in_cols = (cols >= left.view(B, 1, 1)) & (cols < (left + w).view(B, 1, 1))  # (B, 1, W)
-        new = (in_rows & in_cols) & ~masked  # (B, H, W)
-        delta = new.sum((1, 2))
-        accept = (delta > 0) & (delta <= remaining)
-        masked |= new & accept.view(B, 1, 1)
-        count = count + torch.where(accept, delta, 0)
-    # Exact fill: grow the blocks by the missing number of cells.
-    deficit = num_masked - count
-    m = masked.unsqueeze(1).float()
-    kernel = torch.ones(1, 1, 3, 3, device=device)
-    neighbours = torch.nn.functional.conv2d(m, kernel, padding=1).squeeze(1)  # (B, H, W)
-    u = uniform((B, H * W), generator=generator, device=device)
-    keys = (neighbours.view(B, -1) + u).masked_fill(masked.view(B, -1), -1.0)
-    extra = top_k_per_row(keys, deficit, k_max=num_masked) & ~masked.view(B, -1)
-    return masked | extra.view(B, H, W)
+    # One draw for everything: 4 numbers per round (area, aspect, top, left), then one per cell
+    # for the exact fill's ties.
+    u = uniform((B, 4 * rounds + H * W), generator=generator, device=device).double()
+    draws = u[:, : 4 * rounds].view(B, rounds, 4).permute(1, 2, 0)  # (rounds, 4, B)
+    ratio = torch.exp(log_lo + draws[:, 1] * (log_hi - log_lo))  # (rounds, B)
+    # Heights and widths together: sqrt(area * ratio) and sqrt(area * (1 / ratio)).
+    scale = torch.stack((ratio, 1 / ratio), 1)  # (rounds, 2, B)
+    corner = draws[:, 2:].contiguous()  # (rounds, 2, B): where the top and left edges fall
+    area_u = draws[:, 0].contiguous()  # (rounds, B)
+    size = torch.tensor([[H], [W]], device=device, dtype=torch.float64)
+    room = size + 1
+    # one table holds the cells of every row range, then of every column range (see below)
+    table, offset = _rectangle_table(H, W, device)
+    free = torch.ones(B, H * W, dtype=torch.uint8, device=device)
+    remaining = torch.full((B,), float(num_masked), device=device, dtype=torch.float64)
+    # Every step stays in float64 (small integers are exact) until the lookup, and the cells in
+    # uint8 (several times faster than bool on the CPU): about 30 small ops per round.
+    for r in range(rounds):  # a constant number of rounds for the whole batch
+        hi_area = remaining.clamp(1, max_block)
+        lo_area = hi_area.clamp(max=float(min_block))
+        area = (hi_area - lo_area).mul_(area_u[r]).add_(lo_area)
+        hw = area.unsqueeze(0).mul(scale[r]).sqrt_().round_().clamp_(min=1)
+        hw = torch.minimum(hw, size, out=hw)  # (2, B): heights, widths
+        start = (room - hw).mul_(corner[r]).floor_()  # (2, B): tops, lefts
+        # row (top * H + h - 1) and row (H * H + left * W + w - 1) of the table
+        at = start.mul_(size).add_(hw).add_(offset).long()
+        new = table.index_select(0, at[0])
+        new &= table.index_select(0, at[1])
+        new &= free
+        delta = new.sum(1, dtype=torch.int32)
+        accept = delta <= remaining  # a rectangle adding no cell changes nothing either way
+        new *= accept.unsqueeze(1)
+        free ^= new  # the new cells were free ones
+        remaining -= delta.mul_(accept)
+    # Exact fill: grow the blocks by the missing number of cells. Most samples already have the
+    # count (92 % at 14x14, 75 cells, 10 rounds): on the CPU only the others are filled.
+    free = free.bool()
+    deficit = remaining.long()
+    ties = u[:, 4 * rounds :].float()
+    if device.type == "cpu" and not torch.compiler.is_compiling():
+        short = deficit.nonzero().squeeze(1)
+        if short.numel():
+            free[short] = _grow(free[short], deficit[short], ties[short], H, W, int(deficit.max()))
+    else:
+        free = _grow(free, deficit, ties, H, W, num_masked)
+    return free.logical_not_().view(B, H, W)
+
+
+def _grow(
+    free: torch.Tensor, deficit: torch.Tensor, ties: torch.Tensor, H: int, W: int, k_max: int
+) -> torch.Tensor:
+    """``free`` (B, H * W) less ``deficit`` more cells per row: those with the most masked cells
+    among their 8 neighbours, ties broken by ``ties``; ``k_max`` bounds ``deficit``."""
+    B = free.shape[0]
+    masked = free.logical_not().view(B, 1, H, W).float()
+    neighbours = torch.nn.functional.avg_pool2d(  # masked cells in each 3x3 window, exactly
+        masked, 3, stride=1, padding=1, divisor_override=1
+    ).view(B, -1)
+    keys = (neighbours + ties).masked_fill_(free.logical_not(), -1.0)
+    return free.logical_and_(top_k_per_row(keys, deficit, k_max=k_max).logical_not_())
+
+
+@functools.lru_cache(maxsize=32)
+def _rectangle_table(H: int, W: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The cells of every row range and every column range of an H x W grid, and the offsets.
+
+    Row ``top * H + h - 1`` of the (H * H + W * W, H * W) 0 / 1 uint8 table marks the cells in rows
+    ``top .. top + h - 1``; row ``H * H + left * W + w - 1`` those in columns
+    ``left .. left + w - 1``; a rectangle's cells are the AND of the two. ``offset`` is
+    ``(-1, H * H - 1)`` as a column, so ``start * (H, W) + (h, w) + offset`` indexes both.
+    """
+
+    def ranges(n: int, of: torch.Tensor) -> torch.Tensor:
+        start = torch.arange(n, device=device).view(n, 1, 1)
+        size = torch.arange(1, n + 1, device=device).view(1, n, 1)
+        return ((of >= start) & (of < start + size)).view(n * n, H * W)
+
+    rows = torch.arange(H, device=device).repeat_interleave(W)  # each cell's row
+    cols = torch.arange(W, device=device).repeat(H)  # each cell's column
+    table = torch.cat((ranges(H, rows), ranges(W, cols))).to(torch.uint8)
+    offset = torch.tensor([[-1.0], [H * H - 1.0]], device=device, dtype=torch.float64)
+    return table, offset
 
 
 def mask_coarse(
