@@ -108,6 +108,21 @@ def test_spec_augment_matches_reference(ndim, with_lengths, time_width, time_mas
     assert got.time_masked.any() and got.freq_masked.any()  # the comparison is not vacuous
 
 
+
+@pytest.mark.parametrize("value", [0.0, -1.5, "mean"])
+@pytest.mark.parametrize("ndim", [3, 4])
+def test_cpu_row_writes_equal_the_single_pass_path(monkeypatch, ndim, value):
+    # On the CPU the frequency rows are written by index; GPUs and torch.compile take one pass
+    # over the union. The same draws must give the same spectrogram either way.
+    x = random_spec((6, 2, 20, 120) if ndim == 4 else (6, 20, 120), seed=2)
+    kw = dict(freq_masks=2, freq_width=7, time_masks=3, time_width=30, value=value)
+    lengths = torch.tensor([120, 97, 64, 31, 10, 0])
+    rows = mw.spec_augment(x, **kw, lengths=lengths, generator=seeded(8))
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    one_pass = mw.spec_augment(x, **kw, lengths=lengths, generator=seeded(8))
+    assert rows.freq_masked.any() and rows.time_masked.any()
+    assert torch.equal(rows.spec, one_pass.spec)
+
 def test_spec_augment_matches_reference_with_keyed_generator():
     x = random_spec((5, 16, 50), seed=2)
     lengths = torch.tensor([50, 40, 30, 12, 1])
