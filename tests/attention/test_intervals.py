@@ -58,8 +58,11 @@ def test_intervals_of_drop_keys_are_unknown() -> None:
     assert A.drop_keys(0.5).intervals(8, 8, CPU) is None
 
 
-def test_block_mask_from_intervals_lists_each_block_once() -> None:
+def test_block_mask_from_intervals_lists_each_block_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """The interval path's tables: listed blocks distinct and in range, on both sides."""
+    from maskwise.attention import lowering
+
+    monkeypatch.setattr(lowering, "_INTERVALS_MIN_BLOCKS", 0)
     ids = torch.tensor([[0] * 300 + [1] * 200 + [2] * 20 + [-1] * 4])
     bm = (A.causal() & A.documents(ids)).block_mask(524, block_size=64)
     for num, idx in (
@@ -72,3 +75,34 @@ def test_block_mask_from_intervals_lists_each_block_once() -> None:
         for row, n in zip(idx[0, 0], num[0, 0].tolist()):
             listed = row[:n].tolist()
             assert len(set(listed)) == n and all(0 <= c < idx.shape[-1] for c in listed)
+
+
+def _listed(num: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """(B, H, n, m) bool: the blocks a (num_blocks, indices) pair lists."""
+    m = idx.shape[-1]
+    keep = torch.arange(m) < num[..., None]
+    out = torch.zeros(idx.shape, dtype=torch.int32)
+    return out.scatter_add_(-1, idx.long(), keep.int()) > 0
+
+
+GRID = [(37, 37, 16), (64, 64, 16), (129, 129, 32), (50, 150, 16), (150, 50, 32), (300, 300, 128)]
+
+
+@pytest.mark.parametrize(("Q", "KV", "bs"), GRID, ids=[f"Q{q}xKV{k}-bs{b}" for q, k, b in GRID])
+@pytest.mark.parametrize("name", sorted(set(CASES) - NO_INTERVALS))
+def test_interval_path_equals_flags_path(
+    monkeypatch: pytest.MonkeyPatch, name: str, Q: int, KV: int, bs: int
+) -> None:
+    """Small grids take the flags path; forced onto the interval path, every table lists the same
+    blocks (both sides, partial and full)."""
+    from maskwise.attention import lowering
+
+    spec, _ = CASES[name](Q, KV)
+    flags = spec.block_mask(Q, KV, block_size=bs)
+    monkeypatch.setattr(lowering, "_INTERVALS_MIN_BLOCKS", 0)
+    intervals = spec.block_mask(Q, KV, block_size=bs)
+    for attr in ("kv", "full_kv", "q", "full_q"):
+        num, idx = f"{attr}_num_blocks", f"{attr}_indices"
+        got = _listed(getattr(intervals, num), getattr(intervals, idx))
+        want = _listed(getattr(flags, num), getattr(flags, idx))
+        assert torch.equal(got, want), attr

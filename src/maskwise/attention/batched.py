@@ -264,21 +264,28 @@ class Documents(AttentionSpec):
         return inside & (dq == dk) & (dk >= 0)
 
     def blocks(self, at: Blocks) -> BlockFlags:
-        ranked = torch.where(self._ids(at.KV) >= 0, self._ids(at.KV), _BIG)  # padding sorts last
+        ids = self._ids(at.KV)
+        ranked = torch.where(ids >= 0, ids, _BIG)  # padding sorts last
         L = ranked.shape[1]
         ps, pl = at.ps, at.pe - 1  # first and last query position of each block
-        # Ids are non-decreasing, so a block's documents are the range [first, last]. Query
-        # positions before 0 (Q > KV) have no document: a block made only of them is empty.
-        none = pl < 0
-        q_lo = torch.where(none, _BIG, ranked[:, ps.clamp(0, L - 1)])  # (B, nQ)
-        q_hi = torch.where(none, _BIG, ranked[:, pl.clamp(0, L - 1)])
         k_lo, k_hi = ranked[:, at.ks], ranked[:, at.ke - 1]  # (B, nK)
+        if at.Q == at.KV:  # the same blocks on both sides (the common case: fewer small ops)
+            q_lo, q_hi = k_lo, k_hi
+        else:
+            # Ids are non-decreasing, so a block's documents are the range [first, last].
+            # Query positions before 0 (Q > KV) have no document: a block of only those is
+            # empty.
+            none = pl < 0
+            q_lo = torch.where(none, _BIG, ranked[:, ps.clamp(0, L - 1)])  # (B, nQ)
+            q_hi = torch.where(none, _BIG, ranked[:, pl.clamp(0, L - 1)])
         lo = torch.maximum(q_lo[:, :, None], k_lo[:, None, :])
-        hi = torch.minimum(q_hi[:, :, None], k_hi[:, None, :])
-        any_ = (lo <= hi) & (lo < _BIG)
-        same_q, same_k = (q_lo == q_hi)[:, :, None], (k_lo == k_hi)[:, None, :]
-        all_ = same_q & same_k & (q_lo[:, :, None] == k_lo[:, None, :])
-        all_ &= (q_lo[:, :, None] < _BIG) & (ps >= 0)[None, :, None]
+        any_ = (lo <= torch.minimum(q_hi[:, :, None], k_hi[:, None, :])) & (lo < _BIG)
+        one_q = q_lo == q_hi  # (B, nQ): the block lies in one document
+        one_k = one_q if at.Q == at.KV else k_lo == k_hi
+        all_ = (one_q[:, :, None] & one_k[:, None, :]) & (q_lo[:, :, None] == k_lo[:, None, :])
+        all_ &= lo < _BIG  # lo == q_lo == k_lo where all_
+        if at.Q > at.KV:
+            all_ &= (ps >= 0)[None, :, None]
         return BlockFlags(any_, all_)
 
     def intervals(self, Q: int, KV: int, device: torch.device) -> tuple[Tensor, Tensor]:
