@@ -262,3 +262,13 @@ def test_fine_tuning_step_in_a_lightning_trainer(tmp_path: Path) -> None:
     assert any(not torch.equal(a, b) for a, b in zip(before, module.model.parameters()))
     assert logged and controller.reference == pytest.approx(logged[-1])  # val_loss fed
     assert PRETRAIN_ARMS == ("token", "word", "span", "decay", "dynamic")
+
+
+def test_pretraining_progress_is_shown_unless_quiet(tmp_path: Path, capsys: Any) -> None:
+    data = write_text_dir(tmp_path / "data", n_train=40)
+    kwargs = dict(pretrain_arms="token", vocab_size=80, hidden=64, layers=1, pretrain_steps=2)
+    task = PretrainFinetune(data, cache=tmp_path / "cache", **kwargs)
+    task.prepare(quiet=True)
+    assert capsys.readouterr().out == ""
+    task.prepare(quiet=False)  # cached now: the bar still ends on the arm's line
+    assert "pretrained token: held-out MLM loss" in capsys.readouterr().out
