@@ -38,6 +38,7 @@ import statistics
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -289,6 +290,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tests-timeout", type=float, default=240.0)
     args = parser.parse_args(argv)
     t_start = time.perf_counter()
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    import torch._dynamo
+
+    # Every (mask_mod, length) is a new compile of the same flex function: keep them compiled
+    # (past the default limit of 8, dynamo would fall back to eager FlexAttention).
+    torch._dynamo.config.recompile_limit = 64
+    torch._dynamo.config.accumulated_recompile_limit = 1024
     dev = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if dev.type != "cuda" and not args.smoke:
         print("no CUDA device: running the tiny --smoke shapes on", dev)

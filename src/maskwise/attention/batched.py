@@ -294,9 +294,9 @@ class Documents(AttentionSpec):
         # of the run boundaries); padding attends nothing: [start, start).
         new = torch.ones_like(ids, dtype=torch.bool)  # True where a run starts
         torch.ne(ids[:, 1:], ids[:, :-1], out=new[:, 1:])
-        pos = torch.arange(KV, device=device)
+        pos = torch.arange(KV, device=device, dtype=torch.int32)  # int32: half the traffic
         start = (pos * new).cummax(1).values
-        after = torch.full_like(ids, KV)  # the next run's start at a run's last position
+        after = torch.full(ids.shape, KV, dtype=torch.int32, device=device)  # next run's start
         after[:, :-1].copy_(pos[1:]).masked_fill_(~new[:, 1:], KV)
         end = after.flip(1).cummin(1).values.flip(1)
         end = torch.where(ids >= 0, end, start)

@@ -67,7 +67,7 @@ class AttentionSpec:
     def intervals(self, Q: int, KV: int, device: torch.device) -> Intervals | None:
         """Per query, the keys it attends as one interval, or None (the default: unknown).
 
-        Returns ``(lo, hi)``, int64 (B or 1, Q): query ``q`` attends exactly keys
+        Returns ``(lo, hi)``, integer (B or 1, Q): query ``q`` attends exactly keys
         ``lo[q] <= kv < hi[q]`` (empty when ``hi <= lo``), with ``lo`` and ``hi``
         non-decreasing in ``q``. Every query's non-empty interval contains its own position or is
         the same as its neighbours', so the union over a block of queries has no gap. The
