@@ -108,7 +108,6 @@ def test_spec_augment_matches_reference(ndim, with_lengths, time_width, time_mas
     assert got.time_masked.any() and got.freq_masked.any()  # the comparison is not vacuous
 
 
-
 @pytest.mark.parametrize("value", [0.0, -1.5, "mean"])
 @pytest.mark.parametrize("ndim", [3, 4])
 def test_cpu_row_writes_equal_the_single_pass_path(monkeypatch, ndim, value):
@@ -122,6 +121,7 @@ def test_cpu_row_writes_equal_the_single_pass_path(monkeypatch, ndim, value):
     one_pass = mw.spec_augment(x, **kw, lengths=lengths, generator=seeded(8))
     assert rows.freq_masked.any() and rows.time_masked.any()
     assert torch.equal(rows.spec, one_pass.spec)
+
 
 def test_spec_augment_matches_reference_with_keyed_generator():
     x = random_spec((5, 16, 50), seed=2)
@@ -567,10 +567,37 @@ def test_mask_time_spans_matches_reference(kind, rate, span, min_spans):
     B, T = len(lengths), 100
     make = (lambda: seeded(4)) if kind == "torch" else (lambda: keyed(4, range(B)))
     got = mw.mask_time_spans(lengths, T, rate, span=span, min_spans=min_spans, generator=make())
-    want = ref.mask_time_spans(lengths, T, rate, span=span, min_spans=min_spans, generator=make())
+    # On the CPU a torch.Generator draws the starts themselves; a KeyedGenerator ranks keys.
+    naive = ref.mask_time_spans_direct if kind == "torch" else ref.mask_time_spans
+    want = naive(lengths, T, rate, span=span, min_spans=min_spans, generator=make())
     assert torch.equal(got, want)
     if rate > 0 or min_spans:
         assert got.any()
+
+
+@pytest.mark.parametrize("rate", [0.3, 0.65])
+def test_mask_time_spans_key_ranking_matches_reference_for_a_torch_generator(monkeypatch, rate):
+    # GPUs and torch.compile rank a key per frame for every generator; same draws as the naive.
+    from maskwise.functional import spectrogram
+
+    monkeypatch.setattr(spectrogram, "_sample_starts_directly", lambda generator, device: False)
+    lengths = torch.tensor([0, 3, 9, 10, 11, 27, 60, 99, 100, 100])
+    got = mw.mask_time_spans(lengths, 100, rate, span=10, generator=seeded(4))
+    assert torch.equal(got, ref.mask_time_spans(lengths, 100, rate, span=10, generator=seeded(4)))
+
+
+def test_direct_start_sampling_redraws_collisions_until_distinct():
+    # Rate 1, span 1: every frame must be a start, so most first draws collide and redraw.
+    from maskwise.functional.spectrogram import _distinct_starts
+
+    g = seeded(9)
+    n_starts = torch.tensor([50, 7, 0, 1])
+    k = torch.tensor([50, 4, 0, 1])
+    starts = _distinct_starts(torch.rand(4, 50, generator=g), n_starts, k, g)
+    for b in range(4):
+        live = [s for s in starts[b].tolist() if s >= 0]
+        assert len(live) == len(set(live)) == k[b] and all(0 <= s < n_starts[b] for s in live)
+    assert sorted(starts[0].tolist()) == list(range(50))
 
 
 # ---------------------------------------------------------------- mask_time_spans: contracts

@@ -171,6 +171,37 @@ def mask_time_spans(
     return (out, all_starts) if return_starts else out
 
 
+def mask_time_spans_direct(
+    lengths, max_len, rate, *, span=10, min_spans=0, generator=None, return_starts=False
+):
+    """:func:`mask_time_spans`' CPU sampler for a ``torch.Generator``, slot by slot: one draw
+    for the rounding offset and ``k_max`` start draws per row, ``floor(u * n_starts)`` per live
+    slot; then, while a row holds a frame twice (its slots sorted), the later copy redraws, the
+    redraws of all rows taken in row order from one draw."""
+    B, T = len(lengths), int(max_len)
+    k_max = min(T, max(int(min_spans), int(rate * T / span) + 1))
+    u = uniform((B, 1 + k_max), generator=generator)
+    rows = []
+    for b in range(B):
+        n = int(lengths[b])
+        k = time_span_count(n, rate, span, min_spans, float(u[b, 0]))
+        n_starts = max(n - span + 1, 0)
+        rows.append([math.floor(float(u[b, 1 + j]) * n_starts) for j in range(k)])
+    while True:
+        rows = [sorted(r) for r in rows]
+        again = [(b, j) for b, r in enumerate(rows) for j in range(1, len(r)) if r[j] == r[j - 1]]
+        if not again:
+            break
+        redraw = uniform((len(again),), generator=generator).double()
+        for (b, j), x in zip(again, redraw.tolist()):
+            rows[b][j] = math.floor(x * max(int(lengths[b]) - span + 1, 0))
+    out = torch.zeros(B, T, dtype=torch.bool)
+    for b, starts in enumerate(rows):
+        for s in starts:
+            out[b, s : s + span] = True
+    return (out, rows) if return_starts else out
+
+
 def expected_time_span_fraction(n, rate, span):
     """Exact expected masked fraction of a row of ``n`` frames when ``rate * n / span`` is an
     integer ``k`` (so the rounding offset never changes the count): ``k`` distinct starts uniform
