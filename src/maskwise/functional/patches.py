@@ -129,15 +129,26 @@ def mask_patches(
     masked = torch.zeros(B, N, dtype=torch.bool, device=device)
     if k_int == 0:
         return masked
-    keys = u
     k_hard = round(hard_fraction * k_int) if scores is not None else 0
     if k_hard == k_int:  # all of the budget to the top scores: one selection, no random part
         return masked.scatter_(1, scores.topk(k_int, dim=1, sorted=False).indices, True)  # type: ignore[union-attr]
+    others: torch.Tensor | None = None  # the patches the random part chooses from (all: None)
+    n_free, k_rand = N, k_int
     if k_hard > 0:
-        hard_idx = scores.topk(k_hard, dim=1, sorted=False).indices  # type: ignore[union-attr]
-        keys = u.scatter(1, hard_idx, 2.0)  # uniforms are < 1: the hard patches come first
-    # A constant k per row: an unsorted torch.topk is cheaper than a full sort.
-    return masked.scatter_(1, keys.topk(k_int, dim=1, sorted=False).indices, True)
+        # Selecting the N - k_hard lowest scores (not the k_hard highest) gives the indices of
+        # the patches left to the random part, which then ranks only their uniforms.
+        others = scores.topk(N - k_hard, dim=1, largest=False, sorted=False).indices  # type: ignore[union-attr]
+        u, n_free, k_rand = u.gather(1, others), N - k_hard, k_int - k_hard
+    # A constant k per row: an unsorted torch.topk is cheaper than a full sort, and cheaper
+    # the smaller its k: select the kept patches when they are fewer than the masked ones.
+    if 2 * k_rand > n_free:
+        kept = u.topk(n_free - k_rand, dim=1, largest=False, sorted=False).indices
+        kept = kept if others is None else others.gather(1, kept)
+        return masked.fill_(True).scatter_(1, kept, False)
+    chosen = u.topk(k_rand, dim=1, sorted=False).indices
+    if others is None:
+        return masked.scatter_(1, chosen, True)
+    return masked.fill_(True).scatter_(1, others, False).scatter_(1, others.gather(1, chosen), True)
 
 
 def keep_indices(
