@@ -8,8 +8,8 @@ heads (grouped-query attention: query head h uses key/value head h // (H / H_kv)
 Backends on CPU (``auto``): no mask or ``full()`` -> ``sdpa``; ``causal()`` with Q == KV ->
 ``sdpa_causal``; with Q < KV -> ``sdpa_causal_lower_right``; everything else -> ``dense`` (SDPA
 with the dense boolean mask), except inference (no gradient needed, no dropout) with
-sqrt(Q * KV) >= 2048 for segments (padding, documents) and >= 1024 for interval masks (sliding
-window, chunked, ...) -> ``flex`` (compiled FlexAttention, forward only on CPU). The whole rule
+sqrt(Q * KV) >= 1024 for segments (padding, documents) and interval masks (sliding window,
+chunked, ...) -> ``flex`` (compiled FlexAttention, forward only on CPU). The whole rule
 is ``CHOICE_RULES``, checked row by row in ``test_choice.py``.
 """
 
@@ -364,7 +364,8 @@ BIG = 2048
         (A.sliding_window(128), BIG, BIG, False, 0.1, "dense"),  # dropout: not flex
         (A.sliding_window(128), 1024, 1023, False, 0.0, "dense"),  # just below the threshold
         (A.sliding_window(128), 1024, 1024, False, 0.0, "flex"),  # an interval mask at 1024
-        (A.causal() & A.documents([[1024]]), 1024, 1024, False, 0.0, "dense"),  # segments: 2048
+        (A.causal() & A.documents([[1024]]), 1024, 1024, False, 0.0, "flex"),  # segments too
+        (A.causal() & A.documents([[1023]]), 1023, 1023, False, 0.0, "dense"),
         (A.documents([[BIG]]), BIG, BIG, False, 0.0, "flex"),  # no varlen on CPU
         (A.cross(torch.tensor([1024]), torch.tensor([4096])), 1024, 4096, False, 0.0, "flex"),
         (A.causal(), BIG, 2 * BIG, False, 0.0, "sdpa_causal_lower_right"),

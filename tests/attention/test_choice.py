@@ -35,7 +35,7 @@ REACH = [
     ("causal", "cuda", False, 8, 16, True, 0.0),
     ("segments", "cuda", True, 64, 64, True, 0.0),
     ("segments", "cuda", True, 64, 64, False, 0.0),  # float32: no varlen, so flex
-    ("segments", "cpu", False, 2048, 2048, False, 0.0),
+    ("segments", "cpu", False, 1024, 1024, False, 0.0),
     ("intervals", "cpu", False, 1024, 1024, False, 0.0),
     ("intervals", "cpu", True, 1024, 1024, False, 0.0),  # CPU flex has no backward
 ]
@@ -52,7 +52,7 @@ def test_rules_fall_through_when_a_condition_fails() -> None:
     assert _pick("causal", "cpu", True, 16, 8, False, 0.0) == "dense"  # Q > KV
     assert _pick("causal", "cuda", True, 16, 8, False, 0.0) == "flex"
     assert _pick("segments", "cuda", True, 64, 64, True, 0.1) == "dense"  # dropout
-    assert _pick("segments", "cpu", False, 2048, 2047, False, 0.0) == "dense"
+    assert _pick("segments", "cpu", False, 1024, 1023, False, 0.0) == "dense"
     assert _pick("intervals", "cpu", False, 1024, 1023, False, 0.0) == "dense"
     assert _pick("general", "cpu", False, 8192, 8192, False, 0.0) == "dense"
 

@@ -44,7 +44,7 @@ CHOICE_RULES: tuple[Rule, ...] = (
     Rule("causal", "any", "any", 0, "sdpa_causal_lower_right", "Q < KV"),
     Rule("segments", "cuda", "any", 0, "varlen", "half precision, Q == KV, no dropout"),
     Rule("any", "cuda", "any", 0, "flex", "no dropout"),
-    Rule("segments", "cpu", "no", 2048, "flex", "no dropout"),
+    Rule("segments", "cpu", "no", 1024, "flex", "no dropout"),
     Rule("intervals", "cpu", "no", 1024, "flex", "no dropout"),
     Rule("any", "any", "any", 0, "dense", "-"),
 )
@@ -225,7 +225,7 @@ def choose_backend(
     | 3 | causal | any | any | any | `sdpa_causal_lower_right` | Q < KV |
     | 4 | segments | cuda | any | any | `varlen` | half precision, Q == KV, no dropout |
     | 5 | any | cuda | any | any | `flex` | no dropout |
-    | 6 | segments | cpu | no | >= 2048 | `flex` | no dropout |
+    | 6 | segments | cpu | no | >= 1024 | `flex` | no dropout |
     | 7 | intervals | cpu | no | >= 1024 | `flex` | no dropout |
     | 8 | any | any | any | any | `dense` | - |
 

@@ -236,15 +236,25 @@ def build_block_mask(
             seq_lengths=(Q, KV),
         )
     mod = mask_mod_of(spec, Q, KV)
-    large = -(-Q // bs) * -(-KV // bs) >= _INTERVALS_MIN_BLOCKS
-    iv = spec.intervals(Q, KV, dev) if large and hasattr(spec, "intervals") else None
-    if iv is not None:  # every query attends one interval of keys: no flags, no sort
+
+    def from_intervals() -> Any:  # None when the spec has no interval form
+        iv = spec.intervals(Q, KV, dev) if hasattr(spec, "intervals") else None
+        if iv is None:
+            return None
         B = max(iv[0].shape[0], iv[1].shape[0], spec.batch or 1)
         return _block_mask(_from_intervals(iv[0], iv[1], B, Q, KV, bs, dev), Q, KV, bs, mod)
+
+    large = -(-Q // bs) * -(-KV // bs) >= _INTERVALS_MIN_BLOCKS
+    if large and (built := from_intervals()) is not None:  # no flags, no sort
+        return built
     qs, qe = _block_bounds(Q, bs, dev)
     ks, ke = (qs, qe) if KV == Q else _block_bounds(KV, bs, dev)
     grid = Blocks(qs, qe, ks, ke, Q, KV)
     flags = spec.blocks(grid)
+    # Tiles the flags cannot settle (intersections of partial tiles) need the rule evaluated
+    # on them and a host sync: intervals, where the spec has them, settle every tile exactly.
+    if flags.maybe is not None and not large and (built := from_intervals()) is not None:
+        return built
     B = max(flags.any.shape[0], flags.all.shape[0], spec.batch or 1)
     shape = (B, qs.shape[0], ks.shape[0])
     any_, all_ = flags.any.expand(shape).clone(), flags.all.expand(shape)
