@@ -100,6 +100,18 @@ def test_rate_zero_and_one():
 
 
 # ---------------------------------------------------------------- exact (T5) spans
+@pytest.fixture(params=["drawn", "ranked"])
+def t5_sampler(request, monkeypatch):
+    """Both exact samplers: on the CPU a torch.Generator draws the cut and insertion points
+    themselves; keyed generators, GPUs and torch.compile rank a key per position."""
+    if request.param == "ranked":
+        from maskwise.functional import spans
+
+        monkeypatch.setattr(spans, "draws_on_host", lambda generator, device: False)
+    return request.param
+
+
+@pytest.mark.usefixtures("t5_sampler")
 def test_exact_matches_t5_arithmetic():
     valid = prefix_valid(400, 64, seed=4)
     for rate, mean in [(0.15, 3.0), (0.5, 2.0), (0.3, 8.0), (0.9, 3.0)]:
@@ -115,6 +127,7 @@ def test_exact_matches_t5_arithmetic():
             assert len(runs) == n_spans
 
 
+@pytest.mark.usefixtures("t5_sampler")
 def test_exact_placement_is_uniform_on_short_rows():
     # 20 tokens at rate 0.15: 3 masked tokens in one span, anywhere. T5's own layout would always
     # mask the last 3; here every position is masked with probability 3/20 at the ends of the
@@ -139,6 +152,7 @@ def test_exact_placement_is_uniform_on_short_rows():
     assert all(len(ref.runs(row.tolist())) == 10 for row in m2)
 
 
+@pytest.mark.usefixtures("t5_sampler")
 def test_exact_segmentation_is_uniform():
     # 10 noise tokens in 2 spans: the first span's length is uniform on 1..9.
     valid = torch.ones(9000, 40, dtype=torch.bool)

@@ -580,20 +580,20 @@ def test_mask_time_spans_key_ranking_matches_reference_for_a_torch_generator(mon
     # GPUs and torch.compile rank a key per frame for every generator; same draws as the naive.
     from maskwise.functional import spectrogram
 
-    monkeypatch.setattr(spectrogram, "_sample_starts_directly", lambda generator, device: False)
+    monkeypatch.setattr(spectrogram, "draws_on_host", lambda generator, device: False)
     lengths = torch.tensor([0, 3, 9, 10, 11, 27, 60, 99, 100, 100])
     got = mw.mask_time_spans(lengths, 100, rate, span=10, generator=seeded(4))
     assert torch.equal(got, ref.mask_time_spans(lengths, 100, rate, span=10, generator=seeded(4)))
 
 
-def test_direct_start_sampling_redraws_collisions_until_distinct():
+def test_distinct_ints_redraws_collisions_until_distinct():
     # Rate 1, span 1: every frame must be a start, so most first draws collide and redraw.
-    from maskwise.functional.spectrogram import _distinct_starts
+    from maskwise.functional.select import distinct_ints
 
     g = seeded(9)
     n_starts = torch.tensor([50, 7, 0, 1])
     k = torch.tensor([50, 4, 0, 1])
-    starts = _distinct_starts(torch.rand(4, 50, generator=g), n_starts, k, g)
+    starts = distinct_ints(torch.rand(4, 50, generator=g), n_starts, k, g)
     for b in range(4):
         live = [s for s in starts[b].tolist() if s >= 0]
         assert len(live) == len(set(live)) == k[b] and all(0 <= s < n_starts[b] for s in live)

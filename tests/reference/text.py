@@ -97,21 +97,25 @@ def word_ids_from_offsets(offsets):
 def corrupt(
     input_ids, masked, *, mask_id, vocab_size, replace_prob, random_prob, special_ids, generator
 ):
+    """80/10/10 position by position, as corrupt draws on the CPU from a torch.Generator: one
+    uniform per masked position (row-major), then one id per position that gets a random id."""
     B, L = input_ids.shape
-    u = uniform((B, L), generator=generator)
     allowed = [i for i in range(vocab_size) if i not in set(special_ids) | {mask_id}]
-    r = torch.randint(len(allowed), (B, L), generator=generator) if random_prob > 0 else None
     out = input_ids.clone()
     labels = torch.full((B, L), -100, dtype=torch.long)
-    for b in range(B):
-        for j in range(L):
-            if not masked[b, j]:
-                continue
-            labels[b, j] = input_ids[b, j]
-            if u[b, j] < replace_prob:
-                out[b, j] = mask_id
-            elif u[b, j] < replace_prob + random_prob:
-                out[b, j] = allowed[int(r[b, j])]
+    at = [(b, j) for b in range(B) for j in range(L) if masked[b, j]]
+    u = uniform((len(at),), generator=generator)
+    random_at = []
+    for (b, j), x in zip(at, u.tolist()):
+        labels[b, j] = input_ids[b, j]
+        if x < replace_prob:
+            out[b, j] = mask_id
+        elif x < replace_prob + random_prob:
+            random_at.append((b, j))
+    if random_prob > 0:
+        r = torch.randint(len(allowed), (len(random_at),), generator=generator)
+        for (b, j), i in zip(random_at, r.tolist()):
+            out[b, j] = allowed[i]
     return out, labels
 
 

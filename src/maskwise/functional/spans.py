@@ -15,7 +15,13 @@ from maskwise._checks import (
     check_mean_length,
     valid_from_attention_mask,
 )
-from maskwise.functional.select import Rate, per_sample_rates, top_k_per_row
+from maskwise.functional.select import (
+    Rate,
+    distinct_ints,
+    draws_on_host,
+    per_sample_rates,
+    top_k_per_row,
+)
 from maskwise.random import KeyedGenerator, uniform
 
 __all__ = ["mask_spans", "span_length_pmf", "t5_corrupt", "t5_corrupt_with_lengths"]
@@ -145,9 +151,7 @@ def mask_spans(
     rate = per_sample_rates(rate, B, device=device, generator=generator)
     r = as_rate(rate, B, device)  # (B, 1) float64
     n = valid.sum(1)  # (B,) valid positions per row
-    pos_c = (valid.long().cumsum(1) - 1).clamp_min(
-        0
-    )  # (B, L) index of each valid position among valid ones
+    pos_c = valid.cumsum(1).sub_(1).clamp_min_(0)  # (B, L) index among the valid positions
     if exact:
         cover = _t5_cover(n, r.squeeze(1), float(mean_length), L, generator)
     else:
@@ -156,7 +160,7 @@ def mask_spans(
         )
         tables = _span_tables(key, float(mean_length), max_length, str(device))
         cover = _renewal_cover(r, tables, L, generator)
-    return cover.gather(1, pos_c) & valid
+    return cover.gather(1, pos_c).logical_and_(valid)
 
 
 @functools.lru_cache(maxsize=64)
@@ -227,6 +231,8 @@ def _t5_cover(
     # Non-noise tokens separate the spans: at most n_keep + 1 spans (one if all is noise).
     n_spans = torch.minimum(n_spans, n_keep + 1)  # (B,)
     j = torch.arange(L + 1, device=device).expand(B, L + 1)
+    if draws_on_host(generator, device):
+        return _t5_cover_drawn(n_noise, n_keep, n_spans, j, generator)
 
     # Noise tokens 0 .. n_noise - 1 split into n_spans non-empty runs: n_spans - 1 of the cut
     # points 1 .. n_noise - 1, uniformly. (B, L + 1) bool, True where a new run starts.
@@ -244,6 +250,36 @@ def _t5_cover(
     seq_pos = j + at.gather(1, span_of)  # position of noise token j among the valid ones
     is_noise = j < n_noise.unsqueeze(1)
     cover = torch.zeros(B, L + 2, dtype=torch.bool, device=device)
+    cover.scatter_(1, torch.where(is_noise, seq_pos, L + 1), True)
+    return cover[:, :L]
+
+
+def _t5_cover_drawn(
+    n_noise: torch.Tensor,
+    n_keep: torch.Tensor,
+    n_spans: torch.Tensor,
+    j: torch.Tensor,
+    generator: torch.Generator | KeyedGenerator | None,
+) -> torch.Tensor:
+    """:func:`_t5_cover` on the CPU: the cut points and the insertion points are drawn as
+    distinct ints (:func:`~maskwise.functional.select.distinct_ints`, about n_spans numbers per
+    row) instead of ranking a key per position twice (two sorts of (B, L + 1))."""
+    B, L = j.shape[0], j.shape[1] - 1
+    k_max = int(n_spans.max()) if B else 0
+    # Noise tokens 0 .. n_noise - 1 split into n_spans runs: n_spans - 1 cut points among 1 ..
+    # n_noise - 1; then n_spans distinct insertion points among 0 .. n_keep, sorted.
+    u = uniform((B, max(k_max - 1, 0)), generator=generator)
+    cuts = distinct_ints(u, (n_noise - 1).clamp_min(0), (n_spans - 1).clamp_min(0), generator)
+    u = uniform((B, k_max), generator=generator)
+    points = distinct_ints(u, n_keep + 1, n_spans, generator)  # (B, k_max), -1 unused
+    new_run = torch.zeros(B, L + 2, dtype=torch.long)
+    new_run.scatter_(1, torch.where(cuts >= 0, cuts + 1, L + 1), 1)
+    span_of = new_run[:, : L + 1].cumsum(1)  # (B, L + 1) span of noise token j
+    at = torch.zeros(B, L + 2, dtype=torch.long)
+    at[:, :k_max] = points.clamp_min(0)
+    seq_pos = j + at.gather(1, span_of)  # position of noise token j among the valid ones
+    is_noise = j < n_noise.unsqueeze(1)
+    cover = torch.zeros(B, L + 2, dtype=torch.bool)
     cover.scatter_(1, torch.where(is_noise, seq_pos, L + 1), True)
     return cover[:, :L]
 

@@ -13,7 +13,13 @@ from typing import Any, NamedTuple
 import torch
 
 from maskwise._checks import as_rate, check_probability
-from maskwise.functional.select import Rate, per_sample_rates, top_k_per_row
+from maskwise.functional.select import (
+    Rate,
+    distinct_ints,
+    draws_on_host,
+    per_sample_rates,
+    top_k_per_row,
+)
 from maskwise.random import KeyedGenerator, uniform
 
 __all__ = [
@@ -348,10 +354,10 @@ def mask_time_spans(
     n_starts = (n - span + 1).clamp_min(0)  # start frames 0 .. n - span
     # k <= max(min_spans, rate * T / span + 1): a bound from the arguments, no host read.
     k_max = min(T, max(int(min_spans), int(rate_bound * T / span) + 1))
-    if _sample_starts_directly(generator, device):
+    if draws_on_host(generator, device):
         u = uniform((B, 1 + k_max), generator=generator, device=device)
         k = _span_count(r, n, span, u[:, 0].double(), min_spans, n_starts)
-        return _spans_from_starts(_distinct_starts(u[:, 1:], n_starts, k, generator), span, T)
+        return _spans_from_starts(distinct_ints(u[:, 1:], n_starts, k, generator), span, T)
     # Column 0 is the row's rounding offset, columns 1.. the start keys: a row's draws then do
     # not depend on the padded length T (keyed generators give the same mask in any batch).
     u = uniform((B, T + 1), generator=generator, device=device)
@@ -375,53 +381,6 @@ def _span_count(
     ``min_spans``, at most the number of start frames (wav2vec2's count)."""
     k = torch.floor(rate * n.double() / span + eps).long().clamp_min(int(min_spans))
     return torch.minimum(k, n_starts)  # (B,)
-
-
-def _sample_starts_directly(generator: Generator, device: torch.device) -> bool:
-    """Draw the span starts themselves (:func:`_distinct_starts`) instead of ranking a key per
-    frame: on the CPU with a ``torch.Generator`` (or none), outside ``torch.compile``.
-
-    It reads how many starts collide on the host (free on the CPU) and draws ``k`` numbers per
-    row instead of ``T`` plus a top-k, about 2x faster at 64 x 1000 (docs/benchmarks.md). A
-    :class:`~maskwise.random.KeyedGenerator` keeps the key ranking: its rows must not depend on
-    how many redraws other rows needed; GPUs keep it to stay free of host syncs.
-    """
-    return (
-        device.type == "cpu"
-        and not isinstance(generator, KeyedGenerator)
-        and not torch.compiler.is_compiling()
-    )
-
-
-def _distinct_starts(
-    u: torch.Tensor, n_starts: torch.Tensor, k: torch.Tensor, generator: Generator
-) -> torch.Tensor:
-    """``k[b]`` distinct start frames uniform in ``[0, n_starts[b])`` per row, from the uniform
-    draws ``u`` (B, k_max); unused slots hold ``-1``.
-
-    Sampling without replacement by rejection: every live slot takes ``floor(u * n_starts)``,
-    and while two slots of a row hold the same frame one of them draws again, uniformly over
-    all frames. That is sequential sampling without replacement, so the set is a uniform
-    ``k``-subset. At wav2vec2's 65 % with spans of 10 a row of 1000 frames has about 2
-    collisions, resolved in 1-3 rounds.
-    """
-    B, k_max = u.shape
-    live = torch.arange(k_max).unsqueeze(0) < k.unsqueeze(1)  # (B, k_max)
-    # Dead slots get distinct values above every frame, so they never collide.
-    dead = (int(n_starts.max()) if B else 0) + torch.arange(k_max).unsqueeze(0)
-    n = n_starts.unsqueeze(1).double()
-    starts = torch.where(live, (u.double() * n).long(), dead)
-    while True:
-        starts, _ = starts.sort(1)
-        again = torch.zeros_like(live)
-        again[:, 1:] = starts[:, 1:] == starts[:, :-1]
-        count = int(again.sum())
-        if count == 0:
-            break
-        rows = again.nonzero()[:, 0]
-        redraw = uniform((count,), generator=generator).double()
-        starts[again] = (redraw * n[rows, 0]).long()
-    return starts.masked_fill_(starts >= n_starts.unsqueeze(1), -1)
 
 
 def _spans_from_starts(starts: torch.Tensor, span: int, T: int) -> torch.Tensor:

@@ -16,7 +16,7 @@ from maskwise._checks import (
     not_special,
     valid_from_attention_mask,
 )
-from maskwise.functional.select import Rate, per_sample_rates, sample_mask
+from maskwise.functional.select import Rate, draws_on_host, per_sample_rates, sample_mask
 from maskwise.random import KeyedGenerator, integers, uniform
 
 __all__ = [
@@ -323,22 +323,45 @@ def corrupt(
         return input_ids.masked_fill(masked, int(mask_id)), labels  # type: ignore[arg-type]
     if replace_prob == 0.0 and random_prob == 0.0:
         return input_ids.clone(), labels
+    out = input_ids.clone()
+    # On the CPU with a torch.Generator only the masked positions draw their 80/10/10 outcome,
+    # and only those that get a random id draw one (row-major order): 15 % and 1.5 % of the
+    # draws. Keyed generators and GPUs draw one per position (see draws_on_host).
+    if draws_on_host(generator, device):
+        at = masked.nonzero(as_tuple=True)
+        u = uniform((at[0].numel(),), generator=generator, device=device)
+        if replace_prob > 0:
+            out[tuple(i[u < replace_prob] for i in at)] = int(mask_id)  # type: ignore[arg-type]
+        if allowed is not None:
+            pick = (u >= replace_prob).logical_and_(u < replace_prob + random_prob)
+            at = tuple(i[pick] for i in at)
+            out[at] = _random_ids(allowed, cdf, (at[0].numel(),), generator).to(out.dtype)
+        return out, labels
     u = uniform(input_ids.shape, generator=generator, device=device)
-    out = input_ids
     if replace_prob > 0:
-        out = out.masked_fill(masked & (u < replace_prob), int(mask_id))  # type: ignore[arg-type]
+        out.masked_fill_(masked.logical_and(u < replace_prob), int(mask_id))  # type: ignore[arg-type]
     if allowed is not None:
-        is_random = masked & (u >= replace_prob) & (u < replace_prob + random_prob)
-        if cdf is None:
-            r = integers(input_ids.shape, allowed.numel(), generator=generator, device=device)
-        else:  # inverse CDF of the weights over the allowed ids
-            v = uniform(input_ids.shape, generator=generator, device=device, dtype=cdf.dtype)
-            r = torch.searchsorted(cdf, v * cdf[-1], right=True).clamp_max(cdf.numel() - 1)
-        random_ids = allowed.index_select(0, r.reshape(-1)).view(r.shape)  # the r-th allowed id
-        out = torch.where(is_random, random_ids.to(input_ids.dtype), out)
-    if out is input_ids:
-        out = input_ids.clone()
+        is_random = (u >= replace_prob).logical_and_(u < replace_prob + random_prob)
+        random_ids = _random_ids(allowed, cdf, input_ids.shape, generator)
+        out = torch.where(is_random.logical_and_(masked), random_ids.to(out.dtype), out)
     return out, labels
+
+
+def _random_ids(
+    allowed: torch.Tensor,
+    cdf: torch.Tensor | None,
+    shape: tuple[int, ...] | torch.Size,
+    generator: torch.Generator | KeyedGenerator | None,
+) -> torch.Tensor:
+    """Random replacement ids of ``shape``: uniform over ``allowed``, or by the ``cdf`` of
+    their weights (inverse CDF)."""
+    device = allowed.device
+    if cdf is None:
+        r = integers(shape, allowed.numel(), generator=generator, device=device)
+    else:
+        v = uniform(shape, generator=generator, device=device, dtype=cdf.dtype)
+        r = torch.searchsorted(cdf, v * cdf[-1], right=True).clamp_max(cdf.numel() - 1)
+    return allowed.index_select(0, r.reshape(-1)).view(r.shape)  # the r-th allowed id
 
 
 def _check_mask_id(mask_id: int, vocab_size: int | None, dtype: torch.dtype) -> None:
