@@ -368,7 +368,7 @@ def main(argv: list[str] | None = None) -> None:
         "span masking, exact T5 (mean 3), 64x512",
         m,
         p,
-        f">= 3x: {'met' if p is not None and p / m >= 3 else 'MISSED'} (peer: T5 numpy, row by row)",
+        f">= 3x: {'met' if p is not None and p / m >= 3 else 'MISSED'} (T5 numpy, row by row)",
     )
     share(
         "exact: maskwise",
