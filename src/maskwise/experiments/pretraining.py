@@ -44,6 +44,7 @@ __all__ = [
     "PretrainConfig",
     "bert_config",
     "cache_root",
+    "cached_wordpiece",
     "encode_mlm",
     "heldout_mlm_loss",
     "make_collator",
@@ -168,6 +169,32 @@ def cache_root() -> Path:
         os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "maskwise"
     )
     return Path(base) / "pretrain"
+
+
+def cached_wordpiece(
+    texts: Sequence[str], vocab_size: int, *, cache: str | Path | None = None
+) -> Any:
+    """:func:`~maskwise.experiments.tokenizers.train_wordpiece` of ``texts``, saved in the cache
+    (``wordpiece-<hash>.json``, the hash of the texts and ``vocab_size``) and loaded from there
+    on later runs. Training breaks ties between equally frequent pieces differently in every
+    process (``tokenizers`` hashes with a per-process seed), so without this a rerun would get
+    other token ids, and the cached checkpoints (keyed by the tokenizer) would never be reused.
+    """
+    from tokenizers import Tokenizer
+
+    from maskwise.experiments.tokenizers import train_wordpiece
+
+    h = hashlib.sha256(f"wordpiece {vocab_size}".encode())
+    for t in texts:
+        h.update(t.encode() + b"\n")
+    root = Path(cache) if cache is not None else cache_root()
+    path = root / f"wordpiece-{h.hexdigest()[:16]}.json"
+    if not path.is_file():
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        train_wordpiece(list(texts), vocab_size).save(str(tmp))
+        tmp.replace(path)
+    return Tokenizer.from_file(str(path))  # loaded also on the first run: one serialisation
 
 
 def cache_key(

@@ -37,13 +37,14 @@ from maskwise.experiments.pretraining import (
     EncoderConfig,
     PretrainConfig,
     bert_config,
+    cached_wordpiece,
     encode_mlm,
     pretrain,
 )
 from maskwise.experiments.registry import Option, TaskSpec
 from maskwise.experiments.tasks.parts import Classifier, TokenMasking
 from maskwise.experiments.tasks.text import MASKERS, drop_tokens_from_attention, trim_padding
-from maskwise.experiments.tokenizers import PAD, train_wordpiece
+from maskwise.experiments.tokenizers import PAD
 from maskwise.nn import DynamicMask, MaskModule
 
 __all__ = ["INITS", "SPEC", "PretrainFinetune", "read_corpus", "run"]
@@ -162,7 +163,7 @@ class PretrainFinetune:
                 f"{heldout_fraction:.0%} for the MLM loss."
             )
         self.corpus_train, self.corpus_heldout = train, held
-        self.tokenizer = train_wordpiece(train, vocab_size)
+        self.tokenizer = cached_wordpiece(train, vocab_size, cache=cache)
         self.encoder = EncoderConfig(self.tokenizer.get_vocab_size(), hidden, layers, max_len)
         self.pretrain_config = PretrainConfig(
             steps=pretrain_steps, batch_size=pretrain_batch, lr=pretrain_lr, seed=seed
