@@ -41,6 +41,11 @@ def _corpus(n: int, seed: int = 0) -> list[str]:
     return out
 
 
+@pytest.fixture(autouse=True)
+def _cache_in_tmp(cache_dir: Path) -> None:
+    """Tokenizers and checkpoints go to the test's folder ($MASKWISE_CACHE), never ~/.cache."""
+
+
 @pytest.fixture(scope="module")
 def tokenizer() -> Any:
     return train_wordpiece(_corpus(200), 60)
@@ -272,3 +277,24 @@ def test_pretraining_progress_is_shown_unless_quiet(tmp_path: Path, capsys: Any)
     assert capsys.readouterr().out == ""
     task.prepare(quiet=False)  # cached now: the bar still ends on the arm's line
     assert "pretrained token: held-out MLM loss" in capsys.readouterr().out
+
+
+def test_the_tokenizer_is_cached_so_reruns_get_the_same_ids(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # WordPiece training breaks ties differently in every process; the checkpoints are keyed
+    # by the tokenizer, so a rerun must load the saved one, not train another.
+    import maskwise.experiments.tokenizers as tokenizers
+    from maskwise.experiments.pretraining import cached_wordpiece
+
+    texts = _corpus(80)
+    first = cached_wordpiece(texts, 60, cache=tmp_path)
+    assert [p.name.startswith("wordpiece-") for p in tmp_path.iterdir()] == [True]
+
+    def fail(*args: Any) -> None:
+        raise AssertionError("the tokenizer was trained again")
+
+    monkeypatch.setattr(tokenizers, "train_wordpiece", fail)
+    assert cached_wordpiece(texts, 60, cache=tmp_path).to_str() == first.to_str()
+    with pytest.raises(AssertionError, match="trained again"):
+        cached_wordpiece(texts, 61, cache=tmp_path)  # another vocabulary: another tokenizer
