@@ -278,8 +278,8 @@ def mask_blocks(
         hw = area.unsqueeze(0).mul(scale[r]).sqrt_().round_().clamp_(min=1)
         hw = torch.minimum(hw, size, out=hw)  # (2, B): heights, widths
         start = (room - hw).mul_(corner[r]).floor_()  # (2, B): tops, lefts
-        # row (top * H + h - 1) and row (H * H + left * W + w - 1) of the table
-        at = start.mul_(size).add_(hw).add_(offset).long()
+        # row (top * H + h - 1) and row (H * H + left * W + w - 1) of the table (all exact)
+        at = torch.addcmul(hw.add_(offset), start, size).long()
         new = table.index_select(0, at[0])
         new &= table.index_select(0, at[1])
         new &= free
