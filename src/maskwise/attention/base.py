@@ -95,12 +95,12 @@ class Blocks(NamedTuple):
     @property
     def ps(self) -> Tensor:
         """First query position of each query block (see :attr:`Pairs.p`)."""
-        return self.qs + (self.KV - self.Q)
+        return self.qs if self.KV == self.Q else self.qs + (self.KV - self.Q)
 
     @property
     def pe(self) -> Tensor:
         """One past the last query position of each query block."""
-        return self.qe + (self.KV - self.Q)
+        return self.qe if self.KV == self.Q else self.qe + (self.KV - self.Q)
 
     def ones(self) -> Tensor:
         """(1, nQ, nK) all-True flags on the grid's device."""

@@ -204,9 +204,9 @@ def _indices(*flags: Tensor) -> tuple[Tensor, ...]:
     """Per flags (B, n, m): num_blocks (B, 1, n) int32 and indices (B, 1, n, m) int32, flagged
     blocks first; flags of one shape share one sort (fewer, larger ops)."""
     f = torch.stack(flags)  # (F, B, n, m)
-    num = f.sum(-1, dtype=torch.int32).unsqueeze(2)
+    num = f.sum(-1, dtype=torch.int32).unsqueeze(2).unbind(0)
     order = (~f).to(torch.uint8).argsort(dim=-1, stable=True).to(torch.int32).unsqueeze(2)
-    return tuple(x for i in range(len(flags)) for x in (num[i], order[i]))
+    return tuple(x for pair in zip(num, order.unbind(0)) for x in pair)
 
 
 def build_block_mask(
@@ -257,8 +257,9 @@ def build_block_mask(
         return built
     B = max(flags.any.shape[0], flags.all.shape[0], spec.batch or 1)
     shape = (B, qs.shape[0], ks.shape[0])
-    any_, all_ = flags.any.expand(shape).clone(), flags.all.expand(shape)
+    any_, all_ = flags.any.expand(shape), flags.all.expand(shape)
     if flags.maybe is not None:
+        any_ = any_.clone()  # refined in place below
         cand = (any_ & flags.maybe.expand(shape)).nonzero()  # (C, 3); a host sync, once per mask
         if cand.numel():
             any_[cand[:, 0], cand[:, 1], cand[:, 2]] = _refine(spec, cand, grid, bs)
