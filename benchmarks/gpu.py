@@ -1,8 +1,9 @@
 """The GPU run in one step: every GPU case of the benchmarks and the CUDA tests; one JSON and one
 Markdown table.
 
-Run from the repository root on a machine with a CUDA GPU (about 5-7 minutes on one H200; the
-attention section stops starting new cases after ``--budget-min`` minutes, 7 by default)::
+Run from the repository root on a machine with a CUDA GPU (under 8 minutes: the attention
+section starts no new case after ``--budget-min`` minutes, 5 by default, and the CUDA tests,
+run last, get what is left of ``--total-min``, 7.5 by default, at least 90 s)::
 
     python benchmarks/gpu.py --out gpu-results
 
@@ -11,7 +12,7 @@ run where no GPU is lent)::
 
     python benchmarks/gpu.py --device cpu --smoke --out /tmp/gpu-smoke
 
-Sections (``--sections masks,blockmask,tests,attention``, in that order):
+Sections (``--sections masks,blockmask,attention,tests``, in that order):
 
 1. **masks**: every masker of ``maskwise.functional`` on the device at the CPU benchmarks' shapes
    (64 x 512 tokens, 256 images of 224 x 224 / 14 x 14 patches, 64 x 80 x 1000 spectrograms):
@@ -19,12 +20,14 @@ Sections (``--sections masks,blockmask,tests,attention``, in that order):
    (``torch.cuda.set_sync_debug_mode("error")`` around it; "n/a" off CUDA).
 2. **blockmask**: ``spec.block_mask(L, device=...)`` for ``causal()``, ``documents`` (8 per row)
    and ``sliding_window(256)`` at L = 4096, 16384 and 32768: median time and the same sync check.
-3. **tests**: ``pytest -m gpu tests`` in a subprocess (the CUDA tests), its summary line.
-4. **attention**: forward + backward in bf16, 16384 tokens per batch, H = 16, D = 128, L = 4096
+3. **attention**: forward + backward in bf16, 16384 tokens per batch, H = 16, D = 128, L = 4096
    and 16384, for causal, causal & documents, sliding window and causal & padding: ``attend``
    against FlashAttention ``is_causal``, compiled FlexAttention, ``varlen_attn`` and dense SDPA
    (``benchmarks/attention.py`` part 3, imported from there). Target: ``attend`` within 5 % of
-   the fastest exact contender per mask kind.
+   the fastest exact contender per mask kind. Cases are run L by L, so every mask kind gets
+   its L = 4096 row before any L = 16384 one; cases not started in time are marked skipped.
+4. **tests**: ``pytest -m gpu tests`` in a subprocess (the CUDA tests), its summary line and
+   failures.
 
 Writes ``gpu.json`` and ``gpu.md`` to ``--out``. Times are medians (CUDA events on a GPU).
 """
@@ -54,7 +57,7 @@ import maskwise as mw  # noqa: E402
 import maskwise.functional as MF  # noqa: E402
 from maskwise.attention import causal, documents, sliding_window  # noqa: E402
 
-SECTIONS = ("masks", "blockmask", "tests", "attention")
+SECTIONS = ("masks", "blockmask", "attention", "tests")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -255,10 +258,6 @@ def markdown(report: dict[str, Any]) -> str:
             for r in report["blockmask"]
         ]
         lines += _md_table(("spec", "ms (median)", "no host sync", "error"), rows)
-    if "tests" in report:
-        t = report["tests"]
-        lines += ["## CUDA tests", "", f"`{t.get('command')}`: {t.get('summary')}", ""]
-        lines += [f"- {f}" for f in t.get("failures", [])] + ([""] if t.get("failures") else [])
     if "attention" in report:
         lines += ["## Attention forward + backward", ""]
         rows: list[tuple[str, ...]] = []
@@ -269,6 +268,10 @@ def markdown(report: dict[str, Any]) -> str:
                 rows += attn_bench.gpu_rows(res)
         lines += _md_table(attn_bench.GPU_HEADER, rows)
         lines += [attn_bench.GPU_NOTE, ""]
+    if "tests" in report:
+        t = report["tests"]
+        lines += ["## CUDA tests", "", f"`{t.get('command')}`: {t.get('summary')}", ""]
+        lines += [f"- {f}" for f in t.get("failures", [])] + ([""] if t.get("failures") else [])
     return "\n".join(lines)
 
 
@@ -283,11 +286,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=20, help="masks and blockmask: timed runs")
     parser.add_argument("--repeats-attn", type=int, default=10, help="attention: timed runs")
     parser.add_argument("--budget", type=float, default=2.0, help="attention: s per contender")
-    parser.add_argument("--budget-min", type=float, default=7.0, help="no new case after this")
+    parser.add_argument(
+        "--budget-min", type=float, default=5.0, help="attention: no new case after this"
+    )
+    parser.add_argument(
+        "--total-min", type=float, default=7.5, help="the tests get what is left of this"
+    )
     parser.add_argument("--block-lengths", type=int, nargs="+", default=[4096, 16384, 32768])
     parser.add_argument("--attn-lengths", type=int, nargs="+", default=[4096, 16384])
     parser.add_argument("--no-flex", action="store_true", help="attention: skip compiled flex")
-    parser.add_argument("--tests-timeout", type=float, default=240.0)
+    parser.add_argument("--tests-timeout", type=float, default=None, help="default: the rest")
     args = parser.parse_args(argv)
     t_start = time.perf_counter()
     warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -336,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
         elif section == "blockmask":
             report["blockmask"] = run_blockmask(dev, args.block_lengths, args.repeats)
         elif section == "tests":
-            report["tests"] = run_tests(args.tests_timeout)
+            left = t_start + 60 * args.total_min - time.perf_counter()
+            report["tests"] = run_tests(args.tests_timeout or max(90.0, left))
         else:
             report["attention"] = run_attention(args, dev, deadline)
     report["meta"]["seconds"] = time.perf_counter() - t_start
