@@ -171,30 +171,41 @@ def mask_time_spans(
     return (out, all_starts) if return_starts else out
 
 
+def distinct_ints(draws, highs, ks, generator):
+    """Row by row, the first ``ks[b]`` distinct values ``floor(u * highs[b])`` in draw order;
+    while a row is short, ``m`` more uniforms are drawn for every row (one call) and appended."""
+    B, m = draws.shape
+    rows = [[math.floor(float(x) * highs[b]) for x in draws[b]] for b in range(B)]
+    while True:
+        picked = []
+        for b in range(B):
+            seen = []
+            for v in rows[b]:
+                if v not in seen and len(seen) < ks[b]:
+                    seen.append(v)
+            picked.append(seen)
+        if all(len(p) == k for p, k in zip(picked, ks)):
+            return [sorted(p) for p in picked]
+        more = uniform((B, m), generator=generator).double()
+        for b in range(B):
+            rows[b] += [math.floor(float(x) * highs[b]) for x in more[b]]
+
+
 def mask_time_spans_direct(
     lengths, max_len, rate, *, span=10, min_spans=0, generator=None, return_starts=False
 ):
-    """:func:`mask_time_spans`' CPU sampler for a ``torch.Generator``, slot by slot: one draw
-    for the rounding offset and ``k_max`` start draws per row, ``floor(u * n_starts)`` per live
-    slot; then, while a row holds a frame twice (its slots sorted), the later copy redraws, the
-    redraws of all rows taken in row order from one draw."""
+    """:func:`mask_time_spans`' CPU sampler for a ``torch.Generator``: one draw for the rounding
+    offset and ``k_max + k_max // 2 + 8`` start draws per row; each row keeps its first ``k``
+    distinct starts (:func:`distinct_ints`)."""
     B, T = len(lengths), int(max_len)
     k_max = min(T, max(int(min_spans), int(rate * T / span) + 1))
-    u = uniform((B, 1 + k_max), generator=generator)
-    rows = []
+    u = uniform((B, 1 + k_max + k_max // 2 + 8), generator=generator)
+    ks, highs = [], []
     for b in range(B):
         n = int(lengths[b])
-        k = time_span_count(n, rate, span, min_spans, float(u[b, 0]))
-        n_starts = max(n - span + 1, 0)
-        rows.append([math.floor(float(u[b, 1 + j]) * n_starts) for j in range(k)])
-    while True:
-        rows = [sorted(r) for r in rows]
-        again = [(b, j) for b, r in enumerate(rows) for j in range(1, len(r)) if r[j] == r[j - 1]]
-        if not again:
-            break
-        redraw = uniform((len(again),), generator=generator).double()
-        for (b, j), x in zip(again, redraw.tolist()):
-            rows[b][j] = math.floor(x * max(int(lengths[b]) - span + 1, 0))
+        ks.append(time_span_count(n, rate, span, min_spans, float(u[b, 0])))
+        highs.append(max(n - span + 1, 0))
+    rows = distinct_ints(u[:, 1:].double(), highs, ks, generator)
     out = torch.zeros(B, T, dtype=torch.bool)
     for b, starts in enumerate(rows):
         for s in starts:

@@ -17,11 +17,13 @@ from maskwise._checks import (
 )
 from maskwise.functional.select import (
     Rate,
+    distinct_draws,
     distinct_ints,
     draws_on_host,
     per_sample_rates,
     top_k_per_row,
 )
+from maskwise.functional.spectrogram import interval_mask
 from maskwise.random import KeyedGenerator, uniform
 
 __all__ = ["mask_spans", "span_length_pmf", "t5_corrupt", "t5_corrupt_with_lengths"]
@@ -230,9 +232,9 @@ def _t5_cover(
     n_spans = torch.minimum(n_spans, n_noise)
     # Non-noise tokens separate the spans: at most n_keep + 1 spans (one if all is noise).
     n_spans = torch.minimum(n_spans, n_keep + 1)  # (B,)
-    j = torch.arange(L + 1, device=device).expand(B, L + 1)
     if draws_on_host(generator, device):
-        return _t5_cover_drawn(n_noise, n_keep, n_spans, j, generator)
+        return _t5_cover_drawn(n_noise, n_keep, n_spans, L, generator)
+    j = torch.arange(L + 1, device=device).expand(B, L + 1)
 
     # Noise tokens 0 .. n_noise - 1 split into n_spans non-empty runs: n_spans - 1 of the cut
     # points 1 .. n_noise - 1, uniformly. (B, L + 1) bool, True where a new run starts.
@@ -258,30 +260,34 @@ def _t5_cover_drawn(
     n_noise: torch.Tensor,
     n_keep: torch.Tensor,
     n_spans: torch.Tensor,
-    j: torch.Tensor,
+    L: int,
     generator: torch.Generator | KeyedGenerator | None,
 ) -> torch.Tensor:
     """:func:`_t5_cover` on the CPU: the cut points and the insertion points are drawn as
     distinct ints (:func:`~maskwise.functional.select.distinct_ints`, about n_spans numbers per
-    row) instead of ranking a key per position twice (two sorts of (B, L + 1))."""
-    B, L = j.shape[0], j.shape[1] - 1
+    row) instead of ranking a key per position twice (two sorts of (B, L + 1)), and the spans
+    are written as intervals."""
+    B = n_noise.shape[0]
     k_max = int(n_spans.max()) if B else 0
+    if k_max == 0:
+        return torch.zeros(B, L, dtype=torch.bool)
     # Noise tokens 0 .. n_noise - 1 split into n_spans runs: n_spans - 1 cut points among 1 ..
     # n_noise - 1; then n_spans distinct insertion points among 0 .. n_keep, sorted.
-    u = uniform((B, max(k_max - 1, 0)), generator=generator)
+    u = uniform((B, distinct_draws(k_max - 1)), generator=generator)
     cuts = distinct_ints(u, (n_noise - 1).clamp_min(0), (n_spans - 1).clamp_min(0), generator)
-    u = uniform((B, k_max), generator=generator)
+    u = uniform((B, distinct_draws(k_max)), generator=generator)
     points = distinct_ints(u, n_keep + 1, n_spans, generator)  # (B, k_max), -1 unused
-    new_run = torch.zeros(B, L + 2, dtype=torch.long)
-    new_run.scatter_(1, torch.where(cuts >= 0, cuts + 1, L + 1), 1)
-    span_of = new_run[:, : L + 1].cumsum(1)  # (B, L + 1) span of noise token j
-    at = torch.zeros(B, L + 2, dtype=torch.long)
-    at[:, :k_max] = points.clamp_min(0)
-    seq_pos = j + at.gather(1, span_of)  # position of noise token j among the valid ones
-    is_noise = j < n_noise.unsqueeze(1)
-    cover = torch.zeros(B, L + 2, dtype=torch.bool)
-    cover.scatter_(1, torch.where(is_noise, seq_pos, L + 1), True)
-    return cover[:, :L]
+    # Span s holds noise tokens [c_s, c_{s+1}) (c_0 = 0, c_s = cut s - 1 plus 1, c_n = n_noise)
+    # and sits before non-noise token points[s]: valid positions [points[s] + c_s, + length).
+    live = torch.arange(k_max) < n_spans.unsqueeze(1)  # (B, k_max)
+    first = torch.cat((torch.zeros(B, 1, dtype=torch.long), cuts + 1), 1)  # (B, k_max)
+    last = torch.where(
+        torch.arange(k_max) < (n_spans - 1).unsqueeze(1),
+        torch.cat((cuts + 1, torch.zeros(B, 1, dtype=torch.long)), 1),
+        n_noise.unsqueeze(1),
+    )
+    width = torch.where(live, last - first, 0)
+    return interval_mask(points.clamp_min(0) + first, width, L)
 
 
 def t5_corrupt(

@@ -15,6 +15,7 @@ import torch
 from maskwise._checks import as_rate, check_probability
 from maskwise.functional.select import (
     Rate,
+    distinct_draws,
     distinct_ints,
     draws_on_host,
     per_sample_rates,
@@ -355,7 +356,7 @@ def mask_time_spans(
     # k <= max(min_spans, rate * T / span + 1): a bound from the arguments, no host read.
     k_max = min(T, max(int(min_spans), int(rate_bound * T / span) + 1))
     if draws_on_host(generator, device):
-        u = uniform((B, 1 + k_max), generator=generator, device=device)
+        u = uniform((B, 1 + distinct_draws(k_max)), generator=generator, device=device)
         k = _span_count(r, n, span, u[:, 0].double(), min_spans, n_starts)
         return _spans_from_starts(distinct_ints(u[:, 1:], n_starts, k, generator), span, T)
     # Column 0 is the row's rounding offset, columns 1.. the start keys: a row's draws then do
