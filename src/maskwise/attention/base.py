@@ -151,6 +151,10 @@ class MaskRule(Protocol):
         """Per-tile flags from the structure alone (no Q x KV tensor)."""
         ...
 
+    def intervals(self, Q: int, KV: int, device: torch.device) -> tuple[Tensor, Tensor] | None:
+        """Per query, its keys as one interval ``[lo, hi)`` (both non-decreasing), or None."""
+        ...
+
     def check(self, Q: int, KV: int) -> None:
         """Raise a ``ValueError`` if the spec's data do not fit these lengths."""
         ...
