@@ -923,13 +923,13 @@ def test_erase_inplace_writes_into_the_input() -> None:
 def test_erase_rectangle_writes_equal_the_batched_path(monkeypatch, shape, kwargs) -> None:
     # On the CPU erase writes only the rectangles (as timm); GPUs and torch.compile take the
     # batched full-tensor path. Both must give the same images and mask for the same draws.
-    from maskwise.functional import patches
+    from maskwise.functional import erasing
 
     x = torch.randn(shape, generator=seeded(62))
-    assert patches._use_rectangles(x, kwargs.get("value", 0.0))
+    assert erasing._use_rectangles(x, kwargs.get("value", 0.0))
     rect_in = x.clone()
     rect, rect_m = mw.erase(rect_in, **kwargs, generator=seeded(63))
-    monkeypatch.setattr(patches, "_use_rectangles", lambda images, value: False)
+    monkeypatch.setattr(erasing, "_use_rectangles", lambda images, value: False)
     dense_in = x.clone()
     dense, dense_m = mw.erase(dense_in, **kwargs, generator=seeded(63))
     assert torch.equal(rect_m, dense_m) and rect_m.any()

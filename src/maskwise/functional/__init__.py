@@ -7,9 +7,9 @@ from it.
 
 from maskwise.functional.consistency import CONSISTENCY_KINDS, consistency_loss
 from maskwise.functional.drop import drop_tokens
+from maskwise.functional.erasing import erase
 from maskwise.functional.features import mask_features
 from maskwise.functional.patches import (
-    erase,
     keep_indices,
     mask_blocks,
     mask_coarse,
