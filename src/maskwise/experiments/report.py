@@ -47,7 +47,16 @@ from maskwise.experiments.protocol import Job, Protocol, plan_arms, run_protocol
 from maskwise.experiments.reuse import Reuse
 from maskwise.experiments.summary import evidence_rows, finite_json
 
-__all__ = ["SCHEMA", "compare", "machine", "record", "setting_of", "sweep_rows", "to_markdown"]
+__all__ = [
+    "SCHEMA",
+    "compare",
+    "machine",
+    "record",
+    "setting_of",
+    "sweep_rows",
+    "to_markdown",
+    "write_result",
+]
 
 SCHEMA = "maskwise.experiments/2"
 
@@ -487,11 +496,19 @@ def compare(
                 result["plots"]["dynamic_rate"] = "dynamic_rate.png"
             except ImportError:
                 pass
-        if _plot_curves(result, out / "curves.png") is not None:
-            result["plots"]["curves"] = "curves.png"
-        (out / "results.json").write_text(json.dumps(result, indent=1, allow_nan=False))
-        md = to_markdown(result)
-        for name, file in result["plots"].items():
-            md += f"\n![{name}]({file})\n"
-        (out / "results.md").write_text(md)
+        write_result(result, out)
+    return result
+
+
+def write_result(result: dict[str, Any], out: Path) -> dict[str, Any]:
+    """Write one comparison to ``out``: its training curves (``curves.png``, when matplotlib is
+    installed), ``results.json`` and ``results.md`` with the plots linked."""
+    out.mkdir(parents=True, exist_ok=True)
+    if _plot_curves(result, out / "curves.png") is not None:
+        result["plots"]["curves"] = "curves.png"
+    (out / "results.json").write_text(json.dumps(result, indent=1, allow_nan=False))
+    md = to_markdown(result)
+    for name, file in result["plots"].items():
+        md += f"\n![{name}]({file})\n"
+    (out / "results.md").write_text(md)
     return result

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from maskwise.experiments.report import _plot_curves, compare, sweep_rows, to_markdown
+from maskwise.experiments.report import compare, sweep_rows, write_result
 from maskwise.experiments.summary import evidence_rows, finite_json
 
 if TYPE_CHECKING:
@@ -194,15 +194,7 @@ def merge_runs(
 
 
 def _write(result: dict[str, Any], out: Path) -> dict[str, Any]:
-    out.mkdir(parents=True, exist_ok=True)
-    if _plot_curves(result, out / "curves.png") is not None:
-        result["plots"]["curves"] = "curves.png"
-    (out / "results.json").write_text(json.dumps(finite_json(result), indent=1, allow_nan=False))
-    md = to_markdown(result)
-    for name, file in result["plots"].items():
-        md += f"\n![{name}]({file})\n"
-    (out / "results.md").write_text(md)
-    return result
+    return write_result(finite_json(result), out)
 
 
 def _relabel(runs: Sequence[dict[str, Any]], arm: str) -> list[dict[str, Any]]:
