@@ -10,6 +10,7 @@ import torch
 
 from maskwise._checks import check_flag, check_probability
 from maskwise.functional.patches import _check_positive_int, _check_range
+from maskwise.functional.select import on_host
 from maskwise.random import KeyedGenerator, uniform
 
 __all__ = ["erase"]
@@ -239,12 +240,7 @@ def _use_rectangles(images: torch.Tensor, value: object) -> bool:
     (``value="random"``) keep the full path, so that a
     :class:`~maskwise.random.KeyedGenerator` draws the same noise everywhere.
     """
-    return (
-        images.device.type == "cpu"
-        and images.is_contiguous()
-        and not isinstance(value, str)
-        and not torch.compiler.is_compiling()
-    )
+    return on_host(images.device) and images.is_contiguous() and not isinstance(value, str)
 
 
 def _erase_rectangles(

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 
 from maskwise._checks import as_rate, check_bool_2d, check_probability
-from maskwise.functional.select import Rate, per_sample_rates, top_k_per_row
+from maskwise.functional.select import Rate, on_host, per_sample_rates, top_k_per_row
 from maskwise.random import KeyedGenerator, uniform
 
 __all__ = [
@@ -292,7 +292,7 @@ def mask_blocks(
     free = free.bool()
     deficit = remaining.long()
     ties = u[:, 4 * rounds :].float()
-    if device.type == "cpu" and not torch.compiler.is_compiling():
+    if on_host(device):
         short = deficit.nonzero().squeeze(1)
         if short.numel():
             free[short] = _grow(free[short], deficit[short], ties[short], H, W, int(deficit.max()))

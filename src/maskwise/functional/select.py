@@ -12,6 +12,7 @@ __all__ = [
     "distinct_draws",
     "distinct_ints",
     "draws_on_host",
+    "on_host",
     "per_sample_rates",
     "sample_mask",
     "top_k_per_row",
@@ -87,6 +88,17 @@ def top_k_per_row(
     return rank < k.unsqueeze(1)
 
 
+def on_host(device: torch.device) -> bool:
+    """Whether a masker may read values on the host and loop over a few of them: on the CPU
+    (where that costs no device sync), outside ``torch.compile`` (a host read breaks the graph).
+
+    The CPU paths that use it (rectangle writes in ``erase``, slice fills in ``spec_augment``,
+    the exact fill of ``mask_blocks`` for the short samples only) each have a test that they
+    equal the batched path GPUs and compiled code take.
+    """
+    return device.type == "cpu" and not torch.compiler.is_compiling()
+
+
 def draws_on_host(generator: Generator, device: torch.device) -> bool:
     """Whether a masker may draw only what it uses and read counts on the host: on the CPU
     (where a host read costs no device sync) with a ``torch.Generator`` or none, outside
@@ -97,11 +109,7 @@ def draws_on_host(generator: Generator, device: torch.device) -> bool:
     position draws, so that a row never depends on how many draws other rows needed, and GPUs
     keep them to stay free of host syncs.
     """
-    return (
-        device.type == "cpu"
-        and not isinstance(generator, KeyedGenerator)
-        and not torch.compiler.is_compiling()
-    )
+    return on_host(device) and not isinstance(generator, KeyedGenerator)
 
 
 def distinct_draws(k_max: int) -> int:

@@ -18,6 +18,7 @@ from maskwise.functional.select import (
     distinct_draws,
     distinct_ints,
     draws_on_host,
+    on_host,
     per_sample_rates,
     top_k_per_row,
 )
@@ -268,7 +269,7 @@ def spec_augment(
         fill = (total / count).to(spec.dtype)  # (B, 1, ..., 1) per-row mean over real frames
     else:
         fill = float(value)
-    if device.type == "cpu" and not torch.compiler.is_compiling():
+    if on_host(device):
         # A copy, then only the masked bands are written, one slice per interval, as the per-row
         # loops do but without their per-row passes: 2-3x faster than one pass over the union
         # (docs/benchmarks.md). The intervals are read on the host, which is free on the CPU.
